@@ -1,0 +1,647 @@
+//! The job configuration: one TOML file, parsed strictly, validated before anything
+//! runs, and resolved into a [`Job`] the engine and the batch join both execute.
+//!
+//! Every limit of the engine is a named constant here, unit last. Unknown keys and
+//! wrong types are rejected by serde (`deny_unknown_fields`) with the key's line;
+//! semantic checks ([`Job::resolve`]) name the offending key.
+//! Relative paths are resolved against the directory of the config file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{Field, FieldType, Schema};
+
+/// Events per batch on a ring.
+pub const BATCH_EVENTS_DEFAULT: u32 = 1024;
+pub const BATCH_EVENTS_MAX: u32 = 65536;
+/// Batches a ring holds before its producer waits (backpressure).
+pub const RING_SLOTS_DEFAULT: u32 = 64;
+pub const RING_SLOTS_MAX: u32 = 4096;
+/// Shards per job.
+pub const SHARDS_MAX: u32 = 256;
+/// Rows a source reads per poll before the shard serves its rings again.
+pub const SOURCE_CHUNK_ROWS: usize = 1024;
+/// Memory glommio registers per executor for its io_uring buffers.
+pub const IO_MEMORY_KIB_DEFAULT: u32 = 1024;
+/// Events the built-in workload runs when `--events` is not given.
+pub const BUILTIN_EVENTS_DEFAULT: u64 = 20_000_000;
+
+const _: () = assert!(BATCH_EVENTS_DEFAULT <= BATCH_EVENTS_MAX);
+const _: () = assert!(RING_SLOTS_DEFAULT <= RING_SLOTS_MAX);
+
+/// Errors found in a configuration, before anything runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: `{key}`: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Csv,
+    Jsonl,
+}
+
+impl Format {
+    pub fn ext(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinKind {
+    /// Whether unmatched rows of `side` are emitted NULL-padded.
+    pub fn emits_unmatched(self, side: Side) -> bool {
+        matches!(
+            (self, side),
+            (JoinKind::Full, _) | (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right)
+        )
+    }
+}
+
+/// Which input a row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Side {
+    Left = 0,
+    Right = 1,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+    pub fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+/// The raw TOML document.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub left: InputConfig,
+    pub right: InputConfig,
+    pub join: JoinConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    pub name: String,
+    #[serde(default)]
+    pub format: Format,
+    /// Each file is one partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Instead of `paths`: the built-in impressions/plays generator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Field>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    pub kind: JoinKind,
+    pub lower_ms: i64,
+    pub upper_ms: i64,
+    #[serde(default)]
+    pub max_out_of_orderness_ms: i64,
+    #[serde(default)]
+    pub allowed_lateness_ms: i64,
+    #[serde(default = "idle_timeout_default")]
+    pub idle_timeout_ms: i64,
+}
+
+fn idle_timeout_default() -> i64 {
+    10_000
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// A directory; "-" = stdout; "none" = count only.
+    #[serde(default = "output_path_default")]
+    pub path: String,
+    #[serde(default)]
+    pub format: Format,
+}
+
+fn output_path_default() -> String {
+    "none".into()
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { path: output_path_default(), format: Format::Csv }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Default: the number of CPUs this process may run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_events: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_slots: Option<u32>,
+    /// Width of a state time bucket; default (upper_ms - lower_ms) / 32, at least 1 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bucket_ms: Option<i64>,
+    /// Pin shard i to CPU i (modulo the CPUs available). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_cores: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_memory_kib: Option<u32>,
+}
+
+/// Parameters of the impressions (left) / plays (right) generator. Every field is
+/// optional; `[left].generator` and `[right].generator` are merged, and a key set on
+/// both must agree.
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Total events, impressions + plays (the CLI's `--events` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+    /// Distinct profile ids, drawn with zipf skew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub titles: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipf: Option<f64>,
+    /// Fraction of impressions that get a play, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_rate: Option<f64>,
+    /// On-time rows arrive up to this many ms after their event time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disorder_ms: Option<i64>,
+    /// Fraction of rows delayed by 2 x disorder_ms + U[0, late_max_ms].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_fraction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_max_ms: Option<i64>,
+    /// Plays happen 0..=play_window_ms after their impression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub play_window_ms: Option<i64>,
+    /// Impressions per simulated second of event time, all partitions together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_rate: Option<f64>,
+    /// Wall-clock events/s, all partitions together; 0 = as fast as possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+    /// Partitions per input; default one per shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+}
+
+/// Resolved generator parameters.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GenParams {
+    pub seed: u64,
+    pub events: u64,
+    pub keys: u64,
+    pub titles: u32,
+    pub zipf: f64,
+    pub match_rate: f64,
+    pub disorder_ms: i64,
+    pub late_fraction: f64,
+    pub late_max_ms: i64,
+    pub play_window_ms: i64,
+    pub event_time_rate: f64,
+    pub rate_limit: f64,
+    pub partitions: u32,
+}
+
+/// Where one input's rows come from.
+#[derive(Clone, Debug)]
+pub enum InputSource {
+    Files { format: Format, paths: Vec<PathBuf> },
+    Generator,
+}
+
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub schema: Schema,
+    pub source: InputSource,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputTarget {
+    Dir(PathBuf),
+    Stdout,
+    None,
+}
+
+/// A validated, resolved job: what the engine and the batch join execute.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub left: Input,
+    pub right: Input,
+    pub kind: JoinKind,
+    pub lower_ms: i64,
+    pub upper_ms: i64,
+    pub max_out_of_orderness_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub idle_timeout_ms: i64,
+    pub output: OutputTarget,
+    pub output_format: Format,
+    pub shards: u32,
+    pub batch_events: u32,
+    pub ring_slots: u32,
+    pub state_bucket_ms: i64,
+    pub pin_cores: bool,
+    pub io_memory_kib: u32,
+    pub generator: Option<GenParams>,
+}
+
+impl Job {
+    pub fn input(&self, side: Side) -> &Input {
+        match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        }
+    }
+}
+
+/// The schema the generator writes for impressions (left) and plays (right).
+pub fn generator_fields(side: Side) -> Vec<Field> {
+    let mut f = vec![
+        Field::new("profile_id", FieldType::U64),
+        Field::new("title_id", FieldType::U32),
+        Field::new("ts", FieldType::I64),
+    ];
+    match side {
+        Side::Left => {
+            f.push(Field::new("row", FieldType::U32));
+            f.push(Field::new("col", FieldType::U32));
+        }
+        Side::Right => f.push(Field::new("duration_ms", FieldType::U32)),
+    }
+    f
+}
+
+pub fn available_cpus() -> u32 {
+    core_affinity::get_core_ids().map(|c| c.len() as u32).filter(|&n| n > 0).unwrap_or(1)
+}
+
+impl JobConfig {
+    /// Reads and parses a config file (syntax, unknown keys and types only).
+    pub fn load(path: &Path) -> Result<JobConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
+        JobConfig::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<JobConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// The built-in workload: generator with 1,000,000 keys, left outer join of
+    /// impressions and plays within one hour, output counted.
+    pub fn builtin() -> JobConfig {
+        let gen_input = |name: &str, g: Option<GeneratorConfig>| InputConfig {
+            name: name.into(),
+            generator: Some(g.unwrap_or_default()),
+            ..Default::default()
+        };
+        JobConfig {
+            left: gen_input(
+                "impressions",
+                Some(GeneratorConfig { keys: Some(1_000_000), events: Some(BUILTIN_EVENTS_DEFAULT), ..Default::default() }),
+            ),
+            right: gen_input("plays", None),
+            join: JoinConfig {
+                kind: JoinKind::Left,
+                lower_ms: 0,
+                upper_ms: 3_600_000,
+                max_out_of_orderness_ms: 5_000,
+                allowed_lateness_ms: 0,
+                idle_timeout_ms: idle_timeout_default(),
+            },
+            output: OutputConfig::default(),
+            engine: EngineConfig::default(),
+        }
+    }
+
+    /// Validates and resolves. `base` is the directory relative paths are taken from.
+    pub fn resolve(&self, path: &Path, base: &Path) -> Result<Job, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let j = &self.join;
+        if j.lower_ms > j.upper_ms {
+            return Err(invalid(
+                "join.lower_ms",
+                format!("lower_ms ({}) is greater than upper_ms ({})", j.lower_ms, j.upper_ms),
+            ));
+        }
+        for (k, v) in [
+            ("join.max_out_of_orderness_ms", j.max_out_of_orderness_ms),
+            ("join.allowed_lateness_ms", j.allowed_lateness_ms),
+        ] {
+            if v < 0 {
+                return Err(invalid(k, format!("must be >= 0, got {v}")));
+            }
+        }
+        if j.idle_timeout_ms <= 0 {
+            return Err(invalid("join.idle_timeout_ms", format!("must be > 0, got {}", j.idle_timeout_ms)));
+        }
+
+        let e = &self.engine;
+        let shards = e.shards.unwrap_or_else(available_cpus);
+        if shards == 0 || shards > SHARDS_MAX {
+            return Err(invalid("engine.shards", format!("must be in 1..={SHARDS_MAX}, got {shards}")));
+        }
+        let batch_events = e.batch_events.unwrap_or(BATCH_EVENTS_DEFAULT);
+        if batch_events == 0 || batch_events > BATCH_EVENTS_MAX {
+            return Err(invalid("engine.batch_events", format!("must be in 1..={BATCH_EVENTS_MAX}")));
+        }
+        let ring_slots = e.ring_slots.unwrap_or(RING_SLOTS_DEFAULT);
+        if ring_slots < 2 || ring_slots > RING_SLOTS_MAX {
+            return Err(invalid("engine.ring_slots", format!("must be in 2..={RING_SLOTS_MAX}")));
+        }
+        let width = (j.upper_ms as i128 - j.lower_ms as i128) / 32;
+        let state_bucket_ms = match e.state_bucket_ms {
+            Some(b) if b <= 0 => return Err(invalid("engine.state_bucket_ms", format!("must be > 0, got {b}"))),
+            Some(b) => b,
+            None => width.clamp(1000, 3_600_000) as i64,
+        };
+
+        // Generator: both inputs or neither.
+        let generator = match (&self.left.generator, &self.right.generator) {
+            (None, None) => None,
+            (Some(l), Some(r)) => Some(merge_generator(l, r, shards).map_err(|(k, m)| invalid(&k, m))?),
+            (Some(_), None) => {
+                return Err(invalid("right.generator", "the generator produces both inputs: set it on [right] too (`generator = {}`)".into()))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("left.generator", "the generator produces both inputs: set it on [left] too (`generator = {}`)".into()))
+            }
+        };
+
+        let left = resolve_input(&self.left, "left", Side::Left, base).map_err(|(k, m)| invalid(&k, m))?;
+        let right = resolve_input(&self.right, "right", Side::Right, base).map_err(|(k, m)| invalid(&k, m))?;
+        if left.schema.name == right.schema.name {
+            return Err(invalid("right.name", format!("both inputs are named `{}`; output columns would clash", left.schema.name)));
+        }
+        let (lk, rk) = (left.schema.key_types(), right.schema.key_types());
+        if lk.len() != rk.len() {
+            return Err(invalid("right.key", format!("left key has {} fields, right key has {}", lk.len(), rk.len())));
+        }
+        for (i, (a, b)) in lk.iter().zip(&rk).enumerate() {
+            if a != b {
+                return Err(invalid(
+                    "right.key",
+                    format!(
+                        "key field {} has type {} on the left (`{}`) and {} on the right (`{}`); key types must be equal",
+                        i + 1,
+                        a.name(),
+                        self.left.key[i],
+                        b.name(),
+                        self.right.key[i]
+                    ),
+                ));
+            }
+        }
+
+        let output = match self.output.path.as_str() {
+            "" => return Err(invalid("output.path", "is empty: use a directory, \"-\" or \"none\"".into())),
+            "-" => OutputTarget::Stdout,
+            "none" => OutputTarget::None,
+            p => OutputTarget::Dir(base.join(p)),
+        };
+
+        Ok(Job {
+            left,
+            right,
+            kind: j.kind,
+            lower_ms: j.lower_ms,
+            upper_ms: j.upper_ms,
+            max_out_of_orderness_ms: j.max_out_of_orderness_ms,
+            allowed_lateness_ms: j.allowed_lateness_ms,
+            idle_timeout_ms: j.idle_timeout_ms,
+            output,
+            output_format: self.output.format,
+            shards,
+            batch_events,
+            ring_slots,
+            state_bucket_ms,
+            pin_cores: e.pin_cores.unwrap_or(true),
+            io_memory_kib: e.io_memory_kib.unwrap_or(IO_MEMORY_KIB_DEFAULT),
+            generator,
+        })
+    }
+}
+
+fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Result<Input, (String, String)> {
+    let k = |s: &str| format!("{side_key}.{s}");
+    if c.name.is_empty() || c.name.contains(['.', '/', ',', '"']) {
+        return Err((k("name"), format!("`{}` is not a usable name (non-empty, no . / , \")", c.name)));
+    }
+    let (fields, key, time, source) = if c.generator.is_some() {
+        if !c.paths.is_empty() {
+            return Err((k("paths"), "an input has either `paths` or `generator`, not both".into()));
+        }
+        let gf = generator_fields(side);
+        if !c.fields.is_empty() && c.fields != gf {
+            return Err((k("fields"), "the generator's fields are fixed; leave `fields` out".into()));
+        }
+        let key = if c.key.is_empty() { vec!["profile_id".to_string(), "title_id".to_string()] } else { c.key.clone() };
+        (gf, key, c.time.clone().unwrap_or_else(|| "ts".into()), InputSource::Generator)
+    } else {
+        if c.paths.is_empty() {
+            return Err((k("paths"), "no input: give `paths` (one file per partition) or `generator`".into()));
+        }
+        if c.fields.is_empty() {
+            return Err((k("fields"), "missing: list the input's fields with their types".into()));
+        }
+        let time = c.time.clone().ok_or_else(|| (k("time"), "missing: name the event-time field".into()))?;
+        let paths = c.paths.iter().map(|p| base.join(p)).collect();
+        (c.fields.clone(), c.key.clone(), time, InputSource::Files { format: c.format, paths })
+    };
+    let schema = Schema::new(&c.name, fields, &key, &time).map_err(|m| {
+        let which = if m.contains("time field") {
+            "time"
+        } else if m.contains("key") {
+            "key"
+        } else {
+            "fields"
+        };
+        (k(which), m)
+    })?;
+    Ok(Input { schema, source })
+}
+
+fn merge_generator(l: &GeneratorConfig, r: &GeneratorConfig, shards: u32) -> Result<GenParams, (String, String)> {
+    macro_rules! pick {
+        ($f:ident, $default:expr) => {
+            match (l.$f, r.$f) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err((
+                        format!("right.generator.{}", stringify!($f)),
+                        format!("differs from left.generator.{} ({:?} vs {:?})", stringify!($f), b, a),
+                    ))
+                }
+                (Some(a), _) | (None, Some(a)) => a,
+                (None, None) => $default,
+            }
+        };
+    }
+    let g = GenParams {
+        seed: pick!(seed, 42),
+        events: pick!(events, BUILTIN_EVENTS_DEFAULT),
+        keys: pick!(keys, 1_000_000),
+        titles: pick!(titles, 20_000),
+        zipf: pick!(zipf, 1.0),
+        match_rate: pick!(match_rate, 0.3),
+        disorder_ms: pick!(disorder_ms, 5_000),
+        late_fraction: pick!(late_fraction, 0.001),
+        late_max_ms: pick!(late_max_ms, 600_000),
+        play_window_ms: pick!(play_window_ms, 3_600_000),
+        event_time_rate: pick!(event_time_rate, 200.0),
+        rate_limit: pick!(rate_limit, 0.0),
+        partitions: pick!(partitions, shards),
+    };
+    let bad = |f: &str, m: String| Err((format!("left.generator.{f}"), m));
+    if g.keys == 0 {
+        return bad("keys", "must be > 0".into());
+    }
+    if g.titles == 0 {
+        return bad("titles", "must be > 0".into());
+    }
+    if !(g.zipf >= 0.0 && g.zipf.is_finite()) {
+        return bad("zipf", format!("must be >= 0, got {}", g.zipf));
+    }
+    if !(0.0..=1.0).contains(&g.match_rate) {
+        return bad("match_rate", format!("must be in [0, 1], got {}", g.match_rate));
+    }
+    if !(0.0..=1.0).contains(&g.late_fraction) {
+        return bad("late_fraction", format!("must be in [0, 1], got {}", g.late_fraction));
+    }
+    if g.disorder_ms < 0 || g.late_max_ms < 0 || g.play_window_ms < 0 {
+        return bad("disorder_ms", "disorder_ms, late_max_ms and play_window_ms must be >= 0".into());
+    }
+    if !(g.event_time_rate > 0.0 && g.event_time_rate.is_finite()) {
+        return bad("event_time_rate", format!("must be > 0, got {}", g.event_time_rate));
+    }
+    if !(g.rate_limit >= 0.0 && g.rate_limit.is_finite()) {
+        return bad("rate_limit", format!("must be >= 0, got {}", g.rate_limit));
+    }
+    if g.partitions == 0 || g.partitions > 4096 {
+        return bad("partitions", format!("must be in 1..=4096, got {}", g.partitions));
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[left]
+name = "impressions"
+format = "csv"
+paths = ["data/left.csv"]
+key = ["profile_id", "title_id"]
+time = "ts"
+fields = [ { name = "profile_id", type = "u64" }, { name = "title_id", type = "u32" },
+           { name = "ts", type = "i64" }, { name = "row", type = "u32" } ]
+[right]
+name = "plays"
+paths = ["data/right.csv"]
+key = ["profile_id", "title_id"]
+time = "ts"
+fields = [ { name = "profile_id", type = "u64" }, { name = "title_id", type = "u32" },
+           { name = "ts", type = "i64" } ]
+[join]
+kind = "left"
+lower_ms = 0
+upper_ms = 3600000
+max_out_of_orderness_ms = 5000
+allowed_lateness_ms = 0
+idle_timeout_ms = 10000
+[output]
+path = "out"
+format = "csv"
+[engine]
+shards = 2
+"#;
+
+    fn resolve(text: &str) -> Result<Job, ConfigError> {
+        let p = Path::new("job.toml");
+        JobConfig::parse(text, p)?.resolve(p, Path::new("/base"))
+    }
+
+    #[test]
+    fn the_documented_example_resolves() {
+        let j = resolve(GOOD).unwrap();
+        assert_eq!(j.shards, 2);
+        assert_eq!(j.output, OutputTarget::Dir("/base/out".into()));
+        assert_eq!(j.left.schema.key, vec![0, 1]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("lower_ms = 0", "lower_ms = 5000000"), "join.lower_ms"),
+            (GOOD.replace("kind = \"left\"", "kind = \"left\"\ncolour = 1"), "colour"),
+            (GOOD.replace("shards = 2", "shards = \"two\""), "shards"),
+            (GOOD.replacen("key = [\"profile_id\", \"title_id\"]", "key = [\"nope\"]", 1), "left.key"),
+            (GOOD.replacen("time = \"ts\"", "time = \"row\"", 1).replace("type = \"u32\" } ]\n[right]", "type = \"f64\" } ]\n[right]"), "left.time"),
+            (GOOD.replacen("{ name = \"title_id\", type = \"u32\" }", "{ name = \"title_id\", type = \"u64\" }", 1), "right.key"),
+            (GOOD.replace("shards = 2", "shards = 0"), "engine.shards"),
+        ];
+        for (text, needle) in cases {
+            let e = resolve(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "error `{e}` should name `{needle}`");
+        }
+    }
+
+    #[test]
+    fn builtin_resolves_with_generator() {
+        let c = JobConfig::builtin();
+        let j = c.resolve(Path::new("<built-in>"), Path::new(".")).unwrap();
+        let g = j.generator.unwrap();
+        assert_eq!(g.keys, 1_000_000);
+        assert_eq!(g.partitions, j.shards);
+        assert_eq!(j.output, OutputTarget::None);
+    }
+}

@@ -1,0 +1,144 @@
+//! Sources: where rows come from. One partition is one ordered sequence of rows of
+//! one input (a file, or one generator partition); a source object reads one or more
+//! partitions and hands out encoded rows.
+//!
+//! A source never blocks on anything but its own file reads, never decides lateness
+//! (the shard's [`crate::watermark::PartitionClock`] does) and never drops a row: every
+//! row it reads is handed out as a [`SourceItem::Row`] or a [`SourceItem::Dead`] letter.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Format, GenParams, Job, Side};
+use crate::schema::Schema;
+
+pub mod csv;
+pub mod generator;
+pub mod jsonl;
+
+/// One item read from a source.
+pub enum SourceItem<'a> {
+    /// A well-formed row of `side` with event time `ts`. `intended_ns` is the moment
+    /// (ns since job start) a rate-limited generator meant to send it, if any.
+    Row { side: Side, ts: i64, row: &'a [u8], intended_ns: Option<u64> },
+    /// A malformed row: it goes to the dead-letter output, never into the join.
+    Dead { side: Side, line: u64, reason: String, raw: &'a [u8] },
+}
+
+/// What a poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStatus {
+    /// Some rows were handed out; poll again.
+    Rows,
+    /// Nothing available now; retry after about this many ns.
+    Idle { retry_ns: u64 },
+    /// Every partition of this source has ended.
+    Done,
+}
+
+/// A fatal source error: the job cannot go on (unreadable file, missing column).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {op}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path}:{line}: {reason} (strict mode: first malformed row is fatal)")]
+    Strict { path: String, line: u64, reason: String },
+}
+
+pub trait Source {
+    /// Reads up to `max_rows` rows and hands each to `out`.
+    fn poll(&mut self, max_rows: usize, now_ns: u64, out: &mut dyn FnMut(SourceItem<'_>)) -> Result<PollStatus, SourceError>;
+    /// The partitions this source reads, as (side, partition index within the side).
+    fn partitions(&self) -> Vec<(Side, u32)>;
+    /// A human name for messages and dead letters: a file path or `generator/3`.
+    fn describe(&self) -> String;
+}
+
+/// One partition of the job, before it is opened.
+#[derive(Clone, Debug)]
+pub enum PartitionSpec {
+    File { side: Side, index: u32, format: Format, path: PathBuf },
+    /// Generator partition `index` produces left partition `index` and right partition `index`.
+    Generator { index: u32, params: GenParams },
+}
+
+/// Lists the job's sources; source `i` is read by shard `i % shards`.
+pub fn plan(job: &Job) -> Vec<PartitionSpec> {
+    let mut out = Vec::new();
+    if let Some(g) = &job.generator {
+        for p in 0..g.partitions {
+            out.push(PartitionSpec::Generator { index: p, params: g.clone() });
+        }
+        return out;
+    }
+    for side in [Side::Left, Side::Right] {
+        if let crate::config::InputSource::Files { format, paths } = &job.input(side).source {
+            for (i, p) in paths.iter().enumerate() {
+                out.push(PartitionSpec::File { side, index: i as u32, format: *format, path: p.clone() });
+            }
+        }
+    }
+    out
+}
+
+/// How many partitions each input has.
+pub fn partition_counts(specs: &[PartitionSpec]) -> [u32; 2] {
+    let mut n = [0u32; 2];
+    for s in specs {
+        match s {
+            PartitionSpec::File { side, .. } => n[side.idx()] += 1,
+            PartitionSpec::Generator { .. } => {
+                n[0] += 1;
+                n[1] += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Opens a partition.
+pub fn open(spec: &PartitionSpec, job: &Job) -> Result<Box<dyn Source>, SourceError> {
+    Ok(match spec {
+        PartitionSpec::File { side, index, format: Format::Csv, path } => {
+            Box::new(csv::CsvSource::open(path, *side, *index, job.input(*side).schema.clone())?)
+        }
+        PartitionSpec::File { side, index, format: Format::Jsonl, path } => {
+            Box::new(jsonl::JsonlSource::open(path, *side, *index, job.input(*side).schema.clone())?)
+        }
+        PartitionSpec::Generator { index, params } => Box::new(generator::Generator::new(params.clone(), *index)),
+    })
+}
+
+pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
+    move |e| SourceError::Io { path: path.to_path_buf(), op, source: e }
+}
+
+/// Checks the schema's fields against a file's header; returns the column of each
+/// field. Every schema field must be present; extra columns are ignored.
+pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Vec<usize>, SourceError> {
+    let mut cols = Vec::with_capacity(schema.fields.len());
+    for f in &schema.fields {
+        match header.iter().position(|h| trim_cell(h) == f.name.as_bytes()) {
+            Some(c) => cols.push(c),
+            None => {
+                return Err(SourceError::Format {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "header has no column `{}` (input `{}`); header is: {}",
+                        f.name,
+                        schema.name,
+                        header.iter().map(|h| String::from_utf8_lossy(h)).collect::<Vec<_>>().join(",")
+                    ),
+                })
+            }
+        }
+    }
+    Ok(cols)
+}
+
+pub(crate) fn trim_cell(c: &[u8]) -> &[u8] {
+    let c = c.strip_prefix(b"\xef\xbb\xbf").unwrap_or(c); // a UTF-8 BOM on the first header cell
+    let c = c.strip_suffix(b"\r").unwrap_or(c);
+    c
+}
