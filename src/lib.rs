@@ -5,7 +5,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod engine;
+pub mod gen;
+pub mod join;
+pub mod metrics;
+pub mod ring;
+pub mod router;
 pub mod row;
 pub mod schema;
+pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod watermark;

@@ -1,1 +1,200 @@
-fn main(){}
+//! The `weft` command line. `anyhow` is used only here, at the edge.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use weft::config::{Format, JobConfig, JoinKind};
+use weft::engine::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "Thread-per-core streaming interval join")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a join job (with no --config: the built-in generator workload).
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events (impressions + plays) for a generator input.
+        #[arg(long)]
+        events: Option<u64>,
+        /// Override engine.shards.
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Write the final report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Make the first malformed input row fatal.
+        #[arg(long)]
+        strict: bool,
+        /// Replace the output of an earlier run in the output directory.
+        #[arg(long)]
+        force: bool,
+        /// No live progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write the generator's two streams as files plus a job.toml to replay them.
+    Gen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: FormatArg,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 20_000)]
+        titles: u32,
+        #[arg(long, default_value_t = 1.0)]
+        zipf: f64,
+        #[arg(long, default_value_t = 0.3)]
+        match_rate: f64,
+        #[arg(long, default_value_t = 5_000)]
+        disorder_ms: i64,
+        #[arg(long, default_value_t = 0.001)]
+        late_fraction: f64,
+        #[arg(long, default_value_t = 600_000)]
+        late_max_ms: i64,
+        #[arg(long, default_value_t = 200.0)]
+        event_time_rate: f64,
+        /// Files per input.
+        #[arg(long, default_value_t = 2)]
+        partitions: u32,
+        /// Join kind written into job.toml.
+        #[arg(long, value_enum, default_value = "left")]
+        kind: KindArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(config: Option<&Path>) -> Result<(JobConfig, PathBuf, PathBuf)> {
+    Ok(match config {
+        Some(p) => {
+            let cfg = JobConfig::load(p)?;
+            let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+            (cfg, p.to_path_buf(), base)
+        }
+        None => (JobConfig::builtin(), PathBuf::from("<built-in workload>"), PathBuf::from(".")),
+    })
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run { config, events, shards, report, strict, force, quiet } => {
+            let (mut cfg, path, base) = load(config.as_deref())?;
+            if let Some(n) = events {
+                match (&mut cfg.left.generator, &mut cfg.right.generator) {
+                    (Some(l), Some(r)) => {
+                        l.events = Some(n);
+                        r.events = None;
+                    }
+                    _ => anyhow::bail!("--events applies to generator inputs; {} reads files", path.display()),
+                }
+            }
+            if let Some(s) = shards {
+                cfg.engine.shards = Some(s);
+                if let (Some(l), Some(r)) = (&mut cfg.left.generator, &mut cfg.right.generator) {
+                    // One generator partition per shard unless the config fixed it.
+                    if l.partitions.is_none() && r.partitions.is_none() {
+                        l.partitions = Some(s);
+                    }
+                }
+            }
+            let job = cfg.resolve(&path, &base)?;
+            let rep = engine::run(&job, &RunOptions { strict, force, progress: !quiet })
+                .with_context(|| format!("job {} failed", path.display()))?;
+            let table = rep.table();
+            if job.output == weft::config::OutputTarget::Stdout {
+                eprint!("{table}");
+            } else {
+                print!("{table}");
+            }
+            if let Some(r) = report {
+                let json = serde_json::to_string_pretty(&rep)?;
+                std::fs::write(&r, json + "\n").with_context(|| format!("cannot write report {}", r.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gen {
+            out,
+            events,
+            format,
+            seed,
+            keys,
+            titles,
+            zipf,
+            match_rate,
+            disorder_ms,
+            late_fraction,
+            late_max_ms,
+            event_time_rate,
+            partitions,
+            kind,
+        } => {
+            let mut cfg = JobConfig::builtin();
+            let g = cfg.left.generator.as_mut().unwrap();
+            g.seed = Some(seed);
+            g.events = Some(events);
+            g.keys = Some(keys);
+            g.titles = Some(titles);
+            g.zipf = Some(zipf);
+            g.match_rate = Some(match_rate);
+            g.disorder_ms = Some(disorder_ms);
+            g.late_fraction = Some(late_fraction);
+            g.late_max_ms = Some(late_max_ms);
+            g.event_time_rate = Some(event_time_rate);
+            g.partitions = Some(partitions);
+            cfg.join.max_out_of_orderness_ms = disorder_ms;
+            cfg.join.kind = match kind {
+                KindArg::Inner => JoinKind::Inner,
+                KindArg::Left => JoinKind::Left,
+                KindArg::Right => JoinKind::Right,
+                KindArg::Full => JoinKind::Full,
+            };
+            let job = cfg.resolve(Path::new("<gen>"), Path::new("."))?;
+            let params = job.generator.clone().expect("generator job");
+            let fmt = match format {
+                FormatArg::Csv => Format::Csv,
+                FormatArg::Jsonl => Format::Jsonl,
+            };
+            let (path, counts) = weft::gen::write(&out, &params, fmt, cfg)?;
+            println!("wrote {} impressions and {} plays in {} partitions; job: {}", counts[0], counts[1], partitions, path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

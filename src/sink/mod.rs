@@ -1,3 +1,286 @@
-//! Sinks: the joined output, the late-data side output and the dead-letter output.
+//! Sinks of one shard: the joined output, the late-data side output and the
+//! dead-letter output. Each shard writes its own files (`part-<shard>.<ext>`,
+//! `late/<input>-<shard>.<ext>`, `dead/part-<shard>.jsonl`), so no file is shared
+//! between threads; stdout is shared under a lock, one buffer at a time.
+//!
+//! Writes are buffered ([`FLUSH_BYTES`]); an I/O error (full disk) is kept and
+//! reported by [`ShardSinks::take_error`], which the shard checks after every batch:
+//! the job then fails with the path and the OS error, it never loses rows silently.
 
 pub mod format;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+
+use crate::config::{Format, Job, OutputTarget, Side};
+use crate::join::Emit;
+use crate::metrics::new_histogram;
+use crate::row::{write_json_str, RowView};
+use format::{InputFormatter, OutputFormatter};
+
+/// Buffered bytes per file before a write.
+pub const FLUSH_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {op}: {source}")]
+pub struct SinkError {
+    pub path: PathBuf,
+    pub op: &'static str,
+    pub source: std::io::Error,
+}
+
+enum Target {
+    None,
+    Stdout,
+    File { path: PathBuf, file: Option<File>, header: Vec<u8> },
+}
+
+/// A buffered, lazily created output file (or stdout, or nothing).
+struct Out {
+    target: Target,
+    buf: Vec<u8>,
+    error: Option<SinkError>,
+}
+
+impl Out {
+    fn new(target: Target) -> Out {
+        Out { target, buf: Vec::new(), error: None }
+    }
+
+    fn enabled(&self) -> bool {
+        !matches!(self.target, Target::None)
+    }
+
+    fn maybe_flush(&mut self) {
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() || self.error.is_some() {
+            return;
+        }
+        let res = match &mut self.target {
+            Target::None => Ok(()),
+            Target::Stdout => {
+                let mut so = std::io::stdout().lock();
+                so.write_all(&self.buf).and_then(|_| so.flush()).map_err(|e| SinkError { path: "<stdout>".into(), op: "write", source: e })
+            }
+            Target::File { path, file, header } => {
+                if file.is_none() {
+                    match File::create(&*path) {
+                        Ok(mut f) => match f.write_all(header) {
+                            Ok(()) => *file = Some(f),
+                            Err(e) => return self.error = Some(SinkError { path: path.clone(), op: "write", source: e }),
+                        },
+                        Err(e) => return self.error = Some(SinkError { path: path.clone(), op: "create", source: e }),
+                    }
+                }
+                file.as_mut().unwrap().write_all(&self.buf).map_err(|e| SinkError { path: path.clone(), op: "write", source: e })
+            }
+        };
+        self.buf.clear();
+        if let Err(e) = res {
+            self.error = Some(e);
+        }
+    }
+
+    /// Flushes and fsyncs (files only).
+    fn close(&mut self) {
+        self.flush();
+        if let Target::File { path, file: Some(f), .. } = &mut self.target {
+            if self.error.is_none() {
+                if let Err(e) = f.sync_data() {
+                    self.error = Some(SinkError { path: path.clone(), op: "fdatasync", source: e });
+                }
+            }
+        }
+    }
+}
+
+/// Everything one shard writes.
+pub struct ShardSinks {
+    out: Out,
+    fmt: OutputFormatter,
+    late: [Out; 2],
+    late_fmt: [InputFormatter; 2],
+    dead: Out,
+    /// Output rows written (or counted, for `none`).
+    pub output_rows: u64,
+    pub unmatched_emitted: [u64; 2],
+    pub latency: Histogram<u64>,
+    /// Set by the shard before each batch: "now" for latency, in ns since job start.
+    pub now_ns: u64,
+}
+
+impl ShardSinks {
+    pub fn new(job: &Job, shard: u32) -> ShardSinks {
+        let (l, r) = (&job.left.schema, &job.right.schema);
+        let fmt = OutputFormatter::new(job.output_format, l, r);
+        let ext = job.output_format.ext();
+        let late_format = |side: Side| match &job.input(side).source {
+            crate::config::InputSource::Files { format, .. } => *format,
+            crate::config::InputSource::Generator => Format::Csv,
+        };
+        let late_fmt = [InputFormatter::new(late_format(Side::Left), l), InputFormatter::new(late_format(Side::Right), r)];
+        let (out, late, dead) = match &job.output {
+            OutputTarget::None => (Out::new(Target::None), [Out::new(Target::None), Out::new(Target::None)], Out::new(Target::None)),
+            OutputTarget::Stdout => (Out::new(Target::Stdout), [Out::new(Target::None), Out::new(Target::None)], Out::new(Target::None)),
+            OutputTarget::Dir(d) => {
+                let late_file = |side: Side| {
+                    let s = &job.input(side).schema;
+                    Out::new(Target::File {
+                        path: d.join("late").join(format!("{}-{shard}.{}", s.name, late_format(side).ext())),
+                        file: None,
+                        header: late_fmt[side.idx()].header(),
+                    })
+                };
+                (
+                    Out::new(Target::File { path: d.join(format!("part-{shard}.{ext}")), file: None, header: fmt.header() }),
+                    [late_file(Side::Left), late_file(Side::Right)],
+                    Out::new(Target::File { path: d.join("dead").join(format!("part-{shard}.jsonl")), file: None, header: Vec::new() }),
+                )
+            }
+        };
+        ShardSinks {
+            out,
+            fmt,
+            late,
+            late_fmt,
+            dead,
+            output_rows: 0,
+            unmatched_emitted: [0, 0],
+            latency: new_histogram(),
+            now_ns: 0,
+        }
+    }
+
+    /// A late row, in its input's own columns.
+    pub fn late(&mut self, side: Side, row: RowView) {
+        let o = &mut self.late[side.idx()];
+        if o.enabled() {
+            self.late_fmt[side.idx()].write(&mut o.buf, row);
+            o.maybe_flush();
+        }
+    }
+
+    /// A malformed row: `{"input", "file", "line", "reason", "raw"}`.
+    pub fn dead(&mut self, input: &str, file: &str, line: u64, reason: &str, raw: &[u8]) {
+        let o = &mut self.dead;
+        if !o.enabled() {
+            return;
+        }
+        let b = &mut o.buf;
+        b.extend_from_slice(b"{\"input\":");
+        write_json_str(b, input.as_bytes());
+        b.extend_from_slice(b",\"file\":");
+        write_json_str(b, file.as_bytes());
+        b.extend_from_slice(b",\"line\":");
+        b.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+        b.extend_from_slice(b",\"reason\":");
+        write_json_str(b, reason.as_bytes());
+        b.extend_from_slice(b",\"raw\":");
+        write_json_str(b, String::from_utf8_lossy(raw).as_bytes());
+        b.extend_from_slice(b"}\n");
+        o.maybe_flush();
+    }
+
+    /// The first I/O error any sink hit, if any.
+    pub fn take_error(&mut self) -> Option<SinkError> {
+        let [l0, l1] = &mut self.late;
+        for o in [&mut self.out, l0, l1, &mut self.dead] {
+            if let Some(e) = o.error.take() {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Flushes and syncs every file.
+    pub fn close(&mut self) -> Result<(), SinkError> {
+        let [l0, l1] = &mut self.late;
+        for o in [&mut self.out, l0, l1, &mut self.dead] {
+            o.close();
+        }
+        match self.take_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Emit for ShardSinks {
+    #[inline]
+    fn pair(&mut self, l: RowView, r: RowView, arrival_ns: u64) {
+        self.output_rows += 1;
+        let lat = self.now_ns.saturating_sub(arrival_ns).max(1);
+        let _ = self.latency.record(lat.min(crate::metrics::LATENCY_NS_MAX));
+        if self.out.enabled() {
+            self.fmt.write(&mut self.out.buf, Some(l), Some(r));
+            self.out.maybe_flush();
+        }
+    }
+
+    #[inline]
+    fn unmatched(&mut self, side: Side, row: RowView) {
+        self.output_rows += 1;
+        self.unmatched_emitted[side.idx()] += 1;
+        if self.out.enabled() {
+            match side {
+                Side::Left => self.fmt.write(&mut self.out.buf, Some(row), None),
+                Side::Right => self.fmt.write(&mut self.out.buf, None, Some(row)),
+            }
+            self.out.maybe_flush();
+        }
+    }
+}
+
+/// Prepares an output directory: creates it (with `late/` and `dead/`), and refuses
+/// one that already holds output unless `force`, in which case that output is removed.
+pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), SinkError> {
+    fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
+        let path = path.to_path_buf();
+        move |e| SinkError { path, op, source: e }
+    }
+    std::fs::create_dir_all(dir).map_err(err("create directory", dir))?;
+    let mut existing = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err("read directory", dir))? {
+        let entry = entry.map_err(err("read directory", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let p = entry.path();
+        let is_output = (p.is_file() && name.starts_with("part-") && (name.ends_with(".csv") || name.ends_with(".jsonl")))
+            || (p.is_dir() && (name == "late" || name == "dead"));
+        if is_output {
+            existing.push(p);
+        }
+    }
+    if !existing.is_empty() {
+        if !force {
+            return Err(SinkError {
+                path: dir.to_path_buf(),
+                op: "prepare output",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("holds output of an earlier run ({} entries, e.g. {}); pass --force to replace it", existing.len(), existing[0].display()),
+                ),
+            });
+        }
+        for p in existing {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).map_err(err("remove", &p))?;
+            } else {
+                std::fs::remove_file(&p).map_err(err("remove", &p))?;
+            }
+        }
+    }
+    let _ = ext;
+    for sub in ["late", "dead"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(err("create directory", &p))?;
+    }
+    Ok(())
+}

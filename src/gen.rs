@@ -1,0 +1,110 @@
+//! `weft gen`: writes the generator's two streams as files (one file per generator
+//! partition and input, so replaying them gives the same partitions and therefore the
+//! same late rows) plus a `job.toml` that runs the join over them.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::{generator_fields, Format, GenParams, JobConfig, Side};
+use crate::schema::Schema;
+use crate::sink::format::InputFormatter;
+use crate::source::generator::Generator;
+use crate::source::{PollStatus, Source, SourceItem};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {op}: {source}")]
+pub struct GenError {
+    pub path: PathBuf,
+    pub op: &'static str,
+    pub source: std::io::Error,
+}
+
+fn schema(side: Side) -> Schema {
+    let name = match side {
+        Side::Left => "impressions",
+        Side::Right => "plays",
+    };
+    Schema::new(name, generator_fields(side), &["profile_id".into(), "title_id".into()], "ts").expect("generator schema is valid")
+}
+
+/// Writes the files and the job config; returns the config's path and rows per input.
+pub fn write(dir: &Path, params: &GenParams, format: Format, mut job: JobConfig) -> Result<(PathBuf, [u64; 2]), GenError> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |e| GenError { path, op, source: e }
+    };
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let ext = format.ext();
+    let results: Vec<Result<[u64; 2], GenError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..params.partitions)
+            .map(|p| {
+                let params = params.clone();
+                s.spawn(move || -> Result<[u64; 2], GenError> {
+                    let mut files = Vec::new();
+                    for (side, name) in [(Side::Left, "left"), (Side::Right, "right")] {
+                        let path = dir.join(format!("{name}-{p}.{ext}"));
+                        let f = File::create(&path).map_err(io("create", &path))?;
+                        let fmt = InputFormatter::new(format, &schema(side));
+                        let mut w = BufWriter::with_capacity(1 << 20, f);
+                        w.write_all(&fmt.header()).map_err(io("write", &path))?;
+                        files.push((path, w, fmt));
+                    }
+                    let mut g = Generator::new(params, p);
+                    let mut buf = [Vec::new(), Vec::new()];
+                    let mut counts = [0u64; 2];
+                    loop {
+                        let st = g
+                            .poll(4096, 0, &mut |it| {
+                                if let SourceItem::Row { side, row, .. } = it {
+                                    files[side.idx()].2.write(&mut buf[side.idx()], crate::row::RowView(row));
+                                    counts[side.idx()] += 1;
+                                }
+                            })
+                            .expect("the generator does not fail");
+                        for i in 0..2 {
+                            files[i].1.write_all(&buf[i]).map_err(io("write", &files[i].0))?;
+                            buf[i].clear();
+                        }
+                        if st == PollStatus::Done {
+                            break;
+                        }
+                    }
+                    for (path, mut w, _) in files {
+                        w.flush().map_err(io("write", &path))?;
+                    }
+                    Ok(counts)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("generator thread")).collect()
+    });
+    let mut counts = [0u64; 2];
+    for r in results {
+        let c = r?;
+        counts[0] += c[0];
+        counts[1] += c[1];
+    }
+    for (side, input) in [(Side::Left, &mut job.left), (Side::Right, &mut job.right)] {
+        let name = if side == Side::Left { "left" } else { "right" };
+        let s = schema(side);
+        input.name = s.name.clone();
+        input.generator = None;
+        input.format = format;
+        input.paths = (0..params.partitions).map(|p| format!("{name}-{p}.{ext}")).collect();
+        input.key = vec!["profile_id".into(), "title_id".into()];
+        input.time = Some("ts".into());
+        input.fields = s.fields.clone();
+    }
+    job.output.path = "out".into();
+    let text = format!(
+        "# Written by `weft gen` ({} + {} rows, seed {}). Paths are relative to this file.\n{}",
+        counts[0],
+        counts[1],
+        params.seed,
+        toml::to_string(&job).expect("config serialises")
+    );
+    let cfg = dir.join("job.toml");
+    std::fs::write(&cfg, text).map_err(io("write", &cfg))?;
+    Ok((cfg, counts))
+}

@@ -1,0 +1,205 @@
+//! Counters, latency histograms and the job report.
+//!
+//! Each shard owns its counters and its HdrHistogram (no sharing on the hot path);
+//! the engine merges them at the end. Live progress goes through [`Progress`], a few
+//! relaxed atomics per shard that the shard stores once per round.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::config::Side;
+
+/// Latency histogram range: 1 ns .. 1 hour, 3 significant digits.
+pub const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
+}
+
+/// What one shard counted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShardCounters {
+    pub rows_in: [u64; 2],
+    pub late: [u64; 2],
+    pub dead: [u64; 2],
+    pub pairs: u64,
+    pub unmatched: [u64; 2],
+    pub unmatched_emitted: [u64; 2],
+    pub output_rows: u64,
+    pub state_rows_peak: [u64; 2],
+    pub state_bytes_peak: u64,
+    pub keys_peak: u64,
+    pub index_bytes_peak: u64,
+    pub buckets_peak: u64,
+    pub bytes_reclaimed: u64,
+}
+
+impl ShardCounters {
+    pub fn merge(&mut self, o: &ShardCounters) {
+        for i in 0..2 {
+            self.rows_in[i] += o.rows_in[i];
+            self.late[i] += o.late[i];
+            self.dead[i] += o.dead[i];
+            self.unmatched[i] += o.unmatched[i];
+            self.unmatched_emitted[i] += o.unmatched_emitted[i];
+            self.state_rows_peak[i] += o.state_rows_peak[i];
+        }
+        self.pairs += o.pairs;
+        self.output_rows += o.output_rows;
+        self.state_bytes_peak += o.state_bytes_peak;
+        self.keys_peak += o.keys_peak;
+        self.index_bytes_peak += o.index_bytes_peak;
+        self.buckets_peak += o.buckets_peak;
+        self.bytes_reclaimed += o.bytes_reclaimed;
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InputReport {
+    pub name: String,
+    pub rows_in: u64,
+    pub late: u64,
+    pub dead_letters: u64,
+    pub unmatched: u64,
+    pub unmatched_emitted: u64,
+    pub state_rows_peak: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct LatencyReport {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl LatencyReport {
+    pub fn from_histogram(h: &Histogram<u64>) -> LatencyReport {
+        let us = |v: u64| v as f64 / 1000.0;
+        LatencyReport {
+            count: h.len(),
+            p50_us: us(h.value_at_quantile(0.5)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+/// The final report of a run (`--report FILE` writes it as JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub left: InputReport,
+    pub right: InputReport,
+    pub matched_pairs: u64,
+    pub output_rows: u64,
+    pub events: u64,
+    pub wall_s: f64,
+    pub events_per_s: f64,
+    /// User + system CPU seconds of the whole process (from the OS).
+    pub cpu_s: f64,
+    pub events_per_cpu_s: f64,
+    pub shards: u32,
+    /// End-to-end latency of matched pairs: emit time minus the arrival of the later row.
+    pub latency: LatencyReport,
+    pub state_bytes_peak: u64,
+    pub keys_peak: u64,
+    pub index_bytes_peak: u64,
+    pub bytes_reclaimed: u64,
+    pub output: String,
+}
+
+impl Report {
+    pub fn input(&self, side: Side) -> &InputReport {
+        match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        }
+    }
+
+    /// A short human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let l = &self.left;
+        let r = &self.right;
+        s += &format!("{:<24}{:>16}{:>16}\n", "", l.name, r.name);
+        s += &format!("{:<24}{:>16}{:>16}\n", "rows in", l.rows_in, r.rows_in);
+        s += &format!("{:<24}{:>16}{:>16}\n", "late", l.late, r.late);
+        s += &format!("{:<24}{:>16}{:>16}\n", "dead letters", l.dead_letters, r.dead_letters);
+        s += &format!("{:<24}{:>16}{:>16}\n", "unmatched", l.unmatched, r.unmatched);
+        s += &format!("{:<24}{:>16}{:>16}\n", "unmatched emitted", l.unmatched_emitted, r.unmatched_emitted);
+        s += &format!("{:<24}{:>16}\n", "matched pairs", self.matched_pairs);
+        s += &format!("{:<24}{:>16}\n", "output rows", self.output_rows);
+        s += &format!("{:<24}{:>16.3}\n", "wall s", self.wall_s);
+        s += &format!("{:<24}{:>16.0}\n", "events/s", self.events_per_s);
+        s += &format!("{:<24}{:>16.0}   ({:.2} CPU s, {} shards)\n", "events/CPU-s", self.events_per_cpu_s, self.cpu_s, self.shards);
+        let t = &self.latency;
+        s += &format!(
+            "{:<24}p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  ({} pairs)\n",
+            "latency", t.p50_us, t.p99_us, t.p999_us, t.max_us, t.count
+        );
+        s += &format!(
+            "{:<24}{} keys, {:.1} MiB rows, {:.1} MiB index, {:.1} MiB reclaimed\n",
+            "state peak (sum)",
+            self.keys_peak,
+            self.state_bytes_peak as f64 / 1048576.0,
+            self.index_bytes_peak as f64 / 1048576.0,
+            self.bytes_reclaimed as f64 / 1048576.0
+        );
+        s
+    }
+}
+
+/// Live figures of one shard, for the progress line.
+#[derive(Default)]
+pub struct ShardProgress {
+    pub rows_in: AtomicU64,
+    pub output_rows: AtomicU64,
+    pub state_rows: AtomicU64,
+    pub watermark: AtomicI64,
+}
+
+pub struct Progress {
+    pub shards: Vec<ShardProgress>,
+    /// Set when any shard fails: the others stop reading.
+    pub abort: AtomicBool,
+    pub finished: AtomicU64,
+}
+
+impl Progress {
+    pub fn new(shards: usize) -> Progress {
+        Progress {
+            shards: (0..shards).map(|_| ShardProgress { watermark: AtomicI64::new(i64::MIN), ..Default::default() }).collect(),
+            abort: AtomicBool::new(false),
+            finished: AtomicU64::new(0),
+        }
+    }
+
+    pub fn totals(&self) -> (u64, u64, u64, i64) {
+        let mut t = (0, 0, 0, i64::MAX);
+        for s in &self.shards {
+            t.0 += s.rows_in.load(Ordering::Relaxed);
+            t.1 += s.output_rows.load(Ordering::Relaxed);
+            t.2 += s.state_rows.load(Ordering::Relaxed);
+            t.3 = t.3.min(s.watermark.load(Ordering::Relaxed));
+        }
+        t
+    }
+}
+
+/// User + system CPU seconds this process has used.
+pub fn process_cpu_s() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a full rusage into the pointer we own; RUSAGE_SELF is valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage returned 0, so the struct is initialised.
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

@@ -1,0 +1,377 @@
+//! The per-core shard: one glommio executor pinned to one CPU, owning a disjoint set
+//! of keys (by [`crate::router::shard_of`]) and a share of the source partitions.
+//!
+//! Tasks on the shard's executor (single-threaded, cooperative; no locks):
+//! - the *source task* polls this shard's partitions, decides lateness per partition,
+//!   encodes and hashes keys, and routes each row into a batch per destination shard;
+//!   batches for itself are joined in place, the others go over the rings;
+//! - one *receiver task* per peer ring joins the batches that peer sends.
+//! Both share the [`Core`] (join operator, sinks, watermark) through a `RefCell` that is
+//! never held across an `.await`. Every task yields after each batch, so a busy peer
+//! cannot starve the local source, and a waiting `send` (full ring) lets the
+//! receivers drain: two shards can never deadlock on each other's full rings.
+//!
+//! Invariant: a shard only ever joins rows whose key it owns (`debug_assert`ed on
+//! receipt; rows with a NULL key never match and stay on the shard that read them).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use hdrhistogram::Histogram;
+
+use crate::config::{Job, Side};
+use crate::join::{Join, JoinParams};
+use crate::metrics::{Progress, ShardCounters};
+use crate::ring::Batch;
+use crate::router::{key_hash, shard_of};
+use crate::row::{encode_key, RowView};
+use crate::schema::Schema;
+use crate::sink::{ShardSinks, SinkError};
+use crate::source::{self, PartitionSpec, PollStatus, Source, SourceError, SourceItem};
+use crate::watermark::{sender_mark, Mark, PartitionClock, ShardWatermark};
+
+/// Longest a shard sleeps when none of its sources has rows.
+const IDLE_SLEEP_NS_MAX: u64 = 1_000_000;
+/// Batches between two recomputations of the state-size peaks.
+const PEAK_EVERY_BATCHES: u64 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("shard {0} stopped because another shard failed")]
+    Aborted(u32),
+}
+
+/// Everything a shard needs, moved into its executor.
+pub struct ShardCtx {
+    pub id: u32,
+    pub job: Arc<Job>,
+    pub specs: Vec<PartitionSpec>,
+    /// `senders[d]`: the ring to shard `d` (`None` for itself).
+    pub senders: Vec<Option<SharedSender<Batch>>>,
+    /// (peer id, ring from that peer).
+    pub receivers: Vec<(usize, SharedReceiver<Batch>)>,
+    pub progress: Arc<Progress>,
+    pub start: Instant,
+    pub strict: bool,
+}
+
+pub struct ShardResult {
+    pub counters: ShardCounters,
+    pub latency: Histogram<u64>,
+}
+
+/// The state every task of the shard shares.
+struct Core {
+    id: u32,
+    shards: u32,
+    lateness_ms: i64,
+    join: Join,
+    sinks: ShardSinks,
+    wm: ShardWatermark,
+    counters: ShardCounters,
+    progress: Arc<Progress>,
+    batches: u64,
+    error: Option<ShardError>,
+}
+
+impl Core {
+    /// Joins a batch from `from` (which may be this shard), then applies its mark.
+    fn on_batch(&mut self, from: usize, b: &Batch, now_ns: u64) {
+        self.sinks.now_ns = now_ns;
+        // Only with idle partitions can a row arrive behind W - A (SEMANTICS.md).
+        let cut = self.wm.current() as i128 - self.lateness_ms as i128;
+        for e in &b.events {
+            let (row, key) = b.get(e);
+            debug_assert!(key.is_none() || shard_of(e.hash, self.shards) == self.id, "row routed to the wrong shard");
+            if (e.ts as i128) < cut {
+                self.counters.late[e.side.idx()] += 1;
+                self.sinks.late(e.side, RowView(row));
+                continue;
+            }
+            self.join.on_row(e.side, e.ts, e.hash, key, row, e.arrival_ns, &mut self.sinks);
+        }
+        let before = self.wm.current();
+        let w = self.wm.update(from, b.mark);
+        if w > before {
+            self.join.advance(w, &mut self.sinks);
+        }
+        self.batches += 1;
+        self.observe();
+        if let Some(e) = self.sinks.take_error() {
+            self.error.get_or_insert(ShardError::Sink(e));
+        }
+    }
+
+    fn observe(&mut self) {
+        let rows = self.join.state_rows();
+        let c = &mut self.counters;
+        c.state_rows_peak[0] = c.state_rows_peak[0].max(rows[0]);
+        c.state_rows_peak[1] = c.state_rows_peak[1].max(rows[1]);
+        c.keys_peak = c.keys_peak.max(self.join.keys() as u64);
+        if self.batches % PEAK_EVERY_BATCHES == 0 {
+            let b = self.join.state_bytes();
+            c.state_bytes_peak = c.state_bytes_peak.max(b[0] + b[1]);
+            c.index_bytes_peak = c.index_bytes_peak.max(self.join.index_bytes());
+            c.buckets_peak = c.buckets_peak.max(self.join.buckets() as u64);
+        }
+        let p = &self.progress.shards[self.id as usize];
+        p.output_rows.store(self.sinks.output_rows, Ordering::Relaxed);
+        p.state_rows.store(rows[0] + rows[1], Ordering::Relaxed);
+        p.watermark.store(self.wm.current(), Ordering::Relaxed);
+    }
+}
+
+/// One opened partition group (a file, or a generator partition's two streams).
+struct Slot {
+    src: Box<dyn Source>,
+    name: String,
+    /// Clock of each side this source produces (`None` if it produces no such side).
+    clocks: [Option<PartitionClock>; 2],
+    done: bool,
+}
+
+/// Runs one shard to completion.
+pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
+    let job = ctx.job.clone();
+    let id = ctx.id;
+    let shards = job.shards;
+    let now_ns = {
+        let start = ctx.start;
+        move || start.elapsed().as_nanos() as u64
+    };
+    let mut slots = Vec::new();
+    for spec in &ctx.specs {
+        let src = match source::open(spec, &job) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.progress.abort.store(true, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        let mut clocks = [None, None];
+        for (side, _) in src.partitions() {
+            clocks[side.idx()] = Some(PartitionClock::new(job.max_out_of_orderness_ms, job.allowed_lateness_ms));
+        }
+        slots.push(Slot { name: src.describe(), src, clocks, done: false });
+    }
+
+    let core = Rc::new(RefCell::new(Core {
+        id,
+        shards,
+        lateness_ms: job.allowed_lateness_ms,
+        join: Join::new(JoinParams {
+            kind: job.kind,
+            lower_ms: job.lower_ms,
+            upper_ms: job.upper_ms,
+            allowed_lateness_ms: job.allowed_lateness_ms,
+            bucket_ms: job.state_bucket_ms,
+        }),
+        sinks: ShardSinks::new(&job, id),
+        wm: ShardWatermark::new(shards as usize),
+        counters: ShardCounters::default(),
+        progress: ctx.progress.clone(),
+        batches: 0,
+        error: None,
+    }));
+
+    // Receivers: one task per peer ring.
+    let mut receivers = Vec::new();
+    for (from, rx) in ctx.receivers {
+        let core = core.clone();
+        receivers.push(glommio::spawn_local(async move {
+            let rx = rx.connect().await;
+            let mut got_done = false;
+            while let Some(batch) = rx.recv().await {
+                got_done = batch.mark == Mark::Done;
+                core.borrow_mut().on_batch(from, &batch, now_ns());
+                futures_lite::future::yield_now().await;
+            }
+            got_done
+        }));
+    }
+    let mut senders: Vec<Option<ConnectedSender<Batch>>> = Vec::with_capacity(ctx.senders.len());
+    for s in ctx.senders {
+        senders.push(match s {
+            Some(s) => Some(s.connect().await),
+            None => None,
+        });
+    }
+
+    let batch_events = job.batch_events as usize;
+    let schemas: [Schema; 2] = [job.left.schema.clone(), job.right.schema.clone()];
+    let mut out: Vec<Batch> = (0..shards).map(|_| Batch::with_capacity(batch_events)).collect();
+    let mut last_mark: Vec<Option<Mark>> = vec![None; shards as usize];
+    let mut key = Vec::with_capacity(64);
+    let mut fatal: Option<ShardError> = None;
+    let idle_timeout_ns = (job.idle_timeout_ms as u64).saturating_mul(1_000_000);
+
+    // The source task runs inline in this (the shard's main) task.
+    loop {
+        if ctx.progress.abort.load(Ordering::Relaxed) {
+            fatal.get_or_insert(ShardError::Aborted(id));
+            break;
+        }
+        if let Some(e) = core.borrow_mut().error.take() {
+            fatal = Some(e);
+            break;
+        }
+        let now = now_ns();
+        let mut any_rows = false;
+        let mut retry_ns = IDLE_SLEEP_NS_MAX;
+        let mut all_done = true;
+        for slot in slots.iter_mut().filter(|s| !s.done) {
+            let mut c = core.borrow_mut();
+            let c = &mut *c;
+            let Slot { src, name, clocks, done } = slot;
+            let mut strict_err = None;
+            let status = src.poll(batch_events, now, &mut |item| match item {
+                SourceItem::Row { side, ts, row, intended_ns } => {
+                    let s = side.idx();
+                    c.counters.rows_in[s] += 1;
+                    let clock = clocks[s].as_mut().expect("source emits only its own sides");
+                    clock.last_row_ns = now;
+                    if clock.observe(ts) {
+                        c.counters.late[s] += 1;
+                        c.sinks.late(side, RowView(row));
+                        return;
+                    }
+                    let arrival = intended_ns.unwrap_or(now);
+                    if encode_key(RowView(row), &schemas[s], &mut key) {
+                        let hash = key_hash(&key);
+                        out[shard_of(hash, shards) as usize].push(side, ts, hash, arrival, row, Some(&key));
+                    } else {
+                        out[id as usize].push(side, ts, 0, arrival, row, None);
+                    }
+                }
+                SourceItem::Dead { side, line, reason, raw } => {
+                    c.counters.dead[side.idx()] += 1;
+                    c.sinks.dead(&schemas[side.idx()].name, name, line, &reason, raw);
+                    if ctx.strict && strict_err.is_none() {
+                        strict_err = Some(SourceError::Strict { path: name.clone(), line, reason });
+                    }
+                }
+            });
+            if let Some(e) = strict_err {
+                fatal = Some(e.into());
+                break;
+            }
+            match status {
+                Err(e) => {
+                    fatal = Some(e.into());
+                    break;
+                }
+                Ok(PollStatus::Rows) => {
+                    any_rows = true;
+                    all_done = false;
+                    for cl in clocks.iter_mut().flatten() {
+                        cl.idle = false;
+                    }
+                }
+                Ok(PollStatus::Idle { retry_ns: r }) => {
+                    all_done = false;
+                    retry_ns = retry_ns.min(r);
+                    for cl in clocks.iter_mut().flatten() {
+                        cl.idle = now.saturating_sub(cl.last_row_ns) >= idle_timeout_ns;
+                    }
+                }
+                Ok(PollStatus::Done) => {
+                    *done = true;
+                    for cl in clocks.iter_mut().flatten() {
+                        cl.done = true;
+                    }
+                }
+            }
+        }
+        if fatal.is_some() {
+            break;
+        }
+        let mark = sender_mark(slots.iter().flat_map(|s| s.clocks.iter().flatten()));
+        debug_assert!(!all_done || mark == Mark::Done);
+        flush(id, &mut out, &mut last_mark, mark, &mut senders, &core, now_ns()).await;
+        if all_done {
+            break;
+        }
+        if any_rows {
+            futures_lite::future::yield_now().await;
+        } else {
+            glommio::timer::sleep(Duration::from_nanos(retry_ns.clamp(1_000, IDLE_SLEEP_NS_MAX))).await;
+        }
+    }
+    {
+        let c = core.borrow();
+        let p = &ctx.progress.shards[id as usize];
+        p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
+    }
+    if fatal.is_some() {
+        ctx.progress.abort.store(true, Ordering::Relaxed);
+    }
+    // Closing the rings tells every peer this shard has no more rows (after Done).
+    drop(senders);
+
+    let mut peers_complete = true;
+    for r in receivers {
+        peers_complete &= r.await;
+    }
+    let mut c = match Rc::try_unwrap(core) {
+        Ok(c) => c.into_inner(),
+        Err(_) => unreachable!("every task holding the core has finished"),
+    };
+    if let Some(e) = fatal.or(c.error.take()) {
+        return Err(e);
+    }
+    if !peers_complete || ctx.progress.abort.load(Ordering::Relaxed) {
+        return Err(ShardError::Aborted(id));
+    }
+    c.join.finish(&mut c.sinks);
+    c.sinks.close()?;
+    let stats = c.join.stats;
+    let mut counters = c.counters;
+    counters.pairs = stats.pairs;
+    counters.unmatched = stats.unmatched;
+    counters.unmatched_emitted = c.sinks.unmatched_emitted;
+    counters.output_rows = c.sinks.output_rows;
+    counters.bytes_reclaimed = c.join.bytes_reclaimed();
+    Ok(ShardResult { counters, latency: c.sinks.latency })
+}
+
+/// Sends every destination its batch (and the new mark), joining our own in place.
+async fn flush(
+    id: u32,
+    out: &mut [Batch],
+    last_mark: &mut [Option<Mark>],
+    mark: Mark,
+    senders: &mut [Option<ConnectedSender<Batch>>],
+    core: &Rc<RefCell<Core>>,
+    now_ns: u64,
+) {
+    for d in 0..out.len() {
+        if out[d].is_empty() && last_mark[d] == Some(mark) {
+            continue;
+        }
+        last_mark[d] = Some(mark);
+        out[d].mark = mark;
+        if d == id as usize {
+            core.borrow_mut().on_batch(d, &out[d], now_ns);
+            out[d].clear();
+        } else if let Some(tx) = &senders[d] {
+            let cap = out[d].events.capacity();
+            let batch = std::mem::replace(&mut out[d], Batch::with_capacity(cap));
+            // Waits while the ring is full; our receiver tasks keep draining meanwhile.
+            if tx.send(batch).await.is_err() {
+                // The peer is gone (it failed); the abort flag stops us next round.
+            }
+        }
+    }
+    let c = core.borrow();
+    let p = &c.progress.shards[id as usize];
+    p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
+    let _ = Side::Left;
+}
