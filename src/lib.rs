@@ -4,6 +4,7 @@
 //! for the architecture and `../shared/SEMANTICS.md` for the join contract.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod gen;

@@ -1,0 +1,873 @@
+//! The batch join: the validation oracle. It computes the join of SEMANTICS.md over
+//! whole inputs, on a code path that shares nothing with the streaming engine but
+//! the sources (parsing, dead letters) and the formatters (byte-identical rows).
+//!
+//! Three phases, each on up to `threads` OS threads:
+//! 1. **Read**: each partition (input file or generator partition) is read start to
+//!    end by one thread. The per-partition lateness rule is applied in file order
+//!    (`t < max(t of earlier rows) - B - A`, in i128); late rows go to
+//!    `late/<input>-<partition>.<ext>`, malformed rows to `dead/<input>-<partition>.jsonl`.
+//!    Every other row is copied, with its encoded key in front, into the arena of
+//!    the hash bucket of its key (rows with a NULL key go to a side list: they never
+//!    match).
+//! 2. **Join**: each bucket is joined by one thread: per side, entries are sorted by
+//!    (key hash, key bytes, time); equal keys are merged and each left row's window
+//!    `[t + lower_ms, t + upper_ms]` is found with two monotone pointers over the
+//!    right rows, so the cost is O(n log n + output).
+//! 3. **Write**: join thread `i` formats its rows with [`OutputFormatter`] into
+//!    `part-<i>.<ext>.inprogress` and renames it to `part-<i>.<ext>` when complete.
+//!
+//! Invariants: every row a source hands out is counted exactly once as late, dead,
+//! or joined input; a non-late row with no match is counted as unmatched (and
+//! emitted NULL-padded when the join kind asks for it); duplicates stay distinct.
+//! The whole input is held in memory (about row bytes + key bytes + 32 bytes per
+//! row); the outputs are streamed to disk. Bad input never panics: it is a dead
+//! letter or a [`BatchError`].
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::{InputSource, Job, JoinKind, Side};
+use crate::row::{encode_key, write_json_str, RowView};
+use crate::sink::format::{InputFormatter, OutputFormatter};
+use crate::source::{self, PartitionSpec, PollStatus, SourceError, SourceItem};
+
+/// Rows a reader takes from its source per poll.
+pub const POLL_ROWS: usize = 4096;
+/// Hash buckets per join thread: more buckets than threads balance skewed keys.
+pub const BUCKETS_PER_THREAD: usize = 8;
+/// A writer flushes its formatting buffer to the file past this many bytes.
+pub const WRITE_BUF_BYTES: usize = 1 << 20;
+/// Threads the batch join accepts.
+pub const THREADS_MAX: usize = 256;
+/// Arena offsets share a u64 with the index of the reader that owns the arena.
+const LOC_OFF_BITS: u32 = 48;
+const LOC_OFF_MASK: u64 = (1 << LOC_OFF_BITS) - 1;
+/// Fixed hash seeds: the bucket of a key, and so the part file of a row, is the
+/// same on every run.
+const HASH_SEEDS: [u64; 4] = [
+    0x5745_4654_4241_5443,
+    0x9E37_79B9_7F4A_7C15,
+    0xD1B5_4A32_D192_ED03,
+    0x8CB9_2BA7_2F3D_8DD7,
+];
+
+const _: () = assert!(THREADS_MAX * BUCKETS_PER_THREAD <= u16::MAX as usize);
+const _: () = assert!(THREADS_MAX < (1 << (64 - LOC_OFF_BITS)));
+
+/// Errors of a batch run. Malformed rows are not errors: they are dead letters.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(
+        "output directory {path} already holds weft output ({found}); pass --force to replace it"
+    )]
+    OutputExists { path: PathBuf, found: PathBuf },
+    #[error(
+        "input file {path} lies where the output goes ({dir}); choose another output directory"
+    )]
+    InputInOutput { path: PathBuf, dir: PathBuf },
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("threads must be in 1..={THREADS_MAX}, got {0}")]
+    Threads(usize),
+    #[error("{path}: one reader's arena passed {limit} bytes", limit = LOC_OFF_MASK)]
+    ArenaFull { path: String },
+    #[error("a batch {0} thread panicked")]
+    ThreadPanicked(&'static str),
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> BatchError + 'a {
+    move |source| BatchError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// Counts for one input.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct InputReport {
+    pub name: String,
+    pub partitions: u32,
+    /// Well-formed rows read (late ones included).
+    pub rows_in: u64,
+    pub late_rows: u64,
+    pub dead_rows: u64,
+    /// Non-late rows that matched no row of the other input (emitted or not).
+    pub unmatched_rows: u64,
+}
+
+/// What a batch run did; `weft batch` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchReport {
+    pub output_dir: PathBuf,
+    pub kind: JoinKind,
+    pub threads: u32,
+    pub left: InputReport,
+    pub right: InputReport,
+    pub matched_pairs: u64,
+    pub output_rows: u64,
+    pub output_files: Vec<PathBuf>,
+    pub read_ms: u64,
+    pub join_ms: u64,
+    pub wall_ms: u64,
+}
+
+impl BatchReport {
+    pub fn input(&self, side: Side) -> &InputReport {
+        match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        }
+    }
+
+    pub fn print(&self) {
+        println!(
+            "batch join ({:?}) into {}",
+            self.kind,
+            self.output_dir.display()
+        );
+        for s in [&self.left, &self.right] {
+            println!(
+                "  {:<16} partitions {:>4}  rows in {:>12}  late {:>10}  dead {:>8}  unmatched {:>10}",
+                s.name, s.partitions, s.rows_in, s.late_rows, s.dead_rows, s.unmatched_rows
+            );
+        }
+        println!(
+            "  matched pairs {}  output rows {} in {} files",
+            self.matched_pairs,
+            self.output_rows,
+            self.output_files.len()
+        );
+        let events = self.left.rows_in + self.right.rows_in;
+        let rate = if self.wall_ms > 0 {
+            events as f64 * 1000.0 / self.wall_ms as f64
+        } else {
+            0.0
+        };
+        println!(
+            "  {} threads, read {} ms, join+write {} ms, wall {} ms ({:.0} input rows/s)",
+            self.threads, self.read_ms, self.join_ms, self.wall_ms, rate
+        );
+    }
+}
+
+/// One stored row: where its key and record are, and what the join sorts on.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    hash: u64,
+    ts: i64,
+    /// Reader index (high bits) | offset of the key in that reader's arena.
+    loc: u64,
+    key_len: u32,
+    row_len: u32,
+}
+
+/// The rows of one side that one reader routed to one bucket.
+#[derive(Default)]
+struct Bucket {
+    arena: Vec<u8>,
+    keyed: Vec<Entry>,
+    /// Non-late rows with a NULL key: never matched.
+    null_key: Vec<Entry>,
+}
+
+/// The output of one reader thread.
+struct ReaderOut {
+    /// `buckets[side][bucket]`.
+    buckets: [Vec<Bucket>; 2],
+    counts: [InputReport; 2],
+}
+
+/// One bucket's rows from every reader, ready to join.
+struct BucketWork {
+    /// `arenas[side][reader]`.
+    arenas: [Vec<Vec<u8>>; 2],
+    keyed: [Vec<Entry>; 2],
+    null_key: [Vec<Entry>; 2],
+}
+
+impl BucketWork {
+    fn rows(&self) -> usize {
+        self.keyed[0].len() + self.keyed[1].len() + self.null_key[0].len() + self.null_key[1].len()
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct JoinCounts {
+    pairs: u64,
+    unmatched: [u64; 2],
+    output_rows: u64,
+}
+
+/// Runs the batch join of `job` and writes its output into `out_dir`.
+///
+/// `threads` = 0 means one per available CPU. Refuses a directory that already holds
+/// weft output unless `force`, and then removes only what it would write itself.
+pub fn run(
+    job: &Job,
+    out_dir: &Path,
+    force: bool,
+    threads: usize,
+) -> Result<BatchReport, BatchError> {
+    let t_start = Instant::now();
+    let threads = if threads == 0 {
+        crate::config::available_cpus() as usize
+    } else {
+        threads
+    };
+    if threads > THREADS_MAX {
+        return Err(BatchError::Threads(threads));
+    }
+    let ext = job.output_format.ext();
+    prepare_output_dir(job, out_dir, force)?;
+
+    let specs = source::plan(job);
+    let nbuckets = threads * BUCKETS_PER_THREAD;
+    let readers = threads.min(specs.len()).max(1);
+
+    // Phase 1: read every partition, decide lateness, route rows to buckets.
+    let next_spec = AtomicUsize::new(0);
+    let reader_outs: Vec<Result<ReaderOut, BatchError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..readers)
+            .map(|_| s.spawn(|| read_partitions(job, &specs, &next_spec, nbuckets, out_dir, ext)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(BatchError::ThreadPanicked("reader")))
+            })
+            .collect()
+    });
+    let mut outs = Vec::with_capacity(readers);
+    for r in reader_outs {
+        outs.push(r?);
+    }
+    let mut counts: [InputReport; 2] = Default::default();
+    for side in [Side::Left, Side::Right] {
+        let c = &mut counts[side.idx()];
+        c.name = job.input(side).schema.name.clone();
+        c.partitions = source::partition_counts(&specs)[side.idx()];
+        for o in &outs {
+            let oc = &o.counts[side.idx()];
+            c.rows_in += oc.rows_in;
+            c.late_rows += oc.late_rows;
+            c.dead_rows += oc.dead_rows;
+        }
+    }
+    let read_ms = t_start.elapsed().as_millis() as u64;
+
+    // Transpose reader outputs into per-bucket work, biggest buckets first so the
+    // last thread to finish does not start a large bucket late.
+    let mut works: Vec<BucketWork> = (0..nbuckets)
+        .map(|_| BucketWork {
+            arenas: [Vec::with_capacity(readers), Vec::with_capacity(readers)],
+            keyed: [Vec::new(), Vec::new()],
+            null_key: [Vec::new(), Vec::new()],
+        })
+        .collect();
+    for (reader, o) in outs.into_iter().enumerate() {
+        for (side, buckets) in o.buckets.into_iter().enumerate() {
+            for (b, bucket) in buckets.into_iter().enumerate() {
+                let w = &mut works[b];
+                debug_assert_eq!(w.arenas[side].len(), reader);
+                w.arenas[side].push(bucket.arena);
+                let tag = (reader as u64) << LOC_OFF_BITS;
+                w.keyed[side].extend(bucket.keyed.into_iter().map(|e| Entry {
+                    loc: e.loc | tag,
+                    ..e
+                }));
+                w.null_key[side].extend(bucket.null_key.into_iter().map(|e| Entry {
+                    loc: e.loc | tag,
+                    ..e
+                }));
+            }
+        }
+    }
+    works.sort_by_key(|w| std::cmp::Reverse(w.rows()));
+    let queue = Mutex::new(works.into_iter());
+
+    // Phase 2+3: join buckets and write part files.
+    let t_join = Instant::now();
+    let formatter = OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema);
+    let results: Vec<Result<(JoinCounts, PathBuf), BatchError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (queue, formatter) = (&queue, &formatter);
+                s.spawn(move || join_worker(job, i, queue, formatter, out_dir, ext))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("join"))))
+            .collect()
+    });
+    let mut total = JoinCounts::default();
+    let mut files = Vec::with_capacity(threads);
+    for r in results {
+        let (c, path) = r?;
+        total.pairs += c.pairs;
+        total.unmatched[0] += c.unmatched[0];
+        total.unmatched[1] += c.unmatched[1];
+        total.output_rows += c.output_rows;
+        files.push(path);
+    }
+    counts[0].unmatched_rows = total.unmatched[0];
+    counts[1].unmatched_rows = total.unmatched[1];
+    let [left, right] = counts;
+    Ok(BatchReport {
+        output_dir: out_dir.to_path_buf(),
+        kind: job.kind,
+        threads: threads as u32,
+        left,
+        right,
+        matched_pairs: total.pairs,
+        output_rows: total.output_rows,
+        output_files: files,
+        read_ms,
+        join_ms: t_join.elapsed().as_millis() as u64,
+        wall_ms: t_start.elapsed().as_millis() as u64,
+    })
+}
+
+/// Whether `name` is a file weft writes at the top of an output directory.
+fn is_weft_output_name(name: &str) -> bool {
+    let base = name.strip_suffix(".inprogress").unwrap_or(name);
+    !name.starts_with('.') && (base.ends_with(".csv") || base.ends_with(".jsonl"))
+}
+
+/// Creates `dir` or checks it holds no weft output; with `force`, removes exactly
+/// the files weft writes (top-level `*.csv`/`*.jsonl` and their `.inprogress`
+/// files, `late/`, `dead/`). Never removes an input file of the job.
+fn prepare_output_dir(job: &Job, dir: &Path, force: bool) -> Result<(), BatchError> {
+    fs::create_dir_all(dir).map_err(io_err(dir, "create output directory"))?;
+    let canon_dir = fs::canonicalize(dir).map_err(io_err(dir, "resolve output directory"))?;
+    for side in [Side::Left, Side::Right] {
+        if let InputSource::Files { paths, .. } = &job.input(side).source {
+            for p in paths {
+                let Ok(cp) = fs::canonicalize(p) else {
+                    continue;
+                };
+                let top_level = cp.parent() == Some(canon_dir.as_path())
+                    && cp
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(is_weft_output_name);
+                if top_level
+                    || cp.starts_with(canon_dir.join("late"))
+                    || cp.starts_with(canon_dir.join("dead"))
+                {
+                    return Err(BatchError::InputInOutput {
+                        path: p.clone(),
+                        dir: dir.to_path_buf(),
+                    });
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir, "list output directory"))? {
+        let entry = entry.map_err(io_err(dir, "list output directory"))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ft = entry.file_type().map_err(io_err(&entry.path(), "stat"))?;
+        if ft.is_dir() && (name == "late" || name == "dead") {
+            let non_empty = fs::read_dir(entry.path())
+                .map_err(io_err(&entry.path(), "list"))?
+                .next()
+                .is_some();
+            if non_empty || force {
+                found.push((entry.path(), true));
+            }
+        } else if ft.is_file() && is_weft_output_name(name) {
+            found.push((entry.path(), false));
+        }
+    }
+    if let Some((first, _)) = found.first() {
+        if !force {
+            return Err(BatchError::OutputExists {
+                path: dir.to_path_buf(),
+                found: first.clone(),
+            });
+        }
+    }
+    for (path, is_dir) in found {
+        if is_dir {
+            fs::remove_dir_all(&path).map_err(io_err(&path, "remove"))?;
+        } else {
+            fs::remove_file(&path).map_err(io_err(&path, "remove"))?;
+        }
+    }
+    for sub in ["late", "dead"] {
+        let p = dir.join(sub);
+        fs::create_dir_all(&p).map_err(io_err(&p, "create"))?;
+    }
+    Ok(())
+}
+
+/// A lazily created side-output file (late rows or dead letters).
+struct SideFile {
+    path: PathBuf,
+    file: Option<File>,
+    buf: Vec<u8>,
+    header: Vec<u8>,
+}
+
+impl SideFile {
+    fn new(path: PathBuf, header: Vec<u8>) -> SideFile {
+        SideFile {
+            path,
+            file: None,
+            buf: Vec::new(),
+            header,
+        }
+    }
+
+    /// The buffer to append one record to; the file is created on first use.
+    fn buf(&mut self) -> &mut Vec<u8> {
+        if self.file.is_none() && self.buf.is_empty() {
+            self.buf.extend_from_slice(&self.header);
+        }
+        &mut self.buf
+    }
+
+    fn maybe_flush(&mut self) -> Result<(), BatchError> {
+        if self.buf.len() >= WRITE_BUF_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), BatchError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            self.file = Some(File::create(&self.path).map_err(io_err(&self.path, "create"))?);
+        }
+        if let Some(f) = &mut self.file {
+            f.write_all(&self.buf)
+                .map_err(io_err(&self.path, "write"))?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Reads partitions from the shared queue until it is empty.
+fn read_partitions(
+    job: &Job,
+    specs: &[PartitionSpec],
+    next: &AtomicUsize,
+    nbuckets: usize,
+    out_dir: &Path,
+    ext: &str,
+) -> Result<ReaderOut, BatchError> {
+    let mut out = ReaderOut {
+        buckets: [
+            (0..nbuckets).map(|_| Bucket::default()).collect(),
+            (0..nbuckets).map(|_| Bucket::default()).collect(),
+        ],
+        counts: Default::default(),
+    };
+    let hasher =
+        ahash::RandomState::with_seeds(HASH_SEEDS[0], HASH_SEEDS[1], HASH_SEEDS[2], HASH_SEEDS[3]);
+    let late_fmt = [
+        InputFormatter::new(job.output_format, &job.left.schema),
+        InputFormatter::new(job.output_format, &job.right.schema),
+    ];
+    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    let mut key = Vec::new();
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(spec) = specs.get(i) else { break };
+        let (index, sides): (u32, &[Side]) = match spec {
+            PartitionSpec::File {
+                side: Side::Left,
+                index,
+                ..
+            } => (*index, &[Side::Left]),
+            PartitionSpec::File {
+                side: Side::Right,
+                index,
+                ..
+            } => (*index, &[Side::Right]),
+            PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
+        };
+        let mut src = source::open(spec, job)?;
+        let describe = src.describe();
+        let name = |side: Side| job.input(side).schema.name.as_str();
+        let mut late: [Option<SideFile>; 2] = [None, None];
+        let mut dead: [Option<SideFile>; 2] = [None, None];
+        for &side in sides {
+            let s = side.idx();
+            late[s] = Some(SideFile::new(
+                out_dir
+                    .join("late")
+                    .join(format!("{}-{index}.{ext}", name(side))),
+                late_fmt[s].header(),
+            ));
+            dead[s] = Some(SideFile::new(
+                out_dir
+                    .join("dead")
+                    .join(format!("{}-{index}.jsonl", name(side))),
+                Vec::new(),
+            ));
+        }
+        // Max event time of the rows read so far, per side of this partition.
+        let mut max_ts: [Option<i64>; 2] = [None, None];
+        let mut failure: Option<BatchError> = None;
+        loop {
+            let status = src.poll(POLL_ROWS, u64::MAX, &mut |item| {
+                if failure.is_some() {
+                    return;
+                }
+                match item {
+                    SourceItem::Row { side, ts, row, .. } => {
+                        let s = side.idx();
+                        out.counts[s].rows_in += 1;
+                        let is_late = max_ts[s].is_some_and(|m| (ts as i128) < m as i128 - slack);
+                        max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
+                        if is_late {
+                            out.counts[s].late_rows += 1;
+                            if let Some(f) = &mut late[s] {
+                                late_fmt[s].write(f.buf(), RowView(row));
+                                if let Err(e) = f.maybe_flush() {
+                                    failure = Some(e);
+                                }
+                            }
+                            return;
+                        }
+                        let schema = &job.input(side).schema;
+                        let has_key = encode_key(RowView(row), schema, &mut key);
+                        let hash = if has_key {
+                            hasher.hash_one(key.as_slice())
+                        } else {
+                            out.counts[s].rows_in
+                        };
+                        let b = ((hash as u128 * nbuckets as u128) >> 64) as usize;
+                        let bucket = &mut out.buckets[s][b];
+                        let off = bucket.arena.len() as u64;
+                        if off + (key.len() + row.len()) as u64 > LOC_OFF_MASK {
+                            failure = Some(BatchError::ArenaFull {
+                                path: describe.clone(),
+                            });
+                            return;
+                        }
+                        let key_len = if has_key { key.len() } else { 0 };
+                        bucket.arena.extend_from_slice(&key[..key_len]);
+                        bucket.arena.extend_from_slice(row);
+                        let e = Entry {
+                            hash,
+                            ts,
+                            loc: off,
+                            key_len: key_len as u32,
+                            row_len: row.len() as u32,
+                        };
+                        if has_key {
+                            bucket.keyed.push(e);
+                        } else {
+                            bucket.null_key.push(e);
+                        }
+                    }
+                    SourceItem::Dead {
+                        side,
+                        line,
+                        reason,
+                        raw,
+                    } => {
+                        let s = side.idx();
+                        out.counts[s].dead_rows += 1;
+                        if let Some(f) = &mut dead[s] {
+                            write_dead_letter(f.buf(), name(side), &describe, line, &reason, raw);
+                            if let Err(e) = f.maybe_flush() {
+                                failure = Some(e);
+                            }
+                        }
+                    }
+                }
+            })?;
+            if let Some(e) = failure.take() {
+                return Err(e);
+            }
+            match status {
+                PollStatus::Rows => {}
+                PollStatus::Done => break,
+                PollStatus::Idle { retry_ns } => {
+                    std::thread::sleep(std::time::Duration::from_nanos(retry_ns.min(10_000_000)))
+                }
+            }
+        }
+        for f in late.iter_mut().chain(dead.iter_mut()).flatten() {
+            f.flush()?;
+        }
+    }
+    Ok(out)
+}
+
+/// Appends one dead letter: `{"input","file","line","reason","raw"}`.
+pub fn write_dead_letter(
+    out: &mut Vec<u8>,
+    input: &str,
+    file: &str,
+    line: u64,
+    reason: &str,
+    raw: &[u8],
+) {
+    out.extend_from_slice(b"{\"input\":");
+    write_json_str(out, input.as_bytes());
+    out.extend_from_slice(b",\"file\":");
+    write_json_str(out, file.as_bytes());
+    out.extend_from_slice(b",\"line\":");
+    out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+    out.extend_from_slice(b",\"reason\":");
+    write_json_str(out, reason.as_bytes());
+    out.extend_from_slice(b",\"raw\":");
+    write_json_str(out, String::from_utf8_lossy(raw).as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+/// The bytes of an entry's key and row.
+#[inline]
+fn parts<'a>(arenas: &'a [Vec<u8>], e: &Entry) -> (&'a [u8], &'a [u8]) {
+    let arena = &arenas[(e.loc >> LOC_OFF_BITS) as usize];
+    let off = (e.loc & LOC_OFF_MASK) as usize;
+    let k = off + e.key_len as usize;
+    (&arena[off..k], &arena[k..k + e.row_len as usize])
+}
+
+/// Orders entries by (hash, key bytes, time): equal keys become adjacent runs
+/// sorted by time.
+fn sort_entries(arenas: &[Vec<u8>], v: &mut [Entry]) {
+    v.sort_unstable_by(|a, b| {
+        a.hash
+            .cmp(&b.hash)
+            .then_with(|| parts(arenas, a).0.cmp(parts(arenas, b).0))
+            .then(a.ts.cmp(&b.ts))
+    });
+}
+
+/// The end of the run of entries with the key of `v[start]`.
+fn run_end(arenas: &[Vec<u8>], v: &[Entry], start: usize) -> usize {
+    let (h, k) = (v[start].hash, parts(arenas, &v[start]).0);
+    let mut end = start + 1;
+    while end < v.len() && v[end].hash == h && parts(arenas, &v[end]).0 == k {
+        end += 1;
+    }
+    end
+}
+
+/// Buffers formatted rows of one part file.
+struct PartWriter<'a> {
+    formatter: &'a OutputFormatter,
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl PartWriter<'_> {
+    #[inline]
+    fn row(&mut self, l: Option<&[u8]>, r: Option<&[u8]>) -> Result<(), BatchError> {
+        self.formatter
+            .write(&mut self.buf, l.map(RowView), r.map(RowView));
+        if self.buf.len() >= WRITE_BUF_BYTES {
+            self.file
+                .write_all(&self.buf)
+                .map_err(io_err(&self.path, "write"))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Joins buckets from the queue into `part-<i>.<ext>`.
+fn join_worker(
+    job: &Job,
+    i: usize,
+    queue: &Mutex<std::vec::IntoIter<BucketWork>>,
+    formatter: &OutputFormatter,
+    out_dir: &Path,
+    ext: &str,
+) -> Result<(JoinCounts, PathBuf), BatchError> {
+    let final_path = out_dir.join(format!("part-{i}.{ext}"));
+    let path = out_dir.join(format!("part-{i}.{ext}.inprogress"));
+    let file = File::create(&path).map_err(io_err(&path, "create"))?;
+    let mut w = PartWriter {
+        formatter,
+        path,
+        file,
+        buf: formatter.header(),
+    };
+    let mut counts = JoinCounts::default();
+    let mut matched = Vec::new();
+    loop {
+        let work = match queue.lock() {
+            Ok(mut q) => q.next(),
+            Err(_) => return Err(BatchError::ThreadPanicked("join")),
+        };
+        let Some(mut work) = work else { break };
+        join_bucket(job, &mut work, &mut w, &mut counts, &mut matched)?;
+    }
+    w.file.write_all(&w.buf).map_err(io_err(&w.path, "write"))?;
+    drop(w.file);
+    fs::rename(&w.path, &final_path).map_err(io_err(&w.path, "rename"))?;
+    Ok((counts, final_path))
+}
+
+/// Joins one bucket: sort both sides, merge equal keys, sweep each key's windows.
+fn join_bucket(
+    job: &Job,
+    work: &mut BucketWork,
+    w: &mut PartWriter,
+    c: &mut JoinCounts,
+    matched: &mut Vec<bool>,
+) -> Result<(), BatchError> {
+    let emit = [
+        job.kind.emits_unmatched(Side::Left),
+        job.kind.emits_unmatched(Side::Right),
+    ];
+    let (lower, upper) = (job.lower_ms as i128, job.upper_ms as i128);
+    let [la, ra] = &work.arenas;
+    let [lk, rk] = &mut work.keyed;
+    sort_entries(la, lk);
+    sort_entries(ra, rk);
+
+    let (mut i, mut j) = (0, 0);
+    while i < lk.len() || j < rk.len() {
+        let order = if i == lk.len() {
+            std::cmp::Ordering::Greater
+        } else if j == rk.len() {
+            std::cmp::Ordering::Less
+        } else {
+            let (a, b) = (&lk[i], &rk[j]);
+            a.hash
+                .cmp(&b.hash)
+                .then_with(|| parts(la, a).0.cmp(parts(ra, b).0))
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let end = run_end(la, lk, i);
+                c.unmatched[0] += (end - i) as u64;
+                if emit[0] {
+                    for e in &lk[i..end] {
+                        w.row(Some(parts(la, e).1), None)?;
+                    }
+                    c.output_rows += (end - i) as u64;
+                }
+                i = end;
+            }
+            std::cmp::Ordering::Greater => {
+                let end = run_end(ra, rk, j);
+                c.unmatched[1] += (end - j) as u64;
+                if emit[1] {
+                    for e in &rk[j..end] {
+                        w.row(None, Some(parts(ra, e).1))?;
+                    }
+                    c.output_rows += (end - j) as u64;
+                }
+                j = end;
+            }
+            std::cmp::Ordering::Equal => {
+                let (li, rj) = (run_end(la, lk, i), run_end(ra, rk, j));
+                let rights = &rk[j..rj];
+                matched.clear();
+                matched.resize(rights.len(), false);
+                // Both window bounds only grow with l.t, so lo and hi only move
+                // forward; `marked` is how far `matched` has been set.
+                let (mut lo, mut hi, mut marked) = (0, 0, 0);
+                for l in &lk[i..li] {
+                    let (from, to) = (l.ts as i128 + lower, l.ts as i128 + upper);
+                    while lo < rights.len() && (rights[lo].ts as i128) < from {
+                        lo += 1;
+                    }
+                    hi = hi.max(lo);
+                    while hi < rights.len() && (rights[hi].ts as i128) <= to {
+                        hi += 1;
+                    }
+                    let lrow = parts(la, l).1;
+                    if lo == hi {
+                        c.unmatched[0] += 1;
+                        if emit[0] {
+                            w.row(Some(lrow), None)?;
+                            c.output_rows += 1;
+                        }
+                        continue;
+                    }
+                    for r in &rights[lo..hi] {
+                        w.row(Some(lrow), Some(parts(ra, r).1))?;
+                    }
+                    let n = (hi - lo) as u64;
+                    c.pairs += n;
+                    c.output_rows += n;
+                    for m in &mut matched[marked.max(lo)..hi] {
+                        *m = true;
+                    }
+                    marked = marked.max(hi);
+                }
+                for (r, &m) in rights.iter().zip(matched.iter()) {
+                    if !m {
+                        c.unmatched[1] += 1;
+                        if emit[1] {
+                            w.row(None, Some(parts(ra, r).1))?;
+                            c.output_rows += 1;
+                        }
+                    }
+                }
+                i = li;
+                j = rj;
+            }
+        }
+    }
+    for (side, arenas) in [(0, la), (1, ra)] {
+        let n = work.null_key[side].len() as u64;
+        c.unmatched[side] += n;
+        if emit[side] {
+            for e in &work.null_key[side] {
+                let row = parts(arenas, e).1;
+                if side == 0 {
+                    w.row(Some(row), None)?;
+                } else {
+                    w.row(None, Some(row))?;
+                }
+            }
+            c.output_rows += n;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weft_output_names() {
+        assert!(is_weft_output_name("part-0.csv"));
+        assert!(is_weft_output_name("part-0.jsonl.inprogress"));
+        assert!(!is_weft_output_name(".part-0.csv"));
+        assert!(!is_weft_output_name("job.toml"));
+    }
+
+    #[test]
+    fn dead_letter_is_one_json_object() {
+        let mut out = Vec::new();
+        write_dead_letter(&mut out, "imp", "a \"b\".csv", 7, "bad\n", b"x,\xff");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["line"], 7);
+        assert_eq!(v["file"], "a \"b\".csv");
+        assert!(out.ends_with(b"}\n"));
+    }
+}
