@@ -17,4 +17,5 @@ pub mod schema;
 pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod validate;
 pub mod watermark;

@@ -1,0 +1,1020 @@
+//! Validation: compares two join outputs (a streaming job's committed output and
+//! the batch answer, or any two output directories) as multisets of rows.
+//!
+//! An output directory holds part files directly in it (`*.csv` or `*.jsonl`; dot
+//! files, subdirectories and other names such as `*.inprogress` are ignored), late
+//! rows in `late/<input>-<n>.<ext>` and dead letters in `dead/*.jsonl`. Row order and
+//! the split into part files do not matter. CSV files start with a header line, which
+//! must be the same in every file of both directories.
+//!
+//! Rows are compared as canonical text: both engines format with
+//! [`crate::sink::format::OutputFormatter`], and the DuckDB oracle writes the same
+//! text for integer and string data. A row's kind comes from its NULL pattern:
+//! `pair` (both sides have a non-NULL field), `left-unmatched` (every right field
+//! NULL), `right-unmatched` (every left field NULL).
+//!
+//! Memory: rows are counted in a hash table over a byte arena (about row bytes + 40
+//! bytes each). When both directories together exceed the memory budget, every row
+//! is first spilled by hash into one of K bucket files per side (K <= [`SPILL_BUCKETS_MAX`])
+//! and buckets are compared one at a time, so outputs larger than memory validate.
+//! Bad input (a header mismatch, an unreadable file) is a [`ValidateError`], never a panic.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use hashbrown::HashTable;
+use serde::Serialize;
+
+use crate::batch::{self, BatchError, BatchReport};
+use crate::config::{Format, Job};
+
+/// Default memory for the row table of one comparison.
+pub const MEM_BUDGET_BYTES_DEFAULT: u64 = 256 << 20;
+/// Table bytes per input byte, with the arena, slots and growth slack.
+const TABLE_BYTES_PER_INPUT_BYTE: u64 = 2;
+/// Spill buckets per side at most (each one an open file while spilling).
+pub const SPILL_BUCKETS_MAX: u64 = 512;
+/// Rows shown per difference kind when the caller does not say.
+pub const SHOW_DEFAULT: usize = 10;
+/// Read buffer per file.
+const READ_BUF_BYTES: usize = 1 << 20;
+/// A record (one output row) is at most this long; past it the file is malformed.
+pub const RECORD_BYTES_MAX: usize = 1 << 26;
+const HASH_SEEDS: [u64; 4] = [
+    0x7661_6c69_6461_7465,
+    0x2545_F491_4F6C_DD1D,
+    0x9E37_79B9_7F4A_7C15,
+    0xBF58_476D_1CE4_E5B9,
+];
+
+const _: () = assert!(SPILL_BUCKETS_MAX >= 1 && SPILL_BUCKETS_MAX <= 4096);
+
+/// Errors that stop a comparison (exit status 2 at the CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("{path}: not a directory")]
+    NotADir { path: PathBuf },
+    #[error(
+        "{path}:1: header differs from {first}:1\n  expected: {expected}\n  found:    {found}"
+    )]
+    HeaderMismatch {
+        path: PathBuf,
+        first: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}:{line}: {message}")]
+    Malformed {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    #[error("batch join for validation failed: {0}")]
+    Batch(#[from] BatchError),
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> ValidateError + 'a {
+    move |source| ValidateError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// The kind of an output row, from its NULL pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RowKind {
+    Pair,
+    LeftUnmatched,
+    RightUnmatched,
+}
+
+impl RowKind {
+    pub const ALL: [RowKind; 3] = [
+        RowKind::Pair,
+        RowKind::LeftUnmatched,
+        RowKind::RightUnmatched,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RowKind::Pair => "pair",
+            RowKind::LeftUnmatched => "left-unmatched",
+            RowKind::RightUnmatched => "right-unmatched",
+        }
+    }
+}
+
+/// Row counts by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindCounts {
+    pub pair: u64,
+    pub left_unmatched: u64,
+    pub right_unmatched: u64,
+}
+
+impl KindCounts {
+    pub fn get(&self, k: RowKind) -> u64 {
+        match k {
+            RowKind::Pair => self.pair,
+            RowKind::LeftUnmatched => self.left_unmatched,
+            RowKind::RightUnmatched => self.right_unmatched,
+        }
+    }
+
+    fn add(&mut self, k: RowKind, n: u64) {
+        match k {
+            RowKind::Pair => self.pair += n,
+            RowKind::LeftUnmatched => self.left_unmatched += n,
+            RowKind::RightUnmatched => self.right_unmatched += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.pair + self.left_unmatched + self.right_unmatched
+    }
+}
+
+/// What one output directory holds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DirSummary {
+    pub path: PathBuf,
+    pub files: u64,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Rows by kind: `pair` = matched pairs, the others = unmatched rows per side.
+    pub kinds: KindCounts,
+    /// Late rows per input name, when the directory has a `late/` subdirectory.
+    pub late: Option<BTreeMap<String, u64>>,
+    /// Dead letters, when the directory has a `dead/` subdirectory.
+    pub dead: Option<u64>,
+}
+
+/// Rows of one kind that are in one directory and not (as often) in the other.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Differences {
+    pub counts: KindCounts,
+    /// The first rows of each kind (at most `show`), in a deterministic order.
+    pub pair: Vec<String>,
+    pub left_unmatched: Vec<String>,
+    pub right_unmatched: Vec<String>,
+}
+
+impl Differences {
+    pub fn samples(&self, k: RowKind) -> &[String] {
+        match k {
+            RowKind::Pair => &self.pair,
+            RowKind::LeftUnmatched => &self.left_unmatched,
+            RowKind::RightUnmatched => &self.right_unmatched,
+        }
+    }
+
+    fn samples_mut(&mut self, k: RowKind) -> &mut Vec<String> {
+        match k {
+            RowKind::Pair => &mut self.pair,
+            RowKind::LeftUnmatched => &mut self.left_unmatched,
+            RowKind::RightUnmatched => &mut self.right_unmatched,
+        }
+    }
+}
+
+/// Late rows of one input in each directory, when they differ.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct LateDifference {
+    pub input: String,
+    pub expected: u64,
+    pub actual: u64,
+}
+
+/// The result of a comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValidateReport {
+    pub expected: DirSummary,
+    pub actual: DirSummary,
+    /// Rows of `expected` missing from `actual` (multiset difference).
+    pub missing: Differences,
+    /// Rows of `actual` not in `expected`.
+    pub extra: Differences,
+    /// Late-row counts that differ; only compared when both directories have `late/`.
+    pub late_differences: Vec<LateDifference>,
+    /// Spill buckets used (1 = compared in memory).
+    pub buckets: u64,
+    /// The batch run that produced `expected`, for `validate --config`.
+    pub batch: Option<BatchReport>,
+}
+
+impl ValidateReport {
+    /// The same multiset of rows, and the same late-row counts where both are known.
+    pub fn is_equal(&self) -> bool {
+        self.missing.counts.total() == 0
+            && self.extra.counts.total() == 0
+            && self.late_differences.is_empty()
+    }
+
+    pub fn print(&self) {
+        let verdict = if self.is_equal() {
+            "EQUAL"
+        } else {
+            "DIFFERENT"
+        };
+        println!("validate: {verdict}");
+        for (label, d) in [("expected", &self.expected), ("actual", &self.actual)] {
+            println!(
+                "  {label:<8} {}: {} rows in {} files ({} bytes)",
+                d.path.display(),
+                d.rows,
+                d.files,
+                d.bytes
+            );
+            println!(
+                "           matched pairs {}, left unmatched {}, right unmatched {}",
+                d.kinds.pair, d.kinds.left_unmatched, d.kinds.right_unmatched
+            );
+            match &d.late {
+                Some(late) if !late.is_empty() => {
+                    let parts: Vec<String> = late.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    println!("           late rows: {}", parts.join(", "));
+                }
+                Some(_) => println!("           late rows: none"),
+                None => println!("           late rows: not recorded (no late/ directory)"),
+            }
+            if let Some(dead) = d.dead {
+                println!("           dead letters: {dead}");
+            }
+        }
+        if let Some(b) = &self.batch {
+            for s in [&b.left, &b.right] {
+                println!(
+                    "  batch    {}: {} rows in, {} late, {} dead, {} unmatched",
+                    s.name, s.rows_in, s.late_rows, s.dead_rows, s.unmatched_rows
+                );
+            }
+        }
+        for (label, d) in [
+            ("missing (in expected, not in actual)", &self.missing),
+            ("extra (in actual, not in expected)", &self.extra),
+        ] {
+            if d.counts.total() == 0 {
+                continue;
+            }
+            println!("  {label}: {} rows", d.counts.total());
+            for k in RowKind::ALL {
+                let n = d.counts.get(k);
+                if n == 0 {
+                    continue;
+                }
+                println!("    {}: {n}", k.name());
+                for s in d.samples(k) {
+                    println!("      {s}");
+                }
+            }
+        }
+        for l in &self.late_differences {
+            println!(
+                "  late rows of {} differ: expected {}, actual {}",
+                l.input, l.expected, l.actual
+            );
+        }
+    }
+}
+
+/// Compares the outputs in `expected` and `actual` as multisets of rows.
+///
+/// `show` rows of each difference kind are kept as samples; `mem_budget_bytes`
+/// bounds the row table (0 = [`MEM_BUDGET_BYTES_DEFAULT`]).
+pub fn compare_dirs(
+    expected: &Path,
+    actual: &Path,
+    format: Format,
+    show: usize,
+    mem_budget_bytes: u64,
+) -> Result<ValidateReport, ValidateError> {
+    let budget = if mem_budget_bytes == 0 {
+        MEM_BUDGET_BYTES_DEFAULT
+    } else {
+        mem_budget_bytes
+    };
+    let files = [
+        list_output_files(expected, format)?,
+        list_output_files(actual, format)?,
+    ];
+    let total_bytes: u64 = files.iter().flatten().map(|f| f.1).sum();
+    let buckets = (total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE))
+        .div_ceil(budget)
+        .clamp(1, SPILL_BUCKETS_MAX);
+
+    let mut summaries = [DirSummary::default(), DirSummary::default()];
+    for (s, (dir, list)) in summaries
+        .iter_mut()
+        .zip([expected, actual].into_iter().zip(files.iter()))
+    {
+        s.path = dir.to_path_buf();
+        s.files = list.len() as u64;
+        s.bytes = list.iter().map(|f| f.1).sum();
+        s.late = count_late(dir, format)?;
+        s.dead = count_dead(dir)?;
+    }
+    let mut header = HeaderCheck::default();
+    let mut missing = Differences::default();
+    let mut extra = Differences::default();
+    if buckets == 1 {
+        let mut table = CountTable::new();
+        for (side, list) in files.iter().enumerate() {
+            let delta = if side == 0 { 1 } else { -1 };
+            let summary = &mut summaries[side];
+            for (path, _) in list {
+                read_records(path, format, &mut header, |rec, left_cols| {
+                    let kind = classify(rec, format, left_cols);
+                    summary.rows += 1;
+                    summary.kinds.add(kind, 1);
+                    table.add(rec, delta);
+                    Ok(())
+                })?;
+            }
+        }
+        table.collect(format, header.left_cols, show, &mut missing, &mut extra);
+    } else {
+        let spill_dir = SpillDir::create(actual)?;
+        for (side, list) in files.iter().enumerate() {
+            let summary = &mut summaries[side];
+            let mut spill = SpillWriter::create(&spill_dir.path, side, buckets, budget)?;
+            for (path, _) in list {
+                read_records(path, format, &mut header, |rec, left_cols| {
+                    let kind = classify(rec, format, left_cols);
+                    summary.rows += 1;
+                    summary.kinds.add(kind, 1);
+                    spill.push(rec)
+                })?;
+            }
+            spill.finish()?;
+        }
+        for b in 0..buckets {
+            let mut table = CountTable::new();
+            for side in 0..2 {
+                let path = spill_path(&spill_dir.path, side, b);
+                let delta = if side == 0 { 1 } else { -1 };
+                read_spill(&path, |rec| {
+                    table.add(rec, delta);
+                    Ok(())
+                })?;
+                fs::remove_file(&path).map_err(io_err(&path, "remove spill file"))?;
+            }
+            table.collect(format, header.left_cols, show, &mut missing, &mut extra);
+        }
+    }
+
+    let mut late_differences = Vec::new();
+    if let (Some(e), Some(a)) = (&summaries[0].late, &summaries[1].late) {
+        let names: std::collections::BTreeSet<&String> = e.keys().chain(a.keys()).collect();
+        for n in names {
+            let (x, y) = (
+                e.get(n).copied().unwrap_or(0),
+                a.get(n).copied().unwrap_or(0),
+            );
+            if x != y {
+                late_differences.push(LateDifference {
+                    input: n.clone(),
+                    expected: x,
+                    actual: y,
+                });
+            }
+        }
+    }
+    let [expected_summary, actual_summary] = summaries;
+    Ok(ValidateReport {
+        expected: expected_summary,
+        actual: actual_summary,
+        missing,
+        extra,
+        late_differences,
+        buckets,
+        batch: None,
+    })
+}
+
+/// Runs the batch join of `job` into a temporary directory next to `actual`,
+/// compares it with `actual`, and removes the temporary directory.
+pub fn validate_job(
+    job: &Job,
+    actual: &Path,
+    show: usize,
+) -> Result<ValidateReport, ValidateError> {
+    if !actual.is_dir() {
+        return Err(ValidateError::NotADir {
+            path: actual.to_path_buf(),
+        });
+    }
+    let parent = match actual.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = parent.join(format!(".weft-validate-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp, "remove stale validation directory"))?;
+    }
+    let result: Result<ValidateReport, ValidateError> = (|| {
+        let report = batch::run(job, &tmp, false, 0)?;
+        let mut v = compare_dirs(
+            &tmp,
+            actual,
+            job.output_format,
+            show,
+            MEM_BUDGET_BYTES_DEFAULT,
+        )?;
+        v.batch = Some(report);
+        Ok(v)
+    })();
+    let cleanup = fs::remove_dir_all(&tmp);
+    let v = result?;
+    cleanup.map_err(io_err(&tmp, "remove validation directory"))?;
+    Ok(v)
+}
+
+/// The part files of an output directory with their sizes, sorted by name.
+pub fn list_output_files(dir: &Path, format: Format) -> Result<Vec<(PathBuf, u64)>, ValidateError> {
+    if !dir.is_dir() {
+        return Err(ValidateError::NotADir {
+            path: dir.to_path_buf(),
+        });
+    }
+    let suffix = format!(".{}", format.ext());
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir, "list"))? {
+        let entry = entry.map_err(io_err(dir, "list"))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with(&suffix) {
+            continue;
+        }
+        let path = entry.path();
+        let meta = fs::metadata(&path).map_err(io_err(&path, "stat"))?;
+        if meta.is_file() {
+            out.push((path, meta.len()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Late rows per input name in `dir/late/<input>-<n>.<ext>`; None without `late/`.
+fn count_late(dir: &Path, format: Format) -> Result<Option<BTreeMap<String, u64>>, ValidateError> {
+    let late_dir = dir.join("late");
+    if !late_dir.is_dir() {
+        return Ok(None);
+    }
+    let mut out = BTreeMap::new();
+    let mut header = HeaderCheck {
+        per_file: true,
+        ..Default::default()
+    };
+    for (path, _) in list_output_files(&late_dir, format)? {
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(&format!(".{}", format.ext())))
+        else {
+            continue;
+        };
+        let input = match stem.rsplit_once('-') {
+            Some((name, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => name,
+            _ => stem,
+        };
+        let mut n = 0u64;
+        read_records(&path, format, &mut header, |_, _| {
+            n += 1;
+            Ok(())
+        })?;
+        *out.entry(input.to_string()).or_insert(0) += n;
+    }
+    Ok(Some(out))
+}
+
+/// Dead letters in `dir/dead/*.jsonl`; None without `dead/`.
+fn count_dead(dir: &Path) -> Result<Option<u64>, ValidateError> {
+    let dead_dir = dir.join("dead");
+    if !dead_dir.is_dir() {
+        return Ok(None);
+    }
+    let mut n = 0;
+    let mut header = HeaderCheck::default();
+    for (path, _) in list_output_files(&dead_dir, Format::Jsonl)? {
+        read_records(&path, Format::Jsonl, &mut header, |_, _| {
+            n += 1;
+            Ok(())
+        })?;
+    }
+    Ok(Some(n))
+}
+
+/// The CSV header every file must carry, taken from the first file read.
+#[derive(Default)]
+struct HeaderCheck {
+    first: Option<(PathBuf, Vec<u8>)>,
+    /// Left input columns in the header (CSV), see [`csv_side_split`].
+    left_cols: usize,
+    /// Only skip each file's header, do not compare them (late files of two inputs).
+    per_file: bool,
+}
+
+impl HeaderCheck {
+    fn check(&mut self, path: &Path, h: &[u8]) -> Result<(), ValidateError> {
+        if self.per_file {
+            return Ok(());
+        }
+        match &self.first {
+            None => {
+                self.left_cols = csv_side_split(h);
+                self.first = Some((path.to_path_buf(), h.to_vec()));
+                Ok(())
+            }
+            Some((_, first)) if first == h => Ok(()),
+            Some((first_path, first)) => Err(ValidateError::HeaderMismatch {
+                path: path.to_path_buf(),
+                first: first_path.clone(),
+                expected: String::from_utf8_lossy(first).into_owned(),
+                found: String::from_utf8_lossy(h).into_owned(),
+            }),
+        }
+    }
+}
+
+/// Calls `f` with each record of a part file, without its line end. A CSV record
+/// may span lines inside quotes; blank lines are skipped; a CSV file's first record
+/// is its header, checked against `header`.
+fn read_records(
+    path: &Path,
+    format: Format,
+    header: &mut HeaderCheck,
+    mut f: impl FnMut(&[u8], usize) -> Result<(), ValidateError>,
+) -> Result<(), ValidateError> {
+    let file = File::open(path).map_err(io_err(path, "open"))?;
+    let mut r = BufReader::with_capacity(READ_BUF_BYTES, file);
+    let mut rec = Vec::new();
+    let mut line_no = 0u64;
+    let mut first = format == Format::Csv;
+    loop {
+        rec.clear();
+        let start_line = line_no + 1;
+        loop {
+            let n = r
+                .read_until(b'\n', &mut rec)
+                .map_err(io_err(path, "read"))?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            // An odd number of quotes so far: a quoted cell holds a line break.
+            if format == Format::Jsonl || rec.iter().filter(|&&c| c == b'"').count() % 2 == 0 {
+                break;
+            }
+            if rec.len() > RECORD_BYTES_MAX {
+                return Err(ValidateError::Malformed {
+                    path: path.to_path_buf(),
+                    line: start_line,
+                    message: format!(
+                        "record longer than {RECORD_BYTES_MAX} bytes (unbalanced quote?)"
+                    ),
+                });
+            }
+        }
+        if rec.is_empty() {
+            return Ok(());
+        }
+        let mut end = rec.len();
+        while end > 0 && matches!(rec[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        let body = &rec[..end];
+        if format == Format::Csv && rec.iter().filter(|&&c| c == b'"').count() % 2 != 0 {
+            return Err(ValidateError::Malformed {
+                path: path.to_path_buf(),
+                line: start_line,
+                message: "unterminated quoted cell at end of file".into(),
+            });
+        }
+        if first {
+            first = false;
+            header.check(path, body)?;
+            continue;
+        }
+        if body.iter().all(|c| c.is_ascii_whitespace()) {
+            continue;
+        }
+        f(body, header.left_cols)?;
+    }
+}
+
+/// The kind of an output row. CSV: a cell is NULL when empty and unquoted, and the
+/// first `left_cols` cells are the left input's (see [`csv_side_split`]). JSON: a
+/// value is NULL when `null`; the left input's keys share the first key's prefix.
+pub fn classify(rec: &[u8], format: Format, left_cols: usize) -> RowKind {
+    let (left_all_null, right_all_null) = match format {
+        Format::Csv => csv_nulls(rec, left_cols),
+        Format::Jsonl => json_nulls(rec),
+    };
+    if right_all_null {
+        RowKind::LeftUnmatched
+    } else if left_all_null {
+        RowKind::RightUnmatched
+    } else {
+        RowKind::Pair
+    }
+}
+
+/// The number of leading header columns that share the first column's `<name>.`
+/// prefix: the left input's columns.
+pub fn csv_side_split(header: &[u8]) -> usize {
+    let cells = split_csv(header);
+    let Some(first) = cells.first() else { return 0 };
+    let prefix = match first.0.iter().position(|&c| c == b'.') {
+        Some(p) => &first.0[..=p],
+        None => return cells.len(),
+    };
+    cells.iter().take_while(|c| c.0.starts_with(prefix)).count()
+}
+
+/// Splits a CSV record into (cell bytes, was quoted).
+fn split_csv(rec: &[u8]) -> Vec<(&[u8], bool)> {
+    let mut cells = Vec::new();
+    let mut i = 0;
+    loop {
+        let start = i;
+        let mut quoted = false;
+        let mut in_q = false;
+        while i < rec.len() {
+            match rec[i] {
+                b'"' => {
+                    quoted = true;
+                    in_q = !in_q;
+                }
+                b',' if !in_q => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        cells.push((&rec[start..i], quoted));
+        if i >= rec.len() {
+            return cells;
+        }
+        i += 1;
+    }
+}
+
+/// (every left cell NULL, every right cell NULL) for a CSV record.
+fn csv_nulls(rec: &[u8], split: usize) -> (bool, bool) {
+    let mut left_null = true;
+    let mut right_null = true;
+    for (i, (cell, quoted)) in split_csv(rec).into_iter().enumerate() {
+        let null = cell.is_empty() && !quoted;
+        if i < split {
+            left_null &= null;
+        } else {
+            right_null &= null;
+        }
+    }
+    (left_null, right_null)
+}
+
+/// (every left value null, every right value null) for a JSON object line. The left
+/// input's keys are those with the first key's `<name>.` prefix.
+fn json_nulls(rec: &[u8]) -> (bool, bool) {
+    let mut left_null = true;
+    let mut right_null = true;
+    let mut prefix: Option<Vec<u8>> = None;
+    let mut p = JsonScan { s: rec, i: 0 };
+    p.ws();
+    if !p.eat(b'{') {
+        return (false, false);
+    }
+    loop {
+        p.ws();
+        if p.eat(b'}') {
+            break;
+        }
+        let Some(key) = p.string() else { break };
+        let pfx = prefix.get_or_insert_with(|| match key.iter().position(|&c| c == b'.') {
+            Some(i) => key[..=i].to_vec(),
+            None => key.clone(),
+        });
+        let is_left = key.starts_with(pfx);
+        p.ws();
+        if !p.eat(b':') {
+            break;
+        }
+        p.ws();
+        let null = p.s[p.i..].starts_with(b"null");
+        if !p.skip_value() {
+            break;
+        }
+        if is_left {
+            left_null &= null;
+        } else {
+            right_null &= null;
+        }
+        p.ws();
+        if !p.eat(b',') {
+            break;
+        }
+    }
+    (left_null, right_null)
+}
+
+/// A minimal scanner over one JSON object: keys and the extent of values.
+struct JsonScan<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonScan<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string literal, unescaped only as far as key prefixes need (escapes kept).
+    fn string(&mut self) -> Option<Vec<u8>> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.i;
+        while self.i < self.s.len() {
+            match self.s[self.i] {
+                b'\\' => self.i += 2,
+                b'"' => {
+                    let v = self.s[start..self.i].to_vec();
+                    self.i += 1;
+                    return Some(v);
+                }
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+
+    fn skip_value(&mut self) -> bool {
+        match self.s.get(self.i) {
+            None => false,
+            Some(b'"') => self.string().is_some(),
+            Some(b'{') | Some(b'[') => {
+                let mut depth = 0i32;
+                while self.i < self.s.len() {
+                    match self.s[self.i] {
+                        b'"' => {
+                            if self.string().is_none() {
+                                return false;
+                            }
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return true;
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+                false
+            }
+            Some(_) => {
+                while self.i < self.s.len() && !matches!(self.s[self.i], b',' | b'}') {
+                    self.i += 1;
+                }
+                true
+            }
+        }
+    }
+}
+
+/// Multiset counts of records: +1 per expected row, -1 per actual row. Records are
+/// stored once in an arena; the table holds (hash, offset, length, count).
+struct CountTable {
+    arena: Vec<u8>,
+    table: HashTable<Slot>,
+    hasher: ahash::RandomState,
+}
+
+struct Slot {
+    hash: u64,
+    off: u64,
+    len: u32,
+    count: i64,
+}
+
+impl CountTable {
+    fn new() -> CountTable {
+        CountTable {
+            arena: Vec::new(),
+            table: HashTable::new(),
+            hasher: ahash::RandomState::with_seeds(
+                HASH_SEEDS[0],
+                HASH_SEEDS[1],
+                HASH_SEEDS[2],
+                HASH_SEEDS[3],
+            ),
+        }
+    }
+
+    fn add(&mut self, rec: &[u8], delta: i64) {
+        let hash = self.hasher.hash_one(rec);
+        let arena = &self.arena;
+        let eq = |s: &Slot| {
+            s.len as usize == rec.len()
+                && &arena[s.off as usize..s.off as usize + s.len as usize] == rec
+        };
+        if let Some(s) = self.table.find_mut(hash, eq) {
+            s.count += delta;
+            return;
+        }
+        let off = self.arena.len() as u64;
+        self.arena.extend_from_slice(rec);
+        self.table.insert_unique(
+            hash,
+            Slot {
+                hash,
+                off,
+                len: rec.len() as u32,
+                count: delta,
+            },
+            |s| s.hash,
+        );
+    }
+
+    /// Adds this table's differences to `missing` (count > 0) and `extra` (< 0).
+    fn collect(
+        &self,
+        format: Format,
+        left_cols: usize,
+        show: usize,
+        missing: &mut Differences,
+        extra: &mut Differences,
+    ) {
+        let mut diffs: Vec<(&[u8], i64)> = self
+            .table
+            .iter()
+            .filter(|s| s.count != 0)
+            .map(|s| {
+                (
+                    &self.arena[s.off as usize..s.off as usize + s.len as usize],
+                    s.count,
+                )
+            })
+            .collect();
+        diffs.sort_unstable();
+        for (rec, count) in diffs {
+            let kind = classify(rec, format, left_cols);
+            let d = if count > 0 {
+                &mut *missing
+            } else {
+                &mut *extra
+            };
+            d.counts.add(kind, count.unsigned_abs());
+            let samples = d.samples_mut(kind);
+            if samples.len() < show {
+                let text = String::from_utf8_lossy(rec).into_owned();
+                let text = if count.unsigned_abs() > 1 {
+                    format!("{text}   (x{})", count.unsigned_abs())
+                } else {
+                    text
+                };
+                samples.push(text);
+            }
+        }
+    }
+}
+
+/// A temporary directory for spill files, next to the directory being validated
+/// (same file system, so it can hold what memory cannot); removed on drop.
+struct SpillDir {
+    path: PathBuf,
+}
+
+impl SpillDir {
+    fn create(near: &Path) -> Result<SpillDir, ValidateError> {
+        let parent = match near.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!(".weft-validate-spill-{}-{seq}", std::process::id());
+        let mut path = parent.join(&name);
+        if fs::create_dir(&path).is_err() {
+            path = std::env::temp_dir().join(&name);
+            fs::create_dir_all(&path).map_err(io_err(&path, "create spill directory"))?;
+        }
+        Ok(SpillDir { path })
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+fn spill_path(dir: &Path, side: usize, bucket: u64) -> PathBuf {
+    dir.join(format!(
+        "{}-{bucket}.spill",
+        if side == 0 { "expected" } else { "actual" }
+    ))
+}
+
+/// Writes length-prefixed records into one file per bucket.
+struct SpillWriter {
+    files: Vec<(PathBuf, BufWriter<File>)>,
+    hasher: ahash::RandomState,
+}
+
+impl SpillWriter {
+    fn create(
+        dir: &Path,
+        side: usize,
+        buckets: u64,
+        budget: u64,
+    ) -> Result<SpillWriter, ValidateError> {
+        let buf = (budget / 2 / buckets).clamp(4096, 1 << 20) as usize;
+        let mut files = Vec::with_capacity(buckets as usize);
+        for b in 0..buckets {
+            let p = spill_path(dir, side, b);
+            let f = File::create(&p).map_err(io_err(&p, "create spill file"))?;
+            files.push((p, BufWriter::with_capacity(buf, f)));
+        }
+        // The bucket must not depend on the table's hash, or a bucket's rows would
+        // crowd a few table slots; different seeds.
+        Ok(SpillWriter {
+            files,
+            hasher: ahash::RandomState::with_seeds(
+                HASH_SEEDS[3],
+                HASH_SEEDS[2],
+                HASH_SEEDS[1],
+                HASH_SEEDS[0],
+            ),
+        })
+    }
+
+    fn push(&mut self, rec: &[u8]) -> Result<(), ValidateError> {
+        let h = self.hasher.hash_one(rec);
+        let b = ((h as u128 * self.files.len() as u128) >> 64) as usize;
+        let (p, w) = &mut self.files[b];
+        w.write_all(&(rec.len() as u32).to_le_bytes())
+            .map_err(io_err(p, "write spill file"))?;
+        w.write_all(rec).map_err(io_err(p, "write spill file"))
+    }
+
+    fn finish(self) -> Result<(), ValidateError> {
+        for (p, mut w) in self.files {
+            w.flush().map_err(io_err(&p, "write spill file"))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_spill(
+    path: &Path,
+    mut f: impl FnMut(&[u8]) -> Result<(), ValidateError>,
+) -> Result<(), ValidateError> {
+    let file = File::open(path).map_err(io_err(path, "open spill file"))?;
+    let mut r = BufReader::with_capacity(READ_BUF_BYTES, file);
+    let mut len = [0u8; 4];
+    let mut rec = Vec::new();
+    loop {
+        match r.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => {
+                return Err(ValidateError::Io {
+                    path: path.to_path_buf(),
+                    op: "read spill file",
+                    source: e,
+                })
+            }
+        }
+        rec.resize(u32::from_le_bytes(len) as usize, 0);
+        r.read_exact(&mut rec)
+            .map_err(io_err(path, "read spill file"))?;
+        f(&rec)?;
+    }
+}
