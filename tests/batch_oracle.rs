@@ -499,7 +499,7 @@ fn seeded_random_cases_match_the_model() {
     for seed in 0..60u64 {
         let mut rng = SmallRng::seed_from_u64(seed);
         let strings = ["a", " ", "x,y", "q\"z", "line\nbreak"];
-        let mut parts = |rng: &mut SmallRng, left: bool| {
+        let parts = |rng: &mut SmallRng, left: bool| {
             let files = rng.gen_range(1..=3);
             (0..files)
                 .map(|_| {
@@ -692,4 +692,46 @@ fn refuses_existing_output_without_force_and_never_deletes_inputs() {
         other => panic!("expected InputInOutput, got {other:?}"),
     }
     assert!(t.path().join("imp-0.csv").exists());
+}
+
+/// A manual entry point until the CLI has `weft batch`:
+/// `WEFT_CONFIG=job.toml WEFT_OUT=dir cargo test --release --test batch_oracle -- --ignored --nocapture env_batch`
+#[test]
+#[ignore]
+fn env_batch() {
+    let (Ok(config), Ok(out)) = (std::env::var("WEFT_CONFIG"), std::env::var("WEFT_OUT")) else {
+        eprintln!("set WEFT_CONFIG and WEFT_OUT");
+        return;
+    };
+    let threads = std::env::var("WEFT_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let job = load(Path::new(&config));
+    let rep = batch::run(&job, Path::new(&out), true, threads).unwrap();
+    rep.print();
+    println!("RESULT {}", serde_json::to_string(&rep).unwrap());
+}
+
+/// A manual entry point until the CLI has `weft validate`:
+/// `WEFT_EXPECTED=a WEFT_ACTUAL=b cargo test --test batch_oracle -- --ignored --nocapture env_validate`
+#[test]
+#[ignore]
+fn env_validate() {
+    let (Ok(a), Ok(b)) = (std::env::var("WEFT_EXPECTED"), std::env::var("WEFT_ACTUAL")) else {
+        eprintln!("set WEFT_EXPECTED and WEFT_ACTUAL");
+        return;
+    };
+    let t = std::time::Instant::now();
+    let rep = weft::validate::compare_dirs(
+        Path::new(&a),
+        Path::new(&b),
+        weft::config::Format::Csv,
+        10,
+        0,
+    )
+    .unwrap();
+    rep.print();
+    println!("validate took {} ms", t.elapsed().as_millis());
+    assert!(rep.is_equal());
 }
