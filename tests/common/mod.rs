@@ -1,0 +1,198 @@
+//! Helpers shared by the integration tests: build a job from TOML text, run it in
+//! process or through the `weft` binary, and read an output directory back as
+//! multisets of lines (`part-*.csv` minus headers, `late/`, `dead/`).
+//!
+//! Nothing here knows the join semantics; that is `model.rs`.
+#![allow(dead_code)]
+
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use weft::config::{ConfigError, Job, JobConfig};
+use weft::engine::{self, EngineError, RunOptions};
+use weft::metrics::Report;
+
+/// A TOML string literal (quoted and escaped) for `s`, e.g. a path.
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A TOML array of string literals.
+pub fn toml_paths(paths: &[PathBuf]) -> String {
+    let items: Vec<String> = paths
+        .iter()
+        .map(|p| toml_str(&p.display().to_string()))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Parses and resolves a config as if it were the file `base/job.toml`.
+pub fn job_from_toml(text: &str, base: &Path) -> Result<Job, ConfigError> {
+    let path = base.join("job.toml");
+    JobConfig::parse(text, &path)?.resolve(&path, base)
+}
+
+/// Runs the job in process.
+pub fn try_run(text: &str, base: &Path, opts: &RunOptions) -> Result<Report, EngineError> {
+    let job = job_from_toml(text, base)
+        .unwrap_or_else(|e| panic!("config does not resolve: {e}\n{text}"));
+    engine::run(&job, opts)
+}
+
+/// Runs the job in process; panics (with the config) when it fails.
+pub fn run(text: &str, base: &Path) -> Report {
+    try_run(text, base, &RunOptions::default())
+        .unwrap_or_else(|e| panic!("job failed: {e}\n--- config ---\n{text}"))
+}
+
+/// The `weft` binary.
+pub fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// Runs the binary and returns its output (never panics on a non-zero status).
+pub fn weft_out(args: &[&str]) -> Output {
+    weft()
+        .args(args)
+        .output()
+        .expect("cannot start the weft binary")
+}
+
+pub fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+fn files_matching(dir: &Path, prefix: &str, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                p.is_file() && n.starts_with(prefix) && n.ends_with(ext)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+fn read_string(p: &Path) -> String {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    String::from_utf8(bytes).unwrap_or_else(|e| panic!("{} is not UTF-8: {e}", p.display()))
+}
+
+/// Lines of CSV files with a header: asserts every file starts with `header` (when
+/// given) and returns the other lines of all files, sorted.
+fn csv_rows(files: &[PathBuf], header: Option<&str>) -> Vec<String> {
+    let mut rows = Vec::new();
+    for f in files {
+        let text = read_string(f);
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{} does not end with a newline",
+            f.display()
+        );
+        let mut lines = text.lines();
+        let first = lines.next();
+        if let (Some(h), Some(first)) = (header, first) {
+            assert_eq!(first, h, "header of {}", f.display());
+        }
+        rows.extend(lines.map(str::to_string));
+    }
+    rows.sort();
+    rows
+}
+
+/// The joined rows of an output directory (`part-*.csv` minus headers), sorted.
+pub fn output_rows(dir: &Path, header: &str) -> Vec<String> {
+    csv_rows(&files_matching(dir, "part-", ".csv"), Some(header))
+}
+
+/// The late rows of input `name` (`late/<name>-*.csv` minus headers), sorted.
+pub fn late_rows(dir: &Path, name: &str, header: &str) -> Vec<String> {
+    csv_rows(
+        &files_matching(&dir.join("late"), &format!("{name}-"), ".csv"),
+        Some(header),
+    )
+}
+
+/// The late rows of a JSONL input, converted to CSV lines with the fields in `fields`
+/// order (NULL or missing = empty; integers only), sorted.
+pub fn late_rows_jsonl(dir: &Path, name: &str, fields: &[&str]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for f in files_matching(&dir.join("late"), &format!("{name}-"), ".jsonl") {
+        for line in read_string(&f).lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display()));
+            let obj = v
+                .as_object()
+                .unwrap_or_else(|| panic!("{}: not an object: {line}", f.display()));
+            let cells: Vec<String> = fields
+                .iter()
+                .map(|k| match obj.get(*k) {
+                    None | Some(serde_json::Value::Null) => String::new(),
+                    Some(x) => x
+                        .as_i64()
+                        .unwrap_or_else(|| panic!("{}: `{k}` not an integer: {line}", f.display()))
+                        .to_string(),
+                })
+                .collect();
+            rows.push(cells.join(","));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Every dead letter of an output directory (`dead/part-*.jsonl`).
+pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
+    let mut v = Vec::new();
+    for f in files_matching(&dir.join("dead"), "part-", ".jsonl") {
+        for line in read_string(&f).lines() {
+            v.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display())),
+            );
+        }
+    }
+    v
+}
+
+/// A readable difference of two multisets of lines ("" when equal).
+pub fn multiset_diff(actual: &[String], expected: &[String]) -> String {
+    let mut count: BTreeMap<&str, i64> = BTreeMap::new();
+    for a in actual {
+        *count.entry(a).or_default() += 1;
+    }
+    for e in expected {
+        *count.entry(e).or_default() -= 1;
+    }
+    let mut s = String::new();
+    for (line, n) in count {
+        if n > 0 {
+            s += &format!("  extra   x{n}: {line}\n");
+        } else if n < 0 {
+            s += &format!("  missing x{}: {line}\n", -n);
+        }
+    }
+    s
+}
+
+/// Asserts two sorted multisets of lines are equal, showing the difference.
+#[track_caller]
+pub fn assert_same_rows(what: &str, actual: &[String], expected: &[String], context: &str) {
+    if actual != expected {
+        panic!(
+            "{what}: {} rows, expected {}; difference (extra = engine only, missing = expected only):\n{}\n{context}",
+            actual.len(),
+            expected.len(),
+            multiset_diff(actual, expected)
+        );
+    }
+}
