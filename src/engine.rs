@@ -13,7 +13,9 @@ use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Job, OutputTarget, Side};
-use crate::metrics::{new_histogram, process_cpu_s, InputReport, LatencyReport, Progress, Report, ShardCounters};
+use crate::metrics::{
+    new_histogram, process_cpu_s, InputReport, LatencyReport, Progress, Report, ShardCounters,
+};
 use crate::ring::Batch;
 use crate::shard::{self, ShardCtx, ShardError};
 use crate::sink::{prepare_output_dir, SinkError};
@@ -51,9 +53,20 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     match &job.output {
         OutputTarget::Dir(d) => prepare_output_dir(d, job.output_format.ext(), opts.force)?,
         OutputTarget::Stdout => {
-            let h = crate::sink::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema).header();
+            let h = crate::sink::format::OutputFormatter::new(
+                job.output_format,
+                &job.left.schema,
+                &job.right.schema,
+            )
+            .header();
             let mut so = std::io::stdout().lock();
-            so.write_all(&h).and_then(|_| so.flush()).map_err(|e| SinkError { path: "<stdout>".into(), op: "write", source: e })?;
+            so.write_all(&h)
+                .and_then(|_| so.flush())
+                .map_err(|e| SinkError {
+                    path: "<stdout>".into(),
+                    op: "write",
+                    source: e,
+                })?;
         }
         OutputTarget::None => {}
     }
@@ -65,8 +78,11 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     }
 
     // senders[s][d] / receivers[d]: the ring s -> d.
-    let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Batch>>>> = (0..shards).map(|_| (0..shards).map(|_| None).collect()).collect();
-    let mut receivers: Vec<Vec<(usize, shared_channel::SharedReceiver<Batch>)>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Batch>>>> = (0..shards)
+        .map(|_| (0..shards).map(|_| None).collect())
+        .collect();
+    let mut receivers: Vec<Vec<(usize, shared_channel::SharedReceiver<Batch>)>> =
+        (0..shards).map(|_| Vec::new()).collect();
     for (s, row) in senders.iter_mut().enumerate() {
         for (d, slot) in row.iter_mut().enumerate() {
             if s != d {
@@ -91,7 +107,11 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             start,
             strict: opts.strict,
         };
-        let pin = if job.pin_cores && !cores.is_empty() { Some(cores[id % cores.len()]) } else { None };
+        let pin = if job.pin_cores && !cores.is_empty() {
+            Some(cores[id % cores.len()])
+        } else {
+            None
+        };
         let progress2 = progress.clone();
         let builder = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("weft-shard-{id}"))
@@ -108,7 +128,10 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
                 progress2.finished.fetch_add(1, Ordering::Relaxed);
                 r
             })
-            .map_err(|e| EngineError::Executor { shard: id as u32, message: e.to_string() })?;
+            .map_err(|e| EngineError::Executor {
+                shard: id as u32,
+                message: e.to_string(),
+            })?;
         handles.push(handle);
     }
 
@@ -120,7 +143,13 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         if show && last_print.elapsed() >= Duration::from_secs(1) {
             let (rows, out, state, wm) = progress.totals();
             let dt = last_print.elapsed().as_secs_f64();
-            let wm_s = if wm == i64::MIN { "-".to_string() } else if wm == i64::MAX { "end".to_string() } else { wm.to_string() };
+            let wm_s = if wm == i64::MIN {
+                "-".to_string()
+            } else if wm == i64::MAX {
+                "end".to_string()
+            } else {
+                wm.to_string()
+            };
             eprint!(
                 "\r{:>7.1}s  {:>12} events  {:>10.0} ev/s  {:>12} out  {:>10} in state  W {}   ",
                 start.elapsed().as_secs_f64(),
@@ -150,12 +179,18 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             Ok(Err(e)) => {
                 // Prefer the root cause over the "stopped because another failed" echoes.
                 let aborted = matches!(e, ShardError::Aborted(_));
-                if first_err.is_none() || (!aborted && matches!(first_err, Some(EngineError::Shard(ShardError::Aborted(_))))) {
+                if first_err.is_none()
+                    || (!aborted
+                        && matches!(first_err, Some(EngineError::Shard(ShardError::Aborted(_)))))
+                {
                     first_err = Some(e.into());
                 }
             }
             Err(e) => {
-                first_err.get_or_insert(EngineError::Panic { shard: id as u32, message: e.to_string() });
+                first_err.get_or_insert(EngineError::Panic {
+                    shard: id as u32,
+                    message: e.to_string(),
+                });
             }
         }
     }
@@ -194,6 +229,8 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         keys_peak: counters.keys_peak,
         index_bytes_peak: counters.index_bytes_peak,
         bytes_reclaimed: counters.bytes_reclaimed,
+        arena_files_peak: counters.arena_files_peak,
+        peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         output: match &job.output {
             OutputTarget::Dir(d) => d.display().to_string(),
             OutputTarget::Stdout => "-".into(),

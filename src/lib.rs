@@ -4,6 +4,7 @@
 //! for the architecture and `../shared/SEMANTICS.md` for the join contract.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod alloc;
 pub mod batch;
 pub mod config;
 pub mod engine;
@@ -17,5 +18,6 @@ pub mod schema;
 pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod validate;
 pub mod watermark;

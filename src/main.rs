@@ -9,8 +9,15 @@ use clap::{Parser, Subcommand};
 use weft::config::{Format, JobConfig, JoinKind};
 use weft::engine::{self, RunOptions};
 
+#[global_allocator]
+static ALLOC: weft::alloc::HugeHintAlloc = weft::alloc::HugeHintAlloc;
+
 #[derive(Parser)]
-#[command(name = "weft", version, about = "Thread-per-core streaming interval join")]
+#[command(
+    name = "weft",
+    version,
+    about = "Thread-per-core streaming interval join"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,6 +47,12 @@ enum Cmd {
         /// No live progress line.
         #[arg(long)]
         quiet: bool,
+        /// Override engine.state_dir: keep join state in mmap'd arena files there.
+        #[arg(long)]
+        state_dir: Option<String>,
+        /// Override engine.state_memory_mb.
+        #[arg(long)]
+        state_memory_mb: Option<u64>,
     },
     /// Write the generator's two streams as files plus a job.toml to replay them.
     Gen {
@@ -106,24 +119,53 @@ fn load(config: Option<&Path>) -> Result<(JobConfig, PathBuf, PathBuf)> {
         Some(p) => {
             let cfg = JobConfig::load(p)?;
             let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
-            let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+            let base = if base.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                base
+            };
             (cfg, p.to_path_buf(), base)
         }
-        None => (JobConfig::builtin(), PathBuf::from("<built-in workload>"), PathBuf::from(".")),
+        None => (
+            JobConfig::builtin(),
+            PathBuf::from("<built-in workload>"),
+            PathBuf::from("."),
+        ),
     })
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { config, events, shards, report, strict, force, quiet } => {
+        Cmd::Run {
+            config,
+            events,
+            shards,
+            report,
+            strict,
+            force,
+            quiet,
+            state_dir,
+            state_memory_mb,
+        } => {
             let (mut cfg, path, base) = load(config.as_deref())?;
+            if let Some(d) = state_dir {
+                // Relative to the working directory, like every path given on the command line.
+                let abs = std::env::current_dir()?.join(d);
+                cfg.engine.state_dir = Some(abs.display().to_string());
+            }
+            if state_memory_mb.is_some() {
+                cfg.engine.state_memory_mb = state_memory_mb;
+            }
             if let Some(n) = events {
                 match (&mut cfg.left.generator, &mut cfg.right.generator) {
                     (Some(l), Some(r)) => {
                         l.events = Some(n);
                         r.events = None;
                     }
-                    _ => anyhow::bail!("--events applies to generator inputs; {} reads files", path.display()),
+                    _ => anyhow::bail!(
+                        "--events applies to generator inputs; {} reads files",
+                        path.display()
+                    ),
                 }
             }
             if let Some(s) = shards {
@@ -136,8 +178,15 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             }
             let job = cfg.resolve(&path, &base)?;
-            let rep = engine::run(&job, &RunOptions { strict, force, progress: !quiet })
-                .with_context(|| format!("job {} failed", path.display()))?;
+            let rep = engine::run(
+                &job,
+                &RunOptions {
+                    strict,
+                    force,
+                    progress: !quiet,
+                },
+            )
+            .with_context(|| format!("job {} failed", path.display()))?;
             let table = rep.table();
             if job.output == weft::config::OutputTarget::Stdout {
                 eprint!("{table}");
@@ -146,7 +195,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(r) = report {
                 let json = serde_json::to_string_pretty(&rep)?;
-                std::fs::write(&r, json + "\n").with_context(|| format!("cannot write report {}", r.display()))?;
+                std::fs::write(&r, json + "\n")
+                    .with_context(|| format!("cannot write report {}", r.display()))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -193,7 +243,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 FormatArg::Jsonl => Format::Jsonl,
             };
             let (path, counts) = weft::gen::write(&out, &params, fmt, cfg)?;
-            println!("wrote {} impressions and {} plays in {} partitions; job: {}", counts[0], counts[1], partitions, path.display());
+            println!(
+                "wrote {} impressions and {} plays in {} partitions; job: {}",
+                counts[0],
+                counts[1],
+                partitions,
+                path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -33,6 +33,7 @@ pub struct ShardCounters {
     pub keys_peak: u64,
     pub index_bytes_peak: u64,
     pub buckets_peak: u64,
+    pub arena_files_peak: u64,
     pub bytes_reclaimed: u64,
 }
 
@@ -52,6 +53,7 @@ impl ShardCounters {
         self.keys_peak += o.keys_peak;
         self.index_bytes_peak += o.index_bytes_peak;
         self.buckets_peak += o.buckets_peak;
+        self.arena_files_peak += o.arena_files_peak;
         self.bytes_reclaimed += o.bytes_reclaimed;
     }
 }
@@ -109,6 +111,9 @@ pub struct Report {
     pub keys_peak: u64,
     pub index_bytes_peak: u64,
     pub bytes_reclaimed: u64,
+    pub arena_files_peak: u64,
+    /// Peak resident set of the process (VmHWM), from the OS.
+    pub peak_rss_bytes: u64,
     pub output: String,
 }
 
@@ -128,26 +133,44 @@ impl Report {
         s += &format!("{:<24}{:>16}{:>16}\n", "", l.name, r.name);
         s += &format!("{:<24}{:>16}{:>16}\n", "rows in", l.rows_in, r.rows_in);
         s += &format!("{:<24}{:>16}{:>16}\n", "late", l.late, r.late);
-        s += &format!("{:<24}{:>16}{:>16}\n", "dead letters", l.dead_letters, r.dead_letters);
-        s += &format!("{:<24}{:>16}{:>16}\n", "unmatched", l.unmatched, r.unmatched);
-        s += &format!("{:<24}{:>16}{:>16}\n", "unmatched emitted", l.unmatched_emitted, r.unmatched_emitted);
+        s += &format!(
+            "{:<24}{:>16}{:>16}\n",
+            "dead letters", l.dead_letters, r.dead_letters
+        );
+        s += &format!(
+            "{:<24}{:>16}{:>16}\n",
+            "unmatched", l.unmatched, r.unmatched
+        );
+        s += &format!(
+            "{:<24}{:>16}{:>16}\n",
+            "unmatched emitted", l.unmatched_emitted, r.unmatched_emitted
+        );
         s += &format!("{:<24}{:>16}\n", "matched pairs", self.matched_pairs);
         s += &format!("{:<24}{:>16}\n", "output rows", self.output_rows);
         s += &format!("{:<24}{:>16.3}\n", "wall s", self.wall_s);
         s += &format!("{:<24}{:>16.0}\n", "events/s", self.events_per_s);
-        s += &format!("{:<24}{:>16.0}   ({:.2} CPU s, {} shards)\n", "events/CPU-s", self.events_per_cpu_s, self.cpu_s, self.shards);
+        s += &format!(
+            "{:<24}{:>16.0}   ({:.2} CPU s, {} shards)\n",
+            "events/CPU-s", self.events_per_cpu_s, self.cpu_s, self.shards
+        );
         let t = &self.latency;
         s += &format!(
             "{:<24}p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  ({} pairs)\n",
             "latency", t.p50_us, t.p99_us, t.p999_us, t.max_us, t.count
         );
         s += &format!(
-            "{:<24}{} keys, {:.1} MiB rows, {:.1} MiB index, {:.1} MiB reclaimed\n",
+            "{:<24}{} keys, {:.1} MiB rows, {:.1} MiB index, {} arena files, {:.1} MiB reclaimed\n",
             "state peak (sum)",
             self.keys_peak,
             self.state_bytes_peak as f64 / 1048576.0,
             self.index_bytes_peak as f64 / 1048576.0,
+            self.arena_files_peak,
             self.bytes_reclaimed as f64 / 1048576.0
+        );
+        s += &format!(
+            "{:<24}{:.1} MiB\n",
+            "peak RSS",
+            self.peak_rss_bytes as f64 / 1048576.0
         );
         s
     }
@@ -172,7 +195,12 @@ pub struct Progress {
 impl Progress {
     pub fn new(shards: usize) -> Progress {
         Progress {
-            shards: (0..shards).map(|_| ShardProgress { watermark: AtomicI64::new(i64::MIN), ..Default::default() }).collect(),
+            shards: (0..shards)
+                .map(|_| ShardProgress {
+                    watermark: AtomicI64::new(i64::MIN),
+                    ..Default::default()
+                })
+                .collect(),
             abort: AtomicBool::new(false),
             finished: AtomicU64::new(0),
         }
@@ -202,4 +230,18 @@ pub fn process_cpu_s() -> f64 {
     let ru = unsafe { ru.assume_init() };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Peak resident set size of this process (VmHWM from /proc/self/status), in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
 }

@@ -45,6 +45,8 @@ pub enum ShardError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    State(#[from] crate::state::arena::StateError),
     #[error("shard {0} stopped because another shard failed")]
     Aborted(u32),
 }
@@ -90,18 +92,35 @@ impl Core {
         let cut = self.wm.current() as i128 - self.lateness_ms as i128;
         for e in &b.events {
             let (row, key) = b.get(e);
-            debug_assert!(key.is_none() || shard_of(e.hash, self.shards) == self.id, "row routed to the wrong shard");
+            debug_assert!(
+                key.is_none() || shard_of(e.hash, self.shards) == self.id,
+                "row routed to the wrong shard"
+            );
             if (e.ts as i128) < cut {
                 self.counters.late[e.side.idx()] += 1;
                 self.sinks.late(e.side, RowView(row));
                 continue;
             }
-            self.join.on_row(e.side, e.ts, e.hash, key, row, e.arrival_ns, &mut self.sinks);
+            if let Err(err) = self.join.on_row(
+                e.side,
+                e.ts,
+                e.hash,
+                key,
+                row,
+                e.arrival_ns,
+                &mut self.sinks,
+            ) {
+                self.error.get_or_insert(err.into());
+                return;
+            }
         }
         let before = self.wm.current();
         let w = self.wm.update(from, b.mark);
         if w > before {
-            self.join.advance(w, &mut self.sinks);
+            if let Err(err) = self.join.advance(w, &mut self.sinks) {
+                self.error.get_or_insert(err.into());
+                return;
+            }
         }
         self.batches += 1;
         self.observe();
@@ -117,13 +136,16 @@ impl Core {
         c.state_rows_peak[1] = c.state_rows_peak[1].max(rows[1]);
         c.keys_peak = c.keys_peak.max(self.join.keys() as u64);
         if self.batches % PEAK_EVERY_BATCHES == 0 {
+            self.join.enforce_memory_budget();
+            c.arena_files_peak = c.arena_files_peak.max(self.join.arena_files() as u64);
             let b = self.join.state_bytes();
             c.state_bytes_peak = c.state_bytes_peak.max(b[0] + b[1]);
             c.index_bytes_peak = c.index_bytes_peak.max(self.join.index_bytes());
             c.buckets_peak = c.buckets_peak.max(self.join.buckets() as u64);
         }
         let p = &self.progress.shards[self.id as usize];
-        p.output_rows.store(self.sinks.output_rows, Ordering::Relaxed);
+        p.output_rows
+            .store(self.sinks.output_rows, Ordering::Relaxed);
         p.state_rows.store(rows[0] + rows[1], Ordering::Relaxed);
         p.watermark.store(self.wm.current(), Ordering::Relaxed);
     }
@@ -158,22 +180,46 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         };
         let mut clocks = [None, None];
         for (side, _) in src.partitions() {
-            clocks[side.idx()] = Some(PartitionClock::new(job.max_out_of_orderness_ms, job.allowed_lateness_ms));
+            clocks[side.idx()] = Some(PartitionClock::new(
+                job.max_out_of_orderness_ms,
+                job.allowed_lateness_ms,
+            ));
         }
-        slots.push(Slot { name: src.describe(), src, clocks, done: false });
+        slots.push(Slot {
+            name: src.describe(),
+            src,
+            clocks,
+            done: false,
+        });
     }
 
+    let state_dir = job
+        .state_dir
+        .as_ref()
+        .map(|d| d.join(format!("shard-{id}")));
+    if let Some(d) = &state_dir {
+        if let Err(e) = crate::state::prepare_dir(d) {
+            ctx.progress.abort.store(true, Ordering::Relaxed);
+            return Err(e.into());
+        }
+    }
+    let resident_bytes_max =
+        (job.state_memory_mb as usize).saturating_mul(1 << 20) / shards as usize;
     let core = Rc::new(RefCell::new(Core {
         id,
         shards,
         lateness_ms: job.allowed_lateness_ms,
-        join: Join::new(JoinParams {
-            kind: job.kind,
-            lower_ms: job.lower_ms,
-            upper_ms: job.upper_ms,
-            allowed_lateness_ms: job.allowed_lateness_ms,
-            bucket_ms: job.state_bucket_ms,
-        }),
+        join: Join::with_state(
+            JoinParams {
+                kind: job.kind,
+                lower_ms: job.lower_ms,
+                upper_ms: job.upper_ms,
+                allowed_lateness_ms: job.allowed_lateness_ms,
+                bucket_ms: job.state_bucket_ms,
+            },
+            state_dir.as_deref(),
+            resident_bytes_max,
+        ),
         sinks: ShardSinks::new(&job, id),
         wm: ShardWatermark::new(shards as usize),
         counters: ShardCounters::default(),
@@ -207,7 +253,9 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
 
     let batch_events = job.batch_events as usize;
     let schemas: [Schema; 2] = [job.left.schema.clone(), job.right.schema.clone()];
-    let mut out: Vec<Batch> = (0..shards).map(|_| Batch::with_capacity(batch_events)).collect();
+    let mut out: Vec<Batch> = (0..shards)
+        .map(|_| Batch::with_capacity(batch_events))
+        .collect();
     let mut last_mark: Vec<Option<Mark>> = vec![None; shards as usize];
     let mut key = Vec::with_capacity(64);
     let mut fatal: Option<ShardError> = None;
@@ -230,10 +278,20 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         for slot in slots.iter_mut().filter(|s| !s.done) {
             let mut c = core.borrow_mut();
             let c = &mut *c;
-            let Slot { src, name, clocks, done } = slot;
+            let Slot {
+                src,
+                name,
+                clocks,
+                done,
+            } = slot;
             let mut strict_err = None;
             let status = src.poll(batch_events, now, &mut |item| match item {
-                SourceItem::Row { side, ts, row, intended_ns } => {
+                SourceItem::Row {
+                    side,
+                    ts,
+                    row,
+                    intended_ns,
+                } => {
                     let s = side.idx();
                     c.counters.rows_in[s] += 1;
                     let clock = clocks[s].as_mut().expect("source emits only its own sides");
@@ -246,16 +304,33 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
                     let arrival = intended_ns.unwrap_or(now);
                     if encode_key(RowView(row), &schemas[s], &mut key) {
                         let hash = key_hash(&key);
-                        out[shard_of(hash, shards) as usize].push(side, ts, hash, arrival, row, Some(&key));
+                        out[shard_of(hash, shards) as usize].push(
+                            side,
+                            ts,
+                            hash,
+                            arrival,
+                            row,
+                            Some(&key),
+                        );
                     } else {
                         out[id as usize].push(side, ts, 0, arrival, row, None);
                     }
                 }
-                SourceItem::Dead { side, line, reason, raw } => {
+                SourceItem::Dead {
+                    side,
+                    line,
+                    reason,
+                    raw,
+                } => {
                     c.counters.dead[side.idx()] += 1;
-                    c.sinks.dead(&schemas[side.idx()].name, name, line, &reason, raw);
+                    c.sinks
+                        .dead(&schemas[side.idx()].name, name, line, &reason, raw);
                     if ctx.strict && strict_err.is_none() {
-                        strict_err = Some(SourceError::Strict { path: name.clone(), line, reason });
+                        strict_err = Some(SourceError::Strict {
+                            path: name.clone(),
+                            line,
+                            reason,
+                        });
                     }
                 }
             });
@@ -295,20 +370,35 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         }
         let mark = sender_mark(slots.iter().flat_map(|s| s.clocks.iter().flatten()));
         debug_assert!(!all_done || mark == Mark::Done);
-        flush(id, &mut out, &mut last_mark, mark, &mut senders, &core, now_ns()).await;
+        flush(
+            id,
+            &mut out,
+            &mut last_mark,
+            mark,
+            &mut senders,
+            &core,
+            now_ns(),
+        )
+        .await;
         if all_done {
             break;
         }
         if any_rows {
             futures_lite::future::yield_now().await;
         } else {
-            glommio::timer::sleep(Duration::from_nanos(retry_ns.clamp(1_000, IDLE_SLEEP_NS_MAX))).await;
+            glommio::timer::sleep(Duration::from_nanos(
+                retry_ns.clamp(1_000, IDLE_SLEEP_NS_MAX),
+            ))
+            .await;
         }
     }
     {
         let c = core.borrow();
         let p = &ctx.progress.shards[id as usize];
-        p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
+        p.rows_in.store(
+            c.counters.rows_in[0] + c.counters.rows_in[1],
+            Ordering::Relaxed,
+        );
     }
     if fatal.is_some() {
         ctx.progress.abort.store(true, Ordering::Relaxed);
@@ -330,7 +420,7 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     if !peers_complete || ctx.progress.abort.load(Ordering::Relaxed) {
         return Err(ShardError::Aborted(id));
     }
-    c.join.finish(&mut c.sinks);
+    c.join.finish(&mut c.sinks)?;
     c.sinks.close()?;
     let stats = c.join.stats;
     let mut counters = c.counters;
@@ -339,7 +429,10 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     counters.unmatched_emitted = c.sinks.unmatched_emitted;
     counters.output_rows = c.sinks.output_rows;
     counters.bytes_reclaimed = c.join.bytes_reclaimed();
-    Ok(ShardResult { counters, latency: c.sinks.latency })
+    Ok(ShardResult {
+        counters,
+        latency: c.sinks.latency,
+    })
 }
 
 /// Sends every destination its batch (and the new mark), joining our own in place.
@@ -372,6 +465,9 @@ async fn flush(
     }
     let c = core.borrow();
     let p = &c.progress.shards[id as usize];
-    p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
+    p.rows_in.store(
+        c.counters.rows_in[0] + c.counters.rows_in[1],
+        Ordering::Relaxed,
+    );
     let _ = Side::Left;
 }

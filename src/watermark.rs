@@ -20,7 +20,14 @@ pub struct PartitionClock {
 
 impl PartitionClock {
     pub fn new(out_of_orderness_ms: i64, lateness_ms: i64) -> PartitionClock {
-        PartitionClock { max_ts: None, out_of_orderness_ms, lateness_ms, last_row_ns: 0, idle: false, done: false }
+        PartitionClock {
+            max_ts: None,
+            out_of_orderness_ms,
+            lateness_ms,
+            last_row_ns: 0,
+            idle: false,
+            done: false,
+        }
     }
 
     /// Records a row's event time; returns true when the row is late (it then does not
@@ -33,7 +40,8 @@ impl PartitionClock {
                 false
             }
             Some(m) => {
-                let late = (ts as i128) < m as i128 - self.out_of_orderness_ms as i128 - self.lateness_ms as i128;
+                let late = (ts as i128)
+                    < m as i128 - self.out_of_orderness_ms as i128 - self.lateness_ms as i128;
                 if ts > m {
                     self.max_ts = Some(ts);
                 }
@@ -93,7 +101,10 @@ pub struct ShardWatermark {
 
 impl ShardWatermark {
     pub fn new(senders: usize) -> ShardWatermark {
-        ShardWatermark { marks: vec![Mark::At(i64::MIN); senders], current: i64::MIN }
+        ShardWatermark {
+            marks: vec![Mark::At(i64::MIN); senders],
+            current: i64::MIN,
+        }
     }
 
     /// Updates one sender's mark; returns the new `W` (monotonic).

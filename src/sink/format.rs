@@ -47,7 +47,12 @@ impl OutputFormatter {
                 k
             })
             .collect();
-        OutputFormatter { format, left: left.clone(), right: right.clone(), json_keys }
+        OutputFormatter {
+            format,
+            left: left.clone(),
+            right: right.clone(),
+            json_keys,
+        }
     }
 
     pub fn header(&self) -> Vec<u8> {
@@ -116,7 +121,11 @@ impl InputFormatter {
                 k
             })
             .collect();
-        InputFormatter { format, schema: schema.clone(), json_keys }
+        InputFormatter {
+            format,
+            schema: schema.clone(),
+            json_keys,
+        }
     }
 
     pub fn header(&self) -> Vec<u8> {

@@ -35,7 +35,11 @@ pub struct SinkError {
 enum Target {
     None,
     Stdout,
-    File { path: PathBuf, file: Option<File>, header: Vec<u8> },
+    File {
+        path: PathBuf,
+        file: Option<File>,
+        header: Vec<u8>,
+    },
 }
 
 /// A buffered, lazily created output file (or stdout, or nothing).
@@ -47,7 +51,11 @@ struct Out {
 
 impl Out {
     fn new(target: Target) -> Out {
-        Out { target, buf: Vec::new(), error: None }
+        Out {
+            target,
+            buf: Vec::new(),
+            error: None,
+        }
     }
 
     fn enabled(&self) -> bool {
@@ -68,19 +76,44 @@ impl Out {
             Target::None => Ok(()),
             Target::Stdout => {
                 let mut so = std::io::stdout().lock();
-                so.write_all(&self.buf).and_then(|_| so.flush()).map_err(|e| SinkError { path: "<stdout>".into(), op: "write", source: e })
+                so.write_all(&self.buf)
+                    .and_then(|_| so.flush())
+                    .map_err(|e| SinkError {
+                        path: "<stdout>".into(),
+                        op: "write",
+                        source: e,
+                    })
             }
             Target::File { path, file, header } => {
                 if file.is_none() {
                     match File::create(&*path) {
                         Ok(mut f) => match f.write_all(header) {
                             Ok(()) => *file = Some(f),
-                            Err(e) => return self.error = Some(SinkError { path: path.clone(), op: "write", source: e }),
+                            Err(e) => {
+                                return self.error = Some(SinkError {
+                                    path: path.clone(),
+                                    op: "write",
+                                    source: e,
+                                })
+                            }
                         },
-                        Err(e) => return self.error = Some(SinkError { path: path.clone(), op: "create", source: e }),
+                        Err(e) => {
+                            return self.error = Some(SinkError {
+                                path: path.clone(),
+                                op: "create",
+                                source: e,
+                            })
+                        }
                     }
                 }
-                file.as_mut().unwrap().write_all(&self.buf).map_err(|e| SinkError { path: path.clone(), op: "write", source: e })
+                file.as_mut()
+                    .unwrap()
+                    .write_all(&self.buf)
+                    .map_err(|e| SinkError {
+                        path: path.clone(),
+                        op: "write",
+                        source: e,
+                    })
             }
         };
         self.buf.clear();
@@ -92,10 +125,19 @@ impl Out {
     /// Flushes and fsyncs (files only).
     fn close(&mut self) {
         self.flush();
-        if let Target::File { path, file: Some(f), .. } = &mut self.target {
+        if let Target::File {
+            path,
+            file: Some(f),
+            ..
+        } = &mut self.target
+        {
             if self.error.is_none() {
                 if let Err(e) = f.sync_data() {
-                    self.error = Some(SinkError { path: path.clone(), op: "fdatasync", source: e });
+                    self.error = Some(SinkError {
+                        path: path.clone(),
+                        op: "fdatasync",
+                        source: e,
+                    });
                 }
             }
         }
@@ -126,23 +168,46 @@ impl ShardSinks {
             crate::config::InputSource::Files { format, .. } => *format,
             crate::config::InputSource::Generator => Format::Csv,
         };
-        let late_fmt = [InputFormatter::new(late_format(Side::Left), l), InputFormatter::new(late_format(Side::Right), r)];
+        let late_fmt = [
+            InputFormatter::new(late_format(Side::Left), l),
+            InputFormatter::new(late_format(Side::Right), r),
+        ];
         let (out, late, dead) = match &job.output {
-            OutputTarget::None => (Out::new(Target::None), [Out::new(Target::None), Out::new(Target::None)], Out::new(Target::None)),
-            OutputTarget::Stdout => (Out::new(Target::Stdout), [Out::new(Target::None), Out::new(Target::None)], Out::new(Target::None)),
+            OutputTarget::None => (
+                Out::new(Target::None),
+                [Out::new(Target::None), Out::new(Target::None)],
+                Out::new(Target::None),
+            ),
+            OutputTarget::Stdout => (
+                Out::new(Target::Stdout),
+                [Out::new(Target::None), Out::new(Target::None)],
+                Out::new(Target::None),
+            ),
             OutputTarget::Dir(d) => {
                 let late_file = |side: Side| {
                     let s = &job.input(side).schema;
                     Out::new(Target::File {
-                        path: d.join("late").join(format!("{}-{shard}.{}", s.name, late_format(side).ext())),
+                        path: d.join("late").join(format!(
+                            "{}-{shard}.{}",
+                            s.name,
+                            late_format(side).ext()
+                        )),
                         file: None,
                         header: late_fmt[side.idx()].header(),
                     })
                 };
                 (
-                    Out::new(Target::File { path: d.join(format!("part-{shard}.{ext}")), file: None, header: fmt.header() }),
+                    Out::new(Target::File {
+                        path: d.join(format!("part-{shard}.{ext}")),
+                        file: None,
+                        header: fmt.header(),
+                    }),
                     [late_file(Side::Left), late_file(Side::Right)],
-                    Out::new(Target::File { path: d.join("dead").join(format!("part-{shard}.jsonl")), file: None, header: Vec::new() }),
+                    Out::new(Target::File {
+                        path: d.join("dead").join(format!("part-{shard}.jsonl")),
+                        file: None,
+                        header: Vec::new(),
+                    }),
                 )
             }
         };
@@ -244,7 +309,11 @@ impl Emit for ShardSinks {
 pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), SinkError> {
     fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
         let path = path.to_path_buf();
-        move |e| SinkError { path, op, source: e }
+        move |e| SinkError {
+            path,
+            op,
+            source: e,
+        }
     }
     std::fs::create_dir_all(dir).map_err(err("create directory", dir))?;
     let mut existing = Vec::new();
@@ -252,7 +321,9 @@ pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), Sink
         let entry = entry.map_err(err("read directory", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let p = entry.path();
-        let is_output = (p.is_file() && name.starts_with("part-") && (name.ends_with(".csv") || name.ends_with(".jsonl")))
+        let is_output = (p.is_file()
+            && name.starts_with("part-")
+            && (name.ends_with(".csv") || name.ends_with(".jsonl")))
             || (p.is_dir() && (name == "late" || name == "dead"));
         if is_output {
             existing.push(p);

@@ -28,15 +28,27 @@ pub struct CsvSource {
 }
 
 impl CsvSource {
-    pub fn open(path: &Path, side: Side, index: u32, schema: Schema) -> Result<CsvSource, SourceError> {
+    pub fn open(
+        path: &Path,
+        side: Side,
+        index: u32,
+        schema: Schema,
+    ) -> Result<CsvSource, SourceError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).buffer_capacity(1 << 20).from_reader(file);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .buffer_capacity(1 << 20)
+            .from_reader(file);
         let header = reader.byte_headers().map_err(|e| SourceError::Format {
             path: path.to_path_buf(),
             message: format!("cannot read the header line: {e}"),
         })?;
         if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-            return Err(SourceError::Format { path: path.to_path_buf(), message: "empty file: a header line is required".into() });
+            return Err(SourceError::Format {
+                path: path.to_path_buf(),
+                message: "empty file: a header line is required".into(),
+            });
         }
         let cells: Vec<&[u8]> = header.iter().collect();
         let cols = map_columns(path, &schema, &cells)?;
@@ -60,20 +72,40 @@ impl CsvSource {
     fn encode(&mut self) -> Result<i64, String> {
         let rec = &self.record;
         if rec.len() != self.header_len {
-            return Err(format!("expected {} columns, found {}", self.header_len, rec.len()));
+            return Err(format!(
+                "expected {} columns, found {}",
+                self.header_len,
+                rec.len()
+            ));
         }
         let b = &mut self.builder;
         b.begin(self.schema.fields.len());
         for (i, f) in self.schema.fields.iter().enumerate() {
             let cell = super::trim_cell(&rec[self.cols[i]]);
-            parse_cell(b, i, f.ty, cell).map_err(|r| format!("column `{}`: {r}: {:?}", f.name, String::from_utf8_lossy(cell)))?;
+            parse_cell(b, i, f.ty, cell).map_err(|r| {
+                format!(
+                    "column `{}`: {r}: {:?}",
+                    f.name,
+                    String::from_utf8_lossy(cell)
+                )
+            })?;
         }
-        event_time(RowView(b.bytes()), &self.schema).map_err(|r| format!("column `{}`: {r}", self.schema.fields[self.schema.time].name))
+        event_time(RowView(b.bytes()), &self.schema).map_err(|r| {
+            format!(
+                "column `{}`: {r}",
+                self.schema.fields[self.schema.time].name
+            )
+        })
     }
 }
 
 impl Source for CsvSource {
-    fn poll(&mut self, max_rows: usize, _now_ns: u64, out: &mut dyn FnMut(SourceItem<'_>)) -> Result<PollStatus, SourceError> {
+    fn poll(
+        &mut self,
+        max_rows: usize,
+        _now_ns: u64,
+        out: &mut dyn FnMut(SourceItem<'_>),
+    ) -> Result<PollStatus, SourceError> {
         if self.done {
             return Ok(PollStatus::Done);
         }
@@ -84,9 +116,17 @@ impl Source for CsvSource {
                     // The csv crate reports I/O errors here; anything else is a malformed row.
                     let line = e.position().map(|p| p.line()).unwrap_or(0);
                     if let csv::ErrorKind::Io(_) = e.kind() {
-                        return Err(SourceError::Format { path: self.path.clone(), message: format!("read error near line {line}: {e}") });
+                        return Err(SourceError::Format {
+                            path: self.path.clone(),
+                            message: format!("read error near line {line}: {e}"),
+                        });
                     }
-                    out(SourceItem::Dead { side: self.side, line, reason: e.to_string(), raw: b"" });
+                    out(SourceItem::Dead {
+                        side: self.side,
+                        line,
+                        reason: e.to_string(),
+                        raw: b"",
+                    });
                     continue;
                 }
             };
@@ -99,7 +139,12 @@ impl Source for CsvSource {
                 continue; // a blank line carries no row
             }
             match self.encode() {
-                Ok(ts) => out(SourceItem::Row { side: self.side, ts, row: self.builder.bytes(), intended_ns: None }),
+                Ok(ts) => out(SourceItem::Row {
+                    side: self.side,
+                    ts,
+                    row: self.builder.bytes(),
+                    intended_ns: None,
+                }),
                 Err(reason) => {
                     self.raw.clear();
                     for (i, c) in self.record.iter().enumerate() {
@@ -108,7 +153,12 @@ impl Source for CsvSource {
                         }
                         self.raw.extend_from_slice(c);
                     }
-                    out(SourceItem::Dead { side: self.side, line, reason, raw: &self.raw });
+                    out(SourceItem::Dead {
+                        side: self.side,
+                        line,
+                        reason,
+                        raw: &self.raw,
+                    });
                 }
             }
         }

@@ -74,9 +74,17 @@ impl Generator {
         let parts = p.partitions as u64;
         let quota = p.events / parts + u64::from((index as u64) < p.events % parts);
         let seed = p.seed ^ (index as u64 + 1).wrapping_mul(GOLDEN);
-        let zipf = if p.zipf > 0.0 && p.keys > 1 { Zipf::new(p.keys, p.zipf).ok() } else { None };
+        let zipf = if p.zipf > 0.0 && p.keys > 1 {
+            Zipf::new(p.keys, p.zipf).ok()
+        } else {
+            None
+        };
         let step_ms = 1000.0 * p.partitions as f64 / p.event_time_rate;
-        let ns_per_event = if p.rate_limit > 0.0 { 1e9 * p.partitions as f64 / p.rate_limit } else { 0.0 };
+        let ns_per_event = if p.rate_limit > 0.0 {
+            1e9 * p.partitions as f64 / p.rate_limit
+        } else {
+            0.0
+        };
         Generator {
             rng: SmallRng::seed_from_u64(seed),
             zipf,
@@ -115,7 +123,9 @@ impl Generator {
 
     fn profile(&mut self) -> u64 {
         let rank = match &self.zipf {
-            Some(z) => (z.sample(&mut self.rng) as u64).saturating_sub(1).min(self.p.keys - 1),
+            Some(z) => (z.sample(&mut self.rng) as u64)
+                .saturating_sub(1)
+                .min(self.p.keys - 1),
             None => self.rng.gen_range(0..self.p.keys),
         };
         (rank + 1).wrapping_mul(GOLDEN) & MASK62
@@ -155,7 +165,12 @@ impl Generator {
 }
 
 impl Source for Generator {
-    fn poll(&mut self, max_rows: usize, now_ns: u64, out: &mut dyn FnMut(SourceItem<'_>)) -> Result<PollStatus, SourceError> {
+    fn poll(
+        &mut self,
+        max_rows: usize,
+        now_ns: u64,
+        out: &mut dyn FnMut(SourceItem<'_>),
+    ) -> Result<PollStatus, SourceError> {
         let mut n = 0;
         while n < max_rows {
             if self.emitted >= self.quota {
@@ -164,7 +179,13 @@ impl Source for Generator {
             let intended_ns = if self.ns_per_event > 0.0 {
                 let due = (self.emitted as f64 * self.ns_per_event) as u64;
                 if due > now_ns {
-                    return Ok(if n > 0 { PollStatus::Rows } else { PollStatus::Idle { retry_ns: due - now_ns } });
+                    return Ok(if n > 0 {
+                        PollStatus::Rows
+                    } else {
+                        PollStatus::Idle {
+                            retry_ns: due - now_ns,
+                        }
+                    });
                 }
                 Some(due)
             } else {
@@ -179,7 +200,12 @@ impl Source for Generator {
                 b.set_u64(1, p.title as u64);
                 b.set_i64(2, p.ts);
                 b.set_u64(3, p.duration as u64);
-                out(SourceItem::Row { side: Side::Right, ts: p.ts, row: b.bytes(), intended_ns });
+                out(SourceItem::Row {
+                    side: Side::Right,
+                    ts: p.ts,
+                    row: b.bytes(),
+                    intended_ns,
+                });
                 self.emitted += 1;
                 n += 1;
                 continue;
@@ -212,7 +238,14 @@ impl Source for Generator {
                 let duration = self.rng.gen_range(1000..=10_800_000u32);
                 self.play_seq += 1;
                 let seq = self.play_seq;
-                self.schedule(Play { arrival, seq, ts: play_ts, profile, title, duration });
+                self.schedule(Play {
+                    arrival,
+                    seq,
+                    ts: play_ts,
+                    profile,
+                    title,
+                    duration,
+                });
             }
             self.next_impression += 1;
             let b = &mut self.builder;
@@ -222,7 +255,12 @@ impl Source for Generator {
             b.set_i64(2, ts);
             b.set_u64(3, row as u64);
             b.set_u64(4, col as u64);
-            out(SourceItem::Row { side: Side::Left, ts, row: b.bytes(), intended_ns });
+            out(SourceItem::Row {
+                side: Side::Left,
+                ts,
+                row: b.bytes(),
+                intended_ns,
+            });
             self.emitted += 1;
             n += 1;
         }
@@ -296,7 +334,11 @@ mod tests {
         for side in [Side::Left, Side::Right] {
             let mut max = i64::MIN;
             for r in rows.iter().filter(|r| r.0 == side) {
-                assert!(r.1 > max.saturating_sub(2000), "{side:?} row {} behind max {max} by >= disorder", r.1);
+                assert!(
+                    r.1 > max.saturating_sub(2000),
+                    "{side:?} row {} behind max {max} by >= disorder",
+                    r.1
+                );
                 max = max.max(r.1);
             }
         }

@@ -26,7 +26,12 @@ pub struct JsonlSource {
 }
 
 impl JsonlSource {
-    pub fn open(path: &Path, side: Side, index: u32, schema: Schema) -> Result<JsonlSource, SourceError> {
+    pub fn open(
+        path: &Path,
+        side: Side,
+        index: u32,
+        schema: Schema,
+    ) -> Result<JsonlSource, SourceError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
         Ok(JsonlSource {
             path: path.to_path_buf(),
@@ -56,32 +61,49 @@ pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Res
         match (f.ty, v) {
             (_, J::Null) => {}
             (FieldType::I32, J::Number(n)) => {
-                let x = n.as_i64().filter(|x| i32::try_from(*x).is_ok()).ok_or_else(wrong)?;
+                let x = n
+                    .as_i64()
+                    .filter(|x| i32::try_from(*x).is_ok())
+                    .ok_or_else(wrong)?;
                 b.set_i64(i, x)
             }
             (FieldType::I64, J::Number(n)) => b.set_i64(i, n.as_i64().ok_or_else(wrong)?),
             (FieldType::U32, J::Number(n)) => {
-                let x = n.as_u64().filter(|x| u32::try_from(*x).is_ok()).ok_or_else(wrong)?;
+                let x = n
+                    .as_u64()
+                    .filter(|x| u32::try_from(*x).is_ok())
+                    .ok_or_else(wrong)?;
                 b.set_u64(i, x)
             }
             (FieldType::U64, J::Number(n)) => b.set_u64(i, n.as_u64().ok_or_else(wrong)?),
             (FieldType::F64, J::Number(n)) => b.set_f64(i, n.as_f64().ok_or_else(wrong)?),
             (FieldType::Bool, J::Bool(x)) => b.set_bool(i, *x),
-            (FieldType::String, J::String(s)) => b.set_str(i, s.as_bytes()).map_err(|e| e.to_string())?,
+            (FieldType::String, J::String(s)) => {
+                b.set_str(i, s.as_bytes()).map_err(|e| e.to_string())?
+            }
             _ => return Err(wrong()),
         }
     }
-    event_time(RowView(b.bytes()), schema).map_err(|r| format!("field `{}`: {r}", schema.fields[schema.time].name))
+    event_time(RowView(b.bytes()), schema)
+        .map_err(|r| format!("field `{}`: {r}", schema.fields[schema.time].name))
 }
 
 impl Source for JsonlSource {
-    fn poll(&mut self, max_rows: usize, _now_ns: u64, out: &mut dyn FnMut(SourceItem<'_>)) -> Result<PollStatus, SourceError> {
+    fn poll(
+        &mut self,
+        max_rows: usize,
+        _now_ns: u64,
+        out: &mut dyn FnMut(SourceItem<'_>),
+    ) -> Result<PollStatus, SourceError> {
         if self.done {
             return Ok(PollStatus::Done);
         }
         for _ in 0..max_rows {
             self.line_buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.line_buf).map_err(io_err(&self.path, "read"))?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line_buf)
+                .map_err(io_err(&self.path, "read"))?;
             if n == 0 {
                 self.done = true;
                 return Ok(PollStatus::Done);
@@ -99,8 +121,18 @@ impl Source for JsonlSource {
                 continue;
             }
             match encode_json_line(line, &self.schema, &mut self.builder) {
-                Ok(ts) => out(SourceItem::Row { side: self.side, ts, row: self.builder.bytes(), intended_ns: None }),
-                Err(reason) => out(SourceItem::Dead { side: self.side, line: self.line_no, reason, raw: line }),
+                Ok(ts) => out(SourceItem::Row {
+                    side: self.side,
+                    ts,
+                    row: self.builder.bytes(),
+                    intended_ns: None,
+                }),
+                Err(reason) => out(SourceItem::Dead {
+                    side: self.side,
+                    line: self.line_no,
+                    reason,
+                    raw: line,
+                }),
             }
         }
         Ok(PollStatus::Rows)

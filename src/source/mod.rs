@@ -19,9 +19,19 @@ pub mod jsonl;
 pub enum SourceItem<'a> {
     /// A well-formed row of `side` with event time `ts`. `intended_ns` is the moment
     /// (ns since job start) a rate-limited generator meant to send it, if any.
-    Row { side: Side, ts: i64, row: &'a [u8], intended_ns: Option<u64> },
+    Row {
+        side: Side,
+        ts: i64,
+        row: &'a [u8],
+        intended_ns: Option<u64>,
+    },
     /// A malformed row: it goes to the dead-letter output, never into the join.
-    Dead { side: Side, line: u64, reason: String, raw: &'a [u8] },
+    Dead {
+        side: Side,
+        line: u64,
+        reason: String,
+        raw: &'a [u8],
+    },
 }
 
 /// What a poll found.
@@ -39,16 +49,29 @@ pub enum PollStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{path}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error("{path}:{line}: {reason} (strict mode: first malformed row is fatal)")]
-    Strict { path: String, line: u64, reason: String },
+    Strict {
+        path: String,
+        line: u64,
+        reason: String,
+    },
 }
 
 pub trait Source {
     /// Reads up to `max_rows` rows and hands each to `out`.
-    fn poll(&mut self, max_rows: usize, now_ns: u64, out: &mut dyn FnMut(SourceItem<'_>)) -> Result<PollStatus, SourceError>;
+    fn poll(
+        &mut self,
+        max_rows: usize,
+        now_ns: u64,
+        out: &mut dyn FnMut(SourceItem<'_>),
+    ) -> Result<PollStatus, SourceError>;
     /// The partitions this source reads, as (side, partition index within the side).
     fn partitions(&self) -> Vec<(Side, u32)>;
     /// A human name for messages and dead letters: a file path or `generator/3`.
@@ -58,7 +81,12 @@ pub trait Source {
 /// One partition of the job, before it is opened.
 #[derive(Clone, Debug)]
 pub enum PartitionSpec {
-    File { side: Side, index: u32, format: Format, path: PathBuf },
+    File {
+        side: Side,
+        index: u32,
+        format: Format,
+        path: PathBuf,
+    },
     /// Generator partition `index` produces left partition `index` and right partition `index`.
     Generator { index: u32, params: GenParams },
 }
@@ -68,14 +96,22 @@ pub fn plan(job: &Job) -> Vec<PartitionSpec> {
     let mut out = Vec::new();
     if let Some(g) = &job.generator {
         for p in 0..g.partitions {
-            out.push(PartitionSpec::Generator { index: p, params: g.clone() });
+            out.push(PartitionSpec::Generator {
+                index: p,
+                params: g.clone(),
+            });
         }
         return out;
     }
     for side in [Side::Left, Side::Right] {
         if let crate::config::InputSource::Files { format, paths } = &job.input(side).source {
             for (i, p) in paths.iter().enumerate() {
-                out.push(PartitionSpec::File { side, index: i as u32, format: *format, path: p.clone() });
+                out.push(PartitionSpec::File {
+                    side,
+                    index: i as u32,
+                    format: *format,
+                    path: p.clone(),
+                });
             }
         }
     }
@@ -100,26 +136,58 @@ pub fn partition_counts(specs: &[PartitionSpec]) -> [u32; 2] {
 /// Opens a partition.
 pub fn open(spec: &PartitionSpec, job: &Job) -> Result<Box<dyn Source>, SourceError> {
     Ok(match spec {
-        PartitionSpec::File { side, index, format: Format::Csv, path } => {
-            Box::new(csv::CsvSource::open(path, *side, *index, job.input(*side).schema.clone())?)
+        PartitionSpec::File {
+            side,
+            index,
+            format: Format::Csv,
+            path,
+        } => Box::new(csv::CsvSource::open(
+            path,
+            *side,
+            *index,
+            job.input(*side).schema.clone(),
+        )?),
+        PartitionSpec::File {
+            side,
+            index,
+            format: Format::Jsonl,
+            path,
+        } => Box::new(jsonl::JsonlSource::open(
+            path,
+            *side,
+            *index,
+            job.input(*side).schema.clone(),
+        )?),
+        PartitionSpec::Generator { index, params } => {
+            Box::new(generator::Generator::new(params.clone(), *index))
         }
-        PartitionSpec::File { side, index, format: Format::Jsonl, path } => {
-            Box::new(jsonl::JsonlSource::open(path, *side, *index, job.input(*side).schema.clone())?)
-        }
-        PartitionSpec::Generator { index, params } => Box::new(generator::Generator::new(params.clone(), *index)),
     })
 }
 
-pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
-    move |e| SourceError::Io { path: path.to_path_buf(), op, source: e }
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
+    move |e| SourceError::Io {
+        path: path.to_path_buf(),
+        op,
+        source: e,
+    }
 }
 
 /// Checks the schema's fields against a file's header; returns the column of each
 /// field. Every schema field must be present; extra columns are ignored.
-pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Vec<usize>, SourceError> {
+pub(crate) fn map_columns(
+    path: &Path,
+    schema: &Schema,
+    header: &[&[u8]],
+) -> Result<Vec<usize>, SourceError> {
     let mut cols = Vec::with_capacity(schema.fields.len());
     for f in &schema.fields {
-        match header.iter().position(|h| trim_cell(h) == f.name.as_bytes()) {
+        match header
+            .iter()
+            .position(|h| trim_cell(h) == f.name.as_bytes())
+        {
             Some(c) => cols.push(c),
             None => {
                 return Err(SourceError::Format {
@@ -128,7 +196,11 @@ pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Res
                         "header has no column `{}` (input `{}`); header is: {}",
                         f.name,
                         schema.name,
-                        header.iter().map(|h| String::from_utf8_lossy(h)).collect::<Vec<_>>().join(",")
+                        header
+                            .iter()
+                            .map(|h| String::from_utf8_lossy(h))
+                            .collect::<Vec<_>>()
+                            .join(",")
                     ),
                 })
             }

@@ -1,0 +1,472 @@
+//! Append-only buffers that hold state records: on the heap, or in a memory-mapped
+//! file (an *arena*) under `engine.state_dir`. All `unsafe` of the state store is here.
+//!
+//! Arena file layout:
+//! ```text
+//!   0..64    header: b"WEFTARN\x01", u32 version, u8 side, 3 pad, i64 bucket, i64 bucket_ms
+//!   64..     records (see record.rs), back to back, each 8-byte aligned
+//!   ...      zeros up to the file's length (a zero header marks the end)
+//! ```
+//! Space is reserved with `posix_fallocate` before it is written, so a full disk is
+//! an error from [`Buffer::reserve`] naming the file, never a SIGBUS on a mapped write.
+//!
+//! Invariants: `used <= capacity`; `[64, used)` holds only whole records written by
+//! [`Buffer::append`] (or checked by [`ArenaFile::open`]); a root position handed out
+//! by `append` stays valid until the buffer is dropped.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapMut, RemapOptions};
+use rkyv::rancor;
+use rkyv::ser::{Positional, Writer};
+
+use super::record::{
+    record_bytes_max, ArchivedRecord, Record, MATCHED_OFFSET, RECORD_HEADER_BYTES, RECORD_TAG,
+    ROOT_BYTES,
+};
+
+pub const ARENA_MAGIC: &[u8; 8] = b"WEFTARN\x01";
+pub const ARENA_VERSION: u32 = 1;
+pub const ARENA_HEADER_BYTES: usize = 64;
+/// First size of an arena file; it doubles as it fills.
+pub const ARENA_BYTES_INITIAL: usize = 1 << 20;
+/// First size of a heap buffer.
+const HEAP_BYTES_INITIAL: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state arena {path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("state arena {path}: corrupt at offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// A mapped arena file.
+pub struct ArenaFile {
+    path: PathBuf,
+    file: File,
+    map: MmapMut,
+}
+
+fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Io { path, op, source }
+}
+
+fn fallocate(file: &File, path: &Path, len: usize) -> Result<(), StateError> {
+    // SAFETY: plain syscall on a file descriptor we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if rc != 0 {
+        return Err(StateError::Io {
+            path: path.to_path_buf(),
+            op: "reserve space",
+            source: std::io::Error::from_raw_os_error(rc),
+        });
+    }
+    Ok(())
+}
+
+impl ArenaFile {
+    /// Creates a new arena file (it must not exist) with its header.
+    pub fn create(
+        path: &Path,
+        side: u8,
+        bucket: i64,
+        bucket_ms: i64,
+    ) -> Result<ArenaFile, StateError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io(path, "create"))?;
+        fallocate(&file, path, ARENA_BYTES_INITIAL)?;
+        // SAFETY: the file was just created by us and is only ever changed through this
+        // mapping (the state directory is private to the job); its length is fixed by
+        // fallocate above and only grows, under `&mut self`, in `grow`.
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "mmap"))?;
+        // Probes jump around: readahead would only pull in pages nobody asked for.
+        let _ = map.advise(memmap2::Advice::Random);
+        let h = &mut map[..ARENA_HEADER_BYTES];
+        h[0..8].copy_from_slice(ARENA_MAGIC);
+        h[8..12].copy_from_slice(&ARENA_VERSION.to_le_bytes());
+        h[12] = side;
+        h[16..24].copy_from_slice(&bucket.to_le_bytes());
+        h[24..32].copy_from_slice(&bucket_ms.to_le_bytes());
+        Ok(ArenaFile {
+            path: path.to_path_buf(),
+            file,
+            map,
+        })
+    }
+
+    /// Opens an existing arena and checks every record; returns it with the root
+    /// positions of its records and the bytes in use. Any damage is an error naming
+    /// the file and the offset.
+    pub fn open(path: &Path) -> Result<(ArenaFile, Vec<u32>, usize), StateError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io(path, "open"))?;
+        let len = file.metadata().map_err(io(path, "stat"))?.len() as usize;
+        let corrupt = |offset: usize, reason: String| StateError::Corrupt {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        };
+        if len < ARENA_HEADER_BYTES {
+            return Err(corrupt(0, format!("file is {len} bytes, shorter than the {ARENA_HEADER_BYTES}-byte header (truncated)")));
+        }
+        // SAFETY: as in `create`: the file belongs to this job's state directory.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "mmap"))?;
+        if &map[0..8] != ARENA_MAGIC {
+            return Err(corrupt(0, "not a weft arena (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes(map[8..12].try_into().unwrap());
+        if version != ARENA_VERSION {
+            return Err(corrupt(
+                8,
+                format!("arena version {version}, this weft reads version {ARENA_VERSION}"),
+            ));
+        }
+        let mut roots = Vec::new();
+        let mut at = ARENA_HEADER_BYTES;
+        while at + RECORD_HEADER_BYTES <= len {
+            let plen = u32::from_le_bytes(map[at..at + 4].try_into().unwrap()) as usize;
+            let tag = u32::from_le_bytes(map[at + 4..at + 8].try_into().unwrap());
+            if plen == 0 && tag == 0 {
+                break;
+            }
+            if tag != RECORD_TAG {
+                return Err(corrupt(at, format!("bad record tag {tag:#x}")));
+            }
+            let start = at + RECORD_HEADER_BYTES;
+            let end = start + plen;
+            if plen < ROOT_BYTES || end > len {
+                return Err(corrupt(at, format!("record of {plen} bytes runs past the end of the file ({len} bytes): truncated")));
+            }
+            rkyv::access::<ArchivedRecord, rancor::Error>(&map[start..end])
+                .map_err(|e| corrupt(at, format!("record fails validation: {e}")))?;
+            roots.push((end - ROOT_BYTES) as u32);
+            at = end.next_multiple_of(8);
+        }
+        Ok((
+            ArenaFile {
+                path: path.to_path_buf(),
+                file,
+                map,
+            },
+            roots,
+            at.min(len),
+        ))
+    }
+
+    fn grow(&mut self, min_len: usize) -> Result<(), StateError> {
+        let new_len = min_len.next_power_of_two().max(self.map.len() * 2);
+        fallocate(&self.file, &self.path, new_len)?;
+        // SAFETY: the file is now at least `new_len` bytes (fallocate extends it); no
+        // reference into the old mapping survives this `&mut self` call, since callers
+        // hold only offsets.
+        unsafe { self.map.remap(new_len, RemapOptions::new().may_move(true)) }
+            .map_err(io(&self.path, "mremap"))?;
+        let _ = self.map.advise(memmap2::Advice::Random);
+        Ok(())
+    }
+
+    /// Drops this process's page mappings of the arena; the data stays in the file
+    /// and the page cache and is faulted back in on the next read.
+    pub fn release_resident(&self) {
+        // SAFETY: MADV_DONTNEED on a shared file mapping discards only page-table
+        // entries; the file keeps every byte written, so later reads see the same data.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+enum Backing {
+    Heap(rkyv::util::AlignedVec<16>),
+    File(ArenaFile),
+}
+
+/// An append-only record buffer: heap or arena file.
+pub struct Buffer {
+    backing: Backing,
+    used: usize,
+    /// Bytes appended since the last `release_resident` (resident estimate).
+    pub touched: usize,
+}
+
+/// rkyv writer into a pre-reserved byte slice; positions are absolute in the buffer.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Positional for SliceWriter<'_> {
+    fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<E: rancor::Source> Writer<E> for SliceWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        let end = self.pos + bytes.len();
+        if end > self.buf.len() {
+            return Err(E::new(std::io::Error::other(
+                "state record larger than its reservation",
+            )));
+        }
+        self.buf[self.pos..end].copy_from_slice(bytes);
+        self.pos = end;
+        Ok(())
+    }
+}
+
+impl Buffer {
+    pub fn heap() -> Buffer {
+        let mut v = rkyv::util::AlignedVec::<16>::with_capacity(HEAP_BYTES_INITIAL);
+        v.resize(ARENA_HEADER_BYTES, 0);
+        Buffer {
+            backing: Backing::Heap(v),
+            used: ARENA_HEADER_BYTES,
+            touched: 0,
+        }
+    }
+
+    pub fn file(f: ArenaFile) -> Buffer {
+        Buffer {
+            backing: Backing::File(f),
+            used: ARENA_HEADER_BYTES,
+            touched: 0,
+        }
+    }
+
+    /// An opened arena with `used` bytes of checked records.
+    pub fn reopened(f: ArenaFile, used: usize) -> Buffer {
+        Buffer {
+            backing: Backing::File(f),
+            used,
+            touched: used,
+        }
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Heap(v) => v.as_slice(),
+            Backing::File(f) => &f.map[..],
+        }
+    }
+
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.backing {
+            Backing::Heap(v) => v.as_mut_slice(),
+            Backing::File(f) => &mut f.map[..],
+        }
+    }
+
+    /// Makes room for `extra` more bytes.
+    fn reserve(&mut self, extra: usize) -> Result<(), StateError> {
+        let need = self.used + extra;
+        match &mut self.backing {
+            Backing::Heap(v) => {
+                if v.len() < need {
+                    let new_len = need.next_power_of_two();
+                    v.reserve(new_len - v.len());
+                    v.resize(new_len, 0);
+                }
+            }
+            Backing::File(f) => {
+                if f.map.len() < need {
+                    f.grow(need)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a record; returns the position of its root.
+    pub fn append(&mut self, rec: &Record) -> Result<u32, StateError> {
+        let max = record_bytes_max(rec.key.len(), rec.row.len());
+        self.reserve(max)?;
+        let start = self.used;
+        let payload = start + RECORD_HEADER_BYTES;
+        let buf = self.bytes_mut();
+        let w = SliceWriter { buf, pos: payload };
+        let w = rkyv::api::high::to_bytes_in::<_, rancor::Error>(rec, w)
+            .expect("the reservation holds the whole record");
+        let end = w.pos;
+        let buf = self.bytes_mut();
+        buf[start..start + 4].copy_from_slice(&((end - payload) as u32).to_le_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&RECORD_TAG.to_le_bytes());
+        let next = end.next_multiple_of(8);
+        buf[end..next].fill(0);
+        self.touched += next - start;
+        self.used = next;
+        debug_assert!(end - ROOT_BYTES <= u32::MAX as usize);
+        Ok((end - ROOT_BYTES) as u32)
+    }
+
+    /// The record whose root is at `root`.
+    #[inline]
+    pub fn get(&self, root: u32) -> &ArchivedRecord<'static> {
+        let root = root as usize;
+        let bytes = &self.bytes()[..root + ROOT_BYTES];
+        // SAFETY: `root` came from `append` on this buffer (or from `ArenaFile::open`,
+        // which validated the record); the bytes before it were written by rkyv and
+        // never change except the `matched` byte, which is a valid bool either way.
+        unsafe { rkyv::access_unchecked::<ArchivedRecord<'static>>(bytes) }
+    }
+
+    #[inline]
+    pub fn set_matched(&mut self, root: u32) {
+        let at = root as usize + MATCHED_OFFSET;
+        self.bytes_mut()[at] = 1;
+    }
+
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Payload length of the record whose header is at `at` (a record boundary).
+    pub fn record_len_at(&self, at: usize) -> usize {
+        u32::from_le_bytes(self.bytes()[at..at + 4].try_into().unwrap()) as usize
+    }
+
+    /// Bytes this buffer holds (heap capacity, or file length).
+    pub fn capacity(&self) -> usize {
+        self.bytes().len()
+    }
+
+    pub fn release_resident(&mut self) {
+        if let Backing::File(f) = &self.backing {
+            f.release_resident();
+        }
+        self.touched = 0;
+    }
+
+    /// Drops the buffer and, for an arena, deletes its file (space goes back to the
+    /// file system).
+    pub fn delete(self) -> Result<(), StateError> {
+        if let Backing::File(f) = self.backing {
+            let path = f.path.clone();
+            drop(f);
+            std::fs::remove_file(&path).map_err(io(&path, "remove"))?;
+        }
+        Ok(())
+    }
+
+    pub fn is_file(&self) -> bool {
+        matches!(self.backing, Backing::File(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec<'a>(i: u64, key: &'a [u8], row: &'a [u8]) -> Record<'a> {
+        Record {
+            hash: i,
+            ts: i as i64 * 10,
+            matched: false,
+            key,
+            row,
+        }
+    }
+
+    #[test]
+    fn heap_round_trip_and_matched() {
+        let mut b = Buffer::heap();
+        let mut roots = Vec::new();
+        for i in 0..1000u64 {
+            let row = vec![i as u8; (i % 37) as usize];
+            roots.push(b.append(&rec(i, &i.to_le_bytes(), &row)).unwrap());
+        }
+        b.set_matched(roots[7]);
+        for (i, &r) in roots.iter().enumerate() {
+            let a = b.get(r);
+            assert_eq!(a.hash, i as u64);
+            assert_eq!(a.ts, i as i64 * 10);
+            assert_eq!(a.key.get(), &(i as u64).to_le_bytes());
+            assert_eq!(a.row.len(), i % 37);
+            assert_eq!(a.matched, i == 7);
+        }
+    }
+
+    #[test]
+    fn file_round_trip_reopen_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("left-5.arena");
+        let mut b = Buffer::file(ArenaFile::create(&path, 0, 5, 1000).unwrap());
+        let mut roots = Vec::new();
+        for i in 0..50_000u64 {
+            roots.push(b.append(&rec(i, b"k", &[1, 2, 3])).unwrap()); // grows past 1 MiB
+        }
+        b.set_matched(roots[3]);
+        assert!(b.capacity() > ARENA_BYTES_INITIAL);
+        let used = b.used();
+        drop(b);
+        let (f, reroots, reused) = ArenaFile::open(&path).unwrap();
+        assert_eq!(reroots, roots);
+        assert_eq!(reused, used);
+        let b = Buffer::reopened(f, reused);
+        assert!(b.get(roots[3]).matched && !b.get(roots[4]).matched);
+        drop(b);
+
+        // Truncated in the middle of a record.
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len((roots[100] as u64) - 3).unwrap();
+        drop(f);
+        let e = ArenaFile::open(&path).err().unwrap().to_string();
+        assert!(e.contains("left-5.arena") && e.contains("truncated"), "{e}");
+
+        // A flipped byte in a record's tag.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[ARENA_HEADER_BYTES + 5] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = ArenaFile::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("bad record tag") && e.contains("offset 64"),
+            "{e}"
+        );
+
+        // Shorter than a header.
+        std::fs::write(&path, b"WEFT").unwrap();
+        assert!(ArenaFile::open(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("shorter than"));
+    }
+
+    #[test]
+    fn delete_removes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.arena");
+        let mut b = Buffer::file(ArenaFile::create(&path, 1, 0, 10).unwrap());
+        let r = b.append(&rec(1, b"k", b"r")).unwrap();
+        b.release_resident();
+        assert_eq!(b.get(r).hash, 1, "released pages read back from the file");
+        b.delete().unwrap();
+        assert!(!path.exists());
+    }
+}

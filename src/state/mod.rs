@@ -1,0 +1,210 @@
+//! Join state of one shard: each side's rows in time buckets, and the key index.
+//!
+//! A [`SideStore`] keeps a side's rows in append-only buckets of `bucket_ms` of event
+//! time, each one [`arena::Buffer`]: on the heap, or, with `engine.state_dir`, an
+//! mmap'd arena file `<state_dir>/shard-<n>/<side>-<bucket>.arena` holding rkyv
+//! records read in place. A whole bucket leaves at once when the watermark has passed
+//! the retention bound of its newest possible row: its file is deleted, so space goes
+//! back to the file system as the watermark moves; there is no compaction.
+//!
+//! Memory: with arenas, [`SideStore::release_resident`] drops the mapped pages of all
+//! but the newest bucket when the bytes appended since the last release exceed the
+//! shard's share of `engine.state_memory_mb`; the rows stay in the files and the page
+//! cache. The index ([`index::KeyIndex`], ~100 bytes per live key) stays on the heap.
+
+pub mod arena;
+pub mod index;
+pub mod record;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arena::{ArenaFile, Buffer, StateError};
+use record::{ArchivedRecord, Record, RECORD_HEADER_BYTES, ROOT_BYTES};
+
+pub use index::{KeyEntry, KeyIndex, Ref};
+
+/// The rows of one side, bucketed by event time.
+pub struct SideStore {
+    side: u8,
+    bucket_ms: i64,
+    buckets: BTreeMap<i64, Buffer>,
+    /// Arena directory of this shard; `None` = heap buffers.
+    dir: Option<PathBuf>,
+    /// Every bucket below this one has been dropped: refs with `ts < live_from_ts` are dead.
+    live_from: i64,
+    pub live_from_ts: i64,
+    pub rows: u64,
+    /// Bytes given back by dropping buckets, since the start.
+    pub bytes_reclaimed: u64,
+}
+
+impl SideStore {
+    pub fn new(side: u8, bucket_ms: i64, dir: Option<&Path>) -> SideStore {
+        assert!(bucket_ms > 0);
+        SideStore {
+            side,
+            bucket_ms,
+            buckets: BTreeMap::new(),
+            dir: dir.map(Path::to_path_buf),
+            live_from: i64::MIN,
+            live_from_ts: i64::MIN,
+            rows: 0,
+            bytes_reclaimed: 0,
+        }
+    }
+
+    #[inline]
+    pub fn bucket_of(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.bucket_ms)
+    }
+
+    /// The newest event time bucket `b` can hold.
+    pub fn bucket_max_ts(&self, b: i64) -> i128 {
+        (b as i128 + 1) * self.bucket_ms as i128 - 1
+    }
+
+    pub fn insert(
+        &mut self,
+        ts: i64,
+        hash: u64,
+        key: &[u8],
+        row: &[u8],
+        matched: bool,
+    ) -> Result<Ref, StateError> {
+        let b = self.bucket_of(ts);
+        let buf = match self.buckets.entry(b) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let nb = new_buffer(self.dir.as_deref(), self.side, b, self.bucket_ms)?;
+                v.insert(nb)
+            }
+        };
+        let root = buf.append(&Record {
+            hash,
+            ts,
+            matched,
+            key,
+            row,
+        })?;
+        self.rows += 1;
+        Ok(Ref { ts, root })
+    }
+
+    #[inline]
+    pub fn get(&self, r: Ref) -> &ArchivedRecord<'static> {
+        self.buckets[&self.bucket_of(r.ts)].get(r.root)
+    }
+
+    #[inline]
+    pub fn set_matched(&mut self, r: Ref) {
+        let b = self.bucket_of(r.ts);
+        self.buckets
+            .get_mut(&b)
+            .expect("a live Ref names a live bucket")
+            .set_matched(r.root);
+    }
+
+    /// The oldest bucket, if any.
+    pub fn first(&self) -> Option<i64> {
+        self.buckets.keys().next().copied()
+    }
+
+    /// Removes bucket `b`, calling `each` on every record in it, then deletes its
+    /// arena file. Every ref into it, or into older buckets, is dead from now on.
+    pub fn drop_bucket(
+        &mut self,
+        b: i64,
+        mut each: impl FnMut(&ArchivedRecord<'static>),
+    ) -> Result<u64, StateError> {
+        let Some(buf) = self.buckets.remove(&b) else {
+            return Ok(0);
+        };
+        if b >= self.live_from {
+            self.live_from = b + 1;
+            self.live_from_ts = (self.live_from as i128 * self.bucket_ms as i128)
+                .clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        }
+        let mut n = 0u64;
+        for root in records(&buf) {
+            each(buf.get(root));
+            n += 1;
+        }
+        self.rows -= n;
+        self.bytes_reclaimed += buf.capacity() as u64;
+        buf.delete()?;
+        Ok(n)
+    }
+
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Bytes held by the buffers (heap capacity or file length).
+    pub fn bytes(&self) -> u64 {
+        self.buckets.values().map(|b| b.capacity() as u64).sum()
+    }
+
+    /// Bytes appended since the last release (an estimate of resident arena pages).
+    pub fn touched(&self) -> usize {
+        self.buckets.values().map(|b| b.touched).sum()
+    }
+
+    /// Drops the resident pages of every bucket but the newest.
+    pub fn release_resident(&mut self) {
+        let n = self.buckets.len();
+        for (_, b) in self.buckets.iter_mut().take(n.saturating_sub(1)) {
+            b.release_resident();
+        }
+    }
+
+    pub fn arena_files(&self) -> usize {
+        self.buckets.values().filter(|b| b.is_file()).count()
+    }
+}
+
+fn new_buffer(dir: Option<&Path>, side: u8, b: i64, bucket_ms: i64) -> Result<Buffer, StateError> {
+    Ok(match dir {
+        None => Buffer::heap(),
+        Some(d) => {
+            let name = if side == 0 { "left" } else { "right" };
+            Buffer::file(ArenaFile::create(
+                &d.join(format!("{name}-{b}.arena")),
+                side,
+                b,
+                bucket_ms,
+            )?)
+        }
+    })
+}
+
+/// Root positions of the records in a buffer, in order.
+fn records(buf: &Buffer) -> impl Iterator<Item = u32> + '_ {
+    let mut at = arena::ARENA_HEADER_BYTES;
+    std::iter::from_fn(move || {
+        if at >= buf.used() {
+            return None;
+        }
+        let plen = buf.record_len_at(at);
+        let end = at + RECORD_HEADER_BYTES + plen;
+        at = end.next_multiple_of(8);
+        Some((end - ROOT_BYTES) as u32)
+    })
+}
+
+/// Prepares a shard's arena directory: creates it and removes arena files left by an
+/// earlier run (without a checkpoint to restore, they are not state of this run).
+pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
+    let io = |op: &'static str| {
+        let path = dir.to_path_buf();
+        move |source| StateError::Io { path, op, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io("create directory"))?;
+    for e in std::fs::read_dir(dir).map_err(io("read directory"))? {
+        let p = e.map_err(io("read directory"))?.path();
+        if p.extension().is_some_and(|x| x == "arena") {
+            std::fs::remove_file(&p).map_err(io("remove stale arena"))?;
+        }
+    }
+    Ok(())
+}
