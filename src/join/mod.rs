@@ -109,7 +109,6 @@ impl Join {
                 ts as i128 - self.p.lower_ms as i128,
             ),
         };
-        let track = self.p.kind != JoinKind::Inner;
         let live_other = self.sides[other.idx()].live_from_ts;
         let live_own = self.sides[side.idx()].live_from_ts;
         let entry = self.index.entry(hash, key);
@@ -130,9 +129,9 @@ impl Join {
             }
             matched = true;
             self.stats.pairs += 1;
-            if track {
-                store.set_matched(r);
-            }
+            // Tracked for every kind: `unmatched` in the report counts rows that matched
+            // nothing, inner joins included.
+            store.set_matched(r);
             let orow = store.get(r).row.get();
             match side {
                 Side::Left => emit.pair(RowView(row), RowView(orow), arrival_ns),

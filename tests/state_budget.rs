@@ -1,0 +1,97 @@
+//! Guards [state]: join state in mmap'd arena files gives exactly the answer of heap
+//! state, also when the resident budget (`engine.state_memory_mb`) is far below the
+//! state's size, so that mapped pages are released and read back from the files
+//! again and again; and the arena files are gone (space reclaimed) after the run.
+
+mod common;
+
+use std::path::Path;
+
+fn config(state: &str, kind: &str) -> String {
+    format!(
+        r#"[left]
+name = "impressions"
+generator = {{ events = 120000, keys = 5000, titles = 20, event_time_rate = 50.0, play_window_ms = 600000, partitions = 2, seed = 9 }}
+[right]
+name = "plays"
+generator = {{}}
+[join]
+kind = "{kind}"
+lower_ms = -1000
+upper_ms = 600000
+max_out_of_orderness_ms = 5000
+[output]
+path = "out"
+[engine]
+shards = 2
+pin_cores = false
+state_bucket_ms = 20000
+{state}
+"#
+    )
+}
+
+fn run_both(kind: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let heap_dir = tmp.path().join("heap");
+    let arena_dir = tmp.path().join("arena");
+    std::fs::create_dir_all(&heap_dir).unwrap();
+    std::fs::create_dir_all(&arena_dir).unwrap();
+    let heap = common::run(&config("", kind), &heap_dir);
+    // 1 MiB for both shards: the state (tens of MiB) is many times the budget.
+    let arena = common::run(
+        &config("state_dir = \"state\"\nstate_memory_mb = 1", kind),
+        &arena_dir,
+    );
+    assert!(
+        arena.arena_files_peak > 4,
+        "arena files were used: {}",
+        arena.arena_files_peak
+    );
+    assert!(
+        arena.state_bytes_peak > 8 * (1 << 20),
+        "state ({} bytes) must exceed the 1 MiB budget many times",
+        arena.state_bytes_peak
+    );
+    let header = "impressions.profile_id,impressions.title_id,impressions.ts,impressions.row,impressions.col,plays.profile_id,plays.title_id,plays.ts,plays.duration_ms";
+    let a = common::output_rows(&arena_dir.join("out"), header);
+    let h = common::output_rows(&heap_dir.join("out"), header);
+    assert!(
+        h.len() > 10_000,
+        "the workload produces output ({})",
+        h.len()
+    );
+    common::assert_same_rows(&format!("{kind}: arena vs heap"), &a, &h, "");
+    assert_eq!(
+        (
+            arena.matched_pairs,
+            arena.left.unmatched,
+            arena.right.unmatched
+        ),
+        (
+            heap.matched_pairs,
+            heap.left.unmatched,
+            heap.right.unmatched
+        )
+    );
+    for shard in ["shard-0", "shard-1"] {
+        let d = arena_dir.join("state").join(shard);
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "{}: arena files left after the run: {left:?}",
+            d.display()
+        );
+    }
+    let _ = Path::new("");
+}
+
+#[test]
+fn arena_state_under_a_tiny_budget_equals_heap_state_left_join() {
+    run_both("left");
+}
+
+#[test]
+fn arena_state_under_a_tiny_budget_equals_heap_state_full_join() {
+    run_both("full");
+}
