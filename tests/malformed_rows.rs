@@ -1,0 +1,263 @@
+//! Guards malformed input: every malformed row (CSV: wrong column count, a cell that
+//! is not its type, a NULL time, bad UTF-8, an out-of-range u32; JSONL: not an
+//! object, a wrong-typed value, bad JSON, a NULL time) goes to `dead/` with its
+//! input, file, line, reason and raw text, is counted in the report, and never stops
+//! the good rows from being joined. With `--strict` the first one fails the run
+//! (status 2) naming file and line. A CSV header without a configured column, or an
+//! empty CSV file, fails the run naming the file (and the column). Well-formed
+//! oddities (CRLF, a BOM, quoted commas, extra columns, blank lines) are not errors.
+
+mod common;
+
+use std::path::Path;
+
+/// Left: CSV (k i64, ts i64, v u32, name string); right: JSONL (k i64, ts i64, w i64).
+const LEFT_BAD: &[u8] = b"k,ts,v,name\n\
+1,100,5,a\n\
+1,101,5\n\
+1,102,x,a\n\
+1,,5,a\n\
+1,103,5,\xff\n\
+1,104,4294967296,a\n\
+2,105,6,b\n";
+
+const RIGHT_BAD: &str = r#"{"k":1,"ts":100,"w":1}
+[1,2,3]
+{"k":"one","ts":101,"w":1}
+{"k":1,"ts":
+{"k":2,"ts":106,"w":2}
+{"k":2,"ts":null,"w":3}
+"#;
+
+const LEFT_GOOD: &[u8] = b"k,ts,v,name\n1,100,5,a\n2,105,6,b\n";
+const RIGHT_GOOD: &str = "{\"k\":1,\"ts\":100,\"w\":1}\n{\"k\":2,\"ts\":106,\"w\":2}\n";
+
+const HEADER: &str = "l.k,l.ts,l.v,l.name,r.k,r.ts,r.w";
+
+fn config(dir: &Path, left: &[u8], right: &str, shards: u32) -> std::path::PathBuf {
+    common::write(dir, "l.csv", left);
+    common::write(dir, "r.jsonl", right);
+    let text = format!(
+        r#"[left]
+name = "l"
+paths = ["l.csv"]
+key = ["k"]
+time = "ts"
+fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }}, {{ name = "v", type = "u32" }}, {{ name = "name", type = "string" }} ]
+[right]
+name = "r"
+format = "jsonl"
+paths = ["r.jsonl"]
+key = ["k"]
+time = "ts"
+fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }}, {{ name = "w", type = "i64" }} ]
+[join]
+kind = "inner"
+lower_ms = -10
+upper_ms = 10
+[output]
+path = "out"
+[engine]
+shards = {shards}
+pin_cores = false
+"#
+    );
+    common::write(dir, "job.toml", text)
+}
+
+fn run_bin(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--config", cfg.to_str().unwrap(), "--quiet"];
+    args.extend_from_slice(extra);
+    common::weft_out(&args)
+}
+
+#[test]
+fn malformed_rows_go_to_dead_letters_and_good_rows_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), LEFT_BAD, RIGHT_BAD, 2);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let rep = common::run(&text, tmp.path());
+    let out = tmp.path().join("out");
+    assert_eq!(
+        common::output_rows(&out, HEADER),
+        ["1,100,5,a,1,100,1", "2,105,6,b,2,106,2"]
+    );
+    assert_eq!(
+        (rep.left.rows_in, rep.left.dead_letters),
+        (2, 5),
+        "left: rows in, dead letters"
+    );
+    assert_eq!(
+        (rep.right.rows_in, rep.right.dead_letters),
+        (2, 4),
+        "right: rows in, dead letters"
+    );
+    assert_eq!(rep.matched_pairs, 2);
+
+    let mut dead: Vec<(String, String, u64, String, String)> = common::dead_letters(&out)
+        .iter()
+        .map(|d| {
+            let s = |k: &str| {
+                d[k].as_str()
+                    .unwrap_or_else(|| panic!("dead letter without `{k}`: {d}"))
+                    .to_string()
+            };
+            (
+                s("input"),
+                s("file"),
+                d["line"].as_u64().expect("`line` is an integer"),
+                s("reason"),
+                s("raw"),
+            )
+        })
+        .collect();
+    dead.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+    // (input, line, a word the reason must contain, raw text)
+    let want: [(&str, u64, &str, &str); 9] = [
+        ("l", 3, "columns", "1,101,5"),
+        ("l", 4, "u32", "1,102,x,a"),
+        ("l", 5, "NULL", "1,,5,a"),
+        ("l", 6, "UTF-8", "1,103,5,\u{fffd}"),
+        ("l", 7, "out of range", "1,104,4294967296,a"),
+        ("r", 2, "object", "[1,2,3]"),
+        ("r", 3, "`k`", r#"{"k":"one","ts":101,"w":1}"#),
+        ("r", 4, "JSON", r#"{"k":1,"ts":"#),
+        ("r", 6, "NULL", r#"{"k":2,"ts":null,"w":3}"#),
+    ];
+    assert_eq!(dead.len(), want.len(), "dead letters: {dead:#?}");
+    for (d, (input, line, word, raw)) in dead.iter().zip(want) {
+        assert_eq!((d.0.as_str(), d.2), (input, line), "{dead:#?}");
+        let file = if input == "l" { "l.csv" } else { "r.jsonl" };
+        assert!(
+            d.1.ends_with(file),
+            "{input}:{line}: file `{}` should be {file}",
+            d.1
+        );
+        assert!(
+            d.3.contains(word),
+            "{input}:{line}: reason `{}` should say `{word}`",
+            d.3
+        );
+        assert_eq!(d.4, raw, "{input}:{line}: raw");
+    }
+}
+
+#[test]
+fn strict_mode_fails_on_the_first_malformed_csv_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), LEFT_BAD, RIGHT_GOOD, 2);
+    let o = run_bin(&cfg, &["--strict"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains("l.csv:3"),
+        "stderr `{stderr}` should name l.csv line 3"
+    );
+    assert!(
+        stderr.contains("columns"),
+        "stderr `{stderr}` should give the reason"
+    );
+    // Without --strict the same job succeeds.
+    let o = run_bin(&cfg, &["--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn strict_mode_fails_on_the_first_malformed_jsonl_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), LEFT_GOOD, RIGHT_BAD, 2);
+    let o = run_bin(&cfg, &["--strict"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("r.jsonl:2"),
+        "stderr `{stderr}` should name r.jsonl line 2"
+    );
+}
+
+#[test]
+fn strict_mode_passes_clean_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), LEFT_GOOD, RIGHT_GOOD, 2);
+    let o = run_bin(&cfg, &["--strict"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        common::output_rows(&tmp.path().join("out"), HEADER).len(),
+        2
+    );
+}
+
+#[test]
+fn a_header_without_a_configured_column_names_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), b"k,ts,name\n1,100,a\n", RIGHT_GOOD, 1);
+    let o = run_bin(&cfg, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("l.csv"),
+        "stderr `{stderr}` should name the file"
+    );
+    assert!(
+        stderr.contains("`v`"),
+        "stderr `{stderr}` should name the missing column"
+    );
+}
+
+#[test]
+fn an_empty_csv_file_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), b"", RIGHT_GOOD, 1);
+    let o = run_bin(&cfg, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("l.csv") && stderr.contains("header"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn well_formed_oddities_are_not_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    // BOM, CRLF, columns in another order plus an extra one, a quoted comma, an
+    // empty cell (NULL), a blank line.
+    let left =
+        b"\xef\xbb\xbfname,extra,ts,k,v\r\n\"a,b\",x,100,1,5\r\nb,y,105,2,\r\n\r\nc,z,106,2,7\r\n";
+    let cfg = config(tmp.path(), left, RIGHT_GOOD, 1);
+    let o = run_bin(&cfg, &["--strict"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("out");
+    assert_eq!(
+        common::output_rows(&out, HEADER),
+        [
+            "1,100,5,\"a,b\",1,100,1",
+            "2,105,,b,2,106,2",
+            "2,106,7,c,2,106,2"
+        ]
+    );
+    assert!(common::dead_letters(&out).is_empty());
+}
+
+/// weft writes an empty string as `""` so that it "does not read back as NULL"
+/// (src/row.rs, `write_csv_cell`); the CSV reader must then read `""` as an empty
+/// string, or a late row re-fed from `late/` (or any output read back) turns an
+/// empty string into NULL.
+#[test]
+fn a_quoted_empty_string_reads_back_as_an_empty_string() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        b"k,ts,v,name\n1,100,5,\"\"\n2,105,6,\n",
+        RIGHT_GOOD,
+        1,
+    );
+    let o = run_bin(&cfg, &["--strict"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        common::output_rows(&tmp.path().join("out"), HEADER),
+        ["1,100,5,\"\",1,100,1", "2,105,6,,2,106,2"],
+        "row 1 has an empty string (written `\"\"`), row 2 a NULL (written empty)"
+    );
+}
