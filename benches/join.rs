@@ -35,7 +35,13 @@ const DISORDER_MS: i64 = 5_000;
 
 fn join_params() -> JoinParams {
     // The built-in job: bucket = (upper - lower) / 32.
-    JoinParams { kind: JoinKind::Left, lower_ms: 0, upper_ms: 3_600_000, allowed_lateness_ms: 0, bucket_ms: 3_600_000 / 32 }
+    JoinParams {
+        kind: JoinKind::Left,
+        lower_ms: 0,
+        upper_ms: 3_600_000,
+        allowed_lateness_ms: 0,
+        bucket_ms: 3_600_000 / 32,
+    }
 }
 
 fn mark_ts(m: Mark) -> i64 {
@@ -48,7 +54,10 @@ fn mark_ts(m: Mark) -> i64 {
 /// The stream without its late rows, and the watermark after each 1024-event chunk.
 fn operator_input(events: u64, keys: u64) -> (Batch, Vec<i64>, u64) {
     let all = common::generated_stream(&common::gen_params(events, keys));
-    let mut clocks = [PartitionClock::new(DISORDER_MS, 0), PartitionClock::new(DISORDER_MS, 0)];
+    let mut clocks = [
+        PartitionClock::new(DISORDER_MS, 0),
+        PartitionClock::new(DISORDER_MS, 0),
+    ];
     let mut kept = Batch::with_capacity(all.len());
     let mut marks = Vec::new();
     let mut late = 0;
@@ -78,10 +87,17 @@ fn bench(c: &mut Criterion) {
     let events = common::env_u64("WEFT_BENCH_JOIN_EVENTS", 2_000_000);
     let keys = common::env_u64("WEFT_BENCH_KEYS", 1_000_000);
     let (stream, marks, late) = operator_input(events, keys);
-    eprintln!("join: {} events ({} late filtered), {} keys", stream.len(), late, keys);
+    eprintln!(
+        "join: {} events ({} late filtered), {} keys",
+        stream.len(),
+        late,
+        keys
+    );
 
     let mut g = c.benchmark_group("join");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(15));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(15));
 
     g.throughput(Throughput::Elements(stream.len() as u64));
     g.bench_function("operator", |b| {
@@ -112,10 +128,19 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events));
     g.bench_function("pipeline", |b| {
         b.iter_batched(
-            || (Join::new(join_params()), Generator::new(p.clone(), 0), Batch::with_capacity(BATCH_EVENTS)),
+            || {
+                (
+                    Join::new(join_params()),
+                    Generator::new(p.clone(), 0),
+                    Batch::with_capacity(BATCH_EVENTS),
+                )
+            },
             |(mut j, mut gen, mut batch)| {
                 let mut emit = common::CountEmit::default();
-                let mut clocks = [PartitionClock::new(DISORDER_MS, 0), PartitionClock::new(DISORDER_MS, 0)];
+                let mut clocks = [
+                    PartitionClock::new(DISORDER_MS, 0),
+                    PartitionClock::new(DISORDER_MS, 0),
+                ];
                 let mut key = Vec::with_capacity(32);
                 let mut w = i64::MIN;
                 loop {
