@@ -33,8 +33,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{InputSource, Job, JoinKind, Side};
-use crate::row::{encode_key, write_json_str, RowView};
+use crate::config::{Format, InputSource, Job, JoinKind, Side};
+use crate::row::{encode_key, event_time, parse_cell, write_json_str, RowBuilder, RowView};
+use crate::schema::Schema;
 use crate::sink::format::{InputFormatter, OutputFormatter};
 use crate::source::{self, PartitionSpec, PollStatus, SourceError, SourceItem};
 
@@ -44,6 +45,8 @@ pub const POLL_ROWS: usize = 4096;
 pub const BUCKETS_PER_THREAD: usize = 8;
 /// A writer flushes its formatting buffer to the file past this many bytes.
 pub const WRITE_BUF_BYTES: usize = 1 << 20;
+/// CSV files at least this large are parsed by every thread in parallel chunks.
+pub const PARALLEL_CSV_BYTES_MIN: u64 = 4 << 20;
 /// Threads the batch join accepts.
 pub const THREADS_MAX: usize = 256;
 /// Arena offsets share a u64 with the index of the reader that owns the arena.
@@ -212,6 +215,21 @@ struct JoinCounts {
     output_rows: u64,
 }
 
+/// Tuning knobs of [`run_with`]; [`run`] uses the defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchOptions {
+    /// CSV files at least this large are parsed by every thread in chunks.
+    pub parallel_csv_bytes_min: u64,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            parallel_csv_bytes_min: PARALLEL_CSV_BYTES_MIN,
+        }
+    }
+}
+
 /// Runs the batch join of `job` and writes its output into `out_dir`.
 ///
 /// `threads` = 0 means one per available CPU. Refuses a directory that already holds
@@ -221,6 +239,17 @@ pub fn run(
     out_dir: &Path,
     force: bool,
     threads: usize,
+) -> Result<BatchReport, BatchError> {
+    run_with(job, out_dir, force, threads, BatchOptions::default())
+}
+
+/// [`run`] with explicit [`BatchOptions`].
+pub fn run_with(
+    job: &Job,
+    out_dir: &Path,
+    force: bool,
+    threads: usize,
+    opts: BatchOptions,
 ) -> Result<BatchReport, BatchError> {
     let t_start = Instant::now();
     let threads = if threads == 0 {
@@ -234,11 +263,35 @@ pub fn run(
     let ext = job.output_format.ext();
     prepare_output_dir(job, out_dir, force)?;
 
-    let specs = source::plan(job);
+    let all_specs = source::plan(job);
+    let partitions = source::partition_counts(&all_specs);
     let nbuckets = threads * BUCKETS_PER_THREAD;
-    let readers = threads.min(specs.len()).max(1);
 
-    // Phase 1: read every partition, decide lateness, route rows to buckets.
+    // Phase 1: read every partition, decide lateness, route rows to buckets. Large
+    // CSV files first, each with every thread; then the rest, a file per thread.
+    let mut outs = Vec::new();
+    let mut specs = Vec::with_capacity(all_specs.len());
+    for spec in all_specs {
+        let big = match &spec {
+            PartitionSpec::File {
+                format: Format::Csv,
+                path,
+                ..
+            } => {
+                threads > 1
+                    && fs::metadata(path).is_ok_and(|m| m.len() >= opts.parallel_csv_bytes_min)
+            }
+            _ => false,
+        };
+        match big {
+            true => match read_csv_parallel(job, &spec, threads, nbuckets, out_dir, ext)? {
+                Some(mut o) => outs.append(&mut o),
+                None => specs.push(spec),
+            },
+            false => specs.push(spec),
+        }
+    }
+    let readers = threads.min(specs.len());
     let next_spec = AtomicUsize::new(0);
     let reader_outs: Vec<Result<ReaderOut, BatchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..readers)
@@ -252,15 +305,17 @@ pub fn run(
             })
             .collect()
     });
-    let mut outs = Vec::with_capacity(readers);
     for r in reader_outs {
         outs.push(r?);
+    }
+    if outs.len() >= 1 << (64 - LOC_OFF_BITS) {
+        return Err(BatchError::Threads(outs.len()));
     }
     let mut counts: [InputReport; 2] = Default::default();
     for side in [Side::Left, Side::Right] {
         let c = &mut counts[side.idx()];
         c.name = job.input(side).schema.name.clone();
-        c.partitions = source::partition_counts(&specs)[side.idx()];
+        c.partitions = partitions[side.idx()];
         for o in &outs {
             let oc = &o.counts[side.idx()];
             c.rows_in += oc.rows_in;
@@ -272,9 +327,10 @@ pub fn run(
 
     // Transpose reader outputs into per-bucket work, biggest buckets first so the
     // last thread to finish does not start a large bucket late.
+    let nouts = outs.len();
     let mut works: Vec<BucketWork> = (0..nbuckets)
         .map(|_| BucketWork {
-            arenas: [Vec::with_capacity(readers), Vec::with_capacity(readers)],
+            arenas: [Vec::with_capacity(nouts), Vec::with_capacity(nouts)],
             keyed: [Vec::new(), Vec::new()],
             null_key: [Vec::new(), Vec::new()],
         })
@@ -467,6 +523,94 @@ impl SideFile {
     }
 }
 
+/// Routes non-late rows of one reader into its hash buckets.
+struct Router {
+    hasher: ahash::RandomState,
+    nbuckets: usize,
+    key: Vec<u8>,
+    out: ReaderOut,
+}
+
+impl Router {
+    fn new(nbuckets: usize) -> Router {
+        Router {
+            hasher: ahash::RandomState::with_seeds(
+                HASH_SEEDS[0],
+                HASH_SEEDS[1],
+                HASH_SEEDS[2],
+                HASH_SEEDS[3],
+            ),
+            nbuckets,
+            key: Vec::new(),
+            out: ReaderOut {
+                buckets: [
+                    (0..nbuckets).map(|_| Bucket::default()).collect(),
+                    (0..nbuckets).map(|_| Bucket::default()).collect(),
+                ],
+                counts: Default::default(),
+            },
+        }
+    }
+
+    /// Copies a non-late row (with its encoded key in front) into its bucket. Rows
+    /// with a NULL key are spread over the buckets by `seq`.
+    fn route(
+        &mut self,
+        job: &Job,
+        side: Side,
+        ts: i64,
+        row: &[u8],
+        seq: u64,
+        what: &str,
+    ) -> Result<(), BatchError> {
+        let has_key = encode_key(RowView(row), &job.input(side).schema, &mut self.key);
+        let key_len = if has_key { self.key.len() } else { 0 };
+        let hash = if has_key {
+            self.hasher.hash_one(self.key.as_slice())
+        } else {
+            seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        };
+        let b = ((hash as u128 * self.nbuckets as u128) >> 64) as usize;
+        let bucket = &mut self.out.buckets[side.idx()][b];
+        let off = bucket.arena.len() as u64;
+        if off + (key_len + row.len()) as u64 > LOC_OFF_MASK {
+            return Err(BatchError::ArenaFull {
+                path: what.to_string(),
+            });
+        }
+        bucket.arena.extend_from_slice(&self.key[..key_len]);
+        bucket.arena.extend_from_slice(row);
+        let e = Entry {
+            hash,
+            ts,
+            loc: off,
+            key_len: key_len as u32,
+            row_len: row.len() as u32,
+        };
+        if has_key {
+            bucket.keyed.push(e);
+        } else {
+            bucket.null_key.push(e);
+        }
+        Ok(())
+    }
+}
+
+/// The lateness rule of SEMANTICS.md: `t < max(t of earlier rows) - B - A`, in i128
+/// so that no time near the i64 limits overflows.
+#[inline]
+fn is_late(max_before: Option<i64>, ts: i64, slack: i128) -> bool {
+    max_before.is_some_and(|m| (ts as i128) < m as i128 - slack)
+}
+
+fn late_path(out_dir: &Path, name: &str, index: u32, ext: &str) -> PathBuf {
+    out_dir.join("late").join(format!("{name}-{index}.{ext}"))
+}
+
+fn dead_path(out_dir: &Path, name: &str, index: u32) -> PathBuf {
+    out_dir.join("dead").join(format!("{name}-{index}.jsonl"))
+}
+
 /// Reads partitions from the shared queue until it is empty.
 fn read_partitions(
     job: &Job,
@@ -476,21 +620,12 @@ fn read_partitions(
     out_dir: &Path,
     ext: &str,
 ) -> Result<ReaderOut, BatchError> {
-    let mut out = ReaderOut {
-        buckets: [
-            (0..nbuckets).map(|_| Bucket::default()).collect(),
-            (0..nbuckets).map(|_| Bucket::default()).collect(),
-        ],
-        counts: Default::default(),
-    };
-    let hasher =
-        ahash::RandomState::with_seeds(HASH_SEEDS[0], HASH_SEEDS[1], HASH_SEEDS[2], HASH_SEEDS[3]);
+    let mut router = Router::new(nbuckets);
     let late_fmt = [
         InputFormatter::new(job.output_format, &job.left.schema),
         InputFormatter::new(job.output_format, &job.right.schema),
     ];
     let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
-    let mut key = Vec::new();
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(spec) = specs.get(i) else { break };
@@ -515,15 +650,11 @@ fn read_partitions(
         for &side in sides {
             let s = side.idx();
             late[s] = Some(SideFile::new(
-                out_dir
-                    .join("late")
-                    .join(format!("{}-{index}.{ext}", name(side))),
+                late_path(out_dir, name(side), index, ext),
                 late_fmt[s].header(),
             ));
             dead[s] = Some(SideFile::new(
-                out_dir
-                    .join("dead")
-                    .join(format!("{}-{index}.jsonl", name(side))),
+                dead_path(out_dir, name(side), index),
                 Vec::new(),
             ));
         }
@@ -538,11 +669,11 @@ fn read_partitions(
                 match item {
                     SourceItem::Row { side, ts, row, .. } => {
                         let s = side.idx();
-                        out.counts[s].rows_in += 1;
-                        let is_late = max_ts[s].is_some_and(|m| (ts as i128) < m as i128 - slack);
+                        router.out.counts[s].rows_in += 1;
+                        let late_row = is_late(max_ts[s], ts, slack);
                         max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
-                        if is_late {
-                            out.counts[s].late_rows += 1;
+                        if late_row {
+                            router.out.counts[s].late_rows += 1;
                             if let Some(f) = &mut late[s] {
                                 late_fmt[s].write(f.buf(), RowView(row));
                                 if let Err(e) = f.maybe_flush() {
@@ -551,36 +682,9 @@ fn read_partitions(
                             }
                             return;
                         }
-                        let schema = &job.input(side).schema;
-                        let has_key = encode_key(RowView(row), schema, &mut key);
-                        let hash = if has_key {
-                            hasher.hash_one(key.as_slice())
-                        } else {
-                            out.counts[s].rows_in
-                        };
-                        let b = ((hash as u128 * nbuckets as u128) >> 64) as usize;
-                        let bucket = &mut out.buckets[s][b];
-                        let off = bucket.arena.len() as u64;
-                        if off + (key.len() + row.len()) as u64 > LOC_OFF_MASK {
-                            failure = Some(BatchError::ArenaFull {
-                                path: describe.clone(),
-                            });
-                            return;
-                        }
-                        let key_len = if has_key { key.len() } else { 0 };
-                        bucket.arena.extend_from_slice(&key[..key_len]);
-                        bucket.arena.extend_from_slice(row);
-                        let e = Entry {
-                            hash,
-                            ts,
-                            loc: off,
-                            key_len: key_len as u32,
-                            row_len: row.len() as u32,
-                        };
-                        if has_key {
-                            bucket.keyed.push(e);
-                        } else {
-                            bucket.null_key.push(e);
+                        let seq = router.out.counts[s].rows_in;
+                        if let Err(e) = router.route(job, side, ts, row, seq, &describe) {
+                            failure = Some(e);
                         }
                     }
                     SourceItem::Dead {
@@ -590,7 +694,7 @@ fn read_partitions(
                         raw,
                     } => {
                         let s = side.idx();
-                        out.counts[s].dead_rows += 1;
+                        router.out.counts[s].dead_rows += 1;
                         if let Some(f) = &mut dead[s] {
                             write_dead_letter(f.buf(), name(side), &describe, line, &reason, raw);
                             if let Err(e) = f.maybe_flush() {
@@ -615,7 +719,248 @@ fn read_partitions(
             f.flush()?;
         }
     }
-    Ok(out)
+    Ok(router.out)
+}
+
+/// Rows of one chunk of a plain CSV file, parsed but not yet judged late.
+struct ChunkRows {
+    arena: Vec<u8>,
+    /// (event time, offset in `arena`, length) per well-formed row, in file order.
+    rows: Vec<(i64, u64, u32)>,
+    /// (line index within the chunk, reason, raw line) per malformed row.
+    dead: Vec<(u64, String, Vec<u8>)>,
+    /// Lines in the chunk, blank ones included.
+    lines: u64,
+    max_ts: Option<i64>,
+    /// False when the chunk holds a quote or a carriage return: then the whole
+    /// file is read by [`CsvSource`](crate::source::csv::CsvSource) instead.
+    plain: bool,
+}
+
+/// Parses one chunk (whole lines) of a plain CSV file exactly as
+/// [`CsvSource`](crate::source::csv::CsvSource) parses those lines: cells split at
+/// commas, blank lines skipped, a wrong cell count or a cell that does not parse is
+/// a dead letter with the same reason text.
+fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) -> ChunkRows {
+    let mut c = ChunkRows {
+        arena: Vec::with_capacity(text.len() * 2),
+        rows: Vec::new(),
+        dead: Vec::new(),
+        lines: 0,
+        max_ts: None,
+        plain: true,
+    };
+    let mut cells: Vec<(usize, usize)> = Vec::with_capacity(header_len);
+    let mut b = RowBuilder::new();
+    let mut pos = 0;
+    while pos < text.len() {
+        let line_start = pos;
+        let line_idx = c.lines;
+        c.lines += 1;
+        cells.clear();
+        let mut cell_start = pos;
+        let mut i = pos;
+        while i < text.len() {
+            match text[i] {
+                b',' => {
+                    cells.push((cell_start, i));
+                    cell_start = i + 1;
+                }
+                b'\n' => break,
+                b'"' | b'\r' => {
+                    c.plain = false;
+                    return c;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        cells.push((cell_start, i));
+        let line = &text[line_start..i];
+        pos = i + 1;
+        if line.is_empty() {
+            continue; // a blank line carries no row
+        }
+        if cells.len() != header_len {
+            let reason = format!("expected {header_len} columns, found {}", cells.len());
+            c.dead.push((line_idx, reason, line.to_vec()));
+            continue;
+        }
+        let encoded = (|| {
+            b.begin(schema.fields.len());
+            for (fi, f) in schema.fields.iter().enumerate() {
+                let (s, e) = cells[cols[fi]];
+                let cell = source::trim_cell(&text[s..e]);
+                parse_cell(&mut b, fi, f.ty, cell).map_err(|r| {
+                    format!(
+                        "column `{}`: {r}: {:?}",
+                        f.name,
+                        String::from_utf8_lossy(cell)
+                    )
+                })?;
+            }
+            event_time(RowView(b.bytes()), schema)
+                .map_err(|r| format!("column `{}`: {r}", schema.fields[schema.time].name))
+        })();
+        match encoded {
+            Ok(ts) => {
+                let row = b.bytes();
+                c.rows.push((ts, c.arena.len() as u64, row.len() as u32));
+                c.arena.extend_from_slice(row);
+                c.max_ts = Some(c.max_ts.map_or(ts, |m| m.max(ts)));
+            }
+            Err(reason) => c.dead.push((line_idx, reason, line.to_vec())),
+        }
+    }
+    c
+}
+
+/// Reads one large CSV partition with every thread: the file is cut into chunks of
+/// whole lines, parsed in parallel, then each chunk applies the lateness rule
+/// starting from the maximum time of the chunks before it (so the decisions are
+/// those of a sequential read), and routes its rows. Returns None when the file is
+/// not plain (quotes, carriage returns, no header line): the caller then reads it
+/// sequentially with the source, which handles every case.
+fn read_csv_parallel(
+    job: &Job,
+    spec: &PartitionSpec,
+    threads: usize,
+    nbuckets: usize,
+    out_dir: &Path,
+    ext: &str,
+) -> Result<Option<Vec<ReaderOut>>, BatchError> {
+    let PartitionSpec::File {
+        side, index, path, ..
+    } = spec
+    else {
+        return Ok(None);
+    };
+    let (side, index) = (*side, *index);
+    let schema = &job.input(side).schema;
+    let text = fs::read(path).map_err(io_err(path, "read"))?;
+    let Some(header_end) = text.iter().position(|&c| c == b'\n') else {
+        return Ok(None);
+    };
+    let header = &text[..header_end];
+    if header.is_empty() || header.contains(&b'"') || header.contains(&b'\r') {
+        return Ok(None);
+    }
+    let header_cells: Vec<&[u8]> = header.split(|&c| c == b',').collect();
+    let cols = source::map_columns(path, schema, &header_cells)?;
+    let header_len = header_cells.len();
+
+    // Chunk boundaries just after a line end, about equal in size.
+    let body = header_end + 1;
+    let mut bounds = vec![body];
+    for k in 1..threads {
+        let target =
+            (body + (text.len() - body) * k / threads).max(*bounds.last().unwrap_or(&body));
+        let cut = match text[target..].iter().position(|&c| c == b'\n') {
+            Some(p) => target + p + 1,
+            None => text.len(),
+        };
+        bounds.push(cut);
+    }
+    bounds.push(text.len());
+    bounds.dedup();
+
+    let parsed: Vec<ChunkRows> = std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let chunk = &text[w[0]..w[1]];
+                let cols = &cols;
+                s.spawn(move || parse_chunk(chunk, schema, cols, header_len))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| BatchError::ThreadPanicked("reader")))
+            .collect::<Result<_, _>>()
+    })?;
+    drop(text);
+    if parsed.iter().any(|c| !c.plain) {
+        return Ok(None);
+    }
+
+    // The max time and the line number before each chunk.
+    let mut max_before = Vec::with_capacity(parsed.len());
+    let mut line_before = Vec::with_capacity(parsed.len());
+    let (mut m, mut line) = (None::<i64>, 1u64);
+    for c in &parsed {
+        max_before.push(m);
+        line_before.push(line);
+        m = match (m, c.max_ts) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        line += c.lines;
+    }
+
+    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    let late_fmt = InputFormatter::new(job.output_format, schema);
+    let describe = path.display().to_string();
+    let results: Vec<Result<(ReaderOut, Vec<u8>), BatchError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parsed
+            .iter()
+            .zip(max_before.iter())
+            .map(|(c, &start_max)| {
+                let (late_fmt, describe) = (&late_fmt, &describe);
+                s.spawn(move || {
+                    let mut router = Router::new(nbuckets);
+                    let mut late = Vec::new();
+                    let mut max = start_max;
+                    let counts = &mut router.out.counts[side.idx()];
+                    counts.rows_in = c.rows.len() as u64;
+                    counts.dead_rows = c.dead.len() as u64;
+                    for (n, &(ts, off, len)) in c.rows.iter().enumerate() {
+                        let row = &c.arena[off as usize..off as usize + len as usize];
+                        let late_row = is_late(max, ts, slack);
+                        max = Some(max.map_or(ts, |m| m.max(ts)));
+                        if late_row {
+                            router.out.counts[side.idx()].late_rows += 1;
+                            late_fmt.write(&mut late, RowView(row));
+                        } else {
+                            router.route(job, side, ts, row, off ^ n as u64, describe)?;
+                        }
+                    }
+                    Ok((router.out, late))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(BatchError::ThreadPanicked("reader")))
+            })
+            .collect()
+    });
+
+    // Side outputs in file order: late rows, then dead letters with absolute lines.
+    let name = schema.name.as_str();
+    let mut late_file = SideFile::new(late_path(out_dir, name, index, ext), late_fmt.header());
+    let mut dead_file = SideFile::new(dead_path(out_dir, name, index), Vec::new());
+    let mut outs = Vec::with_capacity(results.len());
+    for (r, (c, &first_line)) in results
+        .into_iter()
+        .zip(parsed.iter().zip(line_before.iter()))
+    {
+        let (out, late) = r?;
+        if !late.is_empty() {
+            late_file.buf().extend_from_slice(&late);
+            late_file.maybe_flush()?;
+        }
+        for (line_idx, reason, raw) in &c.dead {
+            let line = first_line + 1 + line_idx;
+            write_dead_letter(dead_file.buf(), name, &describe, line, reason, raw);
+            dead_file.maybe_flush()?;
+        }
+        outs.push(out);
+    }
+    late_file.flush()?;
+    dead_file.flush()?;
+    Ok(Some(outs))
 }
 
 /// Appends one dead letter: `{"input","file","line","reason","raw"}`.
@@ -650,14 +995,26 @@ fn parts<'a>(arenas: &'a [Vec<u8>], e: &Entry) -> (&'a [u8], &'a [u8]) {
 }
 
 /// Orders entries by (hash, key bytes, time): equal keys become adjacent runs
-/// sorted by time.
+/// sorted by time. Sorts on the integers only; a run of equal hashes is compared by
+/// key bytes only to detect a collision (two keys, one hash), which is then
+/// separated by a stable sort on the key bytes that keeps each key's time order.
 fn sort_entries(arenas: &[Vec<u8>], v: &mut [Entry]) {
-    v.sort_unstable_by(|a, b| {
-        a.hash
-            .cmp(&b.hash)
-            .then_with(|| parts(arenas, a).0.cmp(parts(arenas, b).0))
-            .then(a.ts.cmp(&b.ts))
-    });
+    v.sort_unstable_by_key(|e| (e.hash, e.ts));
+    let mut start = 0;
+    while start < v.len() {
+        let h = v[start].hash;
+        let mut end = start + 1;
+        let mut mixed = false;
+        let k = parts(arenas, &v[start]).0;
+        while end < v.len() && v[end].hash == h {
+            mixed |= parts(arenas, &v[end]).0 != k;
+            end += 1;
+        }
+        if mixed {
+            v[start..end].sort_by(|a, b| parts(arenas, a).0.cmp(parts(arenas, b).0));
+        }
+        start = end;
+    }
 }
 
 /// The end of the run of entries with the key of `v[start]`.
@@ -859,6 +1216,41 @@ mod tests {
         assert!(is_weft_output_name("part-0.jsonl.inprogress"));
         assert!(!is_weft_output_name(".part-0.csv"));
         assert!(!is_weft_output_name("job.toml"));
+    }
+
+    #[test]
+    fn hash_collisions_are_split_by_key_keeping_time_order() {
+        // Two keys forced onto one hash, interleaved in time.
+        let mut arena = Vec::new();
+        let mut v = Vec::new();
+        for (key, ts) in [(b"bb", 5), (b"aa", 3), (b"bb", 1), (b"aa", 9), (b"aa", 1)] {
+            let off = arena.len() as u64;
+            arena.extend_from_slice(key);
+            v.push(Entry {
+                hash: 7,
+                ts,
+                loc: off,
+                key_len: 2,
+                row_len: 0,
+            });
+        }
+        let arenas = [arena];
+        sort_entries(&arenas, &mut v);
+        let got: Vec<(&[u8], i64)> = v.iter().map(|e| (parts(&arenas, e).0, e.ts)).collect();
+        let want: Vec<(&[u8], i64)> =
+            vec![(b"aa", 1), (b"aa", 3), (b"aa", 9), (b"bb", 1), (b"bb", 5)];
+        assert_eq!(got, want);
+        assert_eq!(run_end(&arenas, &v, 0), 3);
+        assert_eq!(run_end(&arenas, &v, 3), 5);
+    }
+
+    #[test]
+    fn late_rule_uses_i128() {
+        assert!(!is_late(None, i64::MIN, 0));
+        assert!(is_late(Some(10), 4, 5));
+        assert!(!is_late(Some(10), 5, 5));
+        assert!(!is_late(Some(i64::MIN), i64::MIN, i64::MAX as i128 * 2));
+        assert!(is_late(Some(i64::MAX), i64::MIN, i64::MAX as i128));
     }
 
     #[test]
