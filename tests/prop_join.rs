@@ -45,6 +45,8 @@ struct Case {
     ring_slots: u32,
     /// JSONL instead of CSV, per side.
     jsonl: [bool; 2],
+    /// JSONL output instead of CSV.
+    jsonl_out: bool,
     left: Vec<Vec<Row>>,
     right: Vec<Vec<Row>>,
 }
@@ -61,24 +63,10 @@ impl Case {
     }
 
     fn inputs(&self) -> (Input, Input) {
-        let (lk, rk) = if self.two_keys {
-            (vec![0, 3], vec![3, 0])
-        } else {
-            (vec![0], vec![3])
-        };
+        let (lk, rk) = if self.two_keys { (vec![0, 3], vec![3, 0]) } else { (vec![0], vec![3]) };
         (
-            Input {
-                width: 4,
-                key: lk,
-                time: 1,
-                partitions: self.left.clone(),
-            },
-            Input {
-                width: 4,
-                key: rk,
-                time: 1,
-                partitions: self.right.clone(),
-            },
+            Input { width: 4, key: lk, time: 1, partitions: self.left.clone() },
+            Input { width: 4, key: rk, time: 1, partitions: self.right.clone() },
         )
     }
 }
@@ -124,66 +112,39 @@ fn right_row((k, k2, w, ts): Cells) -> Row {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let kind = prop_oneof![
-        Just(JoinKind::Inner),
-        Just(JoinKind::Left),
-        Just(JoinKind::Right),
-        Just(JoinKind::Full)
-    ];
-    let bounds = (-30i64..=30, prop_oneof![1 => Just(0i64), 4 => 0i64..=40])
-        .prop_map(|(lo, w)| (lo, lo + w));
-    let engine = (
-        1u32..=3,
-        1i64..50,
-        prop::sample::select(vec![1u32, 3, 16, 1024]),
-        prop::sample::select(vec![2u32, 64]),
-    );
-    let inputs = (
-        prop::collection::vec(partition(), 1..=3),
-        prop::collection::vec(partition(), 1..=3),
-    );
-    (
-        kind,
-        bounds,
-        (0i64..20, 0i64..20),
-        any::<bool>(),
-        engine,
-        any::<[bool; 2]>(),
-        inputs,
-    )
-        .prop_map(
-            |(
+    let kind = prop_oneof![Just(JoinKind::Inner), Just(JoinKind::Left), Just(JoinKind::Right), Just(JoinKind::Full)];
+    let bounds = (-30i64..=30, prop_oneof![1 => Just(0i64), 4 => 0i64..=40]).prop_map(|(lo, w)| (lo, lo + w));
+    let engine =
+        (1u32..=3, 1i64..50, prop::sample::select(vec![1u32, 3, 16, 1024]), prop::sample::select(vec![2u32, 64]));
+    let inputs = (prop::collection::vec(partition(), 1..=3), prop::collection::vec(partition(), 1..=3));
+    (kind, bounds, (0i64..20, 0i64..20), any::<bool>(), engine, any::<[bool; 3]>(), inputs).prop_map(
+        |(
+            kind,
+            (lower_ms, upper_ms),
+            (b_ms, a_ms),
+            two_keys,
+            (shards, bucket_ms, batch_events, ring_slots),
+            jsonl,
+            (l, r),
+        )| {
+            Case {
                 kind,
-                (lower_ms, upper_ms),
-                (b_ms, a_ms),
+                lower_ms,
+                upper_ms,
+                b_ms,
+                a_ms,
                 two_keys,
-                (shards, bucket_ms, batch_events, ring_slots),
-                jsonl,
-                (l, r),
-            )| {
-                Case {
-                    kind,
-                    lower_ms,
-                    upper_ms,
-                    b_ms,
-                    a_ms,
-                    two_keys,
-                    shards,
-                    bucket_ms,
-                    batch_events,
-                    ring_slots,
-                    jsonl,
-                    left: l
-                        .into_iter()
-                        .map(|p| p.into_iter().map(left_row).collect())
-                        .collect(),
-                    right: r
-                        .into_iter()
-                        .map(|p| p.into_iter().map(right_row).collect())
-                        .collect(),
-                }
-            },
-        )
+                shards,
+                bucket_ms,
+                batch_events,
+                ring_slots,
+                jsonl: [jsonl[0], jsonl[1]],
+                jsonl_out: jsonl[2],
+                left: l.into_iter().map(|p| p.into_iter().map(left_row).collect()).collect(),
+                right: r.into_iter().map(|p| p.into_iter().map(right_row).collect()).collect(),
+            }
+        },
+    )
 }
 
 fn cell(v: Option<i64>) -> String {
@@ -231,10 +192,7 @@ fn write_jsonl(dir: &Path, name: &str, schema: &[&str], rows: &[Row]) -> PathBuf
 }
 
 fn fields_toml(names: &[&str]) -> String {
-    let f: Vec<String> = names
-        .iter()
-        .map(|n| format!("{{ name = \"{n}\", type = \"i64\" }}"))
-        .collect();
+    let f: Vec<String> = names.iter().map(|n| format!("{{ name = \"{n}\", type = \"i64\" }}")).collect();
     format!("[{}]", f.join(", "))
 }
 
@@ -261,20 +219,10 @@ fn write_case(c: &Case, dir: &Path) -> String {
         paths[1].push(if c.jsonl[1] {
             write_jsonl(dir, &format!("r{i}.jsonl"), &RIGHT_FIELDS, p)
         } else {
-            write_csv(
-                dir,
-                &format!("r{i}.csv"),
-                &RIGHT_FILE_COLUMNS,
-                &RIGHT_FIELDS,
-                p,
-            )
+            write_csv(dir, &format!("r{i}.csv"), &RIGHT_FILE_COLUMNS, &RIGHT_FIELDS, p)
         });
     }
-    let key = if c.two_keys {
-        r#"["k", "k2"]"#
-    } else {
-        r#"["k"]"#
-    };
+    let key = if c.two_keys { r#"["k", "k2"]"# } else { r#"["k"]"# };
     let fmt = |j: bool| if j { "jsonl" } else { "csv" };
     format!(
         r#"[left]
@@ -302,6 +250,7 @@ allowed_lateness_ms = {a}
 
 [output]
 path = "out"
+format = "{of}"
 
 [engine]
 shards = {shards}
@@ -312,6 +261,7 @@ ring_slots = {ring}
 "#,
         lf = fmt(c.jsonl[0]),
         rf = fmt(c.jsonl[1]),
+        of = fmt(c.jsonl_out),
         lp = common::toml_paths(&paths[0]),
         rp = common::toml_paths(&paths[1]),
         lfields = fields_toml(&LEFT_FIELDS),
@@ -328,10 +278,10 @@ ring_slots = {ring}
     )
 }
 
-fn output_header() -> String {
+fn output_columns() -> Vec<String> {
     let l = LEFT_FIELDS.iter().map(|f| format!("l.{f}"));
     let r = RIGHT_FIELDS.iter().map(|f| format!("r.{f}"));
-    l.chain(r).collect::<Vec<_>>().join(",")
+    l.chain(r).collect()
 }
 
 /// Runs the case through the engine and compares everything with the model.
@@ -339,33 +289,28 @@ fn check(c: &Case) -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = write_case(c, tmp.path());
     let ctx = format!("--- config ---\n{config}");
-    let report = common::try_run(&config, tmp.path(), &Default::default())
-        .map_err(|e| format!("job failed: {e}\n{ctx}"))?;
+    let report =
+        common::try_run(&config, tmp.path(), &Default::default()).map_err(|e| format!("job failed: {e}\n{ctx}"))?;
     let (left, right) = c.inputs();
     let want = model::join(&left, &right, &c.params());
     let out = tmp.path().join("out");
 
-    let got = common::output_rows(&out, &output_header());
+    let got = if c.jsonl_out {
+        common::output_rows_jsonl(&out, &output_columns())
+    } else {
+        common::output_rows(&out, &output_columns().join(","))
+    };
     if got != want.output {
-        return Err(format!(
-            "output differs:\n{}{ctx}",
-            common::multiset_diff(&got, &want.output)
-        ));
+        return Err(format!("output differs:\n{}{ctx}", common::multiset_diff(&got, &want.output)));
     }
-    for (i, (name, fields)) in [("l", &LEFT_FIELDS), ("r", &RIGHT_FIELDS)]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (name, fields)) in [("l", &LEFT_FIELDS), ("r", &RIGHT_FIELDS)].into_iter().enumerate() {
         let got = if c.jsonl[i] {
             common::late_rows_jsonl(&out, name, fields)
         } else {
             common::late_rows(&out, name, &fields.join(","))
         };
         if got != want.late[i] {
-            return Err(format!(
-                "late rows of `{name}` differ:\n{}{ctx}",
-                common::multiset_diff(&got, &want.late[i])
-            ));
+            return Err(format!("late rows of `{name}` differ:\n{}{ctx}", common::multiset_diff(&got, &want.late[i])));
         }
     }
     let dead = common::dead_letters(&out);
@@ -376,13 +321,7 @@ fn check(c: &Case) -> Result<(), String> {
     // engine does not track matches of stored rows in inner joins).
     let inner = c.kind == JoinKind::Inner;
     let counts = |r: &weft::metrics::InputReport, m: u64| {
-        (
-            r.rows_in,
-            r.late,
-            r.dead_letters,
-            if inner { m } else { r.unmatched },
-            r.unmatched_emitted,
-        )
+        (r.rows_in, r.late, r.dead_letters, if inner { m } else { r.unmatched }, r.unmatched_emitted)
     };
     let w = &want;
     let got_counts = (
@@ -392,20 +331,8 @@ fn check(c: &Case) -> Result<(), String> {
         report.output_rows,
     );
     let want_counts = (
-        (
-            w.rows_in[0],
-            w.late_count[0],
-            0,
-            w.unmatched[0],
-            w.unmatched_emitted[0],
-        ),
-        (
-            w.rows_in[1],
-            w.late_count[1],
-            0,
-            w.unmatched[1],
-            w.unmatched_emitted[1],
-        ),
+        (w.rows_in[0], w.late_count[0], 0, w.unmatched[0], w.unmatched_emitted[0]),
+        (w.rows_in[1], w.late_count[1], 0, w.unmatched[1], w.unmatched_emitted[1]),
         w.pairs,
         w.output.len() as u64,
     );
@@ -420,20 +347,14 @@ fn check(c: &Case) -> Result<(), String> {
 fn seed() -> u64 {
     match std::env::var("PROPTEST_RNG_SEED") {
         Ok(s) => s.parse().expect("PROPTEST_RNG_SEED is a u64"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
     }
 }
 
 #[test]
 fn engine_matches_nested_loop_model() {
     let seed = seed();
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(CASES_DEFAULT);
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(CASES_DEFAULT);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -449,13 +370,7 @@ fn engine_matches_nested_loop_model() {
 // ---- the model itself, on cases worked out by hand ----
 
 fn params(kind: JoinKind, lower_ms: i64, upper_ms: i64, b: i64, a: i64) -> Params {
-    Params {
-        kind,
-        lower_ms,
-        upper_ms,
-        max_out_of_orderness_ms: b,
-        allowed_lateness_ms: a,
-    }
+    Params { kind, lower_ms, upper_ms, max_out_of_orderness_ms: b, allowed_lateness_ms: a }
 }
 
 /// Rows of (key, time, payload); key and time at 0 and 1.
@@ -464,14 +379,7 @@ fn input(parts: &[&[(Option<i64>, i64, i64)]]) -> Input {
         width: 3,
         key: vec![0],
         time: 1,
-        partitions: parts
-            .iter()
-            .map(|p| {
-                p.iter()
-                    .map(|&(k, t, v)| vec![k, Some(t), Some(v)])
-                    .collect()
-            })
-            .collect(),
+        partitions: parts.iter().map(|p| p.iter().map(|&(k, t, v)| vec![k, Some(t), Some(v)]).collect()).collect(),
     }
 }
 
@@ -484,57 +392,27 @@ fn lines(v: &[&str]) -> Vec<String> {
 #[test]
 fn model_bounds_are_inclusive_and_null_keys_never_match() {
     let l = input(&[&[(Some(1), 100, 1), (None, 100, 2)]]);
-    let r = input(&[&[
-        (Some(1), 95, 10),
-        (Some(1), 105, 11),
-        (Some(1), 106, 12),
-        (None, 100, 13),
-        (Some(2), 100, 14),
-    ]]);
+    let r = input(&[&[(Some(1), 95, 10), (Some(1), 105, 11), (Some(1), 106, 12), (None, 100, 13), (Some(2), 100, 14)]]);
     let e = model::join(&l, &r, &params(JoinKind::Full, -5, 5, 1000, 0));
     assert_eq!(
         e.output,
-        lines(&[
-            "1,100,1,1,95,10",
-            "1,100,1,1,105,11",
-            ",100,2,,,",
-            ",,,1,106,12",
-            ",,,,100,13",
-            ",,,2,100,14",
-        ])
+        lines(&["1,100,1,1,95,10", "1,100,1,1,105,11", ",100,2,,,", ",,,1,106,12", ",,,,100,13", ",,,2,100,14",])
     );
-    assert_eq!(
-        (e.pairs, e.unmatched, e.unmatched_emitted),
-        (2, [1, 3], [1, 3])
-    );
+    assert_eq!((e.pairs, e.unmatched, e.unmatched_emitted), (2, [1, 3], [1, 3]));
     let inner = model::join(&l, &r, &params(JoinKind::Inner, -5, 5, 1000, 0));
-    assert_eq!(
-        (inner.output.len(), inner.unmatched, inner.unmatched_emitted),
-        (2, [1, 3], [0, 0])
-    );
+    assert_eq!((inner.output.len(), inner.unmatched, inner.unmatched_emitted), (2, [1, 3], [0, 0]));
 }
 
 #[test]
 fn model_lateness_is_per_partition_and_strict() {
     // B = 10, A = 5: late when t < max before - 15.
-    let l = input(&[
-        &[
-            (Some(1), 100, 1),
-            (Some(1), 85, 2),
-            (Some(1), 84, 3),
-            (Some(1), 200, 4),
-        ],
-        &[(Some(1), 84, 5)],
-    ]);
+    let l = input(&[&[(Some(1), 100, 1), (Some(1), 85, 2), (Some(1), 84, 3), (Some(1), 200, 4)], &[(Some(1), 84, 5)]]);
     let r = input(&[&[]]);
     let e = model::join(&l, &r, &params(JoinKind::Left, 0, 0, 10, 5));
     assert_eq!(e.late[0], lines(&["1,84,3"]));
     assert_eq!(e.late_count, [1, 0]);
     assert_eq!(e.rows_in, [5, 0]);
-    assert_eq!(
-        e.output,
-        lines(&["1,100,1,,,", "1,85,2,,,", "1,200,4,,,", "1,84,5,,,"])
-    );
+    assert_eq!(e.output, lines(&["1,100,1,,,", "1,85,2,,,", "1,200,4,,,", "1,84,5,,,"]));
 }
 
 #[test]
@@ -544,26 +422,13 @@ fn model_duplicates_multiply() {
     let e = model::join(&l, &r, &params(JoinKind::Inner, 0, 2, 0, 0));
     assert_eq!(
         e.output,
-        lines(&[
-            "1,10,1,1,10,2",
-            "1,10,1,1,10,2",
-            "1,10,1,1,12,2",
-            "1,10,1,1,12,2",
-            "1,10,1,1,12,2",
-            "1,10,1,1,12,2"
-        ])
+        lines(&["1,10,1,1,10,2", "1,10,1,1,10,2", "1,10,1,1,12,2", "1,10,1,1,12,2", "1,10,1,1,12,2", "1,10,1,1,12,2"])
     );
 }
 
 // ---- fixed scenarios through the engine ----
 
-fn fixed_case(
-    kind: JoinKind,
-    lower_ms: i64,
-    upper_ms: i64,
-    left: Vec<Vec<Cells>>,
-    right: Vec<Vec<Cells>>,
-) -> Case {
+fn fixed_case(kind: JoinKind, lower_ms: i64, upper_ms: i64, left: Vec<Vec<Cells>>, right: Vec<Vec<Cells>>) -> Case {
     Case {
         kind,
         lower_ms,
@@ -576,14 +441,9 @@ fn fixed_case(
         batch_events: 1,
         ring_slots: 2,
         jsonl: [false, false],
-        left: left
-            .into_iter()
-            .map(|p| p.into_iter().map(left_row).collect())
-            .collect(),
-        right: right
-            .into_iter()
-            .map(|p| p.into_iter().map(right_row).collect())
-            .collect(),
+        jsonl_out: false,
+        left: left.into_iter().map(|p| p.into_iter().map(left_row).collect()).collect(),
+        right: right.into_iter().map(|p| p.into_iter().map(right_row).collect()).collect(),
     }
 }
 
@@ -602,15 +462,7 @@ fn timestamps_at_the_ends_of_i64() {
         (Some(2), None, Some(7), max),
         (Some(2), None, Some(8), min),
     ]];
-    for (lower, upper) in [
-        (min, max),
-        (0, max),
-        (min, 0),
-        (0, 0),
-        (-1, 1),
-        (max - 1, max),
-        (min, min + 1),
-    ] {
+    for (lower, upper) in [(min, max), (0, max), (min, 0), (0, 0), (-1, 1), (max - 1, max), (min, min + 1)] {
         for kind in [JoinKind::Inner, JoinKind::Full] {
             let mut c = fixed_case(kind, lower, upper, l.clone(), r.clone());
             c.b_ms = max;

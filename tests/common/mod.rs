@@ -22,10 +22,7 @@ pub fn toml_str(s: &str) -> String {
 
 /// A TOML array of string literals.
 pub fn toml_paths(paths: &[PathBuf]) -> String {
-    let items: Vec<String> = paths
-        .iter()
-        .map(|p| toml_str(&p.display().to_string()))
-        .collect();
+    let items: Vec<String> = paths.iter().map(|p| toml_str(&p.display().to_string())).collect();
     format!("[{}]", items.join(", "))
 }
 
@@ -37,15 +34,13 @@ pub fn job_from_toml(text: &str, base: &Path) -> Result<Job, ConfigError> {
 
 /// Runs the job in process.
 pub fn try_run(text: &str, base: &Path, opts: &RunOptions) -> Result<Report, EngineError> {
-    let job = job_from_toml(text, base)
-        .unwrap_or_else(|e| panic!("config does not resolve: {e}\n{text}"));
+    let job = job_from_toml(text, base).unwrap_or_else(|e| panic!("config does not resolve: {e}\n{text}"));
     engine::run(&job, opts)
 }
 
 /// Runs the job in process; panics (with the config) when it fails.
 pub fn run(text: &str, base: &Path) -> Report {
-    try_run(text, base, &RunOptions::default())
-        .unwrap_or_else(|e| panic!("job failed: {e}\n--- config ---\n{text}"))
+    try_run(text, base, &RunOptions::default()).unwrap_or_else(|e| panic!("job failed: {e}\n--- config ---\n{text}"))
 }
 
 /// The `weft` binary.
@@ -55,10 +50,7 @@ pub fn weft() -> Command {
 
 /// Runs the binary and returns its output (never panics on a non-zero status).
 pub fn weft_out(args: &[&str]) -> Output {
-    weft()
-        .args(args)
-        .output()
-        .expect("cannot start the weft binary")
+    weft().args(args).output().expect("cannot start the weft binary")
 }
 
 pub fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
@@ -93,11 +85,7 @@ fn csv_rows(files: &[PathBuf], header: Option<&str>) -> Vec<String> {
     let mut rows = Vec::new();
     for f in files {
         let text = read_string(f);
-        assert!(
-            text.is_empty() || text.ends_with('\n'),
-            "{} does not end with a newline",
-            f.display()
-        );
+        assert!(text.is_empty() || text.ends_with('\n'), "{} does not end with a newline", f.display());
         let mut lines = text.lines();
         let first = lines.next();
         if let (Some(h), Some(first)) = (header, first) {
@@ -116,10 +104,7 @@ pub fn output_rows(dir: &Path, header: &str) -> Vec<String> {
 
 /// The late rows of input `name` (`late/<name>-*.csv` minus headers), sorted.
 pub fn late_rows(dir: &Path, name: &str, header: &str) -> Vec<String> {
-    csv_rows(
-        &files_matching(&dir.join("late"), &format!("{name}-"), ".csv"),
-        Some(header),
-    )
+    csv_rows(&files_matching(&dir.join("late"), &format!("{name}-"), ".csv"), Some(header))
 }
 
 /// The late rows of a JSONL input, converted to CSV lines with the fields in `fields`
@@ -128,11 +113,9 @@ pub fn late_rows_jsonl(dir: &Path, name: &str, fields: &[&str]) -> Vec<String> {
     let mut rows = Vec::new();
     for f in files_matching(&dir.join("late"), &format!("{name}-"), ".jsonl") {
         for line in read_string(&f).lines() {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display()));
-            let obj = v
-                .as_object()
-                .unwrap_or_else(|| panic!("{}: not an object: {line}", f.display()));
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display()));
+            let obj = v.as_object().unwrap_or_else(|| panic!("{}: not an object: {line}", f.display()));
             let cells: Vec<String> = fields
                 .iter()
                 .map(|k| match obj.get(*k) {
@@ -150,15 +133,44 @@ pub fn late_rows_jsonl(dir: &Path, name: &str, fields: &[&str]) -> Vec<String> {
     rows
 }
 
+/// The joined rows of a JSONL output directory (`part-*.jsonl`), converted to CSV
+/// lines with the values in `columns` order (NULL = empty; integers only), sorted.
+/// Asserts every object has exactly these keys.
+pub fn output_rows_jsonl(dir: &Path, columns: &[String]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for f in files_matching(dir, "part-", ".jsonl") {
+        for line in read_string(&f).lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display()));
+            let obj = v.as_object().unwrap_or_else(|| panic!("{}: not an object: {line}", f.display()));
+            let mut keys: Vec<&String> = obj.keys().collect();
+            let mut want: Vec<&String> = columns.iter().collect();
+            keys.sort();
+            want.sort();
+            assert_eq!(keys, want, "{}: keys of {line}", f.display());
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|k| match &obj[k] {
+                    serde_json::Value::Null => String::new(),
+                    x => x
+                        .as_i64()
+                        .unwrap_or_else(|| panic!("{}: `{k}` not an integer: {line}", f.display()))
+                        .to_string(),
+                })
+                .collect();
+            rows.push(cells.join(","));
+        }
+    }
+    rows.sort();
+    rows
+}
+
 /// Every dead letter of an output directory (`dead/part-*.jsonl`).
 pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
     let mut v = Vec::new();
     for f in files_matching(&dir.join("dead"), "part-", ".jsonl") {
         for line in read_string(&f).lines() {
-            v.push(
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display())),
-            );
+            v.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display())));
         }
     }
     v
