@@ -46,17 +46,12 @@ fn bench(c: &mut Criterion) {
     weft::gen::write(dir.path(), &p, Format::Csv, JobConfig::builtin()).expect("generate csv");
 
     let mut g = c.benchmark_group("csv_parse");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10));
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
     for (side, file) in [(Side::Left, "left-0.csv"), (Side::Right, "right-0.csv")] {
         let path = dir.path().join(file);
         let rows = read_all(&path, side);
         let bytes = std::fs::metadata(&path).expect("stat").len();
-        eprintln!(
-            "csv_parse/{file}: {rows} rows, {:.1} MB",
-            bytes as f64 / 1e6
-        );
+        eprintln!("csv_parse/{file}: {rows} rows, {:.1} MB", bytes as f64 / 1e6);
         g.throughput(Throughput::Elements(rows));
         g.bench_function(file, |b| b.iter(|| read_all(&path, side)));
     }

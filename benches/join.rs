@@ -54,10 +54,7 @@ fn mark_ts(m: Mark) -> i64 {
 /// The stream without its late rows, and the watermark after each 1024-event chunk.
 fn operator_input(events: u64, keys: u64) -> (Batch, Vec<i64>, u64) {
     let all = common::generated_stream(&common::gen_params(events, keys));
-    let mut clocks = [
-        PartitionClock::new(DISORDER_MS, 0),
-        PartitionClock::new(DISORDER_MS, 0),
-    ];
+    let mut clocks = [PartitionClock::new(DISORDER_MS, 0), PartitionClock::new(DISORDER_MS, 0)];
     let mut kept = Batch::with_capacity(all.len());
     let mut marks = Vec::new();
     let mut late = 0;
@@ -87,17 +84,10 @@ fn bench(c: &mut Criterion) {
     let events = common::env_u64("WEFT_BENCH_JOIN_EVENTS", 2_000_000);
     let keys = common::env_u64("WEFT_BENCH_KEYS", 1_000_000);
     let (stream, marks, late) = operator_input(events, keys);
-    eprintln!(
-        "join: {} events ({} late filtered), {} keys",
-        stream.len(),
-        late,
-        keys
-    );
+    eprintln!("join: {} events ({} late filtered), {} keys", stream.len(), late, keys);
 
     let mut g = c.benchmark_group("join");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(15));
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(15));
 
     g.throughput(Throughput::Elements(stream.len() as u64));
     g.bench_function("operator", |b| {
@@ -109,14 +99,14 @@ fn bench(c: &mut Criterion) {
                 for (chunk, &m) in stream.events.chunks(BATCH_EVENTS).zip(&marks) {
                     for e in chunk {
                         let (row, key) = stream.get(e);
-                        j.on_row(e.side, e.ts, e.hash, key, row, 0, &mut emit);
+                        j.on_row(e.side, e.ts, e.hash, key, row, 0, &mut emit).expect("heap state");
                     }
                     if m > w {
                         w = m;
-                        j.advance(w, &mut emit);
+                        j.advance(w, &mut emit).expect("heap state");
                     }
                 }
-                j.finish(&mut emit);
+                j.finish(&mut emit).expect("heap state");
                 (j, emit.acc)
             },
             BatchSize::PerIteration,
@@ -128,19 +118,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events));
     g.bench_function("pipeline", |b| {
         b.iter_batched(
-            || {
-                (
-                    Join::new(join_params()),
-                    Generator::new(p.clone(), 0),
-                    Batch::with_capacity(BATCH_EVENTS),
-                )
-            },
+            || (Join::new(join_params()), Generator::new(p.clone(), 0), Batch::with_capacity(BATCH_EVENTS)),
             |(mut j, mut gen, mut batch)| {
                 let mut emit = common::CountEmit::default();
-                let mut clocks = [
-                    PartitionClock::new(DISORDER_MS, 0),
-                    PartitionClock::new(DISORDER_MS, 0),
-                ];
+                let mut clocks = [PartitionClock::new(DISORDER_MS, 0), PartitionClock::new(DISORDER_MS, 0)];
                 let mut key = Vec::with_capacity(32);
                 let mut w = i64::MIN;
                 loop {
@@ -161,18 +142,18 @@ fn bench(c: &mut Criterion) {
                         .expect("generator");
                     for e in &batch.events {
                         let (row, key) = batch.get(e);
-                        j.on_row(e.side, e.ts, e.hash, key, row, 0, &mut emit);
+                        j.on_row(e.side, e.ts, e.hash, key, row, 0, &mut emit).expect("heap state");
                     }
                     let m = mark_ts(sender_mark(clocks.iter()));
                     if m > w && m != i64::MAX {
                         w = m;
-                        j.advance(w, &mut emit);
+                        j.advance(w, &mut emit).expect("heap state");
                     }
                     if st == PollStatus::Done {
                         break;
                     }
                 }
-                j.finish(&mut emit);
+                j.finish(&mut emit).expect("heap state");
                 (j, emit.acc)
             },
             BatchSize::PerIteration,

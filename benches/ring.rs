@@ -32,13 +32,7 @@ const IO_MEMORY_BYTES: usize = 1 << 20;
 fn fill(b: &mut Batch, rb: &mut RowBuilder, key: &mut Vec<u8>) {
     b.clear();
     for i in 0..BATCH_EVENTS as u64 {
-        common::row_and_key(
-            rb,
-            common::profile_id(i),
-            (i % 20_000) as u32 + 1,
-            1_700_000_000_000 + i as i64,
-            key,
-        );
+        common::row_and_key(rb, common::profile_id(i), (i % 20_000) as u32 + 1, 1_700_000_000_000 + i as i64, key);
         b.push(
             Side::Left,
             1_700_000_000_000 + i as i64,
@@ -58,13 +52,7 @@ fn bench_batch(c: &mut Criterion) {
     let mut key = Vec::new();
     let mut rows = Vec::with_capacity(BATCH_EVENTS);
     for i in 0..BATCH_EVENTS as u64 {
-        common::row_and_key(
-            &mut rb,
-            common::profile_id(i),
-            (i % 20_000) as u32 + 1,
-            i as i64,
-            &mut key,
-        );
+        common::row_and_key(&mut rb, common::profile_id(i), (i % 20_000) as u32 + 1, i as i64, &mut key);
         rows.push((rb.bytes().to_vec(), key.clone()));
     }
     let mut b = Batch::with_capacity(BATCH_EVENTS);
@@ -86,9 +74,7 @@ fn bench_batch(c: &mut Criterion) {
 }
 
 fn executor(name: &str) -> LocalExecutorBuilder {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .name(name)
-        .io_memory(IO_MEMORY_BYTES)
+    LocalExecutorBuilder::new(Placement::Unbound).name(name).io_memory(IO_MEMORY_BYTES)
 }
 
 /// `iters` round trips of one batch between two executors.
@@ -153,9 +139,7 @@ fn stream(iters: u64) -> Duration {
             let rx = rx_free.connect().await;
             let mut rb = RowBuilder::new();
             let mut key = Vec::new();
-            let mut spare: Vec<Batch> = (0..RING_SLOTS + 2)
-                .map(|_| Batch::with_capacity(BATCH_EVENTS))
-                .collect();
+            let mut spare: Vec<Batch> = (0..RING_SLOTS + 2).map(|_| Batch::with_capacity(BATCH_EVENTS)).collect();
             let t0 = Instant::now();
             for _ in 0..iters {
                 let mut b = match spare.pop() {

@@ -45,40 +45,26 @@ fn rows(n: u64, side: Side) -> Batch {
     let mut key = Vec::with_capacity(16);
     for i in 0..n {
         let ts = T0_MS + (i % 100_000) as i64;
-        common::row_and_key(
-            &mut rb,
-            common::profile_id(i),
-            (i % 20_000) as u32 + 1,
-            ts,
-            &mut key,
-        );
+        common::row_and_key(&mut rb, common::profile_id(i), (i % 20_000) as u32 + 1, ts, &mut key);
         b.push(side, ts, key_hash(&key), 0, rb.bytes(), Some(&key));
     }
     b
 }
 
 fn params(upper_ms: i64) -> JoinParams {
-    JoinParams {
-        kind: JoinKind::Left,
-        lower_ms: 0,
-        upper_ms,
-        allowed_lateness_ms: 0,
-        bucket_ms: BUCKET_MS,
-    }
+    JoinParams { kind: JoinKind::Left, lower_ms: 0, upper_ms, allowed_lateness_ms: 0, bucket_ms: BUCKET_MS }
 }
 
 fn fill(j: &mut Join, b: &Batch, emit: &mut common::CountEmit) {
     for e in &b.events {
         let (row, key) = b.get(e);
-        j.on_row(e.side, e.ts, e.hash, key, row, 0, emit);
+        j.on_row(e.side, e.ts, e.hash, key, row, 0, emit).expect("heap state");
     }
 }
 
 fn bench_insert(c: &mut Criterion) {
     let mut g = c.benchmark_group("state/insert");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10));
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
     for n in sizes() {
         let left = rows(n, Side::Left);
         g.throughput(Throughput::Elements(n));
@@ -109,11 +95,7 @@ fn bench_probe(c: &mut Criterion) {
         // Right rows: the same keys, visited in a scrambled order.
         let right = rows(n, Side::Right);
         let order = common::scrambled(n);
-        eprintln!(
-            "state/probe/{n}: setup {:.1} s, {} keys",
-            t.elapsed().as_secs_f64(),
-            j.keys()
-        );
+        eprintln!("state/probe/{n}: setup {:.1} s, {} keys", t.elapsed().as_secs_f64(), j.keys());
         let st = RefCell::new((j, emit, 0usize, 0i64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_custom(|iters| {
@@ -122,17 +104,13 @@ fn bench_probe(c: &mut Criterion) {
                 let t0 = Instant::now();
                 for _ in 0..iters {
                     let e = &right.events[order[*cursor] as usize];
-                    *cursor = if *cursor + 1 == order.len() {
-                        0
-                    } else {
-                        *cursor + 1
-                    };
+                    *cursor = if *cursor + 1 == order.len() { 0 } else { *cursor + 1 };
                     let (row, key) = right.get(e);
-                    j.on_row(Side::Right, ts, e.hash, key, row, 0, emit);
+                    j.on_row(Side::Right, ts, e.hash, key, row, 0, emit).expect("heap state");
                 }
                 let el = t0.elapsed();
                 // Expire this run's right rows (bucket `ts / BUCKET_MS`), untimed.
-                j.advance(ts - ts.rem_euclid(BUCKET_MS) + BUCKET_MS, emit);
+                j.advance(ts - ts.rem_euclid(BUCKET_MS) + BUCKET_MS, emit).expect("heap state");
                 *run += 1;
                 el
             })

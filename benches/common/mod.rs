@@ -16,18 +16,9 @@ use weft::source::{PollStatus, Source, SourceItem};
 
 /// The schema the generator writes for `side`, keyed on (profile_id, title_id).
 pub fn schema(side: Side) -> Schema {
-    let name = if side == Side::Left {
-        "impressions"
-    } else {
-        "plays"
-    };
-    Schema::new(
-        name,
-        generator_fields(side),
-        &["profile_id".into(), "title_id".into()],
-        "ts",
-    )
-    .expect("generator schema")
+    let name = if side == Side::Left { "impressions" } else { "plays" };
+    Schema::new(name, generator_fields(side), &["profile_id".into(), "title_id".into()], "ts")
+        .expect("generator schema")
 }
 
 /// The built-in workload's generator parameters (see `JobConfig::builtin`), one partition.
@@ -51,10 +42,7 @@ pub fn gen_params(events: u64, keys: u64) -> GenParams {
 
 /// Reads `n` from the environment variable `name`, else `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
 }
 
 /// Runs generator partition 0 to the end and returns its rows as one big [`Batch`]
@@ -96,9 +84,7 @@ impl Emit for CountEmit {
     #[inline]
     fn pair(&mut self, l: RowView, r: RowView, arrival_ns: u64) {
         self.pairs += 1;
-        self.acc = self
-            .acc
-            .wrapping_add(l.0.len() as u64 ^ r.0.len() as u64 ^ arrival_ns);
+        self.acc = self.acc.wrapping_add(l.0.len() as u64 ^ r.0.len() as u64 ^ arrival_ns);
     }
     #[inline]
     fn unmatched(&mut self, _side: Side, row: RowView) {
@@ -109,13 +95,7 @@ impl Emit for CountEmit {
 
 /// A generator-shaped row: (profile_id u64, title_id u32, ts i64, a u32, b u32) and
 /// its encoded key, for benches that need many distinct keys quickly.
-pub fn row_and_key(
-    builder: &mut weft::row::RowBuilder,
-    profile: u64,
-    title: u32,
-    ts: i64,
-    key: &mut Vec<u8>,
-) {
+pub fn row_and_key(builder: &mut weft::row::RowBuilder, profile: u64, title: u32, ts: i64, key: &mut Vec<u8>) {
     builder.begin(5);
     builder.set_u64(0, profile);
     builder.set_u64(1, title as u64);
