@@ -49,17 +49,15 @@ pub const WRITE_BUF_BYTES: usize = 1 << 20;
 pub const PARALLEL_CSV_BYTES_MIN: u64 = 4 << 20;
 /// Threads the batch join accepts.
 pub const THREADS_MAX: usize = 256;
+/// Key bytes kept in each entry; longer keys are also stored in the arena.
+const KEY_INLINE_BYTES: usize = 16;
 /// Arena offsets share a u64 with the index of the reader that owns the arena.
 const LOC_OFF_BITS: u32 = 48;
 const LOC_OFF_MASK: u64 = (1 << LOC_OFF_BITS) - 1;
 /// Fixed hash seeds: the bucket of a key, and so the part file of a row, is the
 /// same on every run.
-const HASH_SEEDS: [u64; 4] = [
-    0x5745_4654_4241_5443,
-    0x9E37_79B9_7F4A_7C15,
-    0xD1B5_4A32_D192_ED03,
-    0x8CB9_2BA7_2F3D_8DD7,
-];
+const HASH_SEEDS: [u64; 4] =
+    [0x5745_4654_4241_5443, 0x9E37_79B9_7F4A_7C15, 0xD1B5_4A32_D192_ED03, 0x8CB9_2BA7_2F3D_8DD7];
 
 const _: () = assert!(THREADS_MAX * BUCKETS_PER_THREAD <= u16::MAX as usize);
 const _: () = assert!(THREADS_MAX < (1 << (64 - LOC_OFF_BITS)));
@@ -67,20 +65,12 @@ const _: () = assert!(THREADS_MAX < (1 << (64 - LOC_OFF_BITS)));
 /// Errors of a batch run. Malformed rows are not errors: they are dead letters.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error(
-        "output directory {path} already holds weft output ({found}); pass --force to replace it"
-    )]
+    #[error("output directory {path} already holds weft output ({found}); pass --force to replace it")]
     OutputExists { path: PathBuf, found: PathBuf },
-    #[error(
-        "input file {path} lies where the output goes ({dir}); choose another output directory"
-    )]
+    #[error("input file {path} lies where the output goes ({dir}); choose another output directory")]
     InputInOutput { path: PathBuf, dir: PathBuf },
     #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: io::Error },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("threads must be in 1..={THREADS_MAX}, got {0}")]
@@ -92,11 +82,7 @@ pub enum BatchError {
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> BatchError + 'a {
-    move |source| BatchError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
+    move |source| BatchError::Io { path: path.to_path_buf(), op, source }
 }
 
 /// Counts for one input.
@@ -137,11 +123,7 @@ impl BatchReport {
     }
 
     pub fn print(&self) {
-        println!(
-            "batch join ({:?}) into {}",
-            self.kind,
-            self.output_dir.display()
-        );
+        println!("batch join ({:?}) into {}", self.kind, self.output_dir.display());
         for s in [&self.left, &self.right] {
             println!(
                 "  {:<16} partitions {:>4}  rows in {:>12}  late {:>10}  dead {:>8}  unmatched {:>10}",
@@ -155,11 +137,7 @@ impl BatchReport {
             self.output_files.len()
         );
         let events = self.left.rows_in + self.right.rows_in;
-        let rate = if self.wall_ms > 0 {
-            events as f64 * 1000.0 / self.wall_ms as f64
-        } else {
-            0.0
-        };
+        let rate = if self.wall_ms > 0 { events as f64 * 1000.0 / self.wall_ms as f64 } else { 0.0 };
         println!(
             "  {} threads, read {} ms, join+write {} ms, wall {} ms ({:.0} input rows/s)",
             self.threads, self.read_ms, self.join_ms, self.wall_ms, rate
@@ -172,10 +150,25 @@ impl BatchReport {
 struct Entry {
     hash: u64,
     ts: i64,
-    /// Reader index (high bits) | offset of the key in that reader's arena.
+    /// Reader index (high bits) | offset of the record in that reader's arena: the
+    /// key bytes (only when longer than [`KEY_INLINE_BYTES`]) then the row.
     loc: u64,
     key_len: u32,
     row_len: u32,
+    /// The key's first bytes, zero-padded: most keys compare without touching the
+    /// arena, which would be a cache miss per comparison.
+    inline: [u8; KEY_INLINE_BYTES],
+}
+
+impl Entry {
+    #[inline]
+    fn key_in_arena(&self) -> usize {
+        if self.key_len as usize > KEY_INLINE_BYTES {
+            self.key_len as usize
+        } else {
+            0
+        }
+    }
 }
 
 /// The rows of one side that one reader routed to one bucket.
@@ -224,9 +217,7 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        BatchOptions {
-            parallel_csv_bytes_min: PARALLEL_CSV_BYTES_MIN,
-        }
+        BatchOptions { parallel_csv_bytes_min: PARALLEL_CSV_BYTES_MIN }
     }
 }
 
@@ -234,12 +225,7 @@ impl Default for BatchOptions {
 ///
 /// `threads` = 0 means one per available CPU. Refuses a directory that already holds
 /// weft output unless `force`, and then removes only what it would write itself.
-pub fn run(
-    job: &Job,
-    out_dir: &Path,
-    force: bool,
-    threads: usize,
-) -> Result<BatchReport, BatchError> {
+pub fn run(job: &Job, out_dir: &Path, force: bool, threads: usize) -> Result<BatchReport, BatchError> {
     run_with(job, out_dir, force, threads, BatchOptions::default())
 }
 
@@ -252,11 +238,7 @@ pub fn run_with(
     opts: BatchOptions,
 ) -> Result<BatchReport, BatchError> {
     let t_start = Instant::now();
-    let threads = if threads == 0 {
-        crate::config::available_cpus() as usize
-    } else {
-        threads
-    };
+    let threads = if threads == 0 { crate::config::available_cpus() as usize } else { threads };
     if threads > THREADS_MAX {
         return Err(BatchError::Threads(threads));
     }
@@ -273,13 +255,8 @@ pub fn run_with(
     let mut specs = Vec::with_capacity(all_specs.len());
     for spec in all_specs {
         let big = match &spec {
-            PartitionSpec::File {
-                format: Format::Csv,
-                path,
-                ..
-            } => {
-                threads > 1
-                    && fs::metadata(path).is_ok_and(|m| m.len() >= opts.parallel_csv_bytes_min)
+            PartitionSpec::File { format: Format::Csv, path, .. } => {
+                threads > 1 && fs::metadata(path).is_ok_and(|m| m.len() >= opts.parallel_csv_bytes_min)
             }
             _ => false,
         };
@@ -297,13 +274,7 @@ pub fn run_with(
         let handles: Vec<_> = (0..readers)
             .map(|_| s.spawn(|| read_partitions(job, &specs, &next_spec, nbuckets, out_dir, ext)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or(Err(BatchError::ThreadPanicked("reader")))
-            })
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("reader")))).collect()
     });
     for r in reader_outs {
         outs.push(r?);
@@ -342,14 +313,8 @@ pub fn run_with(
                 debug_assert_eq!(w.arenas[side].len(), reader);
                 w.arenas[side].push(bucket.arena);
                 let tag = (reader as u64) << LOC_OFF_BITS;
-                w.keyed[side].extend(bucket.keyed.into_iter().map(|e| Entry {
-                    loc: e.loc | tag,
-                    ..e
-                }));
-                w.null_key[side].extend(bucket.null_key.into_iter().map(|e| Entry {
-                    loc: e.loc | tag,
-                    ..e
-                }));
+                w.keyed[side].extend(bucket.keyed.into_iter().map(|e| Entry { loc: e.loc | tag, ..e }));
+                w.null_key[side].extend(bucket.null_key.into_iter().map(|e| Entry { loc: e.loc | tag, ..e }));
             }
         }
     }
@@ -366,10 +331,7 @@ pub fn run_with(
                 s.spawn(move || join_worker(job, i, queue, formatter, out_dir, ext))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("join"))))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("join")))).collect()
     });
     let mut total = JoinCounts::default();
     let mut files = Vec::with_capacity(threads);
@@ -418,18 +380,9 @@ fn prepare_output_dir(job: &Job, dir: &Path, force: bool) -> Result<(), BatchErr
                     continue;
                 };
                 let top_level = cp.parent() == Some(canon_dir.as_path())
-                    && cp
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(is_weft_output_name);
-                if top_level
-                    || cp.starts_with(canon_dir.join("late"))
-                    || cp.starts_with(canon_dir.join("dead"))
-                {
-                    return Err(BatchError::InputInOutput {
-                        path: p.clone(),
-                        dir: dir.to_path_buf(),
-                    });
+                    && cp.file_name().and_then(|n| n.to_str()).is_some_and(is_weft_output_name);
+                if top_level || cp.starts_with(canon_dir.join("late")) || cp.starts_with(canon_dir.join("dead")) {
+                    return Err(BatchError::InputInOutput { path: p.clone(), dir: dir.to_path_buf() });
                 }
             }
         }
@@ -441,10 +394,7 @@ fn prepare_output_dir(job: &Job, dir: &Path, force: bool) -> Result<(), BatchErr
         let Some(name) = name.to_str() else { continue };
         let ft = entry.file_type().map_err(io_err(&entry.path(), "stat"))?;
         if ft.is_dir() && (name == "late" || name == "dead") {
-            let non_empty = fs::read_dir(entry.path())
-                .map_err(io_err(&entry.path(), "list"))?
-                .next()
-                .is_some();
+            let non_empty = fs::read_dir(entry.path()).map_err(io_err(&entry.path(), "list"))?.next().is_some();
             if non_empty || force {
                 found.push((entry.path(), true));
             }
@@ -454,10 +404,7 @@ fn prepare_output_dir(job: &Job, dir: &Path, force: bool) -> Result<(), BatchErr
     }
     if let Some((first, _)) = found.first() {
         if !force {
-            return Err(BatchError::OutputExists {
-                path: dir.to_path_buf(),
-                found: first.clone(),
-            });
+            return Err(BatchError::OutputExists { path: dir.to_path_buf(), found: first.clone() });
         }
     }
     for (path, is_dir) in found {
@@ -484,12 +431,7 @@ struct SideFile {
 
 impl SideFile {
     fn new(path: PathBuf, header: Vec<u8>) -> SideFile {
-        SideFile {
-            path,
-            file: None,
-            buf: Vec::new(),
-            header,
-        }
+        SideFile { path, file: None, buf: Vec::new(), header }
     }
 
     /// The buffer to append one record to; the file is created on first use.
@@ -515,8 +457,7 @@ impl SideFile {
             self.file = Some(File::create(&self.path).map_err(io_err(&self.path, "create"))?);
         }
         if let Some(f) = &mut self.file {
-            f.write_all(&self.buf)
-                .map_err(io_err(&self.path, "write"))?;
+            f.write_all(&self.buf).map_err(io_err(&self.path, "write"))?;
         }
         self.buf.clear();
         Ok(())
@@ -534,12 +475,7 @@ struct Router {
 impl Router {
     fn new(nbuckets: usize) -> Router {
         Router {
-            hasher: ahash::RandomState::with_seeds(
-                HASH_SEEDS[0],
-                HASH_SEEDS[1],
-                HASH_SEEDS[2],
-                HASH_SEEDS[3],
-            ),
+            hasher: ahash::RandomState::with_seeds(HASH_SEEDS[0], HASH_SEEDS[1], HASH_SEEDS[2], HASH_SEEDS[3]),
             nbuckets,
             key: Vec::new(),
             out: ReaderOut {
@@ -554,39 +490,24 @@ impl Router {
 
     /// Copies a non-late row (with its encoded key in front) into its bucket. Rows
     /// with a NULL key are spread over the buckets by `seq`.
-    fn route(
-        &mut self,
-        job: &Job,
-        side: Side,
-        ts: i64,
-        row: &[u8],
-        seq: u64,
-        what: &str,
-    ) -> Result<(), BatchError> {
+    fn route(&mut self, job: &Job, side: Side, ts: i64, row: &[u8], seq: u64, what: &str) -> Result<(), BatchError> {
         let has_key = encode_key(RowView(row), &job.input(side).schema, &mut self.key);
         let key_len = if has_key { self.key.len() } else { 0 };
-        let hash = if has_key {
-            self.hasher.hash_one(self.key.as_slice())
-        } else {
-            seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        };
+        let hash =
+            if has_key { self.hasher.hash_one(self.key.as_slice()) } else { seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) };
         let b = ((hash as u128 * self.nbuckets as u128) >> 64) as usize;
         let bucket = &mut self.out.buckets[side.idx()][b];
         let off = bucket.arena.len() as u64;
-        if off + (key_len + row.len()) as u64 > LOC_OFF_MASK {
-            return Err(BatchError::ArenaFull {
-                path: what.to_string(),
-            });
+        let mut inline = [0u8; KEY_INLINE_BYTES];
+        let n = key_len.min(KEY_INLINE_BYTES);
+        inline[..n].copy_from_slice(&self.key[..n]);
+        let in_arena = if key_len > KEY_INLINE_BYTES { key_len } else { 0 };
+        if off + (in_arena + row.len()) as u64 > LOC_OFF_MASK {
+            return Err(BatchError::ArenaFull { path: what.to_string() });
         }
-        bucket.arena.extend_from_slice(&self.key[..key_len]);
+        bucket.arena.extend_from_slice(&self.key[..in_arena]);
         bucket.arena.extend_from_slice(row);
-        let e = Entry {
-            hash,
-            ts,
-            loc: off,
-            key_len: key_len as u32,
-            row_len: row.len() as u32,
-        };
+        let e = Entry { hash, ts, loc: off, key_len: key_len as u32, row_len: row.len() as u32, inline };
         if has_key {
             bucket.keyed.push(e);
         } else {
@@ -630,16 +551,8 @@ fn read_partitions(
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(spec) = specs.get(i) else { break };
         let (index, sides): (u32, &[Side]) = match spec {
-            PartitionSpec::File {
-                side: Side::Left,
-                index,
-                ..
-            } => (*index, &[Side::Left]),
-            PartitionSpec::File {
-                side: Side::Right,
-                index,
-                ..
-            } => (*index, &[Side::Right]),
+            PartitionSpec::File { side: Side::Left, index, .. } => (*index, &[Side::Left]),
+            PartitionSpec::File { side: Side::Right, index, .. } => (*index, &[Side::Right]),
             PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
         };
         let mut src = source::open(spec, job)?;
@@ -649,14 +562,8 @@ fn read_partitions(
         let mut dead: [Option<SideFile>; 2] = [None, None];
         for &side in sides {
             let s = side.idx();
-            late[s] = Some(SideFile::new(
-                late_path(out_dir, name(side), index, ext),
-                late_fmt[s].header(),
-            ));
-            dead[s] = Some(SideFile::new(
-                dead_path(out_dir, name(side), index),
-                Vec::new(),
-            ));
+            late[s] = Some(SideFile::new(late_path(out_dir, name(side), index, ext), late_fmt[s].header()));
+            dead[s] = Some(SideFile::new(dead_path(out_dir, name(side), index), Vec::new()));
         }
         // Max event time of the rows read so far, per side of this partition.
         let mut max_ts: [Option<i64>; 2] = [None, None];
@@ -687,12 +594,7 @@ fn read_partitions(
                             failure = Some(e);
                         }
                     }
-                    SourceItem::Dead {
-                        side,
-                        line,
-                        reason,
-                        raw,
-                    } => {
+                    SourceItem::Dead { side, line, reason, raw } => {
                         let s = side.idx();
                         router.out.counts[s].dead_rows += 1;
                         if let Some(f) = &mut dead[s] {
@@ -791,13 +693,8 @@ fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) 
             for (fi, f) in schema.fields.iter().enumerate() {
                 let (s, e) = cells[cols[fi]];
                 let cell = source::trim_cell(&text[s..e]);
-                parse_cell(&mut b, fi, f.ty, cell).map_err(|r| {
-                    format!(
-                        "column `{}`: {r}: {:?}",
-                        f.name,
-                        String::from_utf8_lossy(cell)
-                    )
-                })?;
+                parse_cell(&mut b, fi, f.ty, cell)
+                    .map_err(|r| format!("column `{}`: {r}: {:?}", f.name, String::from_utf8_lossy(cell)))?;
             }
             event_time(RowView(b.bytes()), schema)
                 .map_err(|r| format!("column `{}`: {r}", schema.fields[schema.time].name))
@@ -829,10 +726,7 @@ fn read_csv_parallel(
     out_dir: &Path,
     ext: &str,
 ) -> Result<Option<Vec<ReaderOut>>, BatchError> {
-    let PartitionSpec::File {
-        side, index, path, ..
-    } = spec
-    else {
+    let PartitionSpec::File { side, index, path, .. } = spec else {
         return Ok(None);
     };
     let (side, index) = (*side, *index);
@@ -853,8 +747,7 @@ fn read_csv_parallel(
     let body = header_end + 1;
     let mut bounds = vec![body];
     for k in 1..threads {
-        let target =
-            (body + (text.len() - body) * k / threads).max(*bounds.last().unwrap_or(&body));
+        let target = (body + (text.len() - body) * k / threads).max(*bounds.last().unwrap_or(&body));
         let cut = match text[target..].iter().position(|&c| c == b'\n') {
             Some(p) => target + p + 1,
             None => text.len(),
@@ -928,13 +821,7 @@ fn read_csv_parallel(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or(Err(BatchError::ThreadPanicked("reader")))
-            })
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("reader")))).collect()
     });
 
     // Side outputs in file order: late rows, then dead letters with absolute lines.
@@ -942,10 +829,7 @@ fn read_csv_parallel(
     let mut late_file = SideFile::new(late_path(out_dir, name, index, ext), late_fmt.header());
     let mut dead_file = SideFile::new(dead_path(out_dir, name, index), Vec::new());
     let mut outs = Vec::with_capacity(results.len());
-    for (r, (c, &first_line)) in results
-        .into_iter()
-        .zip(parsed.iter().zip(line_before.iter()))
-    {
+    for (r, (c, &first_line)) in results.into_iter().zip(parsed.iter().zip(line_before.iter())) {
         let (out, late) = r?;
         if !late.is_empty() {
             late_file.buf().extend_from_slice(&late);
@@ -964,14 +848,7 @@ fn read_csv_parallel(
 }
 
 /// Appends one dead letter: `{"input","file","line","reason","raw"}`.
-pub fn write_dead_letter(
-    out: &mut Vec<u8>,
-    input: &str,
-    file: &str,
-    line: u64,
-    reason: &str,
-    raw: &[u8],
-) {
+pub fn write_dead_letter(out: &mut Vec<u8>, input: &str, file: &str, line: u64, reason: &str, raw: &[u8]) {
     out.extend_from_slice(b"{\"input\":");
     write_json_str(out, input.as_bytes());
     out.extend_from_slice(b",\"file\":");
@@ -985,19 +862,33 @@ pub fn write_dead_letter(
     out.extend_from_slice(b"}\n");
 }
 
-/// The bytes of an entry's key and row.
+/// The bytes of an entry's row.
 #[inline]
-fn parts<'a>(arenas: &'a [Vec<u8>], e: &Entry) -> (&'a [u8], &'a [u8]) {
+fn row_of<'a>(arenas: &'a [Vec<u8>], e: &Entry) -> &'a [u8] {
     let arena = &arenas[(e.loc >> LOC_OFF_BITS) as usize];
-    let off = (e.loc & LOC_OFF_MASK) as usize;
-    let k = off + e.key_len as usize;
-    (&arena[off..k], &arena[k..k + e.row_len as usize])
+    let at = (e.loc & LOC_OFF_MASK) as usize + e.key_in_arena();
+    &arena[at..at + e.row_len as usize]
 }
 
-/// Orders entries by (hash, key bytes, time): equal keys become adjacent runs
-/// sorted by time. Sorts on the integers only; a run of equal hashes is compared by
-/// key bytes only to detect a collision (two keys, one hash), which is then
-/// separated by a stable sort on the key bytes that keeps each key's time order.
+/// A total order on keys that touches the arena only for keys longer than
+/// [`KEY_INLINE_BYTES`] whose first bytes are equal. Equal keys compare Equal.
+#[inline]
+fn key_cmp(aa: &[Vec<u8>], a: &Entry, ba: &[Vec<u8>], b: &Entry) -> std::cmp::Ordering {
+    a.inline.cmp(&b.inline).then(a.key_len.cmp(&b.key_len)).then_with(|| {
+        if a.key_in_arena() == 0 {
+            return std::cmp::Ordering::Equal;
+        }
+        let ka = &aa[(a.loc >> LOC_OFF_BITS) as usize];
+        let kb = &ba[(b.loc >> LOC_OFF_BITS) as usize];
+        let (oa, ob) = ((a.loc & LOC_OFF_MASK) as usize, (b.loc & LOC_OFF_MASK) as usize);
+        ka[oa..oa + a.key_len as usize].cmp(&kb[ob..ob + b.key_len as usize])
+    })
+}
+
+/// Orders entries by (hash, key, time): equal keys become adjacent runs sorted by
+/// time. Sorts on the integers only; a run of equal hashes is checked for a
+/// collision (two keys, one hash), which a stable sort on the key then separates,
+/// keeping each key's time order.
 fn sort_entries(arenas: &[Vec<u8>], v: &mut [Entry]) {
     v.sort_unstable_by_key(|e| (e.hash, e.ts));
     let mut start = 0;
@@ -1005,13 +896,12 @@ fn sort_entries(arenas: &[Vec<u8>], v: &mut [Entry]) {
         let h = v[start].hash;
         let mut end = start + 1;
         let mut mixed = false;
-        let k = parts(arenas, &v[start]).0;
         while end < v.len() && v[end].hash == h {
-            mixed |= parts(arenas, &v[end]).0 != k;
+            mixed |= key_cmp(arenas, &v[start], arenas, &v[end]).is_ne();
             end += 1;
         }
         if mixed {
-            v[start..end].sort_by(|a, b| parts(arenas, a).0.cmp(parts(arenas, b).0));
+            v[start..end].sort_by(|a, b| key_cmp(arenas, a, arenas, b));
         }
         start = end;
     }
@@ -1019,9 +909,9 @@ fn sort_entries(arenas: &[Vec<u8>], v: &mut [Entry]) {
 
 /// The end of the run of entries with the key of `v[start]`.
 fn run_end(arenas: &[Vec<u8>], v: &[Entry], start: usize) -> usize {
-    let (h, k) = (v[start].hash, parts(arenas, &v[start]).0);
+    let first = &v[start];
     let mut end = start + 1;
-    while end < v.len() && v[end].hash == h && parts(arenas, &v[end]).0 == k {
+    while end < v.len() && v[end].hash == first.hash && key_cmp(arenas, first, arenas, &v[end]).is_eq() {
         end += 1;
     }
     end
@@ -1038,12 +928,9 @@ struct PartWriter<'a> {
 impl PartWriter<'_> {
     #[inline]
     fn row(&mut self, l: Option<&[u8]>, r: Option<&[u8]>) -> Result<(), BatchError> {
-        self.formatter
-            .write(&mut self.buf, l.map(RowView), r.map(RowView));
+        self.formatter.write(&mut self.buf, l.map(RowView), r.map(RowView));
         if self.buf.len() >= WRITE_BUF_BYTES {
-            self.file
-                .write_all(&self.buf)
-                .map_err(io_err(&self.path, "write"))?;
+            self.file.write_all(&self.buf).map_err(io_err(&self.path, "write"))?;
             self.buf.clear();
         }
         Ok(())
@@ -1062,12 +949,7 @@ fn join_worker(
     let final_path = out_dir.join(format!("part-{i}.{ext}"));
     let path = out_dir.join(format!("part-{i}.{ext}.inprogress"));
     let file = File::create(&path).map_err(io_err(&path, "create"))?;
-    let mut w = PartWriter {
-        formatter,
-        path,
-        file,
-        buf: formatter.header(),
-    };
+    let mut w = PartWriter { formatter, path, file, buf: formatter.header() };
     let mut counts = JoinCounts::default();
     let mut matched = Vec::new();
     loop {
@@ -1092,10 +974,7 @@ fn join_bucket(
     c: &mut JoinCounts,
     matched: &mut Vec<bool>,
 ) -> Result<(), BatchError> {
-    let emit = [
-        job.kind.emits_unmatched(Side::Left),
-        job.kind.emits_unmatched(Side::Right),
-    ];
+    let emit = [job.kind.emits_unmatched(Side::Left), job.kind.emits_unmatched(Side::Right)];
     let (lower, upper) = (job.lower_ms as i128, job.upper_ms as i128);
     let [la, ra] = &work.arenas;
     let [lk, rk] = &mut work.keyed;
@@ -1110,9 +989,7 @@ fn join_bucket(
             std::cmp::Ordering::Less
         } else {
             let (a, b) = (&lk[i], &rk[j]);
-            a.hash
-                .cmp(&b.hash)
-                .then_with(|| parts(la, a).0.cmp(parts(ra, b).0))
+            a.hash.cmp(&b.hash).then_with(|| key_cmp(la, a, ra, b))
         };
         match order {
             std::cmp::Ordering::Less => {
@@ -1120,7 +997,7 @@ fn join_bucket(
                 c.unmatched[0] += (end - i) as u64;
                 if emit[0] {
                     for e in &lk[i..end] {
-                        w.row(Some(parts(la, e).1), None)?;
+                        w.row(Some(row_of(la, e)), None)?;
                     }
                     c.output_rows += (end - i) as u64;
                 }
@@ -1131,7 +1008,7 @@ fn join_bucket(
                 c.unmatched[1] += (end - j) as u64;
                 if emit[1] {
                     for e in &rk[j..end] {
-                        w.row(None, Some(parts(ra, e).1))?;
+                        w.row(None, Some(row_of(ra, e)))?;
                     }
                     c.output_rows += (end - j) as u64;
                 }
@@ -1154,7 +1031,7 @@ fn join_bucket(
                     while hi < rights.len() && (rights[hi].ts as i128) <= to {
                         hi += 1;
                     }
-                    let lrow = parts(la, l).1;
+                    let lrow = row_of(la, l);
                     if lo == hi {
                         c.unmatched[0] += 1;
                         if emit[0] {
@@ -1164,7 +1041,7 @@ fn join_bucket(
                         continue;
                     }
                     for r in &rights[lo..hi] {
-                        w.row(Some(lrow), Some(parts(ra, r).1))?;
+                        w.row(Some(lrow), Some(row_of(ra, r)))?;
                     }
                     let n = (hi - lo) as u64;
                     c.pairs += n;
@@ -1178,7 +1055,7 @@ fn join_bucket(
                     if !m {
                         c.unmatched[1] += 1;
                         if emit[1] {
-                            w.row(None, Some(parts(ra, r).1))?;
+                            w.row(None, Some(row_of(ra, r)))?;
                             c.output_rows += 1;
                         }
                     }
@@ -1193,7 +1070,7 @@ fn join_bucket(
         c.unmatched[side] += n;
         if emit[side] {
             for e in &work.null_key[side] {
-                let row = parts(arenas, e).1;
+                let row = row_of(arenas, e);
                 if side == 0 {
                     w.row(Some(row), None)?;
                 } else {
@@ -1218,30 +1095,39 @@ mod tests {
         assert!(!is_weft_output_name("job.toml"));
     }
 
-    #[test]
-    fn hash_collisions_are_split_by_key_keeping_time_order() {
-        // Two keys forced onto one hash, interleaved in time.
+    /// Entries laid out as [`Router::route`] does, all with one forced hash.
+    fn entries(keys: &[(&[u8], i64)]) -> (Vec<Vec<u8>>, Vec<Entry>) {
         let mut arena = Vec::new();
         let mut v = Vec::new();
-        for (key, ts) in [(b"bb", 5), (b"aa", 3), (b"bb", 1), (b"aa", 9), (b"aa", 1)] {
+        for &(key, ts) in keys {
             let off = arena.len() as u64;
-            arena.extend_from_slice(key);
-            v.push(Entry {
-                hash: 7,
-                ts,
-                loc: off,
-                key_len: 2,
-                row_len: 0,
-            });
+            let mut inline = [0u8; KEY_INLINE_BYTES];
+            let n = key.len().min(KEY_INLINE_BYTES);
+            inline[..n].copy_from_slice(&key[..n]);
+            if key.len() > KEY_INLINE_BYTES {
+                arena.extend_from_slice(key);
+            }
+            arena.extend_from_slice(&ts.to_le_bytes()); // the "row"
+            v.push(Entry { hash: 7, ts, loc: off, key_len: key.len() as u32, row_len: 8, inline });
         }
-        let arenas = [arena];
-        sort_entries(&arenas, &mut v);
-        let got: Vec<(&[u8], i64)> = v.iter().map(|e| (parts(&arenas, e).0, e.ts)).collect();
-        let want: Vec<(&[u8], i64)> =
-            vec![(b"aa", 1), (b"aa", 3), (b"aa", 9), (b"bb", 1), (b"bb", 5)];
-        assert_eq!(got, want);
-        assert_eq!(run_end(&arenas, &v, 0), 3);
-        assert_eq!(run_end(&arenas, &v, 3), 5);
+        (vec![arena], v)
+    }
+
+    #[test]
+    fn hash_collisions_are_split_by_key_keeping_time_order() {
+        let long_a: &[u8] = b"0123456789abcdefXXa";
+        let long_b: &[u8] = b"0123456789abcdefXXb";
+        for (ka, kb) in [(&b"aa"[..], &b"bb"[..]), (long_a, long_b), (&b"aa"[..], &b"aa\0"[..])] {
+            let (arenas, mut v) = entries(&[(kb, 5), (ka, 3), (kb, 1), (ka, 9), (ka, 1)]);
+            sort_entries(&arenas, &mut v);
+            let got: Vec<(u32, i64)> = v.iter().map(|e| (e.key_len, e.ts)).collect();
+            let order: Vec<i64> = v.iter().map(|e| e.ts).collect();
+            assert_eq!(order, [1, 3, 9, 1, 5], "{got:?}");
+            assert!(key_cmp(&arenas, &v[0], &arenas, &v[3]).is_lt());
+            assert_eq!(run_end(&arenas, &v, 0), 3);
+            assert_eq!(run_end(&arenas, &v, 3), 5);
+            assert_eq!(row_of(&arenas, &v[4]), 5i64.to_le_bytes());
+        }
     }
 
     #[test]
