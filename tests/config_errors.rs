@@ -39,44 +39,22 @@ pin_cores = false
 
 /// `GOOD` with the first `from` replaced by `to` (which must be there).
 fn edit(from: &str, to: &str) -> String {
-    assert!(
-        GOOD.contains(from),
-        "test bug: `{from}` is not in the base config"
-    );
+    assert!(GOOD.contains(from), "test bug: `{from}` is not in the base config");
     GOOD.replacen(from, to, 1)
 }
 
 const LEFT_PATHS: &str = "paths = [\"l.csv\"]\n";
-const LEFT_FIELDS: &str = r#"fields = [ { name = "k", type = "i64" }, { name = "ts", type = "i64" }, { name = "s", type = "string" } ]"#;
+const LEFT_FIELDS: &str =
+    r#"fields = [ { name = "k", type = "i64" }, { name = "ts", type = "i64" }, { name = "s", type = "string" } ]"#;
 
 /// Configs that resolve to `ConfigError::Invalid` naming `key`.
 fn invalid_cases() -> Vec<(&'static str, String, &'static str)> {
     vec![
-        (
-            "lower_ms > upper_ms",
-            edit("lower_ms = 0", "lower_ms = 11"),
-            "join.lower_ms",
-        ),
-        (
-            "key field not in fields",
-            edit("key = [\"k\"]", "key = [\"nope\"]"),
-            "left.key",
-        ),
-        (
-            "time field not an integer",
-            edit("time = \"ts\"", "time = \"s\""),
-            "left.time",
-        ),
-        (
-            "time field missing",
-            edit("time = \"ts\"\n", ""),
-            "left.time",
-        ),
-        (
-            "time field not in fields",
-            edit("time = \"ts\"", "time = \"when\""),
-            "left.time",
-        ),
+        ("lower_ms > upper_ms", edit("lower_ms = 0", "lower_ms = 11"), "join.lower_ms"),
+        ("key field not in fields", edit("key = [\"k\"]", "key = [\"nope\"]"), "left.key"),
+        ("time field not an integer", edit("time = \"ts\"", "time = \"s\""), "left.time"),
+        ("time field missing", edit("time = \"ts\"\n", ""), "left.time"),
+        ("time field not in fields", edit("time = \"ts\"", "time = \"when\""), "left.time"),
         (
             "key types differ",
             edit(
@@ -85,98 +63,32 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str)> {
             ),
             "right.key",
         ),
-        (
-            "key arity differs",
-            edit("key = [\"k\"]", "key = [\"k\", \"s\"]"),
-            "right.key",
-        ),
-        (
-            "no paths and no generator",
-            edit(LEFT_PATHS, ""),
-            "left.paths",
-        ),
-        (
-            "empty paths",
-            edit(LEFT_PATHS, "paths = []\n"),
-            "left.paths",
-        ),
+        ("key arity differs", edit("key = [\"k\"]", "key = [\"k\", \"s\"]"), "right.key"),
+        ("no paths and no generator", edit(LEFT_PATHS, ""), "left.paths"),
+        ("empty paths", edit(LEFT_PATHS, "paths = []\n"), "left.paths"),
         ("no fields", edit(LEFT_FIELDS, ""), "left.fields"),
         (
             "field declared twice",
-            edit(
-                "{ name = \"s\", type = \"string\" }",
-                "{ name = \"k\", type = \"string\" }",
-            ),
+            edit("{ name = \"s\", type = \"string\" }", "{ name = \"k\", type = \"string\" }"),
             "left.fields",
         ),
-        (
-            "generator on the left only",
-            edit(LEFT_PATHS, "generator = {}\n"),
-            "right.generator",
-        ),
-        (
-            "generator and paths",
-            GOOD.replacen("key = [\"k\"]", "generator = {}\nkey = [\"k\"]", 2),
-            "left.paths",
-        ),
-        (
-            "shards = 0",
-            edit("shards = 1", "shards = 0"),
-            "engine.shards",
-        ),
-        (
-            "too many shards",
-            edit("shards = 1", "shards = 100000"),
-            "engine.shards",
-        ),
-        (
-            "empty output.path",
-            edit("path = \"out\"", "path = \"\""),
-            "output.path",
-        ),
+        ("generator on the left only", edit(LEFT_PATHS, "generator = {}\n"), "right.generator"),
+        ("generator and paths", GOOD.replacen("key = [\"k\"]", "generator = {}\nkey = [\"k\"]", 2), "left.paths"),
+        ("shards = 0", edit("shards = 1", "shards = 0"), "engine.shards"),
+        ("too many shards", edit("shards = 1", "shards = 100000"), "engine.shards"),
+        ("empty output.path", edit("path = \"out\"", "path = \"\""), "output.path"),
         (
             "negative B",
-            edit(
-                "upper_ms = 10",
-                "upper_ms = 10\nmax_out_of_orderness_ms = -1",
-            ),
+            edit("upper_ms = 10", "upper_ms = 10\nmax_out_of_orderness_ms = -1"),
             "join.max_out_of_orderness_ms",
         ),
-        (
-            "negative A",
-            edit("upper_ms = 10", "upper_ms = 10\nallowed_lateness_ms = -1"),
-            "join.allowed_lateness_ms",
-        ),
-        (
-            "idle timeout 0",
-            edit("upper_ms = 10", "upper_ms = 10\nidle_timeout_ms = 0"),
-            "join.idle_timeout_ms",
-        ),
-        (
-            "state_bucket_ms 0",
-            edit("shards = 1", "shards = 1\nstate_bucket_ms = 0"),
-            "engine.state_bucket_ms",
-        ),
-        (
-            "ring_slots 1",
-            edit("shards = 1", "shards = 1\nring_slots = 1"),
-            "engine.ring_slots",
-        ),
-        (
-            "batch_events 0",
-            edit("shards = 1", "shards = 1\nbatch_events = 0"),
-            "engine.batch_events",
-        ),
-        (
-            "same input names",
-            edit("name = \"r\"", "name = \"l\""),
-            "right.name",
-        ),
-        (
-            "dotted input name",
-            edit("name = \"l\"", "name = \"a.b\""),
-            "left.name",
-        ),
+        ("negative A", edit("upper_ms = 10", "upper_ms = 10\nallowed_lateness_ms = -1"), "join.allowed_lateness_ms"),
+        ("idle timeout 0", edit("upper_ms = 10", "upper_ms = 10\nidle_timeout_ms = 0"), "join.idle_timeout_ms"),
+        ("state_bucket_ms 0", edit("shards = 1", "shards = 1\nstate_bucket_ms = 0"), "engine.state_bucket_ms"),
+        ("ring_slots 1", edit("shards = 1", "shards = 1\nring_slots = 1"), "engine.ring_slots"),
+        ("batch_events 0", edit("shards = 1", "shards = 1\nbatch_events = 0"), "engine.batch_events"),
+        ("same input names", edit("name = \"r\"", "name = \"l\""), "right.name"),
+        ("dotted input name", edit("name = \"l\"", "name = \"a.b\""), "left.name"),
     ]
 }
 
@@ -184,49 +96,14 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str)> {
 /// must contain the needle.
 fn parse_cases() -> Vec<(&'static str, String, &'static str)> {
     vec![
-        (
-            "unknown key",
-            edit("upper_ms = 10", "upper_ms = 10\ncolour = 1"),
-            "colour",
-        ),
-        (
-            "unknown table",
-            format!("{GOOD}\n[extra]\nx = 1\n"),
-            "extra",
-        ),
-        (
-            "wrong type",
-            edit("shards = 1", "shards = \"two\""),
-            "shards",
-        ),
-        (
-            "wrong type (integer as string)",
-            edit("upper_ms = 10", "upper_ms = \"10\""),
-            "upper_ms",
-        ),
-        (
-            "unknown field type",
-            edit("type = \"string\"", "type = \"text\""),
-            "text",
-        ),
-        (
-            "unknown join kind",
-            edit("kind = \"inner\"", "kind = \"outer\""),
-            "outer",
-        ),
-        (
-            "missing [join]",
-            edit(
-                "[join]\nkind = \"inner\"\nlower_ms = 0\nupper_ms = 10\n",
-                "",
-            ),
-            "join",
-        ),
-        (
-            "syntax",
-            edit("upper_ms = 10", "upper_ms = = 10"),
-            "upper_ms",
-        ),
+        ("unknown key", edit("upper_ms = 10", "upper_ms = 10\ncolour = 1"), "colour"),
+        ("unknown table", format!("{GOOD}\n[extra]\nx = 1\n"), "extra"),
+        ("wrong type", edit("shards = 1", "shards = \"two\""), "shards"),
+        ("wrong type (integer as string)", edit("upper_ms = 10", "upper_ms = \"10\""), "upper_ms"),
+        ("unknown field type", edit("type = \"string\"", "type = \"text\""), "text"),
+        ("unknown join kind", edit("kind = \"inner\"", "kind = \"outer\""), "outer"),
+        ("missing [join]", edit("[join]\nkind = \"inner\"\nlower_ms = 0\nupper_ms = 10\n", ""), "join"),
+        ("syntax", edit("upper_ms = 10", "upper_ms = = 10"), "upper_ms"),
     ]
 }
 
@@ -251,9 +128,7 @@ fn the_base_config_is_valid() {
 fn invalid_values_name_the_key() {
     for (what, text, key) in invalid_cases() {
         match resolve(&text) {
-            Err(ConfigError::Invalid {
-                key: k, message, ..
-            }) => {
+            Err(ConfigError::Invalid { key: k, message, .. }) => {
                 assert_eq!(k, key, "{what}: wrong key named (message: {message})")
             }
             Err(e) => panic!("{what}: expected an invalid `{key}`, got: {e}"),
@@ -269,10 +144,7 @@ fn unparsable_configs_name_the_key() {
             Err(e @ ConfigError::Parse { .. }) => {
                 let m = e.to_string();
                 assert!(m.contains(needle), "{what}: `{m}` should name `{needle}`");
-                assert!(
-                    m.contains("/cfg/job.toml"),
-                    "{what}: `{m}` should name the config file"
-                );
+                assert!(m.contains("/cfg/job.toml"), "{what}: `{m}` should name the config file");
             }
             Err(e) => panic!("{what}: expected a parse error, got: {e}"),
             Ok(_) => panic!("{what}: accepted\n{text}"),
@@ -289,25 +161,11 @@ fn refused(what: &str, text: &str, needle: &str) {
     let cfg = common::write(tmp.path(), "job.toml", text);
     let o = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{what}: exit status; stderr: {stderr}"
-    );
+    assert_eq!(o.status.code(), Some(2), "{what}: exit status; stderr: {stderr}");
     assert!(stderr.starts_with("error: "), "{what}: stderr `{stderr}`");
-    assert!(
-        stderr.contains(needle),
-        "{what}: stderr `{stderr}` should name `{needle}`"
-    );
-    assert!(
-        o.stdout.is_empty(),
-        "{what}: stdout `{}`",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    assert!(
-        !tmp.path().join("out").exists(),
-        "{what}: the output directory was created"
-    );
+    assert!(stderr.contains(needle), "{what}: stderr `{stderr}` should name `{needle}`");
+    assert!(o.stdout.is_empty(), "{what}: stdout `{}`", String::from_utf8_lossy(&o.stdout));
+    assert!(!tmp.path().join("out").exists(), "{what}: the output directory was created");
 }
 
 #[test]
@@ -335,10 +193,7 @@ fn a_missing_input_file_is_named() {
     let o = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("r.csv"),
-        "stderr `{stderr}` should name the missing file"
-    );
+    assert!(stderr.contains("r.csv"), "stderr `{stderr}` should name the missing file");
 }
 
 /// The OS error of a failed open appears once, not repeated by the error chain
@@ -352,9 +207,5 @@ fn io_errors_are_reported_once() {
     let o = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert_eq!(
-        stderr.matches("No such file or directory").count(),
-        1,
-        "stderr: {stderr}"
-    );
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "stderr: {stderr}");
 }

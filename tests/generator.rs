@@ -14,11 +14,7 @@ fn gen(out: &Path, seed: u64, extra: &[&str]) {
     let mut args = vec!["gen", "--out", out.to_str().unwrap(), "--seed", &seed];
     args.extend_from_slice(extra);
     let o = common::weft_out(&args);
-    assert!(
-        o.status.success(),
-        "weft {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "weft {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// (file name, bytes) of every file in `dir`, sorted by name.
@@ -27,12 +23,7 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
         .collect();
     v.sort();
     v
@@ -50,31 +41,17 @@ fn same_seed_writes_identical_files() {
     let names: Vec<&str> = fa.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(
         names,
-        [
-            "job.toml",
-            "left-0.csv",
-            "left-1.csv",
-            "left-2.csv",
-            "right-0.csv",
-            "right-1.csv",
-            "right-2.csv"
-        ],
+        ["job.toml", "left-0.csv", "left-1.csv", "left-2.csv", "right-0.csv", "right-1.csv", "right-2.csv"],
         "seed 9"
     );
     for (x, y) in fa.iter().zip(&fb) {
         assert_eq!(x.0, y.0);
         assert!(x.1 == y.1, "seed 9: {} differs between two runs", x.0);
     }
-    let rows: usize = fa
-        .iter()
-        .filter(|f| f.0.ends_with(".csv"))
-        .map(|f| f.1.iter().filter(|&&c| c == b'\n').count() - 1)
-        .sum();
+    let rows: usize =
+        fa.iter().filter(|f| f.0.ends_with(".csv")).map(|f| f.1.iter().filter(|&&c| c == b'\n').count() - 1).sum();
     // A partition stops early when no play is pending (src/source/generator.rs).
-    assert!(
-        (5000..=6000).contains(&rows),
-        "seed 9: {rows} rows for --events 6000"
-    );
+    assert!((5000..=6000).contains(&rows), "seed 9: {rows} rows for --events 6000");
 }
 
 #[test]
@@ -84,10 +61,7 @@ fn different_seeds_write_different_files() {
     gen(&a, 9, &SMALL);
     gen(&b, 10, &SMALL);
     for name in ["left-0.csv", "right-0.csv", "left-2.csv"] {
-        let (x, y) = (
-            std::fs::read(a.join(name)).unwrap(),
-            std::fs::read(b.join(name)).unwrap(),
-        );
+        let (x, y) = (std::fs::read(a.join(name)).unwrap(), std::fs::read(b.join(name)).unwrap());
         assert!(x != y, "seeds 9 and 10 wrote the same {name}");
     }
 }
@@ -95,16 +69,9 @@ fn different_seeds_write_different_files() {
 /// A copy of `dir/job.toml` that does not pin cores (tests run side by side).
 fn unpinned_config(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(dir.join("job.toml")).unwrap();
-    let mut doc: toml::Table = text
-        .parse()
-        .unwrap_or_else(|e| panic!("job.toml does not parse: {e}\n{text}"));
-    let engine = doc
-        .entry("engine")
-        .or_insert(toml::Value::Table(Default::default()));
-    engine
-        .as_table_mut()
-        .unwrap()
-        .insert("pin_cores".into(), toml::Value::Boolean(false));
+    let mut doc: toml::Table = text.parse().unwrap_or_else(|e| panic!("job.toml does not parse: {e}\n{text}"));
+    let engine = doc.entry("engine").or_insert(toml::Value::Table(Default::default()));
+    engine.as_table_mut().unwrap().insert("pin_cores".into(), toml::Value::Boolean(false));
     let p = dir.join("job-unpinned.toml");
     std::fs::write(&p, toml::to_string(&doc).unwrap()).unwrap();
     p
@@ -149,13 +116,8 @@ fn replaying_written_files_equals_the_generator_in_process() {
         "--report",
         report_path.to_str().unwrap(),
     ]);
-    assert!(
-        o.status.success(),
-        "seed {seed}: replay failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let replay: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert!(o.status.success(), "seed {seed}: replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let replay: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
 
     // The same parameters as `weft gen` used (its defaults where not given above).
     let text = format!(
@@ -189,10 +151,9 @@ pin_cores = false
         &common::output_rows(&b, header),
         "",
     );
-    for (name, h) in [
-        ("impressions", "profile_id,title_id,ts,row,col"),
-        ("plays", "profile_id,title_id,ts,duration_ms"),
-    ] {
+    for (name, h) in
+        [("impressions", "profile_id,title_id,ts,row,col"), ("plays", "profile_id,title_id,ts,duration_ms")]
+    {
         common::assert_same_rows(
             &format!("{what}: late {name}"),
             &common::late_rows(&a, name, h),
@@ -204,20 +165,8 @@ pin_cores = false
     for (side, r) in [("left", &rep.left), ("right", &rep.right)] {
         let j = &replay[side];
         assert_eq!(
-            (
-                n(&j["rows_in"]),
-                n(&j["late"]),
-                n(&j["dead_letters"]),
-                n(&j["unmatched"]),
-                n(&j["unmatched_emitted"])
-            ),
-            (
-                r.rows_in,
-                r.late,
-                r.dead_letters,
-                r.unmatched,
-                r.unmatched_emitted
-            ),
+            (n(&j["rows_in"]), n(&j["late"]), n(&j["dead_letters"]), n(&j["unmatched"]), n(&j["unmatched_emitted"])),
+            (r.rows_in, r.late, r.dead_letters, r.unmatched, r.unmatched_emitted),
             "{what}: {side} counts (rows_in, late, dead, unmatched, emitted)"
         );
     }
@@ -226,8 +175,5 @@ pin_cores = false
         (rep.matched_pairs, rep.output_rows),
         "{what}"
     );
-    assert!(
-        rep.left.late > 0 && rep.matched_pairs > 0,
-        "{what}: workload too tame: {rep:?}"
-    );
+    assert!(rep.left.late > 0 && rep.matched_pairs > 0, "{what}: workload too tame: {rep:?}");
 }

@@ -78,37 +78,16 @@ fn malformed_rows_go_to_dead_letters_and_good_rows_join() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     let rep = common::run(&text, tmp.path());
     let out = tmp.path().join("out");
-    assert_eq!(
-        common::output_rows(&out, HEADER),
-        ["1,100,5,a,1,100,1", "2,105,6,b,2,106,2"]
-    );
-    assert_eq!(
-        (rep.left.rows_in, rep.left.dead_letters),
-        (2, 5),
-        "left: rows in, dead letters"
-    );
-    assert_eq!(
-        (rep.right.rows_in, rep.right.dead_letters),
-        (2, 4),
-        "right: rows in, dead letters"
-    );
+    assert_eq!(common::output_rows(&out, HEADER), ["1,100,5,a,1,100,1", "2,105,6,b,2,106,2"]);
+    assert_eq!((rep.left.rows_in, rep.left.dead_letters), (2, 5), "left: rows in, dead letters");
+    assert_eq!((rep.right.rows_in, rep.right.dead_letters), (2, 4), "right: rows in, dead letters");
     assert_eq!(rep.matched_pairs, 2);
 
     let mut dead: Vec<(String, String, u64, String, String)> = common::dead_letters(&out)
         .iter()
         .map(|d| {
-            let s = |k: &str| {
-                d[k].as_str()
-                    .unwrap_or_else(|| panic!("dead letter without `{k}`: {d}"))
-                    .to_string()
-            };
-            (
-                s("input"),
-                s("file"),
-                d["line"].as_u64().expect("`line` is an integer"),
-                s("reason"),
-                s("raw"),
-            )
+            let s = |k: &str| d[k].as_str().unwrap_or_else(|| panic!("dead letter without `{k}`: {d}")).to_string();
+            (s("input"), s("file"), d["line"].as_u64().expect("`line` is an integer"), s("reason"), s("raw"))
         })
         .collect();
     dead.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
@@ -128,16 +107,8 @@ fn malformed_rows_go_to_dead_letters_and_good_rows_join() {
     for (d, (input, line, word, raw)) in dead.iter().zip(want) {
         assert_eq!((d.0.as_str(), d.2), (input, line), "{dead:#?}");
         let file = if input == "l" { "l.csv" } else { "r.jsonl" };
-        assert!(
-            d.1.ends_with(file),
-            "{input}:{line}: file `{}` should be {file}",
-            d.1
-        );
-        assert!(
-            d.3.contains(word),
-            "{input}:{line}: reason `{}` should say `{word}`",
-            d.3
-        );
+        assert!(d.1.ends_with(file), "{input}:{line}: file `{}` should be {file}", d.1);
+        assert!(d.3.contains(word), "{input}:{line}: reason `{}` should say `{word}`", d.3);
         assert_eq!(d.4, raw, "{input}:{line}: raw");
     }
 }
@@ -150,14 +121,8 @@ fn strict_mode_fails_on_the_first_malformed_csv_row() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(
-        stderr.contains("l.csv:3"),
-        "stderr `{stderr}` should name l.csv line 3"
-    );
-    assert!(
-        stderr.contains("columns"),
-        "stderr `{stderr}` should give the reason"
-    );
+    assert!(stderr.contains("l.csv:3"), "stderr `{stderr}` should name l.csv line 3");
+    assert!(stderr.contains("columns"), "stderr `{stderr}` should give the reason");
     // Without --strict the same job succeeds.
     let o = run_bin(&cfg, &["--force"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -170,10 +135,7 @@ fn strict_mode_fails_on_the_first_malformed_jsonl_row() {
     let o = run_bin(&cfg, &["--strict"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains("r.jsonl:2"),
-        "stderr `{stderr}` should name r.jsonl line 2"
-    );
+    assert!(stderr.contains("r.jsonl:2"), "stderr `{stderr}` should name r.jsonl line 2");
 }
 
 #[test]
@@ -182,10 +144,7 @@ fn strict_mode_passes_clean_input() {
     let cfg = config(tmp.path(), LEFT_GOOD, RIGHT_GOOD, 2);
     let o = run_bin(&cfg, &["--strict"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        common::output_rows(&tmp.path().join("out"), HEADER).len(),
-        2
-    );
+    assert_eq!(common::output_rows(&tmp.path().join("out"), HEADER).len(), 2);
 }
 
 #[test]
@@ -195,14 +154,8 @@ fn a_header_without_a_configured_column_names_file_and_column() {
     let o = run_bin(&cfg, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains("l.csv"),
-        "stderr `{stderr}` should name the file"
-    );
-    assert!(
-        stderr.contains("`v`"),
-        "stderr `{stderr}` should name the missing column"
-    );
+    assert!(stderr.contains("l.csv"), "stderr `{stderr}` should name the file");
+    assert!(stderr.contains("`v`"), "stderr `{stderr}` should name the missing column");
 }
 
 #[test]
@@ -212,10 +165,7 @@ fn an_empty_csv_file_is_an_error_naming_it() {
     let o = run_bin(&cfg, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains("l.csv") && stderr.contains("header"),
-        "stderr: {stderr}"
-    );
+    assert!(stderr.contains("l.csv") && stderr.contains("header"), "stderr: {stderr}");
 }
 
 #[test]
@@ -223,20 +173,12 @@ fn well_formed_oddities_are_not_errors() {
     let tmp = tempfile::tempdir().unwrap();
     // BOM, CRLF, columns in another order plus an extra one, a quoted comma, an
     // empty cell (NULL), a blank line.
-    let left =
-        b"\xef\xbb\xbfname,extra,ts,k,v\r\n\"a,b\",x,100,1,5\r\nb,y,105,2,\r\n\r\nc,z,106,2,7\r\n";
+    let left = b"\xef\xbb\xbfname,extra,ts,k,v\r\n\"a,b\",x,100,1,5\r\nb,y,105,2,\r\n\r\nc,z,106,2,7\r\n";
     let cfg = config(tmp.path(), left, RIGHT_GOOD, 1);
     let o = run_bin(&cfg, &["--strict"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = tmp.path().join("out");
-    assert_eq!(
-        common::output_rows(&out, HEADER),
-        [
-            "1,100,5,\"a,b\",1,100,1",
-            "2,105,,b,2,106,2",
-            "2,106,7,c,2,106,2"
-        ]
-    );
+    assert_eq!(common::output_rows(&out, HEADER), ["1,100,5,\"a,b\",1,100,1", "2,105,,b,2,106,2", "2,106,7,c,2,106,2"]);
     assert!(common::dead_letters(&out).is_empty());
 }
 
@@ -247,12 +189,7 @@ fn well_formed_oddities_are_not_errors() {
 #[test]
 fn a_quoted_empty_string_reads_back_as_an_empty_string() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        b"k,ts,v,name\n1,100,5,\"\"\n2,105,6,\n",
-        RIGHT_GOOD,
-        1,
-    );
+    let cfg = config(tmp.path(), b"k,ts,v,name\n1,100,5,\"\"\n2,105,6,\n", RIGHT_GOOD, 1);
     let o = run_bin(&cfg, &["--strict"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(

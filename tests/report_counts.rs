@@ -43,12 +43,9 @@ pin_cores = false
 /// and 3 match nothing. So one row of each side is unmatched, whatever the kind.
 #[test]
 fn unmatched_counts_rows_that_matched_nothing_for_every_kind() {
-    for (kind, name) in [
-        (JoinKind::Inner, "inner"),
-        (JoinKind::Left, "left"),
-        (JoinKind::Right, "right"),
-        (JoinKind::Full, "full"),
-    ] {
+    for (kind, name) in
+        [(JoinKind::Inner, "inner"), (JoinKind::Left, "left"), (JoinKind::Right, "right"), (JoinKind::Full, "full")]
+    {
         let tmp = tempfile::tempdir().unwrap();
         let text = config(tmp.path(), name);
         let rep = common::run(&text, tmp.path());
@@ -67,20 +64,7 @@ fn unmatched_counts_rows_that_matched_nothing_for_every_kind() {
             ),
             "{kind:?}"
         );
-        assert_eq!(
-            rep.output_rows,
-            1 + rep.left.unmatched_emitted + rep.right.unmatched_emitted,
-            "{kind:?}"
-        );
-        assert_eq!(
-            (
-                rep.left.rows_in,
-                rep.right.rows_in,
-                rep.left.late,
-                rep.right.late
-            ),
-            (2, 2, 0, 0),
-            "{kind:?}"
-        );
+        assert_eq!(rep.output_rows, 1 + rep.left.unmatched_emitted + rep.right.unmatched_emitted, "{kind:?}");
+        assert_eq!((rep.left.rows_in, rep.right.rows_in, rep.left.late, rep.right.late), (2, 2, 0, 0), "{kind:?}");
     }
 }

@@ -87,23 +87,10 @@ fn one_two_and_three_shards_give_the_same_answer() {
     // sides and late rows on both sides.
     let c = counts(&one.report);
     // A partition may stop a little early when no play is pending.
-    assert!(
-        (29_000..=30_000).contains(&(c[0] + c[1])),
-        "seed {SEED}: events read: {c:?}"
-    );
-    assert!(
-        c[5] > 1000 && c[8] > 1000 && c[9] > 0,
-        "seed {SEED}: workload too tame: {c:?}"
-    );
-    assert!(
-        c[2] > 10 && c[3] > 10,
-        "seed {SEED}: too few late rows: {c:?}"
-    );
-    assert_eq!(
-        one.output.len() as u64,
-        one.report.output_rows,
-        "seed {SEED}: output rows on disk vs report"
-    );
+    assert!((29_000..=30_000).contains(&(c[0] + c[1])), "seed {SEED}: events read: {c:?}");
+    assert!(c[5] > 1000 && c[8] > 1000 && c[9] > 0, "seed {SEED}: workload too tame: {c:?}");
+    assert!(c[2] > 10 && c[3] > 10, "seed {SEED}: too few late rows: {c:?}");
+    assert_eq!(one.output.len() as u64, one.report.output_rows, "seed {SEED}: output rows on disk vs report");
     assert_eq!(
         [one.late[0].len() as u64, one.late[1].len() as u64],
         [c[2], c[3]],
@@ -113,18 +100,8 @@ fn one_two_and_three_shards_give_the_same_answer() {
         let other = run(tmp.path(), shards);
         let what = format!("seed {SEED}, {shards} shards vs 1");
         common::assert_same_rows(&format!("{what}: output"), &other.output, &one.output, "");
-        common::assert_same_rows(
-            &format!("{what}: late impressions"),
-            &other.late[0],
-            &one.late[0],
-            "",
-        );
-        common::assert_same_rows(
-            &format!("{what}: late plays"),
-            &other.late[1],
-            &one.late[1],
-            "",
-        );
+        common::assert_same_rows(&format!("{what}: late impressions"), &other.late[0], &one.late[0], "");
+        common::assert_same_rows(&format!("{what}: late plays"), &other.late[1], &one.late[1], "");
         assert_eq!(
             counts(&other.report),
             c,

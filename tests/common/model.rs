@@ -55,11 +55,7 @@ pub struct Expected {
 
 /// A CSV line: integers plain, NULL empty.
 pub fn csv_line<'a>(cells: impl IntoIterator<Item = &'a Option<i64>>) -> String {
-    cells
-        .into_iter()
-        .map(|c| c.map(|v| v.to_string()).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(",")
+    cells.into_iter().map(|c| c.map(|v| v.to_string()).unwrap_or_default()).collect::<Vec<_>>().join(",")
 }
 
 /// Splits an input into (non-late rows, late rows). A row is late when its time is
@@ -70,10 +66,7 @@ pub fn split_late<'a>(input: &'a Input, p: &Params) -> (Vec<&'a Row>, Vec<&'a Ro
     for part in &input.partitions {
         for (i, row) in part.iter().enumerate() {
             let t = row[input.time].expect("event time is never NULL") as i128;
-            let max_before = part[..i]
-                .iter()
-                .map(|r| r[input.time].unwrap() as i128)
-                .max();
+            let max_before = part[..i].iter().map(|r| r[input.time].unwrap() as i128).max();
             match max_before {
                 Some(m) if t < m - slack => late.push(row),
                 _ => on_time.push(row),
