@@ -44,6 +44,7 @@ ARGS=(run --quiet)
 # shellcheck disable=SC2206
 [ -n "${EXTRA:-}" ] && ARGS+=($EXTRA)
 DATA="$WORK/perf-$NAME.data"
+rm -f "$DATA" "$DATA.old"
 echo "== perf record -e cpu-clock -F $FREQ -g --call-graph $CALLGRAPH -- $WEFT ${ARGS[*]}" >&2
 perf record -q -e cpu-clock -F "$FREQ" -g --call-graph "$CALLGRAPH" -o "$DATA" -- "$WEFT" "${ARGS[@]}" \
   > "$WORK/run-$NAME.txt"
@@ -56,5 +57,11 @@ inferno-flamegraph --title "weft ${ARGS[*]} ($(git rev-parse --short HEAD 2>/dev
 
 echo "== top $TOP symbols by self time (perf report --no-children --sort symbol)" >&2
 perf report -i "$DATA" --no-children --sort symbol --stdio -g none 2>/dev/null \
-  | grep -E '^ +[0-9.]+%' | head -n "$TOP" | tee "$WORK/top-$NAME.txt"
+  | grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -n "$TOP" | tee "$WORK/top-$NAME.txt" || true  # head closes the pipe early
+# Most of the hot path is inlined into a few symbols (Core::on_batch): the folded
+# stacks keep the inlined frames (DWARF), so also list self time by innermost frame.
+echo "== top $TOP innermost frames, inlined functions included (from the folded stacks)" >&2
+awk '{ n = $NF; sub(/ [0-9]+$/, ""); k = split($0, f, ";"); s[f[k]] += n; t += n }
+     END { for (x in s) printf "%7.2f%%  %s\n", 100 * s[x] / t, x }' "$WORK/folded-$NAME.txt" \
+  | sort -rn | head -n "$TOP" | tee "$WORK/top-inlined-$NAME.txt" || true
 echo "wrote $OUT/flamegraph-$NAME.svg; perf data $DATA, folded stacks $WORK/folded-$NAME.txt" >&2
