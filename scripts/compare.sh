@@ -10,6 +10,7 @@
 #        PARS="1 2"  KEYS=100000 SEED=42 D=5000 F=0.001 M=0.3  (gen.py defaults)
 #        PEERS_DIR=../shared/peers  VENV=/tmp/peers-venv  RUN=/tmp/weft-compare-N
 #        WEFT=path (skip the build)  OUT=perf  TIMEOUT=1800
+#        RENDER_ONLY=1: only redo the table from an earlier $RUN
 #
 # Semantics (read before the "agrees" column): weft drops late rows (sends them to
 # its late output): a row is late when ts < max(earlier ts of its file) - D (strict).
@@ -27,7 +28,9 @@ VENV="${VENV:-/tmp/peers-venv}" RUN="${RUN:-/tmp/weft-compare-$N}" OUT="${OUT:-$
 TIMEOUT="${TIMEOUT:-1800}"
 PY="$VENV/bin/python"
 cd "$ROOT"
+DATA="$RUN/data" TINY="$RUN/tiny" REF="$RUN/out/duckdb_ref.csv"
 
+if [ "${RENDER_ONLY:-0}" != 1 ]; then
 # 1. Tools. DuckDB alone needs a small venv; Flink needs the harness's full setup (~4 min).
 if [[ " $PEERS " == *" flink "* ]]; then
   "$PY" -c 'import pyflink, duckdb, pyarrow' 2>/dev/null || bash "$PEERS_DIR/setup.sh"
@@ -44,7 +47,6 @@ fi
 # 2. Data (byte-identical for the same arguments and numpy major version).
 mkdir -p "$RUN/logs" "$RUN/out" "$OUT"
 : > "$RUN/results.jsonl"; : > "$RUN/checks.jsonl"
-DATA="$RUN/data" TINY="$RUN/tiny" REF="$RUN/out/duckdb_ref.csv"
 echo "== gen.py N=$N KEYS=$KEYS SEED=$SEED D=$D F=$F M=$M -> $DATA" >&2
 "$PY" "$PEERS_DIR/gen.py" --events "$N" --keys "$KEYS" --seed "$SEED" --disorder-ms "$D" \
   --late-fraction "$F" --match-rate "$M" --out "$DATA" 2> "$RUN/logs/gen.log"
@@ -72,6 +74,35 @@ check() {  # check NAME OUT [--cand-header]
     || echo '{"error": "check.py failed"}' > "$RUN/logs/check_$name.json"
   "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); r["name"]=sys.argv[2]; print(json.dumps(r))' \
     "$RUN/logs/check_$name.json" "$name" >> "$RUN/checks.jsonl"
+}
+
+nullpad() {  # nullpad NAME CAND: are extra NULL-padded rows impressions whose matches were all late plays?
+  "$PY" - "$DATA" "$REF" "$2" > "$RUN/logs/nullpad_$1.json" <<'PYEOF' || echo '{"error": "nullpad failed"}' > "$RUN/logs/nullpad_$1.json"
+# check.py tags a differing row by its own impression / play. A NULL-padded row has no
+# play, so when weft drops an impression's only matching plays as late and emits the
+# impression NULL-padded, check.py calls that row unexplained. This looks the
+# impression's matches up in the reference instead.
+import json, sys, duckdb
+data, ref, cand = sys.argv[1:4]
+d = json.load(open(f"{data}/meta.json"))["args"]["disorder_ms"]
+T = "{'profile_id':'BIGINT','title_id':'INTEGER','i_ts':'BIGINT','p_ts':'BIGINT','duration_ms':'BIGINT'}"
+con = duckdb.connect()
+con.execute(f"CREATE TABLE ref AS SELECT * FROM read_csv('{ref}', header=true, auto_detect=false, columns={T})")
+con.execute(f"CREATE TABLE cand AS SELECT * FROM read_csv('{cand}', header=true, auto_detect=false, columns={T})")
+con.execute(f"""CREATE TABLE late_r AS SELECT DISTINCT profile_id, title_id, ts FROM (
+  SELECT *, max(ts) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS m
+  FROM read_csv('{data}/right.csv', header=true) ) WHERE ts <= m - {d}""")
+con.execute("CREATE TABLE extra AS SELECT * FROM (SELECT * FROM cand EXCEPT ALL SELECT * FROM ref) WHERE p_ts IS NULL")
+n, ok = con.execute("""
+  SELECT count(*), count(*) FILTER (WHERE n_ref > 0 AND n_ref = n_late) FROM (
+    SELECT e.profile_id, e.title_id, e.i_ts,
+      (SELECT count(*) FROM ref r WHERE r.profile_id = e.profile_id AND r.title_id = e.title_id
+         AND r.i_ts = e.i_ts AND r.p_ts IS NOT NULL) AS n_ref,
+      (SELECT count(*) FROM ref r JOIN late_r l ON l.profile_id = r.profile_id AND l.title_id = r.title_id
+         AND l.ts = r.p_ts WHERE r.profile_id = e.profile_id AND r.title_id = e.title_id AND r.i_ts = e.i_ts) AS n_late
+    FROM extra e)""").fetchone()
+print(json.dumps({"extra_null_padded": n, "all_ref_matches_are_late_plays": ok}))
+PYEOF
 }
 
 weft_job() {  # weft_job P OUTPUT_PATH -> prints the config path
@@ -122,6 +153,7 @@ for p in $PARS; do
   awk -F, 'BEGIN { OFS = ","; print "profile_id,title_id,i_ts,p_ts,duration_ms" }
            FNR > 1 { print $1, $2, $3, $8, $9 }' "$RUN/out/weft_p$p"/part-*.csv > "$RUN/out/weft_p$p.projected.csv"
   check "weft_csv_p$p" "$RUN/out/weft_p$p.projected.csv" --cand-header
+  nullpad "weft_csv_p$p" "$RUN/out/weft_p$p.projected.csv"
   for peer in $PEERS; do
     case "$peer" in
       duckdb)
@@ -140,7 +172,9 @@ for p in $PARS; do
   done
 done
 
-# 4. One table.
+fi
+
+# 4. One table (RENDER_ONLY=1 scripts/compare.sh N: redo just this from $RUN).
 STAMP="$(date -u +%Y-%m-%dT%H%M)"
 MD="$OUT/compare-$STAMP.md"
 "$PY" - "$RUN" "$ROOT" "$N" "$PEERS" "$*" > "$MD" <<'PYEOF'
@@ -154,18 +188,21 @@ res, checks = load(f"{run}/results.jsonl"), {c["name"]: c for c in load(f"{run}/
 meta = json.load(open(f"{run}/data/meta.json")); g = meta["args"]
 events = meta["left_rows"] + meta["right_rows"]
 commit = os.environ.get("WEFT_COMMIT") or sh(f"git -C {root} rev-parse HEAD")
-print(f"# weft vs peers on the same files ({sh('date -u +%Y-%m-%dT%H:%MZ')})\n")
-print(f"Command: `{os.environ.get('COMPARE_CMD') or 'PEERS=\"' + peers + '\" scripts/compare.sh ' + n}`  ")
-print(f"Commit: `{commit}`  ")
-print(f"Machine: {sh('nproc')} CPUs, {sh('lscpu | grep \"Model name\" | sed \"s/ *Model name: *//\"')}, "
-      f"kernel {platform.release()}, {sh('free -g | awk \"/Mem:/ {print \\$2}\"')} GiB RAM; "
-      f"DuckDB {sh(sys.executable + ' -c \"import duckdb; print(duckdb.__version__)\"')}  ")
-print(f"Load average at the end: {open('/proc/loadavg').read().split()[:3]} (column load1: at each run's start). "
-      "The machine is shared with other engineers' builds: wall-clock numbers are noisy and pessimistic; "
-      "CPU s is less sensitive.\n")
-print(f"data: events={events} keys={g['keys']} seed={g['seed']} D={g['disorder_ms']}ms F={g['late_fraction']} "
-      f"M={g['match_rate']} | left={meta['left_rows']} right={meta['right_rows']} "
-      f"late (gen.py rule ts <= max - D): left={meta['left_late_vs_watermark']} right={meta['right_late_vs_watermark']}\n")
+cmd = os.environ.get("COMPARE_CMD") or ('PEERS="%s" scripts/compare.sh %s' % (peers, n))
+cpu_model = sh("lscpu | sed -n 's/^Model name: *//p'")
+mem_gib = sh("free -g | awk '/Mem:/ {print $2}'")
+duck = sh(sys.executable + " -c 'import duckdb; print(duckdb.__version__)'")
+load_end = open("/proc/loadavg").read().split()[:3]
+print("# weft vs peers on the same files (%s)\n" % sh("date -u +%Y-%m-%dT%H:%MZ"))
+print("Command: `%s`  " % cmd)
+print("Commit: `%s`  " % commit)
+print("Machine: %s CPUs, %s, kernel %s, %s GiB RAM; DuckDB %s  " % (sh("nproc"), cpu_model, platform.release(), mem_gib, duck))
+print("Load average at the end: %s (column load1: at each run's start). The machine is shared with other "
+      "engineers' builds: wall-clock numbers are noisy and pessimistic; CPU s is less sensitive.\n" % " ".join(load_end))
+print("data: events=%d keys=%s seed=%s D=%sms F=%s M=%s | left=%d right=%d late (gen.py rule ts <= max - D): "
+      "left=%s right=%s\n" % (events, g["keys"], g["seed"], g["disorder_ms"], g["late_fraction"], g["match_rate"],
+                               meta["left_rows"], meta["right_rows"], meta["left_late_vs_watermark"],
+                               meta["right_late_vs_watermark"]))
 hdr = ["engine", "par", "sink", "events/s", "events/s per core (CPU-s)", "wall s", "CPU s", "peak RSS MB",
        "load1", "output rows", "agrees with DuckDB"]
 print("| " + " | ".join(hdr) + " |"); print("|" + "---|" * len(hdr))
@@ -190,6 +227,18 @@ for r in res:
         sink = "none" if "none" in name else "csv"
         eps, rows = rep["events_per_s"], rep["output_rows"]
         cell = "n/a (no rows kept)" if sink == "none" else agree(checks.get(name))
+        np_path = f"{run}/logs/nullpad_{name}.json"
+        c = checks.get(name)
+        if sink == "csv" and os.path.exists(np_path) and c and not c.get("error") and not c["match"]:
+            np_ = json.load(open(np_path))
+            ok = np_.get("all_ref_matches_are_late_plays", 0)
+            left = c["only_in_ref"]["unexplained"] + max(0, c["only_in_cand"]["unexplained"] - ok)
+            oref, ocand = c["only_in_ref"], c["only_in_cand"]
+            cell = (f"no: {oref['rows']} ref rows missing ({oref['null_padded']} null-padded; left_late "
+                    f"{oref['left_late']}, right_late {oref['right_late']}), {ocand['rows']} extra "
+                    f"({ocand['null_padded']} null-padded, of which "
+                    f"{ok} are impressions whose every DuckDB match is a late play); "
+                    + ("all touch late rows" if left == 0 else f"**{left} NOT explained by late rows**"))
     else:
         eng, par, sink = r.get("engine", name), r.get("parallelism", "?"), r.get("sink", "?")
         eps, rows = r.get("events_per_s"), r.get("rows")
@@ -207,7 +256,9 @@ from measure.py (so it *includes* start-up: Python + DuckDB import ~0.3-0.5 s, t
 `wall s` = whole process. weft's `par` = shards (glommio executors); DuckDB's = threads.
 `agrees with DuckDB`: check.py's multiset comparison; `left_late`/`right_late` count differing rows whose
 impression/play is a late row of its file (gen.py's rule ts <= max - D). weft drops late rows (strict rule
-ts < max - D) into its late output instead of joining them, while DuckDB joins every row.""")
+ts < max - D) into its late output instead of joining them, while DuckDB joins every row. An impression whose
+only matching plays were late is therefore NULL-padded by weft: check.py cannot tag such a row (it has no play),
+so the last clause counts them by looking up the impression's matches in DuckDB's answer.""")
 PYEOF
 cat "$MD"
 echo "wrote $MD (run dir $RUN)" >&2
