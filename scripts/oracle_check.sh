@@ -28,7 +28,7 @@ if [ "${KEEP:-0}" = 1 ]; then echo "work directory: $WORK"; else trap 'rm -rf "$
 DATA="$WORK/data"
 
 # 1% of rows arrive 2 x disorder + up to 2 min late; B = disorder (set by gen), A = 1 s.
-"$WEFT" gen --out "$DATA" --events "$EVENTS" --seed 7 --keys 20000 --titles 50 \
+"$WEFT" gen --out "$DATA" --events "$EVENTS" --seed 7 --keys 50000 --titles 2000 \
     --match-rate 0.5 --disorder-ms 2000 --late-fraction 0.01 --late-max-ms 120000 \
     --partitions 2 --kind left
 
