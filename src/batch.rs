@@ -28,7 +28,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -54,13 +54,16 @@ const KEY_INLINE_BYTES: usize = 16;
 /// Arena offsets share a u64 with the index of the reader that owns the arena.
 const LOC_OFF_BITS: u32 = 48;
 const LOC_OFF_MASK: u64 = (1 << LOC_OFF_BITS) - 1;
+/// Set in a reader's entries that point into its shared arena (cleared, and the
+/// arena index set, when buckets are gathered).
+const LOC_SHARED: u64 = 1 << (LOC_OFF_BITS - 1);
 /// Fixed hash seeds: the bucket of a key, and so the part file of a row, is the
 /// same on every run.
 const HASH_SEEDS: [u64; 4] =
     [0x5745_4654_4241_5443, 0x9E37_79B9_7F4A_7C15, 0xD1B5_4A32_D192_ED03, 0x8CB9_2BA7_2F3D_8DD7];
 
 const _: () = assert!(THREADS_MAX * BUCKETS_PER_THREAD <= u16::MAX as usize);
-const _: () = assert!(THREADS_MAX < (1 << (64 - LOC_OFF_BITS)));
+const _: () = assert!(2 * THREADS_MAX < (1 << (64 - LOC_OFF_BITS)));
 
 /// Errors of a batch run. Malformed rows are not errors: they are dead letters.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,9 @@ impl BatchReport {
     }
 }
 
+/// Arenas are shared between the buckets a chunk of a large file routes rows to.
+type Arena = Arc<Vec<u8>>;
+
 /// One stored row: where its key and record are, and what the join sorts on.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -185,12 +191,16 @@ struct ReaderOut {
     /// `buckets[side][bucket]`.
     buckets: [Vec<Bucket>; 2],
     counts: [InputReport; 2],
+    /// The arena that entries flagged [`LOC_SHARED`] point into: a parsed chunk of a
+    /// large CSV file, whose rows are not copied again.
+    shared: Option<Arc<Vec<u8>>>,
 }
 
 /// One bucket's rows from every reader, ready to join.
 struct BucketWork {
-    /// `arenas[side][reader]`.
-    arenas: [Vec<Vec<u8>>; 2],
+    /// `arenas[side][2 * reader]` = the reader's own arena for this bucket,
+    /// `arenas[side][2 * reader + 1]` = its shared chunk arena (maybe empty).
+    arenas: [Vec<Arena>; 2],
     keyed: [Vec<Entry>; 2],
     null_key: [Vec<Entry>; 2],
 }
@@ -279,7 +289,7 @@ pub fn run_with(
     for r in reader_outs {
         outs.push(r?);
     }
-    if outs.len() >= 1 << (64 - LOC_OFF_BITS) {
+    if 2 * outs.len() >= 1 << (64 - LOC_OFF_BITS) {
         return Err(BatchError::Threads(outs.len()));
     }
     let mut counts: [InputReport; 2] = Default::default();
@@ -301,20 +311,27 @@ pub fn run_with(
     let nouts = outs.len();
     let mut works: Vec<BucketWork> = (0..nbuckets)
         .map(|_| BucketWork {
-            arenas: [Vec::with_capacity(nouts), Vec::with_capacity(nouts)],
+            arenas: [Vec::with_capacity(2 * nouts), Vec::with_capacity(2 * nouts)],
             keyed: [Vec::new(), Vec::new()],
             null_key: [Vec::new(), Vec::new()],
         })
         .collect();
     for (reader, o) in outs.into_iter().enumerate() {
+        let own = (2 * reader as u64) << LOC_OFF_BITS;
+        let shared = (2 * reader as u64 + 1) << LOC_OFF_BITS;
+        let retag = |e: Entry| {
+            let loc = if e.loc & LOC_SHARED != 0 { (e.loc & !LOC_SHARED) | shared } else { e.loc | own };
+            Entry { loc, ..e }
+        };
+        let shared_arena = o.shared.unwrap_or_default();
         for (side, buckets) in o.buckets.into_iter().enumerate() {
             for (b, bucket) in buckets.into_iter().enumerate() {
                 let w = &mut works[b];
-                debug_assert_eq!(w.arenas[side].len(), reader);
-                w.arenas[side].push(bucket.arena);
-                let tag = (reader as u64) << LOC_OFF_BITS;
-                w.keyed[side].extend(bucket.keyed.into_iter().map(|e| Entry { loc: e.loc | tag, ..e }));
-                w.null_key[side].extend(bucket.null_key.into_iter().map(|e| Entry { loc: e.loc | tag, ..e }));
+                debug_assert_eq!(w.arenas[side].len(), 2 * reader);
+                w.arenas[side].push(Arc::new(bucket.arena));
+                w.arenas[side].push(shared_arena.clone());
+                w.keyed[side].extend(bucket.keyed.into_iter().map(retag));
+                w.null_key[side].extend(bucket.null_key.into_iter().map(retag));
             }
         }
     }
@@ -484,8 +501,42 @@ impl Router {
                     (0..nbuckets).map(|_| Bucket::default()).collect(),
                 ],
                 counts: Default::default(),
+                shared: None,
             },
         }
+    }
+
+    /// Routes a row that lives at `off` in the reader's shared arena: when its key
+    /// fits in the entry, only the entry is stored; otherwise the row is copied.
+    #[allow(clippy::too_many_arguments)]
+    fn route_shared(
+        &mut self,
+        job: &Job,
+        side: Side,
+        ts: i64,
+        row: &[u8],
+        off: u64,
+        seq: u64,
+        what: &str,
+    ) -> Result<(), BatchError> {
+        let has_key = encode_key(RowView(row), &job.input(side).schema, &mut self.key);
+        if self.key.len() > KEY_INLINE_BYTES || off >= LOC_SHARED {
+            return self.route(job, side, ts, row, seq, what);
+        }
+        let key_len = if has_key { self.key.len() } else { 0 };
+        let hash =
+            if has_key { self.hasher.hash_one(self.key.as_slice()) } else { seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) };
+        let b = ((hash as u128 * self.nbuckets as u128) >> 64) as usize;
+        let bucket = &mut self.out.buckets[side.idx()][b];
+        let mut inline = [0u8; KEY_INLINE_BYTES];
+        inline[..key_len].copy_from_slice(&self.key[..key_len]);
+        let e = Entry { hash, ts, loc: off | LOC_SHARED, key_len: key_len as u32, row_len: row.len() as u32, inline };
+        if has_key {
+            bucket.keyed.push(e);
+        } else {
+            bucket.null_key.push(e);
+        }
+        Ok(())
     }
 
     /// Copies a non-late row (with its encoded key in front) into its bucket. Rows
@@ -645,7 +696,7 @@ struct ChunkRows {
 /// a dead letter with the same reason text.
 fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) -> ChunkRows {
     let mut c = ChunkRows {
-        arena: Vec::with_capacity(text.len() * 2),
+        arena: Vec::with_capacity(text.len() / 2 * 3),
         rows: Vec::new(),
         dead: Vec::new(),
         lines: 0,
@@ -814,7 +865,7 @@ fn read_csv_parallel(
                             router.out.counts[side.idx()].late_rows += 1;
                             late_fmt.write(&mut late, RowView(row));
                         } else {
-                            router.route(job, side, ts, row, off ^ n as u64, describe)?;
+                            router.route_shared(job, side, ts, row, off, off ^ n as u64, describe)?;
                         }
                     }
                     Ok((router.out, late))
@@ -829,8 +880,8 @@ fn read_csv_parallel(
     let mut late_file = SideFile::new(late_path(out_dir, name, index, ext), late_fmt.header());
     let mut dead_file = SideFile::new(dead_path(out_dir, name, index), Vec::new());
     let mut outs = Vec::with_capacity(results.len());
-    for (r, (c, &first_line)) in results.into_iter().zip(parsed.iter().zip(line_before.iter())) {
-        let (out, late) = r?;
+    for (r, (c, &first_line)) in results.into_iter().zip(parsed.into_iter().zip(line_before.iter())) {
+        let (mut out, late) = r?;
         if !late.is_empty() {
             late_file.buf().extend_from_slice(&late);
             late_file.maybe_flush()?;
@@ -840,6 +891,7 @@ fn read_csv_parallel(
             write_dead_letter(dead_file.buf(), name, &describe, line, reason, raw);
             dead_file.maybe_flush()?;
         }
+        out.shared = Some(Arc::new(c.arena));
         outs.push(out);
     }
     late_file.flush()?;
@@ -864,7 +916,7 @@ pub fn write_dead_letter(out: &mut Vec<u8>, input: &str, file: &str, line: u64, 
 
 /// The bytes of an entry's row.
 #[inline]
-fn row_of<'a>(arenas: &'a [Vec<u8>], e: &Entry) -> &'a [u8] {
+fn row_of<'a>(arenas: &'a [Arena], e: &Entry) -> &'a [u8] {
     let arena = &arenas[(e.loc >> LOC_OFF_BITS) as usize];
     let at = (e.loc & LOC_OFF_MASK) as usize + e.key_in_arena();
     &arena[at..at + e.row_len as usize]
@@ -873,7 +925,7 @@ fn row_of<'a>(arenas: &'a [Vec<u8>], e: &Entry) -> &'a [u8] {
 /// A total order on keys that touches the arena only for keys longer than
 /// [`KEY_INLINE_BYTES`] whose first bytes are equal. Equal keys compare Equal.
 #[inline]
-fn key_cmp(aa: &[Vec<u8>], a: &Entry, ba: &[Vec<u8>], b: &Entry) -> std::cmp::Ordering {
+fn key_cmp(aa: &[Arena], a: &Entry, ba: &[Arena], b: &Entry) -> std::cmp::Ordering {
     a.inline.cmp(&b.inline).then(a.key_len.cmp(&b.key_len)).then_with(|| {
         if a.key_in_arena() == 0 {
             return std::cmp::Ordering::Equal;
@@ -889,7 +941,7 @@ fn key_cmp(aa: &[Vec<u8>], a: &Entry, ba: &[Vec<u8>], b: &Entry) -> std::cmp::Or
 /// time. Sorts on the integers only; a run of equal hashes is checked for a
 /// collision (two keys, one hash), which a stable sort on the key then separates,
 /// keeping each key's time order.
-fn sort_entries(arenas: &[Vec<u8>], v: &mut [Entry]) {
+fn sort_entries(arenas: &[Arena], v: &mut [Entry]) {
     v.sort_unstable_by_key(|e| (e.hash, e.ts));
     let mut start = 0;
     while start < v.len() {
@@ -908,7 +960,7 @@ fn sort_entries(arenas: &[Vec<u8>], v: &mut [Entry]) {
 }
 
 /// The end of the run of entries with the key of `v[start]`.
-fn run_end(arenas: &[Vec<u8>], v: &[Entry], start: usize) -> usize {
+fn run_end(arenas: &[Arena], v: &[Entry], start: usize) -> usize {
     let first = &v[start];
     let mut end = start + 1;
     while end < v.len() && v[end].hash == first.hash && key_cmp(arenas, first, arenas, &v[end]).is_eq() {
@@ -1096,7 +1148,7 @@ mod tests {
     }
 
     /// Entries laid out as [`Router::route`] does, all with one forced hash.
-    fn entries(keys: &[(&[u8], i64)]) -> (Vec<Vec<u8>>, Vec<Entry>) {
+    fn entries(keys: &[(&[u8], i64)]) -> (Vec<Arena>, Vec<Entry>) {
         let mut arena = Vec::new();
         let mut v = Vec::new();
         for &(key, ts) in keys {
@@ -1110,7 +1162,7 @@ mod tests {
             arena.extend_from_slice(&ts.to_le_bytes()); // the "row"
             v.push(Entry { hash: 7, ts, loc: off, key_len: key.len() as u32, row_len: 8, inline });
         }
-        (vec![arena], v)
+        (vec![Arc::new(arena)], v)
     }
 
     #[test]

@@ -59,15 +59,7 @@ struct ModelOut {
 }
 
 /// The join of SEMANTICS.md by brute force.
-fn model(
-    l: &ModelInput,
-    r: &ModelInput,
-    kind: JoinKind,
-    lower: i64,
-    upper: i64,
-    b: i64,
-    a: i64,
-) -> ModelOut {
+fn model(l: &ModelInput, r: &ModelInput, kind: JoinKind, lower: i64, upper: i64, b: i64, a: i64) -> ModelOut {
     let mut late = [0u64; 2];
     let mut dead = [0u64; 2];
     let mut kept: [Vec<&Vec<Cell>>; 2] = [Vec::new(), Vec::new()];
@@ -146,13 +138,7 @@ fn model(
         }
     }
     rows.sort();
-    ModelOut {
-        rows,
-        late,
-        dead,
-        pairs,
-        unmatched,
-    }
+    ModelOut { rows, late, dead, pairs, unmatched }
 }
 
 /// Writes the model's inputs as CSV files and a job config; returns the config path.
@@ -162,34 +148,19 @@ fn write_job(dir: &Path, l: &ModelInput, r: &ModelInput, join: &str) -> PathBuf 
         let mut paths = Vec::new();
         for (p, part) in input.partitions.iter().enumerate() {
             let file = format!("{}-{p}.csv", input.name);
-            let mut text = input
-                .fields
-                .iter()
-                .map(|f| f.0)
-                .collect::<Vec<_>>()
-                .join(",")
-                + "\n";
+            let mut text = input.fields.iter().map(|f| f.0).collect::<Vec<_>>().join(",") + "\n";
             for row in part {
                 match row {
-                    Some(cells) => {
-                        text += &(cells.iter().map(Cell::csv).collect::<Vec<_>>().join(",") + "\n")
-                    }
+                    Some(cells) => text += &(cells.iter().map(Cell::csv).collect::<Vec<_>>().join(",") + "\n"),
                     None => text += &(vec!["oops"; input.fields.len()].join(",") + "\n"),
                 }
             }
             fs::write(dir.join(&file), text).unwrap();
             paths.push(format!("\"{file}\""));
         }
-        let fields: Vec<String> = input
-            .fields
-            .iter()
-            .map(|(n, t)| format!("{{ name = \"{n}\", type = \"{t}\" }}"))
-            .collect();
-        let key: Vec<String> = input
-            .key
-            .iter()
-            .map(|&i| format!("\"{}\"", input.fields[i].0))
-            .collect();
+        let fields: Vec<String> =
+            input.fields.iter().map(|(n, t)| format!("{{ name = \"{n}\", type = \"{t}\" }}")).collect();
+        let key: Vec<String> = input.key.iter().map(|&i| format!("\"{}\"", input.fields[i].0)).collect();
         writeln!(
             toml,
             "[{side}]\nname = \"{}\"\npaths = [{}]\nkey = [{}]\ntime = \"{}\"\nfields = [{}]\n",
@@ -250,10 +221,7 @@ fn dir_contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|e| {
             let p = e.unwrap().path();
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                fs::read(&p).unwrap(),
-            )
+            (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap())
         })
         .collect()
 }
@@ -295,15 +263,7 @@ fn right_input(partitions: Vec<Vec<Option<Vec<Cell>>>>) -> ModelInput {
 }
 
 /// Runs the model and the batch join and compares everything they both report.
-fn check(
-    dir: &Path,
-    l: &ModelInput,
-    r: &ModelInput,
-    kind: JoinKind,
-    bounds: [i64; 4],
-    threads: usize,
-    what: &str,
-) {
+fn check(dir: &Path, l: &ModelInput, r: &ModelInput, kind: JoinKind, bounds: [i64; 4], threads: usize, what: &str) {
     let [lower, upper, b, a] = bounds;
     let kind_name = format!("{kind:?}").to_lowercase();
     let join = format!(
@@ -316,76 +276,33 @@ fn check(
     let header = weft::sink::format::output_columns(&job.left.schema, &job.right.schema).join(",");
     let got = read_output(&out, &header);
     if got != want.rows {
-        let only_got: Vec<_> = got
-            .iter()
-            .filter(|x| !want.rows.contains(x))
-            .take(5)
-            .collect();
-        let only_want: Vec<_> = want
-            .rows
-            .iter()
-            .filter(|x| !got.contains(x))
-            .take(5)
-            .collect();
+        let only_got: Vec<_> = got.iter().filter(|x| !want.rows.contains(x)).take(5).collect();
+        let only_want: Vec<_> = want.rows.iter().filter(|x| !got.contains(x)).take(5).collect();
         panic!(
             "{what}: batch output differs from the model ({} vs {} rows)\n extra: {only_got:?}\n missing: {only_want:?}",
             got.len(),
             want.rows.len()
         );
     }
-    assert_eq!(
-        [rep.left.late_rows, rep.right.late_rows],
-        want.late,
-        "{what}: late rows"
-    );
-    assert_eq!(
-        [rep.left.dead_rows, rep.right.dead_rows],
-        want.dead,
-        "{what}: dead rows"
-    );
+    assert_eq!([rep.left.late_rows, rep.right.late_rows], want.late, "{what}: late rows");
+    assert_eq!([rep.left.dead_rows, rep.right.dead_rows], want.dead, "{what}: dead rows");
     assert_eq!(rep.matched_pairs, want.pairs, "{what}: pairs");
-    assert_eq!(
-        [rep.left.unmatched_rows, rep.right.unmatched_rows],
-        want.unmatched,
-        "{what}: unmatched"
-    );
-    assert_eq!(
-        rep.output_rows,
-        want.rows.len() as u64,
-        "{what}: output rows"
-    );
+    assert_eq!([rep.left.unmatched_rows, rep.right.unmatched_rows], want.unmatched, "{what}: unmatched");
+    assert_eq!(rep.output_rows, want.rows.len() as u64, "{what}: output rows");
     // Late rows are written to late/ with a header line per file; dead letters to dead/.
     let late_files = fs::read_dir(out.join("late")).unwrap().count() as u64;
-    assert_eq!(
-        count_records(&out.join("late")) - late_files,
-        want.late[0] + want.late[1],
-        "{what}: late files"
-    );
-    assert_eq!(
-        count_records(&out.join("dead")),
-        want.dead[0] + want.dead[1],
-        "{what}: dead files"
-    );
+    assert_eq!(count_records(&out.join("late")) - late_files, want.late[0] + want.late[1], "{what}: late files");
+    assert_eq!(count_records(&out.join("dead")), want.dead[0] + want.dead[1], "{what}: dead files");
     // Reading large plain CSV files in parallel chunks gives the same rows, the
     // same late rows in the same order and the same dead letters, line numbers included.
     let out3 = dir.join("out3");
-    let opts = batch::BatchOptions {
-        parallel_csv_bytes_min: 0,
-    };
+    let opts = batch::BatchOptions { parallel_csv_bytes_min: 0 };
     let rep3 = batch::run_with(&job, &out3, true, threads.max(2) + 1, opts).unwrap();
-    assert_eq!(
-        read_output(&out3, &header),
-        want.rows,
-        "{what}: chunked read"
-    );
+    assert_eq!(read_output(&out3, &header), want.rows, "{what}: chunked read");
     assert_eq!(rep3.left, rep.left, "{what}: chunked read");
     assert_eq!(rep3.right, rep.right, "{what}: chunked read");
     for sub in ["late", "dead"] {
-        assert_eq!(
-            dir_contents(&out.join(sub)),
-            dir_contents(&out3.join(sub)),
-            "{what}: chunked read, {sub}/"
-        );
+        assert_eq!(dir_contents(&out.join(sub)), dir_contents(&out3.join(sub)), "{what}: chunked read, {sub}/");
     }
     // The batch output validates equal against itself, re-split by another thread count.
     let out2 = dir.join("out2");
@@ -412,12 +329,7 @@ fn r_row(t: Option<i64>, d: Option<i32>, g: Option<i32>, k: Option<u64>) -> Opti
     ])
 }
 
-const KINDS: [JoinKind; 4] = [
-    JoinKind::Inner,
-    JoinKind::Left,
-    JoinKind::Right,
-    JoinKind::Full,
-];
+const KINDS: [JoinKind; 4] = [JoinKind::Inner, JoinKind::Left, JoinKind::Right, JoinKind::Full];
 
 #[test]
 fn hand_made_cases_every_kind() {
@@ -436,10 +348,7 @@ fn hand_made_cases_every_kind() {
             l_row(Some(3), None, Some(950), Some("q\"z")),  // NULL key part
             l_row(Some(3), Some(0), None, Some("no time")), // NULL time: dead
         ],
-        vec![
-            l_row(Some(2), Some(0), Some(5), Some("b")),
-            l_row(None, Some(0), Some(6), None),
-        ],
+        vec![l_row(Some(2), Some(0), Some(5), Some("b")), l_row(None, Some(0), Some(6), None)],
     ]);
     let r = right_input(vec![
         vec![
@@ -456,25 +365,11 @@ fn hand_made_cases_every_kind() {
         ],
         vec![],
     ]);
-    let bounds_list = [
-        [0, 10, 50, 10],
-        [-10, 0, 50, 10],
-        [0, 0, 50, 10],
-        [-100, 100, 0, 0],
-        [5, 5, 1000, 0],
-    ];
+    let bounds_list = [[0, 10, 50, 10], [-10, 0, 50, 10], [0, 0, 50, 10], [-100, 100, 0, 0], [5, 5, 1000, 0]];
     for kind in KINDS {
         for bounds in bounds_list {
             for threads in [1, 2] {
-                check(
-                    t.path(),
-                    &l,
-                    &r,
-                    kind,
-                    bounds,
-                    threads,
-                    &format!("{kind:?} {bounds:?} threads {threads}"),
-                );
+                check(t.path(), &l, &r, kind, bounds, threads, &format!("{kind:?} {bounds:?} threads {threads}"));
             }
         }
     }
@@ -491,40 +386,13 @@ fn times_near_the_i64_limits_do_not_overflow() {
         l_row(Some(2), Some(0), Some(max), Some("top")),
     ]]);
     let r = right_input(vec![
-        vec![
-            r_row(Some(min), Some(1), Some(0), Some(1)),
-            r_row(Some(max), Some(2), Some(0), Some(1)),
-        ],
+        vec![r_row(Some(min), Some(1), Some(0), Some(1)), r_row(Some(max), Some(2), Some(0), Some(1))],
         vec![r_row(Some(max), Some(3), Some(0), Some(2))],
     ]);
     for kind in KINDS {
-        check(
-            t.path(),
-            &l,
-            &r,
-            kind,
-            [-10, max, 0, max],
-            2,
-            &format!("{kind:?} wide"),
-        );
-        check(
-            t.path(),
-            &l,
-            &r,
-            kind,
-            [min, 10, max, 0],
-            1,
-            &format!("{kind:?} wide negative"),
-        );
-        check(
-            t.path(),
-            &l,
-            &r,
-            kind,
-            [0, 0, 0, 0],
-            2,
-            &format!("{kind:?} zero"),
-        );
+        check(t.path(), &l, &r, kind, [-10, max, 0, max], 2, &format!("{kind:?} wide"));
+        check(t.path(), &l, &r, kind, [min, 10, max, 0], 1, &format!("{kind:?} wide negative"));
+        check(t.path(), &l, &r, kind, [0, 0, 0, 0], 2, &format!("{kind:?} zero"));
     }
 }
 
@@ -535,11 +403,8 @@ fn seeded_random_cases_match_the_model() {
         let mut rng = SmallRng::seed_from_u64(seed);
         // Odd seeds need quoting (read by the source); even seeds are plain CSV
         // (read in parallel chunks when forced).
-        let strings: &[&str] = if seed % 2 == 1 {
-            &["a", " ", "x,y", "q\"z", "line\nbreak"]
-        } else {
-            &["a", " ", "plain"]
-        };
+        let strings: &[&str] =
+            if seed % 2 == 1 { &["a", " ", "x,y", "q\"z", "line\nbreak"] } else { &["a", " ", "plain"] };
         let parts = |rng: &mut SmallRng, left: bool| {
             let files = rng.gen_range(1..=3);
             (0..files)
@@ -558,16 +423,8 @@ fn seeded_random_cases_match_the_model() {
                                 clock - rng.gen_range(0..10)
                             };
                             let t = if rng.gen_bool(0.02) { None } else { Some(t) };
-                            let k = if rng.gen_bool(0.08) {
-                                None
-                            } else {
-                                Some(rng.gen_range(1..4u64))
-                            };
-                            let g = if rng.gen_bool(0.04) {
-                                None
-                            } else {
-                                Some(rng.gen_range(0..2i32))
-                            };
+                            let k = if rng.gen_bool(0.08) { None } else { Some(rng.gen_range(1..4u64)) };
+                            let g = if rng.gen_bool(0.04) { None } else { Some(rng.gen_range(0..2i32)) };
                             if left {
                                 let v = if rng.gen_bool(0.1) {
                                     None
@@ -576,11 +433,7 @@ fn seeded_random_cases_match_the_model() {
                                 };
                                 l_row(k, g, t, v)
                             } else {
-                                let d = if rng.gen_bool(0.1) {
-                                    None
-                                } else {
-                                    Some(rng.gen_range(-5..5))
-                                };
+                                let d = if rng.gen_bool(0.1) { None } else { Some(rng.gen_range(-5..5)) };
                                 r_row(t, d, g, k)
                             }
                         })
@@ -592,23 +445,10 @@ fn seeded_random_cases_match_the_model() {
         let r = right_input(parts(&mut rng, false));
         let kind = KINDS[rng.gen_range(0..4)];
         let lower = rng.gen_range(-40..40);
-        let upper = lower
-            + if rng.gen_bool(0.2) {
-                0
-            } else {
-                rng.gen_range(0..60)
-            };
+        let upper = lower + if rng.gen_bool(0.2) { 0 } else { rng.gen_range(0..60) };
         let bounds = [lower, upper, rng.gen_range(0..30), rng.gen_range(0..20)];
         let threads = rng.gen_range(1..=3);
-        check(
-            t.path(),
-            &l,
-            &r,
-            kind,
-            bounds,
-            threads,
-            &format!("seed {seed}: {kind:?} {bounds:?} threads {threads}"),
-        );
+        check(t.path(), &l, &r, kind, bounds, threads, &format!("seed {seed}: {kind:?} {bounds:?} threads {threads}"));
     }
 }
 
@@ -653,10 +493,7 @@ allowed_lateness_ms = 500
                                 other => panic!("unexpected generator value {other:?}"),
                             })
                             .collect();
-                        parts[side.idx()]
-                            .entry(index)
-                            .or_default()
-                            .push(Some(cells));
+                        parts[side.idx()].entry(index).or_default().push(Some(cells));
                     }
                 })
                 .unwrap();
@@ -666,12 +503,7 @@ allowed_lateness_ms = 500
         }
     }
     let names = |side: Side| -> Vec<(&'static str, &'static str)> {
-        job.input(side)
-            .schema
-            .fields
-            .iter()
-            .map(|f| (leak(&f.name), f.ty.name()))
-            .collect()
+        job.input(side).schema.fields.iter().map(|f| (leak(&f.name), f.ty.name())).collect()
     };
     let [lp, rp] = parts;
     let l = ModelInput {
@@ -689,10 +521,7 @@ allowed_lateness_ms = 500
         partitions: rp.into_values().collect(),
     };
     let want = model(&l, &r, JoinKind::Full, 0, 300_000, 1000, 500);
-    assert!(
-        want.late[0] > 0 && want.late[1] > 0 && want.pairs > 500,
-        "the workload exercises lateness and matches"
-    );
+    assert!(want.late[0] > 0 && want.late[1] > 0 && want.pairs > 500, "the workload exercises lateness and matches");
     let out = t.path().join("out");
     let rep = batch::run(&job, &out, false, 2).unwrap();
     let header = weft::sink::format::output_columns(&job.left.schema, &job.right.schema).join(",");
@@ -710,20 +539,12 @@ fn refuses_existing_output_without_force_and_never_deletes_inputs() {
     let t = tempfile::tempdir().unwrap();
     let l = left_input(vec![vec![l_row(Some(1), Some(0), Some(1), Some("a"))]]);
     let r = right_input(vec![vec![r_row(Some(1), Some(1), Some(0), Some(1))]]);
-    let path = write_job(
-        t.path(),
-        &l,
-        &r,
-        "[join]\nkind = \"inner\"\nlower_ms = 0\nupper_ms = 0\n",
-    );
+    let path = write_job(t.path(), &l, &r, "[join]\nkind = \"inner\"\nlower_ms = 0\nupper_ms = 0\n");
     let job = load(&path);
     let out = t.path().join("out");
     batch::run(&job, &out, false, 1).unwrap();
     fs::write(out.join("keep.txt"), "mine").unwrap();
-    assert!(matches!(
-        batch::run(&job, &out, false, 1),
-        Err(BatchError::OutputExists { .. })
-    ));
+    assert!(matches!(batch::run(&job, &out, false, 1), Err(BatchError::OutputExists { .. })));
     batch::run(&job, &out, true, 2).unwrap();
     assert_eq!(fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
     assert!(!out.join("part-0.csv.inprogress").exists());
@@ -744,10 +565,7 @@ fn env_batch() {
         eprintln!("set WEFT_CONFIG and WEFT_OUT");
         return;
     };
-    let threads = std::env::var("WEFT_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
+    let threads = std::env::var("WEFT_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(0);
     let job = load(Path::new(&config));
     let rep = batch::run(&job, Path::new(&out), true, threads).unwrap();
     rep.print();
@@ -764,14 +582,7 @@ fn env_validate() {
         return;
     };
     let t = std::time::Instant::now();
-    let rep = weft::validate::compare_dirs(
-        Path::new(&a),
-        Path::new(&b),
-        weft::config::Format::Csv,
-        10,
-        0,
-    )
-    .unwrap();
+    let rep = weft::validate::compare_dirs(Path::new(&a), Path::new(&b), weft::config::Format::Csv, 10, 0).unwrap();
     rep.print();
     println!("validate took {} ms", t.elapsed().as_millis());
     assert!(rep.is_equal());
@@ -782,8 +593,7 @@ fn env_validate() {
 #[test]
 #[ignore]
 fn env_validate_job() {
-    let (Ok(config), Ok(actual)) = (std::env::var("WEFT_CONFIG"), std::env::var("WEFT_ACTUAL"))
-    else {
+    let (Ok(config), Ok(actual)) = (std::env::var("WEFT_CONFIG"), std::env::var("WEFT_ACTUAL")) else {
         eprintln!("set WEFT_CONFIG and WEFT_ACTUAL");
         return;
     };
@@ -791,4 +601,43 @@ fn env_validate_job() {
     let rep = weft::validate::validate_job(&job, Path::new(&actual), 10).unwrap();
     rep.print();
     assert!(rep.is_equal());
+}
+
+#[test]
+fn string_keys_short_and_long() {
+    let t = tempfile::tempdir().unwrap();
+    let names = ["a", "b", "exactly-12ch", "a-key-longer-than-sixteen-bytes", "a-key-longer-than-sixteen-bytez"];
+    let mut rng = SmallRng::seed_from_u64(99);
+    let mut part = |n: usize| -> Vec<Option<Vec<Cell>>> {
+        let mut clock = 0i64;
+        (0..n)
+            .map(|_| {
+                clock += rng.gen_range(0..5);
+                let k = if rng.gen_bool(0.05) {
+                    Cell::Null
+                } else {
+                    Cell::Str(names[rng.gen_range(0..names.len())].into())
+                };
+                let ts = clock - if rng.gen_bool(0.1) { 50 } else { rng.gen_range(0..5) };
+                Some(vec![k, Cell::Int(ts as i128)])
+            })
+            .collect()
+    };
+    let l = ModelInput {
+        name: "l",
+        fields: vec![("name", "string"), ("t", "i64")],
+        key: vec![0],
+        time: 1,
+        partitions: vec![part(300), part(200)],
+    };
+    let r = ModelInput {
+        name: "r",
+        fields: vec![("name", "string"), ("t", "i64")],
+        key: vec![0],
+        time: 1,
+        partitions: vec![part(300)],
+    };
+    for kind in KINDS {
+        check(t.path(), &l, &r, kind, [-3, 4, 10, 2], 2, &format!("string keys {kind:?}"));
+    }
 }
