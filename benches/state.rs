@@ -31,7 +31,8 @@ const RIGHT_T0_MS: i64 = T0_MS + 200_000;
 const BUCKET_MS: i64 = 1000;
 
 fn sizes() -> Vec<u64> {
-    let mut v = vec![1_000_000];
+    // `WEFT_BENCH_STATE_KEYS` replaces the 1M size (e.g. 10000 for a quick `-- --test` run).
+    let mut v = vec![common::env_u64("WEFT_BENCH_STATE_KEYS", 1_000_000)];
     if std::env::var("WEFT_BENCH_10M").is_ok_and(|s| s == "1") {
         v.push(10_000_000);
     }
