@@ -177,3 +177,42 @@ pin_cores = false
     );
     assert!(rep.left.late > 0 && rep.matched_pairs > 0, "{what}: workload too tame: {rep:?}");
 }
+
+/// `gen::write` polls the generator with `now_ns = 0`; with a rate limit every row
+/// after the first is "not due yet" and the poll loop never ends. Writing files
+/// must ignore the pacing (it does not change the rows).
+#[test]
+fn gen_write_finishes_with_a_rate_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = r#"[left]
+name = "impressions"
+generator = { seed = 1, events = 200, keys = 10, rate_limit = 1000.0, partitions = 1 }
+[right]
+name = "plays"
+generator = {}
+[join]
+kind = "inner"
+lower_ms = 0
+upper_ms = 10
+[engine]
+shards = 1
+pin_cores = false
+"#;
+    let params = common::job_from_toml(text, tmp.path()).unwrap().generator.unwrap();
+    let dir = tmp.path().join("gen");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.clone();
+    // Detached: if it spins forever, the test fails on the timeout below and the
+    // thread dies with the test process.
+    std::thread::spawn(move || {
+        let r = weft::gen::write(&d, &params, weft::config::Format::Csv, weft::config::JobConfig::builtin());
+        let _ = tx.send(r.map(|(_, counts)| counts).map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        Ok(r) => {
+            let counts = r.expect("gen::write failed");
+            assert!(counts[0] + counts[1] > 150, "{counts:?}");
+        }
+        Err(_) => panic!("gen::write with rate_limit = 1000 did not finish within 5 s (200 events)"),
+    }
+}
