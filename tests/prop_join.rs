@@ -47,6 +47,8 @@ struct Case {
     jsonl: [bool; 2],
     /// JSONL output instead of CSV.
     jsonl_out: bool,
+    /// Join state: 0 = heap, 1 = mmap'd arena files, 2 = arena with a 1 MiB budget.
+    state: u8,
     left: Vec<Vec<Row>>,
     right: Vec<Vec<Row>>,
 }
@@ -114,8 +116,13 @@ fn right_row((k, k2, w, ts): Cells) -> Row {
 fn case() -> impl Strategy<Value = Case> {
     let kind = prop_oneof![Just(JoinKind::Inner), Just(JoinKind::Left), Just(JoinKind::Right), Just(JoinKind::Full)];
     let bounds = (-30i64..=30, prop_oneof![1 => Just(0i64), 4 => 0i64..=40]).prop_map(|(lo, w)| (lo, lo + w));
-    let engine =
-        (1u32..=3, 1i64..50, prop::sample::select(vec![1u32, 3, 16, 1024]), prop::sample::select(vec![2u32, 64]));
+    let engine = (
+        1u32..=3,
+        1i64..50,
+        prop::sample::select(vec![1u32, 3, 16, 1024]),
+        prop::sample::select(vec![2u32, 64]),
+        0u8..3,
+    );
     let inputs = (prop::collection::vec(partition(), 1..=3), prop::collection::vec(partition(), 1..=3));
     (kind, bounds, (0i64..20, 0i64..20), any::<bool>(), engine, any::<[bool; 3]>(), inputs).prop_map(
         |(
@@ -123,7 +130,7 @@ fn case() -> impl Strategy<Value = Case> {
             (lower_ms, upper_ms),
             (b_ms, a_ms),
             two_keys,
-            (shards, bucket_ms, batch_events, ring_slots),
+            (shards, bucket_ms, batch_events, ring_slots, state),
             jsonl,
             (l, r),
         )| {
@@ -140,6 +147,7 @@ fn case() -> impl Strategy<Value = Case> {
                 ring_slots,
                 jsonl: [jsonl[0], jsonl[1]],
                 jsonl_out: jsonl[2],
+                state,
                 left: l.into_iter().map(|p| p.into_iter().map(left_row).collect()).collect(),
                 right: r.into_iter().map(|p| p.into_iter().map(right_row).collect()).collect(),
             }
@@ -258,6 +266,7 @@ pin_cores = false
 state_bucket_ms = {bucket}
 batch_events = {batch}
 ring_slots = {ring}
+{state}
 "#,
         lf = fmt(c.jsonl[0]),
         rf = fmt(c.jsonl[1]),
@@ -275,6 +284,11 @@ ring_slots = {ring}
         bucket = c.bucket_ms,
         batch = c.batch_events,
         ring = c.ring_slots,
+        state = match c.state {
+            0 => "",
+            1 => "state_dir = \"state\"",
+            _ => "state_dir = \"state\"\nstate_memory_mb = 1",
+        },
     )
 }
 
@@ -313,6 +327,12 @@ fn check(c: &Case) -> Result<(), String> {
             return Err(format!("late rows of `{name}` differ:\n{}{ctx}", common::multiset_diff(&got, &want.late[i])));
         }
     }
+    if c.state != 0 {
+        let files = files_under(&tmp.path().join("state"));
+        if !files.is_empty() {
+            return Err(format!("arena files left after the run: {files:?}\n{ctx}"));
+        }
+    }
     let dead = common::dead_letters(&out);
     if !dead.is_empty() {
         return Err(format!("unexpected dead letters {dead:?}\n{ctx}"));
@@ -332,6 +352,22 @@ fn check(c: &Case) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                v.extend(files_under(&p));
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v
 }
 
 fn seed() -> u64 {
@@ -432,6 +468,7 @@ fn fixed_case(kind: JoinKind, lower_ms: i64, upper_ms: i64, left: Vec<Vec<Cells>
         ring_slots: 2,
         jsonl: [false, false],
         jsonl_out: false,
+        state: 0,
         left: left.into_iter().map(|p| p.into_iter().map(left_row).collect()).collect(),
         right: right.into_iter().map(|p| p.into_iter().map(right_row).collect()).collect(),
     }
