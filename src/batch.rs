@@ -959,6 +959,25 @@ fn sort_entries(arenas: &[Arena], v: &mut [Entry]) {
     }
 }
 
+/// Copies the records of `keyed` then `null_key`, in their order, into one new
+/// arena and points the entries at it. The copy loop has independent iterations, so
+/// the CPU overlaps its cache misses; the join then reads rows sequentially instead
+/// of missing the cache once per output row.
+fn gather(arenas: &[Arena], keyed: &mut [Entry], null_key: &mut [Entry]) -> Arena {
+    let bytes: usize = keyed.iter().chain(null_key.iter()).map(|e| e.key_in_arena() + e.row_len as usize).sum();
+    let mut out = Vec::with_capacity(bytes);
+    for e in keyed.iter_mut().chain(null_key.iter_mut()) {
+        let arena = &arenas[(e.loc >> LOC_OFF_BITS) as usize];
+        let at = (e.loc & LOC_OFF_MASK) as usize;
+        let len = e.key_in_arena() + e.row_len as usize;
+        let off = out.len() as u64;
+        out.extend_from_slice(&arena[at..at + len]);
+        e.loc = off;
+    }
+    debug_assert_eq!(out.len(), bytes);
+    Arc::new(out)
+}
+
 /// The end of the run of entries with the key of `v[start]`.
 fn run_end(arenas: &[Arena], v: &[Entry], start: usize) -> usize {
     let first = &v[start];
@@ -1028,10 +1047,13 @@ fn join_bucket(
 ) -> Result<(), BatchError> {
     let emit = [job.kind.emits_unmatched(Side::Left), job.kind.emits_unmatched(Side::Right)];
     let (lower, upper) = (job.lower_ms as i128, job.upper_ms as i128);
+    for side in 0..2 {
+        sort_entries(&work.arenas[side], &mut work.keyed[side]);
+        let gathered = gather(&work.arenas[side], &mut work.keyed[side], &mut work.null_key[side]);
+        work.arenas[side] = vec![gathered];
+    }
     let [la, ra] = &work.arenas;
-    let [lk, rk] = &mut work.keyed;
-    sort_entries(la, lk);
-    sort_entries(ra, rk);
+    let [lk, rk] = &work.keyed;
 
     let (mut i, mut j) = (0, 0);
     while i < lk.len() || j < rk.len() {
