@@ -271,7 +271,7 @@ pub fn run_with(
             _ => false,
         };
         match big {
-            true => match read_csv_parallel(job, &spec, threads, nbuckets, out_dir, ext)? {
+            true => match read_csv_parallel(job, &spec, threads, nbuckets, out_dir)? {
                 Some(mut o) => outs.append(&mut o),
                 None => specs.push(spec),
             },
@@ -281,9 +281,8 @@ pub fn run_with(
     let readers = threads.min(specs.len());
     let next_spec = AtomicUsize::new(0);
     let reader_outs: Vec<Result<ReaderOut, BatchError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..readers)
-            .map(|_| s.spawn(|| read_partitions(job, &specs, &next_spec, nbuckets, out_dir, ext)))
-            .collect();
+        let handles: Vec<_> =
+            (0..readers).map(|_| s.spawn(|| read_partitions(job, &specs, &next_spec, nbuckets, out_dir))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("reader")))).collect()
     });
     for r in reader_outs {
@@ -575,6 +574,15 @@ fn is_late(max_before: Option<i64>, ts: i64, slack: i128) -> bool {
     max_before.is_some_and(|m| (ts as i128) < m as i128 - slack)
 }
 
+/// The format of an input's files: its late rows are written in it, so they can be
+/// fed again (the generator's as CSV), as the streaming sink does.
+fn input_format(job: &Job, side: Side) -> Format {
+    match &job.input(side).source {
+        InputSource::Files { format, .. } => *format,
+        InputSource::Generator => Format::Csv,
+    }
+}
+
 fn late_path(out_dir: &Path, name: &str, index: u32, ext: &str) -> PathBuf {
     out_dir.join("late").join(format!("{name}-{index}.{ext}"))
 }
@@ -590,12 +598,11 @@ fn read_partitions(
     next: &AtomicUsize,
     nbuckets: usize,
     out_dir: &Path,
-    ext: &str,
 ) -> Result<ReaderOut, BatchError> {
     let mut router = Router::new(nbuckets);
     let late_fmt = [
-        InputFormatter::new(job.output_format, &job.left.schema),
-        InputFormatter::new(job.output_format, &job.right.schema),
+        InputFormatter::new(input_format(job, Side::Left), &job.left.schema),
+        InputFormatter::new(input_format(job, Side::Right), &job.right.schema),
     ];
     let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
     loop {
@@ -613,7 +620,10 @@ fn read_partitions(
         let mut dead: [Option<SideFile>; 2] = [None, None];
         for &side in sides {
             let s = side.idx();
-            late[s] = Some(SideFile::new(late_path(out_dir, name(side), index, ext), late_fmt[s].header()));
+            late[s] = Some(SideFile::new(
+                late_path(out_dir, name(side), index, input_format(job, side).ext()),
+                late_fmt[s].header(),
+            ));
             dead[s] = Some(SideFile::new(dead_path(out_dir, name(side), index), Vec::new()));
         }
         // Max event time of the rows read so far, per side of this partition.
@@ -775,7 +785,6 @@ fn read_csv_parallel(
     threads: usize,
     nbuckets: usize,
     out_dir: &Path,
-    ext: &str,
 ) -> Result<Option<Vec<ReaderOut>>, BatchError> {
     let PartitionSpec::File { side, index, path, .. } = spec else {
         return Ok(None);
@@ -842,7 +851,7 @@ fn read_csv_parallel(
     }
 
     let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
-    let late_fmt = InputFormatter::new(job.output_format, schema);
+    let late_fmt = InputFormatter::new(Format::Csv, schema);
     let describe = path.display().to_string();
     let results: Vec<Result<(ReaderOut, Vec<u8>), BatchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = parsed
@@ -877,7 +886,7 @@ fn read_csv_parallel(
 
     // Side outputs in file order: late rows, then dead letters with absolute lines.
     let name = schema.name.as_str();
-    let mut late_file = SideFile::new(late_path(out_dir, name, index, ext), late_fmt.header());
+    let mut late_file = SideFile::new(late_path(out_dir, name, index, "csv"), late_fmt.header());
     let mut dead_file = SideFile::new(dead_path(out_dir, name, index), Vec::new());
     let mut outs = Vec::with_capacity(results.len());
     for (r, (c, &first_line)) in results.into_iter().zip(parsed.into_iter().zip(line_before.iter())) {

@@ -36,18 +36,11 @@ const _: () = assert!(RING_SLOTS_DEFAULT <= RING_SLOTS_MAX);
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}: `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, key: String, message: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -79,10 +72,7 @@ pub enum JoinKind {
 impl JoinKind {
     /// Whether unmatched rows of `side` are emitted NULL-padded.
     pub fn emits_unmatched(self, side: Side) -> bool {
-        matches!(
-            (self, side),
-            (JoinKind::Full, _) | (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right)
-        )
+        matches!((self, side), (JoinKind::Full, _) | (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right))
     }
 }
 
@@ -173,10 +163,7 @@ fn output_path_default() -> String {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig {
-            path: output_path_default(),
-            format: Format::Csv,
-        }
+        OutputConfig { path: output_path_default(), format: Format::Csv }
     }
 }
 
@@ -205,6 +192,16 @@ pub struct EngineConfig {
     /// Mapped arena pages kept resident, all shards together (MiB). Default 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_memory_mb: Option<u64>,
+    /// Checkpointing is on when this is set: snapshots go here, and a job restarted with
+    /// the same config resumes from the latest valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dir: Option<String>,
+    /// Time between two checkpoints (ms, processing time). Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Checkpoints kept. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints_retained: Option<u32>,
 }
 
 /// Parameters of the impressions (left) / plays (right) generator. Every field is
@@ -309,7 +306,15 @@ pub struct Job {
     pub io_memory_kib: u32,
     pub state_dir: Option<PathBuf>,
     pub state_memory_mb: u64,
+    pub checkpoint: Option<CheckpointSettings>,
     pub generator: Option<GenParams>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointSettings {
+    pub dir: PathBuf,
+    pub interval_ms: u64,
+    pub retained: u32,
 }
 
 impl Job {
@@ -339,27 +344,18 @@ pub fn generator_fields(side: Side) -> Vec<Field> {
 }
 
 pub fn available_cpus() -> u32 {
-    core_affinity::get_core_ids()
-        .map(|c| c.len() as u32)
-        .filter(|&n| n > 0)
-        .unwrap_or(1)
+    core_affinity::get_core_ids().map(|c| c.len() as u32).filter(|&n| n > 0).unwrap_or(1)
 }
 
 impl JobConfig {
     /// Reads and parses a config file (syntax, unknown keys and types only).
     pub fn load(path: &Path) -> Result<JobConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.into(),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
         JobConfig::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<JobConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
     /// The built-in workload: generator with 1,000,000 keys, left outer join of
@@ -404,10 +400,7 @@ impl JobConfig {
         if j.lower_ms > j.upper_ms {
             return Err(invalid(
                 "join.lower_ms",
-                format!(
-                    "lower_ms ({}) is greater than upper_ms ({})",
-                    j.lower_ms, j.upper_ms
-                ),
+                format!("lower_ms ({}) is greater than upper_ms ({})", j.lower_ms, j.upper_ms),
             ));
         }
         for (k, v) in [
@@ -419,88 +412,58 @@ impl JobConfig {
             }
         }
         if j.idle_timeout_ms <= 0 {
-            return Err(invalid(
-                "join.idle_timeout_ms",
-                format!("must be > 0, got {}", j.idle_timeout_ms),
-            ));
+            return Err(invalid("join.idle_timeout_ms", format!("must be > 0, got {}", j.idle_timeout_ms)));
         }
 
         let e = &self.engine;
         let shards = e.shards.unwrap_or_else(available_cpus);
         if shards == 0 || shards > SHARDS_MAX {
-            return Err(invalid(
-                "engine.shards",
-                format!("must be in 1..={SHARDS_MAX}, got {shards}"),
-            ));
+            return Err(invalid("engine.shards", format!("must be in 1..={SHARDS_MAX}, got {shards}")));
         }
         let batch_events = e.batch_events.unwrap_or(BATCH_EVENTS_DEFAULT);
         if batch_events == 0 || batch_events > BATCH_EVENTS_MAX {
-            return Err(invalid(
-                "engine.batch_events",
-                format!("must be in 1..={BATCH_EVENTS_MAX}"),
-            ));
+            return Err(invalid("engine.batch_events", format!("must be in 1..={BATCH_EVENTS_MAX}")));
         }
         let ring_slots = e.ring_slots.unwrap_or(RING_SLOTS_DEFAULT);
         if ring_slots < 2 || ring_slots > RING_SLOTS_MAX {
-            return Err(invalid(
-                "engine.ring_slots",
-                format!("must be in 2..={RING_SLOTS_MAX}"),
-            ));
+            return Err(invalid("engine.ring_slots", format!("must be in 2..={RING_SLOTS_MAX}")));
         }
         let width = (j.upper_ms as i128 - j.lower_ms as i128) / 32;
         let state_bucket_ms = match e.state_bucket_ms {
-            Some(b) if b <= 0 => {
-                return Err(invalid(
-                    "engine.state_bucket_ms",
-                    format!("must be > 0, got {b}"),
-                ))
-            }
+            Some(b) if b <= 0 => return Err(invalid("engine.state_bucket_ms", format!("must be > 0, got {b}"))),
             Some(b) => b,
             None => width.clamp(1000, 3_600_000) as i64,
         };
 
         // Generator: both inputs or neither.
-        let generator =
-            match (&self.left.generator, &self.right.generator) {
-                (None, None) => None,
-                (Some(l), Some(r)) => {
-                    Some(merge_generator(l, r, shards).map_err(|(k, m)| invalid(&k, m))?)
-                }
-                (Some(_), None) => return Err(invalid(
+        let generator = match (&self.left.generator, &self.right.generator) {
+            (None, None) => None,
+            (Some(l), Some(r)) => Some(merge_generator(l, r, shards).map_err(|(k, m)| invalid(&k, m))?),
+            (Some(_), None) => {
+                return Err(invalid(
                     "right.generator",
-                    "the generator produces both inputs: set it on [right] too (`generator = {}`)"
-                        .into(),
-                )),
-                (None, Some(_)) => return Err(invalid(
+                    "the generator produces both inputs: set it on [right] too (`generator = {}`)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
                     "left.generator",
-                    "the generator produces both inputs: set it on [left] too (`generator = {}`)"
-                        .into(),
-                )),
-            };
+                    "the generator produces both inputs: set it on [left] too (`generator = {}`)".into(),
+                ))
+            }
+        };
 
-        let left =
-            resolve_input(&self.left, "left", Side::Left, base).map_err(|(k, m)| invalid(&k, m))?;
-        let right = resolve_input(&self.right, "right", Side::Right, base)
-            .map_err(|(k, m)| invalid(&k, m))?;
+        let left = resolve_input(&self.left, "left", Side::Left, base).map_err(|(k, m)| invalid(&k, m))?;
+        let right = resolve_input(&self.right, "right", Side::Right, base).map_err(|(k, m)| invalid(&k, m))?;
         if left.schema.name == right.schema.name {
             return Err(invalid(
                 "right.name",
-                format!(
-                    "both inputs are named `{}`; output columns would clash",
-                    left.schema.name
-                ),
+                format!("both inputs are named `{}`; output columns would clash", left.schema.name),
             ));
         }
         let (lk, rk) = (left.schema.key_types(), right.schema.key_types());
         if lk.len() != rk.len() {
-            return Err(invalid(
-                "right.key",
-                format!(
-                    "left key has {} fields, right key has {}",
-                    lk.len(),
-                    rk.len()
-                ),
-            ));
+            return Err(invalid("right.key", format!("left key has {} fields, right key has {}", lk.len(), rk.len())));
         }
         for (i, (a, b)) in lk.iter().zip(&rk).enumerate() {
             if a != b {
@@ -519,12 +482,7 @@ impl JobConfig {
         }
 
         let output = match self.output.path.as_str() {
-            "" => {
-                return Err(invalid(
-                    "output.path",
-                    "is empty: use a directory, \"-\" or \"none\"".into(),
-                ))
-            }
+            "" => return Err(invalid("output.path", "is empty: use a directory, \"-\" or \"none\"".into())),
             "-" => OutputTarget::Stdout,
             "none" => OutputTarget::None,
             p => OutputTarget::Dir(base.join(p)),
@@ -548,9 +506,7 @@ impl JobConfig {
             pin_cores: e.pin_cores.unwrap_or(true),
             io_memory_kib: e.io_memory_kib.unwrap_or(IO_MEMORY_KIB_DEFAULT),
             state_dir: match &e.state_dir {
-                Some(d) if d.is_empty() => {
-                    return Err(invalid("engine.state_dir", "is empty".into()))
-                }
+                Some(d) if d.is_empty() => return Err(invalid("engine.state_dir", "is empty".into())),
                 Some(d) => Some(base.join(d)),
                 None => None,
             },
@@ -559,76 +515,65 @@ impl JobConfig {
                 Some(m) => m,
                 None => STATE_MEMORY_MB_DEFAULT,
             },
+            checkpoint: match &e.checkpoint_dir {
+                None => {
+                    if e.checkpoint_interval_ms.is_some() || e.checkpoints_retained.is_some() {
+                        return Err(invalid(
+                            "engine.checkpoint_dir",
+                            "checkpoint_interval_ms / checkpoints_retained are set but checkpointing is off: set checkpoint_dir".into(),
+                        ));
+                    }
+                    None
+                }
+                Some(d) if d.is_empty() => return Err(invalid("engine.checkpoint_dir", "is empty".into())),
+                Some(d) => {
+                    if self.output.path == "-" {
+                        return Err(invalid(
+                            "output.path",
+                            "\"-\" (stdout) cannot be committed exactly once; checkpointing needs a directory or \"none\"".into(),
+                        ));
+                    }
+                    let interval_ms = e.checkpoint_interval_ms.unwrap_or(crate::checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT);
+                    if interval_ms == 0 {
+                        return Err(invalid("engine.checkpoint_interval_ms", "must be > 0".into()));
+                    }
+                    let retained = e.checkpoints_retained.unwrap_or(crate::checkpoint::CHECKPOINTS_RETAINED_DEFAULT);
+                    if retained == 0 {
+                        return Err(invalid("engine.checkpoints_retained", "must be >= 1".into()));
+                    }
+                    Some(CheckpointSettings { dir: base.join(d), interval_ms, retained })
+                }
+            },
             generator,
         })
     }
 }
 
-fn resolve_input(
-    c: &InputConfig,
-    side_key: &str,
-    side: Side,
-    base: &Path,
-) -> Result<Input, (String, String)> {
+fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Result<Input, (String, String)> {
     let k = |s: &str| format!("{side_key}.{s}");
     if c.name.is_empty() || c.name.contains(['.', '/', ',', '"']) {
-        return Err((
-            k("name"),
-            format!("`{}` is not a usable name (non-empty, no . / , \")", c.name),
-        ));
+        return Err((k("name"), format!("`{}` is not a usable name (non-empty, no . / , \")", c.name)));
     }
     let (fields, key, time, source) = if c.generator.is_some() {
         if !c.paths.is_empty() {
-            return Err((
-                k("paths"),
-                "an input has either `paths` or `generator`, not both".into(),
-            ));
+            return Err((k("paths"), "an input has either `paths` or `generator`, not both".into()));
         }
         let gf = generator_fields(side);
         if !c.fields.is_empty() && c.fields != gf {
-            return Err((
-                k("fields"),
-                "the generator's fields are fixed; leave `fields` out".into(),
-            ));
+            return Err((k("fields"), "the generator's fields are fixed; leave `fields` out".into()));
         }
-        let key = if c.key.is_empty() {
-            vec!["profile_id".to_string(), "title_id".to_string()]
-        } else {
-            c.key.clone()
-        };
-        (
-            gf,
-            key,
-            c.time.clone().unwrap_or_else(|| "ts".into()),
-            InputSource::Generator,
-        )
+        let key = if c.key.is_empty() { vec!["profile_id".to_string(), "title_id".to_string()] } else { c.key.clone() };
+        (gf, key, c.time.clone().unwrap_or_else(|| "ts".into()), InputSource::Generator)
     } else {
         if c.paths.is_empty() {
-            return Err((
-                k("paths"),
-                "no input: give `paths` (one file per partition) or `generator`".into(),
-            ));
+            return Err((k("paths"), "no input: give `paths` (one file per partition) or `generator`".into()));
         }
         if c.fields.is_empty() {
-            return Err((
-                k("fields"),
-                "missing: list the input's fields with their types".into(),
-            ));
+            return Err((k("fields"), "missing: list the input's fields with their types".into()));
         }
-        let time = c
-            .time
-            .clone()
-            .ok_or_else(|| (k("time"), "missing: name the event-time field".into()))?;
+        let time = c.time.clone().ok_or_else(|| (k("time"), "missing: name the event-time field".into()))?;
         let paths = c.paths.iter().map(|p| base.join(p)).collect();
-        (
-            c.fields.clone(),
-            c.key.clone(),
-            time,
-            InputSource::Files {
-                format: c.format,
-                paths,
-            },
-        )
+        (c.fields.clone(), c.key.clone(), time, InputSource::Files { format: c.format, paths })
     };
     let schema = Schema::new(&c.name, fields, &key, &time).map_err(|m| {
         let which = if m.contains("time field") {
@@ -643,23 +588,14 @@ fn resolve_input(
     Ok(Input { schema, source })
 }
 
-fn merge_generator(
-    l: &GeneratorConfig,
-    r: &GeneratorConfig,
-    shards: u32,
-) -> Result<GenParams, (String, String)> {
+fn merge_generator(l: &GeneratorConfig, r: &GeneratorConfig, shards: u32) -> Result<GenParams, (String, String)> {
     macro_rules! pick {
         ($f:ident, $default:expr) => {
             match (l.$f, r.$f) {
                 (Some(a), Some(b)) if a != b => {
                     return Err((
                         format!("right.generator.{}", stringify!($f)),
-                        format!(
-                            "differs from left.generator.{} ({:?} vs {:?})",
-                            stringify!($f),
-                            b,
-                            a
-                        ),
+                        format!("differs from left.generator.{} ({:?} vs {:?})", stringify!($f), b, a),
                     ))
                 }
                 (Some(a), _) | (None, Some(a)) => a,
@@ -693,37 +629,22 @@ fn merge_generator(
         return bad("zipf", format!("must be >= 0, got {}", g.zipf));
     }
     if !(0.0..=1.0).contains(&g.match_rate) {
-        return bad(
-            "match_rate",
-            format!("must be in [0, 1], got {}", g.match_rate),
-        );
+        return bad("match_rate", format!("must be in [0, 1], got {}", g.match_rate));
     }
     if !(0.0..=1.0).contains(&g.late_fraction) {
-        return bad(
-            "late_fraction",
-            format!("must be in [0, 1], got {}", g.late_fraction),
-        );
+        return bad("late_fraction", format!("must be in [0, 1], got {}", g.late_fraction));
     }
     if g.disorder_ms < 0 || g.late_max_ms < 0 || g.play_window_ms < 0 {
-        return bad(
-            "disorder_ms",
-            "disorder_ms, late_max_ms and play_window_ms must be >= 0".into(),
-        );
+        return bad("disorder_ms", "disorder_ms, late_max_ms and play_window_ms must be >= 0".into());
     }
     if !(g.event_time_rate > 0.0 && g.event_time_rate.is_finite()) {
-        return bad(
-            "event_time_rate",
-            format!("must be > 0, got {}", g.event_time_rate),
-        );
+        return bad("event_time_rate", format!("must be > 0, got {}", g.event_time_rate));
     }
     if !(g.rate_limit >= 0.0 && g.rate_limit.is_finite()) {
         return bad("rate_limit", format!("must be >= 0, got {}", g.rate_limit));
     }
     if g.partitions == 0 || g.partitions > 4096 {
-        return bad(
-            "partitions",
-            format!("must be in 1..=4096, got {}", g.partitions),
-        );
+        return bad("partitions", format!("must be in 1..=4096, got {}", g.partitions));
     }
     Ok(g)
 }
@@ -778,34 +699,17 @@ shards = 2
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (
-                GOOD.replace("lower_ms = 0", "lower_ms = 5000000"),
-                "join.lower_ms",
-            ),
-            (
-                GOOD.replace("kind = \"left\"", "kind = \"left\"\ncolour = 1"),
-                "colour",
-            ),
+            (GOOD.replace("lower_ms = 0", "lower_ms = 5000000"), "join.lower_ms"),
+            (GOOD.replace("kind = \"left\"", "kind = \"left\"\ncolour = 1"), "colour"),
             (GOOD.replace("shards = 2", "shards = \"two\""), "shards"),
-            (
-                GOOD.replacen(
-                    "key = [\"profile_id\", \"title_id\"]",
-                    "key = [\"nope\"]",
-                    1,
-                ),
-                "left.key",
-            ),
+            (GOOD.replacen("key = [\"profile_id\", \"title_id\"]", "key = [\"nope\"]", 1), "left.key"),
             (
                 GOOD.replacen("time = \"ts\"", "time = \"row\"", 1)
                     .replace("type = \"u32\" } ]\n[right]", "type = \"f64\" } ]\n[right]"),
                 "left.time",
             ),
             (
-                GOOD.replacen(
-                    "{ name = \"title_id\", type = \"u32\" }",
-                    "{ name = \"title_id\", type = \"u64\" }",
-                    1,
-                ),
+                GOOD.replacen("{ name = \"title_id\", type = \"u32\" }", "{ name = \"title_id\", type = \"u64\" }", 1),
                 "right.key",
             ),
             (GOOD.replace("shards = 2", "shards = 0"), "engine.shards"),

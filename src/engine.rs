@@ -1,21 +1,23 @@
 //! Runs a job: plans partitions, wires one ring per ordered pair of shards, starts one
 //! pinned glommio executor per shard, shows progress, and merges the shard reports.
 //!
-//! The calling thread only watches (progress, then join); all work happens on the
-//! shard executors.
+//! The calling thread only watches and coordinates: progress, and with checkpointing
+//! the checkpoint coordinator (asks for barriers every interval, writes a manifest
+//! when every shard's snapshot is durable, then commits that epoch's output). All
+//! joining happens on the shard executors.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
 use crate::config::{Job, OutputTarget, Side};
-use crate::metrics::{
-    new_histogram, process_cpu_s, InputReport, LatencyReport, Progress, Report, ShardCounters,
-};
+use crate::recovery::{self, Start};
+use crate::metrics::{new_histogram, process_cpu_s, InputReport, LatencyReport, Progress, Report, ShardCounters};
 use crate::ring::Batch;
 use crate::shard::{self, ShardCtx, ShardError};
 use crate::sink::{prepare_output_dir, SinkError};
@@ -41,6 +43,28 @@ pub enum EngineError {
     Executor { shard: u32, message: String },
     #[error("shard {shard} panicked: {message}")]
     Panic { shard: u32, message: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the job already ran to the end (checkpoint {checkpoint} in {dir}); its output is committed. Remove the checkpoint directory to run it again")]
+    AlreadyFinished { checkpoint: u64, dir: String },
+}
+
+/// Set by SIGINT/SIGTERM: take a final checkpoint and stop.
+pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM request a graceful stop (a final checkpoint when checkpointing is
+/// on; otherwise the run ends early and says so).
+pub fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
+        }
+    }
 }
 
 /// Runs `job` to the end of its inputs and returns the report.
@@ -50,37 +74,64 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     let shards = job.shards as usize;
     let job = Arc::new(job.clone());
 
+    // Where do we start?
+    let mut resume: Option<Box<Manifest>> = None;
+    if let Some(ck) = &job.checkpoint {
+        std::fs::create_dir_all(&ck.dir).map_err(checkpoint::io(&ck.dir, "create directory"))?;
+        match recovery::plan(&job, &ck.dir, |w| eprintln!("warning: {w}"))? {
+            Start::Fresh => {
+                recovery::clear_orphans(&ck.dir)?;
+                if let OutputTarget::Dir(d) = &job.output {
+                    crate::sink::remove_uncommitted(d)?;
+                }
+            }
+            Start::Finished(n) => {
+                return Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() })
+            }
+            Start::Resume(m) => {
+                eprintln!("resuming from checkpoint {} in {}", m.checkpoint, ck.dir.display());
+                recovery::reset_output(&job, m.checkpoint)?;
+                resume = Some(m);
+            }
+        }
+    }
+
     match &job.output {
+        OutputTarget::Dir(_) if resume.is_some() => {}
         OutputTarget::Dir(d) => prepare_output_dir(d, job.output_format.ext(), opts.force)?,
         OutputTarget::Stdout => {
-            let h = crate::sink::format::OutputFormatter::new(
-                job.output_format,
-                &job.left.schema,
-                &job.right.schema,
-            )
-            .header();
+            let h = crate::sink::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
+                .header();
             let mut so = std::io::stdout().lock();
-            so.write_all(&h)
-                .and_then(|_| so.flush())
-                .map_err(|e| SinkError {
-                    path: "<stdout>".into(),
-                    op: "write",
-                    source: e,
-                })?;
+            so.write_all(&h).and_then(|_| so.flush()).map_err(|e| SinkError {
+                path: "<stdout>".into(),
+                op: "write",
+                source: e,
+            })?;
         }
         OutputTarget::None => {}
     }
 
     // Partition i is read by shard i % shards.
-    let mut specs: Vec<Vec<source::PartitionSpec>> = vec![Vec::new(); shards];
+    let mut specs: Vec<Vec<(u32, source::PartitionSpec)>> = vec![Vec::new(); shards];
     for (i, s) in source::plan(&job).into_iter().enumerate() {
-        specs[i % shards].push(s);
+        specs[i % shards].push((i as u32, s));
+    }
+
+    let restored = resume.as_ref().map_or(0, |m| m.checkpoint);
+    let requested = Arc::new(AtomicU64::new(restored));
+    let stop_at = Arc::new(AtomicU64::new(u64::MAX));
+    let (coord_tx, coord_rx) = std::sync::mpsc::channel::<CoordMsg>();
+    let mut restore: Vec<Option<ShardSnapshot>> = vec![None; shards];
+    if let Some(m) = &resume {
+        for snap in &m.shards {
+            restore[snap.shard as usize] = Some(snap.clone());
+        }
     }
 
     // senders[s][d] / receivers[d]: the ring s -> d.
-    let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Batch>>>> = (0..shards)
-        .map(|_| (0..shards).map(|_| None).collect())
-        .collect();
+    let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Batch>>>> =
+        (0..shards).map(|_| (0..shards).map(|_| None).collect()).collect();
     let mut receivers: Vec<Vec<(usize, shared_channel::SharedReceiver<Batch>)>> =
         (0..shards).map(|_| Vec::new()).collect();
     for (s, row) in senders.iter_mut().enumerate() {
@@ -106,16 +157,23 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             progress: progress.clone(),
             start,
             strict: opts.strict,
+            checkpoint: job.checkpoint.as_ref().map(|ck| shard::CheckpointCtx {
+                dir: ck.dir.clone(),
+                requested: requested.clone(),
+                stop_at: stop_at.clone(),
+                to_coordinator: coord_tx.clone(),
+                restore: restore[id].take(),
+                restored,
+            }),
         };
-        let pin = if job.pin_cores && !cores.is_empty() {
-            Some(cores[id % cores.len()])
-        } else {
-            None
-        };
+        let pin = if job.pin_cores && !cores.is_empty() { Some(cores[id % cores.len()]) } else { None };
         let progress2 = progress.clone();
         let builder = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("weft-shard-{id}"))
-            .io_memory(job.io_memory_kib as usize * 1024);
+            .io_memory(job.io_memory_kib as usize * 1024)
+            // How often a busy shard stops to reap io_uring completions (checkpoint writes,
+            // ring wake-ups); glommio's default (100 ms) would stall checkpoints that long.
+            .preempt_timer(Duration::from_millis(1));
         let handle = builder
             .spawn(move || async move {
                 if let Some(core) = pin {
@@ -128,18 +186,50 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
                 progress2.finished.fetch_add(1, Ordering::Relaxed);
                 r
             })
-            .map_err(|e| EngineError::Executor {
-                shard: id as u32,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| EngineError::Executor { shard: id as u32, message: e.to_string() })?;
         handles.push(handle);
     }
 
+    drop(coord_tx);
     let show = opts.progress && std::io::stderr().is_terminal();
     let mut last_print = Instant::now();
     let mut last_rows = 0u64;
+    let mut coord = job.checkpoint.as_ref().map(|ck| Coordinator {
+        dir: ck.dir.clone(),
+        interval: Duration::from_millis(ck.interval_ms),
+        retained: ck.retained,
+        shape: JobShape::of(&job),
+        output: job.output.clone(),
+        shards,
+        last_request: Instant::now(),
+        pending: std::collections::BTreeMap::new(),
+        failed: std::collections::BTreeSet::new(),
+        completed: restored,
+        finished: 0,
+        error: None,
+    });
+    let mut stop_sent = false;
     while progress.finished.load(Ordering::Relaxed) < shards as u64 {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(c) = coord.as_mut() {
+            while let Ok(msg) = coord_rx.try_recv() {
+                c.on_message(msg);
+            }
+            if c.error.is_some() {
+                progress.abort.store(true, Ordering::Relaxed);
+            }
+            let req = requested.load(Ordering::Relaxed);
+            if STOP_REQUESTED.load(Ordering::Relaxed) && !stop_sent {
+                stop_sent = true;
+                stop_at.store(req + 1, Ordering::Release);
+                requested.store(req + 1, Ordering::Release);
+            } else if !stop_sent && c.last_request.elapsed() >= c.interval && c.idle(req) {
+                requested.store(req + 1, Ordering::Release);
+                c.last_request = Instant::now();
+            }
+        } else if STOP_REQUESTED.load(Ordering::Relaxed) {
+            progress.abort.store(true, Ordering::Relaxed);
+        }
         if show && last_print.elapsed() >= Duration::from_secs(1) {
             let (rows, out, state, wm) = progress.totals();
             let dt = last_print.elapsed().as_secs_f64();
@@ -170,29 +260,54 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     let mut counters = ShardCounters::default();
     let mut latency = new_histogram();
     let mut first_err: Option<EngineError> = None;
+    let mut stopped_at = None;
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(r)) => {
                 counters.merge(&r.counters);
                 let _ = latency.add(&r.latency);
+                stopped_at = stopped_at.or(r.stopped_at);
             }
             Ok(Err(e)) => {
                 // Prefer the root cause over the "stopped because another failed" echoes.
                 let aborted = matches!(e, ShardError::Aborted(_));
                 if first_err.is_none()
-                    || (!aborted
-                        && matches!(first_err, Some(EngineError::Shard(ShardError::Aborted(_)))))
+                    || (!aborted && matches!(first_err, Some(EngineError::Shard(ShardError::Aborted(_)))))
                 {
                     first_err = Some(e.into());
                 }
             }
             Err(e) => {
-                first_err.get_or_insert(EngineError::Panic {
-                    shard: id as u32,
-                    message: e.to_string(),
-                });
+                first_err.get_or_insert(EngineError::Panic { shard: id as u32, message: e.to_string() });
             }
         }
+    }
+    let mut outcome = "completed".to_string();
+    if let Some(c) = coord.as_mut() {
+        // Snapshots that became durable while the shards were ending.
+        while let Ok(msg) = coord_rx.try_recv() {
+            c.on_message(msg);
+        }
+        if let Some(e) = c.error.take() {
+            first_err.get_or_insert(e.into());
+        }
+        if first_err.is_none() {
+            match stopped_at {
+                Some(n) if c.completed >= n => outcome = format!("stopped at checkpoint {n}; run again to resume"),
+                Some(n) => {
+                    first_err = Some(EngineError::Checkpoint(CheckpointError::Invalid {
+                        path: c.dir.clone(),
+                        reason: format!("stopping: the final checkpoint {n} did not complete; a restart resumes from {}", c.completed),
+                    }))
+                }
+                None => {
+                    c.finish()?;
+                    outcome = format!("completed; output committed (checkpoint {})", c.completed);
+                }
+            }
+        }
+    } else if STOP_REQUESTED.load(Ordering::Relaxed) && first_err.is_some() {
+        outcome = "interrupted".into();
     }
     if let Some(e) = first_err {
         return Err(e);
@@ -230,6 +345,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         index_bytes_peak: counters.index_bytes_peak,
         bytes_reclaimed: counters.bytes_reclaimed,
         arena_files_peak: counters.arena_files_peak,
+        outcome,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         output: match &job.output {
             OutputTarget::Dir(d) => d.display().to_string(),
@@ -237,4 +353,110 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             OutputTarget::None => "none".into(),
         },
     })
+}
+
+/// The checkpoint coordinator: runs on the engine's calling thread.
+struct Coordinator {
+    dir: std::path::PathBuf,
+    interval: Duration,
+    retained: u32,
+    shape: JobShape,
+    output: OutputTarget,
+    shards: usize,
+    last_request: Instant,
+    /// Snapshots received per checkpoint, until every shard's is in.
+    pending: std::collections::BTreeMap<u64, Vec<ShardSnapshot>>,
+    failed: std::collections::BTreeSet<u64>,
+    /// Newest complete checkpoint.
+    completed: u64,
+    finished: usize,
+    error: Option<CheckpointError>,
+}
+
+impl Coordinator {
+    /// No checkpoint is under way (the next may be asked for).
+    fn idle(&self, requested: u64) -> bool {
+        requested <= self.completed || self.failed.contains(&requested)
+    }
+
+    fn on_message(&mut self, msg: CoordMsg) {
+        match msg {
+            CoordMsg::Snapshot { n, snap } => {
+                if self.failed.contains(&n) {
+                    return;
+                }
+                let v = self.pending.entry(n).or_default();
+                v.push(*snap);
+                if v.len() == self.shards {
+                    let mut snaps = self.pending.remove(&n).unwrap();
+                    snaps.sort_by_key(|s| s.shard);
+                    if let Err(e) = self.complete(n, snaps) {
+                        // The previous checkpoint stays the one to restore; the job goes on.
+                        eprintln!("warning: checkpoint {n} failed: {e}");
+                        self.failed.insert(n);
+                    }
+                }
+            }
+            CoordMsg::Failed { n, shard, error } => {
+                eprintln!("warning: checkpoint {n} failed on shard {shard}: {error}");
+                self.pending.remove(&n);
+                self.failed.insert(n);
+            }
+            CoordMsg::Finished { .. } => self.finished += 1,
+        }
+    }
+
+    /// Every shard's snapshot n is durable: make the manifest durable, then commit.
+    fn complete(&mut self, n: u64, shards: Vec<ShardSnapshot>) -> Result<(), CheckpointError> {
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::sync_output(d, n)?;
+        }
+        let m = Manifest {
+            format: checkpoint::MANIFEST_FORMAT,
+            checkpoint: n,
+            finished: false,
+            created_unix_ms: unix_ms(),
+            job: self.shape.clone(),
+            shards,
+        };
+        checkpoint::write_manifest(&self.dir, &m)?;
+        if std::env::var_os("WEFT_DEBUG_CHECKPOINTS").is_some() {
+            let files: usize = m.shards.iter().map(|s| s.buckets.len()).sum();
+            let bytes: u64 = m.shards.iter().flat_map(|s| &s.buckets).map(|b| b.bytes).sum();
+            eprintln!("checkpoint {n} complete at {:?}: {files} files, {bytes} bytes", self.last_request.elapsed());
+        }
+        self.completed = self.completed.max(n);
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::commit_output(d, n)?;
+        }
+        checkpoint::collect_garbage(&self.dir, self.retained)?;
+        Ok(())
+    }
+
+    /// The job ran to the end: commit every epoch and record that it finished.
+    fn finish(&mut self) -> Result<(), CheckpointError> {
+        let n = self.completed.max(self.failed.iter().copied().max().unwrap_or(0)) + 1;
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::sync_output(d, u64::MAX)?;
+        }
+        let m = Manifest {
+            format: checkpoint::MANIFEST_FORMAT,
+            checkpoint: n,
+            finished: true,
+            created_unix_ms: unix_ms(),
+            job: self.shape.clone(),
+            shards: Vec::new(),
+        };
+        checkpoint::write_manifest(&self.dir, &m)?;
+        self.completed = n;
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::commit_output(d, u64::MAX)?;
+        }
+        checkpoint::collect_garbage(&self.dir, self.retained)?;
+        Ok(())
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -25,13 +25,8 @@ fn schema(side: Side) -> Schema {
         Side::Left => "impressions",
         Side::Right => "plays",
     };
-    Schema::new(
-        name,
-        generator_fields(side),
-        &["profile_id".into(), "title_id".into()],
-        "ts",
-    )
-    .expect("generator schema is valid")
+    Schema::new(name, generator_fields(side), &["profile_id".into(), "title_id".into()], "ts")
+        .expect("generator schema is valid")
 }
 
 /// Writes the files and the job config; returns the config's path and rows per input.
@@ -43,11 +38,7 @@ pub fn write(
 ) -> Result<(PathBuf, [u64; 2]), GenError> {
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
-        move |e| GenError {
-            path,
-            op,
-            source: e,
-        }
+        move |e| GenError { path, op, source: e }
     };
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
     let ext = format.ext();
@@ -72,18 +63,13 @@ pub fn write(
                         let st = g
                             .poll(4096, 0, &mut |it| {
                                 if let SourceItem::Row { side, row, .. } = it {
-                                    files[side.idx()]
-                                        .2
-                                        .write(&mut buf[side.idx()], crate::row::RowView(row));
+                                    files[side.idx()].2.write(&mut buf[side.idx()], crate::row::RowView(row));
                                     counts[side.idx()] += 1;
                                 }
                             })
                             .expect("the generator does not fail");
                         for i in 0..2 {
-                            files[i]
-                                .1
-                                .write_all(&buf[i])
-                                .map_err(io("write", &files[i].0))?;
+                            files[i].1.write_all(&buf[i]).map_err(io("write", &files[i].0))?;
                             buf[i].clear();
                         }
                         if st == PollStatus::Done {
@@ -97,10 +83,7 @@ pub fn write(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("generator thread"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("generator thread")).collect()
     });
     let mut counts = [0u64; 2];
     for r in results {
@@ -114,9 +97,7 @@ pub fn write(
         input.name = s.name.clone();
         input.generator = None;
         input.format = format;
-        input.paths = (0..params.partitions)
-            .map(|p| format!("{name}-{p}.{ext}"))
-            .collect();
+        input.paths = (0..params.partitions).map(|p| format!("{name}-{p}.{ext}")).collect();
         input.key = vec!["profile_id".into(), "title_id".into()];
         input.time = Some("ts".into());
         input.fields = s.fields.clone();

@@ -6,11 +6,13 @@
 
 pub mod alloc;
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod gen;
 pub mod join;
 pub mod metrics;
+pub mod recovery;
 pub mod ring;
 pub mod router;
 pub mod row;

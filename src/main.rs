@@ -13,11 +13,7 @@ use weft::engine::{self, RunOptions};
 static ALLOC: weft::alloc::HugeHintAlloc = weft::alloc::HugeHintAlloc;
 
 #[derive(Parser)]
-#[command(
-    name = "weft",
-    version,
-    about = "Thread-per-core streaming interval join"
-)]
+#[command(name = "weft", version, about = "Thread-per-core streaming interval join")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,6 +49,13 @@ enum Cmd {
         /// Override engine.state_memory_mb.
         #[arg(long)]
         state_memory_mb: Option<u64>,
+    },
+    /// Inspect a checkpoint directory: `list` reads the manifests, `verify` also checks
+    /// every state file's size and checksum (exit 1 if any checkpoint is invalid).
+    Checkpoints {
+        #[arg(value_enum)]
+        action: CheckpointsAction,
+        dir: PathBuf,
     },
     /// Write the generator's two streams as files plus a job.toml to replay them.
     Gen {
@@ -90,6 +93,12 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum CheckpointsAction {
+    List,
+    Verify,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
     Csv,
     Jsonl,
@@ -108,7 +117,21 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Our error types print their cause inline; skip a cause the message above
+            // it already contains, so nothing is said twice.
+            let mut msg = String::new();
+            let mut prev = String::new();
+            for cause in e.chain() {
+                let text = cause.to_string();
+                if !prev.contains(&text) {
+                    if !msg.is_empty() {
+                        msg += ": ";
+                    }
+                    msg += &text;
+                }
+                prev = text;
+            }
+            eprintln!("error: {msg}");
             ExitCode::from(2)
         }
     }
@@ -119,34 +142,16 @@ fn load(config: Option<&Path>) -> Result<(JobConfig, PathBuf, PathBuf)> {
         Some(p) => {
             let cfg = JobConfig::load(p)?;
             let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
-            let base = if base.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                base
-            };
+            let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
             (cfg, p.to_path_buf(), base)
         }
-        None => (
-            JobConfig::builtin(),
-            PathBuf::from("<built-in workload>"),
-            PathBuf::from("."),
-        ),
+        None => (JobConfig::builtin(), PathBuf::from("<built-in workload>"), PathBuf::from(".")),
     })
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run {
-            config,
-            events,
-            shards,
-            report,
-            strict,
-            force,
-            quiet,
-            state_dir,
-            state_memory_mb,
-        } => {
+        Cmd::Run { config, events, shards, report, strict, force, quiet, state_dir, state_memory_mb } => {
             let (mut cfg, path, base) = load(config.as_deref())?;
             if let Some(d) = state_dir {
                 // Relative to the working directory, like every path given on the command line.
@@ -162,10 +167,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                         l.events = Some(n);
                         r.events = None;
                     }
-                    _ => anyhow::bail!(
-                        "--events applies to generator inputs; {} reads files",
-                        path.display()
-                    ),
+                    _ => anyhow::bail!("--events applies to generator inputs; {} reads files", path.display()),
                 }
             }
             if let Some(s) = shards {
@@ -178,15 +180,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             }
             let job = cfg.resolve(&path, &base)?;
-            let rep = engine::run(
-                &job,
-                &RunOptions {
-                    strict,
-                    force,
-                    progress: !quiet,
-                },
-            )
-            .with_context(|| format!("job {} failed", path.display()))?;
+            engine::install_signal_handlers();
+            let rep = match engine::run(&job, &RunOptions { strict, force, progress: !quiet }) {
+                Err(e @ engine::EngineError::AlreadyFinished { .. }) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                r => r.with_context(|| format!("job {} failed", path.display()))?,
+            };
             let table = rep.table();
             if job.output == weft::config::OutputTarget::Stdout {
                 eprint!("{table}");
@@ -195,10 +196,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(r) = report {
                 let json = serde_json::to_string_pretty(&rep)?;
-                std::fs::write(&r, json + "\n")
-                    .with_context(|| format!("cannot write report {}", r.display()))?;
+                std::fs::write(&r, json + "\n").with_context(|| format!("cannot write report {}", r.display()))?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Checkpoints { action, dir } => {
+            let (text, ok) = weft::checkpoint::describe(&dir, matches!(action, CheckpointsAction::Verify))?;
+            print!("{text}");
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Gen {
             out,

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Side;
 
@@ -19,7 +19,7 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 /// What one shard counted.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ShardCounters {
     pub rows_in: [u64; 2],
     pub late: [u64; 2],
@@ -114,6 +114,8 @@ pub struct Report {
     pub arena_files_peak: u64,
     /// Peak resident set of the process (VmHWM), from the OS.
     pub peak_rss_bytes: u64,
+    /// "completed", or how the run ended otherwise (stopped at a checkpoint).
+    pub outcome: String,
     pub output: String,
 }
 
@@ -128,23 +130,17 @@ impl Report {
     /// A short human table.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        if self.outcome != "completed" {
+            s += &format!("{:<24}{}\n", "outcome", self.outcome);
+        }
         let l = &self.left;
         let r = &self.right;
         s += &format!("{:<24}{:>16}{:>16}\n", "", l.name, r.name);
         s += &format!("{:<24}{:>16}{:>16}\n", "rows in", l.rows_in, r.rows_in);
         s += &format!("{:<24}{:>16}{:>16}\n", "late", l.late, r.late);
-        s += &format!(
-            "{:<24}{:>16}{:>16}\n",
-            "dead letters", l.dead_letters, r.dead_letters
-        );
-        s += &format!(
-            "{:<24}{:>16}{:>16}\n",
-            "unmatched", l.unmatched, r.unmatched
-        );
-        s += &format!(
-            "{:<24}{:>16}{:>16}\n",
-            "unmatched emitted", l.unmatched_emitted, r.unmatched_emitted
-        );
+        s += &format!("{:<24}{:>16}{:>16}\n", "dead letters", l.dead_letters, r.dead_letters);
+        s += &format!("{:<24}{:>16}{:>16}\n", "unmatched", l.unmatched, r.unmatched);
+        s += &format!("{:<24}{:>16}{:>16}\n", "unmatched emitted", l.unmatched_emitted, r.unmatched_emitted);
         s += &format!("{:<24}{:>16}\n", "matched pairs", self.matched_pairs);
         s += &format!("{:<24}{:>16}\n", "output rows", self.output_rows);
         s += &format!("{:<24}{:>16.3}\n", "wall s", self.wall_s);
@@ -167,11 +163,7 @@ impl Report {
             self.arena_files_peak,
             self.bytes_reclaimed as f64 / 1048576.0
         );
-        s += &format!(
-            "{:<24}{:.1} MiB\n",
-            "peak RSS",
-            self.peak_rss_bytes as f64 / 1048576.0
-        );
+        s += &format!("{:<24}{:.1} MiB\n", "peak RSS", self.peak_rss_bytes as f64 / 1048576.0);
         s
     }
 }
@@ -196,10 +188,7 @@ impl Progress {
     pub fn new(shards: usize) -> Progress {
         Progress {
             shards: (0..shards)
-                .map(|_| ShardProgress {
-                    watermark: AtomicI64::new(i64::MIN),
-                    ..Default::default()
-                })
+                .map(|_| ShardProgress { watermark: AtomicI64::new(i64::MIN), ..Default::default() })
                 .collect(),
             abort: AtomicBool::new(false),
             finished: AtomicU64::new(0),
@@ -237,11 +226,9 @@ pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
         })
         .map_or(0, |kb| kb * 1024)
 }

@@ -35,27 +35,18 @@ pub struct Batch {
     pub events: Vec<EventMeta>,
     pub data: Vec<u8>,
     pub mark: Mark,
+    /// Checkpoint barrier `n`: every row this sender read before checkpoint n is in this
+    /// or an earlier batch, every later row in a later one.
+    pub barrier: Option<u64>,
 }
 
 impl Batch {
     pub fn with_capacity(events: usize) -> Batch {
-        Batch {
-            events: Vec::with_capacity(events),
-            data: Vec::with_capacity(events * 64),
-            mark: Mark::At(i64::MIN),
-        }
+        Batch { events: Vec::with_capacity(events), data: Vec::with_capacity(events * 64), mark: Mark::At(i64::MIN), barrier: None }
     }
 
     #[inline]
-    pub fn push(
-        &mut self,
-        side: Side,
-        ts: i64,
-        hash: u64,
-        arrival_ns: u64,
-        row: &[u8],
-        key: Option<&[u8]>,
-    ) {
+    pub fn push(&mut self, side: Side, ts: i64, hash: u64, arrival_ns: u64, row: &[u8], key: Option<&[u8]>) {
         let start = self.data.len() as u32;
         self.data.extend_from_slice(row);
         let key_len = match key {
@@ -65,15 +56,7 @@ impl Batch {
             }
             None => NULL_KEY,
         };
-        self.events.push(EventMeta {
-            ts,
-            hash,
-            arrival_ns,
-            start,
-            row_len: row.len() as u32,
-            key_len,
-            side,
-        });
+        self.events.push(EventMeta { ts, hash, arrival_ns, start, row_len: row.len() as u32, key_len, side });
     }
 
     /// (row, key) of an event.

@@ -2,12 +2,7 @@
 //! (fixed hash seeds), so a restarted job routes every key to the same shard.
 
 /// Fixed seeds: routing and state must not change between runs.
-const SEEDS: [u64; 4] = [
-    0x243f_6a88_85a3_08d3,
-    0x1319_8a2e_0370_7344,
-    0xa409_3822_299f_31d0,
-    0x082e_fa98_ec4e_6c89,
-];
+const SEEDS: [u64; 4] = [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89];
 
 fn hasher() -> &'static ahash::RandomState {
     static H: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();

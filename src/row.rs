@@ -41,11 +41,7 @@ impl RowBuilder {
         debug_assert!(fields <= FIELDS_MAX);
         self.fields = fields;
         self.buf.clear();
-        let nulls: u64 = if fields == 64 {
-            u64::MAX
-        } else {
-            (1u64 << fields) - 1
-        };
+        let nulls: u64 = if fields == 64 { u64::MAX } else { (1u64 << fields) - 1 };
         self.buf.extend_from_slice(&nulls.to_le_bytes());
         self.buf.resize(HEADER_BYTES + 8 * fields, 0);
     }
@@ -196,12 +192,7 @@ pub fn encode_key(row: RowView, schema: &Schema, out: &mut Vec<u8>) -> bool {
 
 /// Parses one text cell (CSV) of type `ty` into field `i` of `b`. An empty cell is
 /// NULL. The error is a short reason for the dead-letter file.
-pub fn parse_cell(
-    b: &mut RowBuilder,
-    i: usize,
-    ty: FieldType,
-    cell: &[u8],
-) -> Result<(), &'static str> {
+pub fn parse_cell(b: &mut RowBuilder, i: usize, ty: FieldType, cell: &[u8]) -> Result<(), &'static str> {
     if cell.is_empty() {
         return Ok(());
     }
@@ -300,12 +291,8 @@ pub fn write_csv_cell(out: &mut Vec<u8>, row: RowView, ty: FieldType, i: usize) 
         return;
     }
     match ty {
-        FieldType::I32 | FieldType::I64 => {
-            out.extend_from_slice(itoa::Buffer::new().format(row.i64(i)).as_bytes())
-        }
-        FieldType::U32 | FieldType::U64 => {
-            out.extend_from_slice(itoa::Buffer::new().format(row.slot(i)).as_bytes())
-        }
+        FieldType::I32 | FieldType::I64 => out.extend_from_slice(itoa::Buffer::new().format(row.i64(i)).as_bytes()),
+        FieldType::U32 | FieldType::U64 => out.extend_from_slice(itoa::Buffer::new().format(row.slot(i)).as_bytes()),
         FieldType::F64 => write_f64(out, f64::from_bits(row.slot(i))),
         FieldType::Bool => out.extend_from_slice(if row.slot(i) != 0 { b"true" } else { b"false" }),
         FieldType::String => {
@@ -415,34 +402,22 @@ mod tests {
         assert_eq!(parse_i64(b"-+1"), None);
         let mut b = RowBuilder::new();
         b.begin(1);
-        assert_eq!(
-            parse_cell(&mut b, 0, FieldType::U32, b"4294967296"),
-            Err("u32 out of range")
-        );
-        assert_eq!(
-            parse_cell(&mut b, 0, FieldType::String, b"\xff"),
-            Err("string is not valid UTF-8")
-        );
+        assert_eq!(parse_cell(&mut b, 0, FieldType::U32, b"4294967296"), Err("u32 out of range"));
+        assert_eq!(parse_cell(&mut b, 0, FieldType::String, b"\xff"), Err("string is not valid UTF-8"));
     }
 
     #[test]
     fn keys_equal_across_inputs_and_null_keys() {
         let s1 = Schema::new(
             "l",
-            vec![
-                Field::new("k", FieldType::String),
-                Field::new("t", FieldType::I64),
-            ],
+            vec![Field::new("k", FieldType::String), Field::new("t", FieldType::I64)],
             &["k".into()],
             "t",
         )
         .unwrap();
         let s2 = Schema::new(
             "r",
-            vec![
-                Field::new("t", FieldType::I64),
-                Field::new("k", FieldType::String),
-            ],
+            vec![Field::new("t", FieldType::I64), Field::new("k", FieldType::String)],
             &["k".into()],
             "t",
         )

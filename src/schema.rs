@@ -26,10 +26,7 @@ pub enum FieldType {
 
 impl FieldType {
     pub fn is_integer(self) -> bool {
-        matches!(
-            self,
-            FieldType::I32 | FieldType::I64 | FieldType::U32 | FieldType::U64
-        )
+        matches!(self, FieldType::I32 | FieldType::I64 | FieldType::U32 | FieldType::U64)
     }
 
     pub fn name(self) -> &'static str {
@@ -56,10 +53,7 @@ pub struct Field {
 
 impl Field {
     pub fn new(name: &str, ty: FieldType) -> Field {
-        Field {
-            name: name.to_string(),
-            ty,
-        }
+        Field { name: name.to_string(), ty }
     }
 }
 
@@ -77,20 +71,12 @@ pub struct Schema {
 
 impl Schema {
     /// Builds a schema; the error names what is wrong. Callers add the config path.
-    pub fn new(
-        name: &str,
-        fields: Vec<Field>,
-        key: &[String],
-        time: &str,
-    ) -> Result<Schema, String> {
+    pub fn new(name: &str, fields: Vec<Field>, key: &[String], time: &str) -> Result<Schema, String> {
         if fields.is_empty() {
             return Err("`fields` is empty".into());
         }
         if fields.len() > FIELDS_MAX {
-            return Err(format!(
-                "{} fields, at most {FIELDS_MAX} are supported",
-                fields.len()
-            ));
+            return Err(format!("{} fields, at most {FIELDS_MAX} are supported", fields.len()));
         }
         for (i, f) in fields.iter().enumerate() {
             if f.name.is_empty() {
@@ -111,20 +97,14 @@ impl Schema {
                 None => return Err(format!("key field `{k}` is not in `fields`")),
             }
         }
-        let time_idx =
-            find(time).ok_or_else(|| format!("time field `{time}` is not in `fields`"))?;
+        let time_idx = find(time).ok_or_else(|| format!("time field `{time}` is not in `fields`"))?;
         if !fields[time_idx].ty.is_integer() {
             return Err(format!(
                 "time field `{time}` has type {}, it must be an integer (ms since the Unix epoch)",
                 fields[time_idx].ty.name()
             ));
         }
-        Ok(Schema {
-            name: name.to_string(),
-            fields,
-            key: key_idx,
-            time: time_idx,
-        })
+        Ok(Schema { name: name.to_string(), fields, key: key_idx, time: time_idx })
     }
 
     pub fn key_types(&self) -> Vec<FieldType> {
@@ -148,11 +128,7 @@ mod tests {
     fn resolves_key_and_time() {
         let s = Schema::new(
             "imp",
-            vec![
-                f("a", FieldType::U64),
-                f("ts", FieldType::I64),
-                f("b", FieldType::String),
-            ],
+            vec![f("a", FieldType::U64), f("ts", FieldType::I64), f("b", FieldType::String)],
             &["b".into(), "a".into()],
             "ts",
         )
@@ -164,14 +140,8 @@ mod tests {
     #[test]
     fn rejects_bad_time_and_missing_key() {
         let fields = vec![f("a", FieldType::U64), f("ts", FieldType::F64)];
-        assert!(Schema::new("x", fields.clone(), &["a".into()], "ts")
-            .unwrap_err()
-            .contains("integer"));
-        assert!(Schema::new("x", fields.clone(), &["zz".into()], "a")
-            .unwrap_err()
-            .contains("`zz`"));
-        assert!(Schema::new("x", fields, &[], "a")
-            .unwrap_err()
-            .contains("empty"));
+        assert!(Schema::new("x", fields.clone(), &["a".into()], "ts").unwrap_err().contains("integer"));
+        assert!(Schema::new("x", fields.clone(), &["zz".into()], "a").unwrap_err().contains("`zz`"));
+        assert!(Schema::new("x", fields, &[], "a").unwrap_err().contains("empty"));
     }
 }

@@ -11,6 +11,14 @@
 //! cannot starve the local source, and a waiting `send` (full ring) lets the
 //! receivers drain: two shards can never deadlock on each other's full rings.
 //!
+//! Checkpoints (when `engine.checkpoint_dir` is set; see `checkpoint/mod.rs`): the
+//! source task injects barrier n after the rows it routed before it; a receiver that
+//! gets barrier n from its peer reads nothing more from that ring until this shard's
+//! snapshot n is captured, which happens as soon as barrier n came from every sender
+//! (a finished sender counts as aligned). Capture is synchronous and short (lists the
+//! buckets, closes the epoch's output files); the bucket copies are written by a
+//! separate task through io_uring while the join goes on.
+//!
 //! Invariant: a shard only ever joins rows whose key it owns (`debug_assert`ed on
 //! receipt; rows with a NULL key never match and stay on the shard that read them).
 
@@ -23,6 +31,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use hdrhistogram::Histogram;
 
+use crate::checkpoint::{self, ClockState, CoordMsg, MarkState, ShardSnapshot, SourceState};
 use crate::config::{Job, Side};
 use crate::join::{Join, JoinParams};
 use crate::metrics::{Progress, ShardCounters};
@@ -49,13 +58,29 @@ pub enum ShardError {
     State(#[from] crate::state::arena::StateError),
     #[error("shard {0} stopped because another shard failed")]
     Aborted(u32),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+/// Checkpointing as seen by one shard.
+pub struct CheckpointCtx {
+    pub dir: std::path::PathBuf,
+    /// The coordinator raises it to ask for checkpoint n.
+    pub requested: Arc<std::sync::atomic::AtomicU64>,
+    /// Stop (graceful shutdown) once this checkpoint is captured; u64::MAX = never.
+    pub stop_at: Arc<std::sync::atomic::AtomicU64>,
+    pub to_coordinator: std::sync::mpsc::Sender<CoordMsg>,
+    /// Restore from this snapshot of checkpoint `restored` (0 = fresh start).
+    pub restore: Option<ShardSnapshot>,
+    pub restored: u64,
 }
 
 /// Everything a shard needs, moved into its executor.
 pub struct ShardCtx {
     pub id: u32,
     pub job: Arc<Job>,
-    pub specs: Vec<PartitionSpec>,
+    /// (index in the job's partition plan, partition).
+    pub specs: Vec<(u32, PartitionSpec)>,
     /// `senders[d]`: the ring to shard `d` (`None` for itself).
     pub senders: Vec<Option<SharedSender<Batch>>>,
     /// (peer id, ring from that peer).
@@ -63,11 +88,30 @@ pub struct ShardCtx {
     pub progress: Arc<Progress>,
     pub start: Instant,
     pub strict: bool,
+    pub checkpoint: Option<CheckpointCtx>,
 }
 
 pub struct ShardResult {
     pub counters: ShardCounters,
     pub latency: Histogram<u64>,
+    /// Stopped at a checkpoint (graceful shutdown) instead of running to the end.
+    pub stopped_at: Option<u64>,
+}
+
+/// Barrier bookkeeping of one shard.
+struct Ckpt {
+    dir: std::path::PathBuf,
+    to_coordinator: std::sync::mpsc::Sender<CoordMsg>,
+    /// Highest barrier received from each sender (this shard's own source included).
+    seen: Vec<u64>,
+    /// Senders whose ring closed: aligned for every later barrier.
+    closed: Vec<bool>,
+    /// Last snapshot captured.
+    taken: u64,
+    /// A snapshot's copies are being written.
+    in_flight: bool,
+    /// Source positions recorded when this shard injected barrier n.
+    positions: Option<(u64, Vec<SourceState>)>,
 }
 
 /// The state every task of the shard shares.
@@ -82,6 +126,7 @@ struct Core {
     progress: Arc<Progress>,
     batches: u64,
     error: Option<ShardError>,
+    ckpt: Option<Ckpt>,
 }
 
 impl Core {
@@ -92,24 +137,13 @@ impl Core {
         let cut = self.wm.current() as i128 - self.lateness_ms as i128;
         for e in &b.events {
             let (row, key) = b.get(e);
-            debug_assert!(
-                key.is_none() || shard_of(e.hash, self.shards) == self.id,
-                "row routed to the wrong shard"
-            );
+            debug_assert!(key.is_none() || shard_of(e.hash, self.shards) == self.id, "row routed to the wrong shard");
             if (e.ts as i128) < cut {
                 self.counters.late[e.side.idx()] += 1;
                 self.sinks.late(e.side, RowView(row));
                 continue;
             }
-            if let Err(err) = self.join.on_row(
-                e.side,
-                e.ts,
-                e.hash,
-                key,
-                row,
-                e.arrival_ns,
-                &mut self.sinks,
-            ) {
+            if let Err(err) = self.join.on_row(e.side, e.ts, e.hash, key, row, e.arrival_ns, &mut self.sinks) {
                 self.error.get_or_insert(err.into());
                 return;
             }
@@ -144,8 +178,7 @@ impl Core {
             c.buckets_peak = c.buckets_peak.max(self.join.buckets() as u64);
         }
         let p = &self.progress.shards[self.id as usize];
-        p.output_rows
-            .store(self.sinks.output_rows, Ordering::Relaxed);
+        p.output_rows.store(self.sinks.output_rows, Ordering::Relaxed);
         p.state_rows.store(rows[0] + rows[1], Ordering::Relaxed);
         p.watermark.store(self.wm.current(), Ordering::Relaxed);
     }
@@ -153,6 +186,7 @@ impl Core {
 
 /// One opened partition group (a file, or a generator partition's two streams).
 struct Slot {
+    plan_index: u32,
     src: Box<dyn Source>,
     name: String,
     /// Clock of each side this source produces (`None` if it produces no such side).
@@ -170,7 +204,7 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         move || start.elapsed().as_nanos() as u64
     };
     let mut slots = Vec::new();
-    for spec in &ctx.specs {
+    for (plan_index, spec) in &ctx.specs {
         let src = match source::open(spec, &job) {
             Ok(s) => s,
             Err(e) => {
@@ -180,31 +214,19 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         };
         let mut clocks = [None, None];
         for (side, _) in src.partitions() {
-            clocks[side.idx()] = Some(PartitionClock::new(
-                job.max_out_of_orderness_ms,
-                job.allowed_lateness_ms,
-            ));
+            clocks[side.idx()] = Some(PartitionClock::new(job.max_out_of_orderness_ms, job.allowed_lateness_ms));
         }
-        slots.push(Slot {
-            name: src.describe(),
-            src,
-            clocks,
-            done: false,
-        });
+        slots.push(Slot { plan_index: *plan_index, name: src.describe(), src, clocks, done: false });
     }
 
-    let state_dir = job
-        .state_dir
-        .as_ref()
-        .map(|d| d.join(format!("shard-{id}")));
+    let state_dir = job.state_dir.as_ref().map(|d| d.join(format!("shard-{id}")));
     if let Some(d) = &state_dir {
         if let Err(e) = crate::state::prepare_dir(d) {
             ctx.progress.abort.store(true, Ordering::Relaxed);
             return Err(e.into());
         }
     }
-    let resident_bytes_max =
-        (job.state_memory_mb as usize).saturating_mul(1 << 20) / shards as usize;
+    let resident_bytes_max = (job.state_memory_mb as usize).saturating_mul(1 << 20) / shards as usize;
     let core = Rc::new(RefCell::new(Core {
         id,
         shards,
@@ -220,13 +242,30 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             state_dir.as_deref(),
             resident_bytes_max,
         ),
-        sinks: ShardSinks::new(&job, id),
+        sinks: ShardSinks::new(&job, id, ctx.checkpoint.as_ref().map(|c| c.restored + 1)),
         wm: ShardWatermark::new(shards as usize),
         counters: ShardCounters::default(),
         progress: ctx.progress.clone(),
         batches: 0,
         error: None,
+        ckpt: ctx.checkpoint.as_ref().map(|c| Ckpt {
+            dir: c.dir.clone(),
+            to_coordinator: c.to_coordinator.clone(),
+            seen: vec![c.restored; shards as usize],
+            closed: vec![false; shards as usize],
+            taken: c.restored,
+            in_flight: false,
+            positions: None,
+        }),
     }));
+
+    if let Some(snap) = ctx.checkpoint.as_ref().and_then(|c| c.restore.as_ref()) {
+        let dir = ctx.checkpoint.as_ref().unwrap().dir.clone();
+        if let Err(e) = restore(&core, &mut slots, snap, &dir) {
+            ctx.progress.abort.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+    }
 
     // Receivers: one task per peer ring.
     let mut receivers = Vec::new();
@@ -238,8 +277,21 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             while let Some(batch) = rx.recv().await {
                 got_done = batch.mark == Mark::Done;
                 core.borrow_mut().on_batch(from, &batch, now_ns());
+                if let Some(n) = batch.barrier {
+                    if let Some(ck) = core.borrow_mut().ckpt.as_mut() {
+                        ck.seen[from] = n;
+                    }
+                    try_capture(&core);
+                    // Aligned barriers: nothing after barrier n from this peer joins before
+                    // snapshot n is taken.
+                    wait_captured(&core, n).await;
+                }
                 futures_lite::future::yield_now().await;
             }
+            if let Some(ck) = core.borrow_mut().ckpt.as_mut() {
+                ck.closed[from] = true;
+            }
+            try_capture(&core);
             got_done
         }));
     }
@@ -253,13 +305,13 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
 
     let batch_events = job.batch_events as usize;
     let schemas: [Schema; 2] = [job.left.schema.clone(), job.right.schema.clone()];
-    let mut out: Vec<Batch> = (0..shards)
-        .map(|_| Batch::with_capacity(batch_events))
-        .collect();
+    let mut out: Vec<Batch> = (0..shards).map(|_| Batch::with_capacity(batch_events)).collect();
     let mut last_mark: Vec<Option<Mark>> = vec![None; shards as usize];
     let mut key = Vec::with_capacity(64);
     let mut fatal: Option<ShardError> = None;
     let idle_timeout_ns = (job.idle_timeout_ms as u64).saturating_mul(1_000_000);
+    let mut injected = ctx.checkpoint.as_ref().map_or(0, |c| c.restored);
+    let mut stopped_at = None;
 
     // The source task runs inline in this (the shard's main) task.
     loop {
@@ -271,6 +323,29 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             fatal = Some(e);
             break;
         }
+        if let Some(ck) = &ctx.checkpoint {
+            let in_flight = core.borrow().ckpt.as_ref().is_some_and(|c| c.in_flight);
+            if ck.requested.load(Ordering::Acquire) > injected && !in_flight && !core.borrow().wm.all_done() {
+                let n = injected + 1;
+                injected = n;
+                let mark = sender_mark(slots.iter().flat_map(|s| s.clocks.iter().flatten()));
+                inject_barrier(id, n, &slots, mark, &mut senders, &core).await;
+                wait_captured(&core, n).await;
+                if ck.stop_at.load(Ordering::Acquire) <= n {
+                    stopped_at = Some(n);
+                    break;
+                }
+            }
+        }
+        if slots.iter().all(|s| s.done) {
+            // Our sources are finished (Done was sent); stay to carry barriers until
+            // every sender is finished too.
+            if core.borrow().wm.all_done() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_micros(500)).await;
+            continue;
+        }
         let now = now_ns();
         let mut any_rows = false;
         let mut retry_ns = IDLE_SLEEP_NS_MAX;
@@ -278,20 +353,10 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         for slot in slots.iter_mut().filter(|s| !s.done) {
             let mut c = core.borrow_mut();
             let c = &mut *c;
-            let Slot {
-                src,
-                name,
-                clocks,
-                done,
-            } = slot;
+            let Slot { src, name, clocks, done, .. } = slot;
             let mut strict_err = None;
             let status = src.poll(batch_events, now, &mut |item| match item {
-                SourceItem::Row {
-                    side,
-                    ts,
-                    row,
-                    intended_ns,
-                } => {
+                SourceItem::Row { side, ts, row, intended_ns } => {
                     let s = side.idx();
                     c.counters.rows_in[s] += 1;
                     let clock = clocks[s].as_mut().expect("source emits only its own sides");
@@ -304,33 +369,16 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
                     let arrival = intended_ns.unwrap_or(now);
                     if encode_key(RowView(row), &schemas[s], &mut key) {
                         let hash = key_hash(&key);
-                        out[shard_of(hash, shards) as usize].push(
-                            side,
-                            ts,
-                            hash,
-                            arrival,
-                            row,
-                            Some(&key),
-                        );
+                        out[shard_of(hash, shards) as usize].push(side, ts, hash, arrival, row, Some(&key));
                     } else {
                         out[id as usize].push(side, ts, 0, arrival, row, None);
                     }
                 }
-                SourceItem::Dead {
-                    side,
-                    line,
-                    reason,
-                    raw,
-                } => {
+                SourceItem::Dead { side, line, reason, raw } => {
                     c.counters.dead[side.idx()] += 1;
-                    c.sinks
-                        .dead(&schemas[side.idx()].name, name, line, &reason, raw);
+                    c.sinks.dead(&schemas[side.idx()].name, name, line, &reason, raw);
                     if ctx.strict && strict_err.is_none() {
-                        strict_err = Some(SourceError::Strict {
-                            path: name.clone(),
-                            line,
-                            reason,
-                        });
+                        strict_err = Some(SourceError::Strict { path: name.clone(), line, reason });
                     }
                 }
             });
@@ -370,35 +418,20 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         }
         let mark = sender_mark(slots.iter().flat_map(|s| s.clocks.iter().flatten()));
         debug_assert!(!all_done || mark == Mark::Done);
-        flush(
-            id,
-            &mut out,
-            &mut last_mark,
-            mark,
-            &mut senders,
-            &core,
-            now_ns(),
-        )
-        .await;
+        flush(id, &mut out, &mut last_mark, mark, &mut senders, &core, now_ns()).await;
         if all_done {
-            break;
+            continue;
         }
         if any_rows {
             futures_lite::future::yield_now().await;
         } else {
-            glommio::timer::sleep(Duration::from_nanos(
-                retry_ns.clamp(1_000, IDLE_SLEEP_NS_MAX),
-            ))
-            .await;
+            glommio::timer::sleep(Duration::from_nanos(retry_ns.clamp(1_000, IDLE_SLEEP_NS_MAX))).await;
         }
     }
     {
         let c = core.borrow();
         let p = &ctx.progress.shards[id as usize];
-        p.rows_in.store(
-            c.counters.rows_in[0] + c.counters.rows_in[1],
-            Ordering::Relaxed,
-        );
+        p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
     }
     if fatal.is_some() {
         ctx.progress.abort.store(true, Ordering::Relaxed);
@@ -410,6 +443,10 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     for r in receivers {
         peers_complete &= r.await;
     }
+    // A snapshot copy may still be running: it holds the core.
+    while core.borrow().ckpt.as_ref().is_some_and(|c| c.in_flight) {
+        glommio::timer::sleep(Duration::from_micros(200)).await;
+    }
     let mut c = match Rc::try_unwrap(core) {
         Ok(c) => c.into_inner(),
         Err(_) => unreachable!("every task holding the core has finished"),
@@ -417,22 +454,205 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     if let Some(e) = fatal.or(c.error.take()) {
         return Err(e);
     }
-    if !peers_complete || ctx.progress.abort.load(Ordering::Relaxed) {
+    if ctx.progress.abort.load(Ordering::Relaxed) {
+        return Err(ShardError::Aborted(id));
+    }
+    if let Some(n) = stopped_at {
+        // Graceful stop: nothing after barrier n was read; the state is in checkpoint n.
+        c.sinks.close()?;
+        return Ok(ShardResult { counters: counters_now(&c), latency: c.sinks.latency, stopped_at: Some(n) });
+    }
+    if !peers_complete {
         return Err(ShardError::Aborted(id));
     }
     c.join.finish(&mut c.sinks)?;
     c.sinks.close()?;
+    if let Some(ck) = &c.ckpt {
+        let _ = ck.to_coordinator.send(CoordMsg::Finished { shard: id });
+    }
+    let counters = counters_now(&c);
+    Ok(ShardResult { counters, latency: c.sinks.latency, stopped_at: None })
+}
+
+fn counters_now(c: &Core) -> ShardCounters {
     let stats = c.join.stats;
-    let mut counters = c.counters;
+    let mut counters = c.counters.clone();
     counters.pairs = stats.pairs;
     counters.unmatched = stats.unmatched;
     counters.unmatched_emitted = c.sinks.unmatched_emitted;
     counters.output_rows = c.sinks.output_rows;
     counters.bytes_reclaimed = c.join.bytes_reclaimed();
-    Ok(ShardResult {
-        counters,
-        latency: c.sinks.latency,
+    counters
+}
+
+/// Records this shard's source positions for checkpoint `n` and sends barrier n to
+/// every peer, after everything routed so far (the round's batches are flushed).
+async fn inject_barrier(
+    id: u32,
+    n: u64,
+    slots: &[Slot],
+    mark: Mark,
+    senders: &mut [Option<ConnectedSender<Batch>>],
+    core: &Rc<RefCell<Core>>,
+) {
+    let positions = slots
+        .iter()
+        .map(|s| SourceState {
+            plan_index: s.plan_index,
+            name: s.name.clone(),
+            position: s.src.position(),
+            done: s.done,
+            clocks: [0, 1].map(|i| s.clocks[i].as_ref().map(|c| ClockState { max_ts: c.max_ts(), done: c.done })),
+        })
+        .collect();
+    if let Some(ck) = core.borrow_mut().ckpt.as_mut() {
+        ck.positions = Some((n, positions));
+        ck.seen[id as usize] = n;
+    }
+    for tx in senders.iter().flatten() {
+        let mut b = Batch::with_capacity(0);
+        b.mark = mark;
+        b.barrier = Some(n);
+        let _ = tx.send(b).await;
+    }
+    try_capture(core);
+}
+
+/// Waits until snapshot `n` is captured (or the job is failing / finishing).
+async fn wait_captured(core: &Rc<RefCell<Core>>, n: u64) {
+    loop {
+        {
+            let c = core.borrow();
+            let Some(ck) = &c.ckpt else { return };
+            if ck.taken >= n || c.error.is_some() || c.progress.abort.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        glommio::timer::sleep(Duration::from_micros(20)).await;
+    }
+}
+
+/// Captures snapshot n if barrier n came from every sender, and starts its copies.
+fn try_capture(core: &Rc<RefCell<Core>>) {
+    let (snap, jobs, dir, n, pack) = {
+        let mut guard = core.borrow_mut();
+        let c = &mut *guard;
+        let Some(ck) = c.ckpt.as_mut() else { return };
+        let Some((n, _)) = &ck.positions else { return };
+        let n = *n;
+        if ck.taken >= n || ck.in_flight {
+            return;
+        }
+        if !(0..ck.seen.len()).all(|s| ck.seen[s] >= n || ck.closed[s]) {
+            return;
+        }
+        let (_, sources) = ck.positions.take().unwrap();
+        let pack = format!("state/shard-{}/c{n}.pack", c.id);
+        let (buckets, jobs) = c.join.plan_snapshot(&pack);
+        let marks = c
+            .wm
+            .marks()
+            .iter()
+            .map(|m| match *m {
+                Mark::At(ts) => MarkState::At { ts },
+                Mark::Idle => MarkState::Idle,
+                Mark::Done => MarkState::Done,
+            })
+            .collect();
+        let snap = ShardSnapshot {
+            shard: c.id,
+            watermark: c.wm.current(),
+            marks,
+            sources,
+            buckets,
+            counters: counters_now(c),
+        };
+        // Output of epoch n ends here; the coordinator commits it with checkpoint n.
+        c.sinks.rotate(n + 1);
+        let ck = c.ckpt.as_mut().unwrap();
+        ck.taken = n;
+        ck.in_flight = true;
+        (snap, jobs, ck.dir.clone(), n, pack)
+    };
+    let core2 = core.clone();
+    glommio::spawn_local(async move {
+        let lens: Vec<usize> = jobs.iter().map(|j| j.bytes).collect();
+        let r = if jobs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            checkpoint::writer::write_pack(&dir.join(&pack), &lens, |i, off, dst| {
+                core2.borrow().join.copy_out(jobs[i].side, jobs[i].bucket, off, dst)
+            })
+            .await
+        };
+        let mut c = core2.borrow_mut();
+        let mut snap = snap;
+        let (done, failed) = match r {
+            Ok(v) => (jobs.iter().zip(v).map(|(j, (off, crc))| (j.side, j.bucket, off, crc)).collect::<Vec<_>>(), None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        for b in snap.buckets.iter_mut().filter(|b| b.file == pack) {
+            if let Some(&(_, _, off, crc)) = done.iter().find(|d| d.0 == b.side && d.1 == b.bucket) {
+                b.offset = off;
+                b.crc32 = crc;
+            }
+        }
+        if let Err(e) = c.join.end_snapshot(&pack, &done) {
+            c.error.get_or_insert(e.into());
+        }
+        let ck = c.ckpt.as_mut().unwrap();
+        ck.in_flight = false;
+        let msg = match failed {
+            // A failed copy fails this checkpoint only; the previous one stays valid.
+            Some(e) => CoordMsg::Failed { n, shard: snap.shard, error: e.to_string() },
+            None => CoordMsg::Snapshot { n, snap: Box::new(snap) },
+        };
+        let _ = ck.to_coordinator.send(msg);
     })
+    .detach();
+}
+
+/// Restores join state, watermarks, counters and source positions from a snapshot.
+fn restore(core: &Rc<RefCell<Core>>, slots: &mut [Slot], snap: &ShardSnapshot, dir: &std::path::Path) -> Result<(), ShardError> {
+    let mut c = core.borrow_mut();
+    for b in &snap.buckets {
+        let bytes = checkpoint::read_bucket(dir, b)?;
+        c.join.restore_bucket(b, &bytes, &dir.join(&b.file))?;
+    }
+    let marks: Vec<Mark> = snap
+        .marks
+        .iter()
+        .map(|m| match *m {
+            MarkState::At { ts } => Mark::At(ts),
+            MarkState::Idle => Mark::Idle,
+            MarkState::Done => Mark::Done,
+        })
+        .collect();
+    c.wm.restore(&marks, snap.watermark);
+    let k = &snap.counters;
+    c.counters = k.clone();
+    c.join.stats.pairs = k.pairs;
+    c.join.stats.unmatched = k.unmatched;
+    c.sinks.output_rows = k.output_rows;
+    c.sinks.unmatched_emitted = k.unmatched_emitted;
+    drop(c);
+    for slot in slots.iter_mut() {
+        let Some(st) = snap.sources.iter().find(|s| s.plan_index == slot.plan_index) else {
+            return Err(checkpoint::CheckpointError::Invalid {
+                path: dir.to_path_buf(),
+                reason: format!("shard {} has no position for partition {}", snap.shard, slot.name),
+            }
+            .into());
+        };
+        slot.src.seek(&st.position)?;
+        slot.done = st.done;
+        for i in 0..2 {
+            if let (Some(cl), Some(saved)) = (slot.clocks[i].as_mut(), st.clocks[i].as_ref()) {
+                cl.restore(saved.max_ts, saved.done);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends every destination its batch (and the new mark), joining our own in place.
@@ -465,9 +685,6 @@ async fn flush(
     }
     let c = core.borrow();
     let p = &c.progress.shards[id as usize];
-    p.rows_in.store(
-        c.counters.rows_in[0] + c.counters.rows_in[1],
-        Ordering::Relaxed,
-    );
+    p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
     let _ = Side::Left;
 }

@@ -42,12 +42,8 @@ pub const SHOW_DEFAULT: usize = 10;
 const READ_BUF_BYTES: usize = 1 << 20;
 /// A record (one output row) is at most this long; past it the file is malformed.
 pub const RECORD_BYTES_MAX: usize = 1 << 26;
-const HASH_SEEDS: [u64; 4] = [
-    0x7661_6c69_6461_7465,
-    0x2545_F491_4F6C_DD1D,
-    0x9E37_79B9_7F4A_7C15,
-    0xBF58_476D_1CE4_E5B9,
-];
+const HASH_SEEDS: [u64; 4] =
+    [0x7661_6c69_6461_7465, 0x2545_F491_4F6C_DD1D, 0x9E37_79B9_7F4A_7C15, 0xBF58_476D_1CE4_E5B9];
 
 const _: () = assert!(SPILL_BUCKETS_MAX >= 1 && SPILL_BUCKETS_MAX <= 4096);
 
@@ -55,38 +51,19 @@ const _: () = assert!(SPILL_BUCKETS_MAX >= 1 && SPILL_BUCKETS_MAX <= 4096);
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: io::Error },
     #[error("{path}: not a directory")]
     NotADir { path: PathBuf },
-    #[error(
-        "{path}:1: header differs from {first}:1\n  expected: {expected}\n  found:    {found}"
-    )]
-    HeaderMismatch {
-        path: PathBuf,
-        first: PathBuf,
-        expected: String,
-        found: String,
-    },
+    #[error("{path}:1: header differs from {first}:1\n  expected: {expected}\n  found:    {found}")]
+    HeaderMismatch { path: PathBuf, first: PathBuf, expected: String, found: String },
     #[error("{path}:{line}: {message}")]
-    Malformed {
-        path: PathBuf,
-        line: u64,
-        message: String,
-    },
+    Malformed { path: PathBuf, line: u64, message: String },
     #[error("batch join for validation failed: {0}")]
     Batch(#[from] BatchError),
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> ValidateError + 'a {
-    move |source| ValidateError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
+    move |source| ValidateError::Io { path: path.to_path_buf(), op, source }
 }
 
 /// The kind of an output row, from its NULL pattern.
@@ -99,11 +76,7 @@ pub enum RowKind {
 }
 
 impl RowKind {
-    pub const ALL: [RowKind; 3] = [
-        RowKind::Pair,
-        RowKind::LeftUnmatched,
-        RowKind::RightUnmatched,
-    ];
+    pub const ALL: [RowKind; 3] = [RowKind::Pair, RowKind::LeftUnmatched, RowKind::RightUnmatched];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -215,26 +188,14 @@ pub struct ValidateReport {
 impl ValidateReport {
     /// The same multiset of rows, and the same late-row counts where both are known.
     pub fn is_equal(&self) -> bool {
-        self.missing.counts.total() == 0
-            && self.extra.counts.total() == 0
-            && self.late_differences.is_empty()
+        self.missing.counts.total() == 0 && self.extra.counts.total() == 0 && self.late_differences.is_empty()
     }
 
     pub fn print(&self) {
-        let verdict = if self.is_equal() {
-            "EQUAL"
-        } else {
-            "DIFFERENT"
-        };
+        let verdict = if self.is_equal() { "EQUAL" } else { "DIFFERENT" };
         println!("validate: {verdict}");
         for (label, d) in [("expected", &self.expected), ("actual", &self.actual)] {
-            println!(
-                "  {label:<8} {}: {} rows in {} files ({} bytes)",
-                d.path.display(),
-                d.rows,
-                d.files,
-                d.bytes
-            );
+            println!("  {label:<8} {}: {} rows in {} files ({} bytes)", d.path.display(), d.rows, d.files, d.bytes);
             println!(
                 "           matched pairs {}, left unmatched {}, right unmatched {}",
                 d.kinds.pair, d.kinds.left_unmatched, d.kinds.right_unmatched
@@ -279,10 +240,7 @@ impl ValidateReport {
             }
         }
         for l in &self.late_differences {
-            println!(
-                "  late rows of {} differ: expected {}, actual {}",
-                l.input, l.expected, l.actual
-            );
+            println!("  late rows of {} differ: expected {}, actual {}", l.input, l.expected, l.actual);
         }
     }
 }
@@ -298,29 +256,17 @@ pub fn compare_dirs(
     show: usize,
     mem_budget_bytes: u64,
 ) -> Result<ValidateReport, ValidateError> {
-    let budget = if mem_budget_bytes == 0 {
-        MEM_BUDGET_BYTES_DEFAULT
-    } else {
-        mem_budget_bytes
-    };
-    let files = [
-        list_output_files(expected, format)?,
-        list_output_files(actual, format)?,
-    ];
+    let budget = if mem_budget_bytes == 0 { MEM_BUDGET_BYTES_DEFAULT } else { mem_budget_bytes };
+    let files = [list_output_files(expected, format)?, list_output_files(actual, format)?];
     let total_bytes: u64 = files.iter().flatten().map(|f| f.1).sum();
-    let buckets = (total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE))
-        .div_ceil(budget)
-        .clamp(1, SPILL_BUCKETS_MAX);
+    let buckets = (total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE)).div_ceil(budget).clamp(1, SPILL_BUCKETS_MAX);
 
     let mut summaries = [DirSummary::default(), DirSummary::default()];
-    for (s, (dir, list)) in summaries
-        .iter_mut()
-        .zip([expected, actual].into_iter().zip(files.iter()))
-    {
+    for (s, (dir, list)) in summaries.iter_mut().zip([expected, actual].into_iter().zip(files.iter())) {
         s.path = dir.to_path_buf();
         s.files = list.len() as u64;
         s.bytes = list.iter().map(|f| f.1).sum();
-        s.late = count_late(dir, format)?;
+        s.late = count_late(dir)?;
         s.dead = count_dead(dir)?;
     }
     let mut header = HeaderCheck::default();
@@ -376,16 +322,9 @@ pub fn compare_dirs(
     if let (Some(e), Some(a)) = (&summaries[0].late, &summaries[1].late) {
         let names: std::collections::BTreeSet<&String> = e.keys().chain(a.keys()).collect();
         for n in names {
-            let (x, y) = (
-                e.get(n).copied().unwrap_or(0),
-                a.get(n).copied().unwrap_or(0),
-            );
+            let (x, y) = (e.get(n).copied().unwrap_or(0), a.get(n).copied().unwrap_or(0));
             if x != y {
-                late_differences.push(LateDifference {
-                    input: n.clone(),
-                    expected: x,
-                    actual: y,
-                });
+                late_differences.push(LateDifference { input: n.clone(), expected: x, actual: y });
             }
         }
     }
@@ -403,15 +342,9 @@ pub fn compare_dirs(
 
 /// Runs the batch join of `job` into a temporary directory next to `actual`,
 /// compares it with `actual`, and removes the temporary directory.
-pub fn validate_job(
-    job: &Job,
-    actual: &Path,
-    show: usize,
-) -> Result<ValidateReport, ValidateError> {
+pub fn validate_job(job: &Job, actual: &Path, show: usize) -> Result<ValidateReport, ValidateError> {
     if !actual.is_dir() {
-        return Err(ValidateError::NotADir {
-            path: actual.to_path_buf(),
-        });
+        return Err(ValidateError::NotADir { path: actual.to_path_buf() });
     }
     let parent = match actual.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -423,13 +356,7 @@ pub fn validate_job(
     }
     let result: Result<ValidateReport, ValidateError> = (|| {
         let report = batch::run(job, &tmp, false, 0)?;
-        let mut v = compare_dirs(
-            &tmp,
-            actual,
-            job.output_format,
-            show,
-            MEM_BUDGET_BYTES_DEFAULT,
-        )?;
+        let mut v = compare_dirs(&tmp, actual, job.output_format, show, MEM_BUDGET_BYTES_DEFAULT)?;
         v.batch = Some(report);
         Ok(v)
     })();
@@ -442,9 +369,7 @@ pub fn validate_job(
 /// The part files of an output directory with their sizes, sorted by name.
 pub fn list_output_files(dir: &Path, format: Format) -> Result<Vec<(PathBuf, u64)>, ValidateError> {
     if !dir.is_dir() {
-        return Err(ValidateError::NotADir {
-            path: dir.to_path_buf(),
-        });
+        return Err(ValidateError::NotADir { path: dir.to_path_buf() });
     }
     let suffix = format!(".{}", format.ext());
     let mut out = Vec::new();
@@ -466,36 +391,42 @@ pub fn list_output_files(dir: &Path, format: Format) -> Result<Vec<(PathBuf, u64
 }
 
 /// Late rows per input name in `dir/late/<input>-<n>.<ext>`; None without `late/`.
-fn count_late(dir: &Path, format: Format) -> Result<Option<BTreeMap<String, u64>>, ValidateError> {
+fn count_late(dir: &Path) -> Result<Option<BTreeMap<String, u64>>, ValidateError> {
     let late_dir = dir.join("late");
     if !late_dir.is_dir() {
         return Ok(None);
     }
     let mut out = BTreeMap::new();
-    let mut header = HeaderCheck {
-        per_file: true,
-        ..Default::default()
-    };
-    for (path, _) in list_output_files(&late_dir, format)? {
-        let Some(stem) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(&format!(".{}", format.ext())))
-        else {
-            continue;
-        };
-        let input = match stem.rsplit_once('-') {
-            Some((name, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => name,
-            _ => stem,
-        };
-        let mut n = 0u64;
-        read_records(&path, format, &mut header, |_, _| {
-            n += 1;
-            Ok(())
-        })?;
-        *out.entry(input.to_string()).or_insert(0) += n;
+    let mut header = HeaderCheck { per_file: true, ..Default::default() };
+    // Late rows are written in their input's format, which may differ per input.
+    for format in [Format::Csv, Format::Jsonl] {
+        for (path, _) in list_output_files(&late_dir, format)? {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let input = late_input_name(name, format);
+            let mut n = 0u64;
+            read_records(&path, format, &mut header, |_, _| {
+                n += 1;
+                Ok(())
+            })?;
+            *out.entry(input.to_string()).or_insert(0) += n;
+        }
     }
     Ok(Some(out))
+}
+
+/// The input a late file belongs to: `<input>-<n>.<ext>` or, with checkpoints,
+/// `<input>-<shard>-<epoch>.<ext>`; every trailing `-<digits>` is dropped.
+pub fn late_input_name(file_name: &str, format: Format) -> &str {
+    let mut stem = file_name.strip_suffix(format.ext()).and_then(|s| s.strip_suffix('.')).unwrap_or(file_name);
+    while let Some((name, n)) = stem.rsplit_once('-') {
+        if name.is_empty() || n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
+            break;
+        }
+        stem = name;
+    }
+    stem
 }
 
 /// Dead letters in `dir/dead/*.jsonl`; None without `dead/`.
@@ -565,9 +496,7 @@ fn read_records(
         rec.clear();
         let start_line = line_no + 1;
         loop {
-            let n = r
-                .read_until(b'\n', &mut rec)
-                .map_err(io_err(path, "read"))?;
+            let n = r.read_until(b'\n', &mut rec).map_err(io_err(path, "read"))?;
             if n == 0 {
                 break;
             }
@@ -580,9 +509,7 @@ fn read_records(
                 return Err(ValidateError::Malformed {
                     path: path.to_path_buf(),
                     line: start_line,
-                    message: format!(
-                        "record longer than {RECORD_BYTES_MAX} bytes (unbalanced quote?)"
-                    ),
+                    message: format!("record longer than {RECORD_BYTES_MAX} bytes (unbalanced quote?)"),
                 });
             }
         }
@@ -828,38 +755,22 @@ impl CountTable {
         CountTable {
             arena: Vec::new(),
             table: HashTable::new(),
-            hasher: ahash::RandomState::with_seeds(
-                HASH_SEEDS[0],
-                HASH_SEEDS[1],
-                HASH_SEEDS[2],
-                HASH_SEEDS[3],
-            ),
+            hasher: ahash::RandomState::with_seeds(HASH_SEEDS[0], HASH_SEEDS[1], HASH_SEEDS[2], HASH_SEEDS[3]),
         }
     }
 
     fn add(&mut self, rec: &[u8], delta: i64) {
         let hash = self.hasher.hash_one(rec);
         let arena = &self.arena;
-        let eq = |s: &Slot| {
-            s.len as usize == rec.len()
-                && &arena[s.off as usize..s.off as usize + s.len as usize] == rec
-        };
+        let eq =
+            |s: &Slot| s.len as usize == rec.len() && &arena[s.off as usize..s.off as usize + s.len as usize] == rec;
         if let Some(s) = self.table.find_mut(hash, eq) {
             s.count += delta;
             return;
         }
         let off = self.arena.len() as u64;
         self.arena.extend_from_slice(rec);
-        self.table.insert_unique(
-            hash,
-            Slot {
-                hash,
-                off,
-                len: rec.len() as u32,
-                count: delta,
-            },
-            |s| s.hash,
-        );
+        self.table.insert_unique(hash, Slot { hash, off, len: rec.len() as u32, count: delta }, |s| s.hash);
     }
 
     /// Adds this table's differences to `missing` (count > 0) and `extra` (< 0).
@@ -875,30 +786,18 @@ impl CountTable {
             .table
             .iter()
             .filter(|s| s.count != 0)
-            .map(|s| {
-                (
-                    &self.arena[s.off as usize..s.off as usize + s.len as usize],
-                    s.count,
-                )
-            })
+            .map(|s| (&self.arena[s.off as usize..s.off as usize + s.len as usize], s.count))
             .collect();
         diffs.sort_unstable();
         for (rec, count) in diffs {
             let kind = classify(rec, format, left_cols);
-            let d = if count > 0 {
-                &mut *missing
-            } else {
-                &mut *extra
-            };
+            let d = if count > 0 { &mut *missing } else { &mut *extra };
             d.counts.add(kind, count.unsigned_abs());
             let samples = d.samples_mut(kind);
             if samples.len() < show {
                 let text = String::from_utf8_lossy(rec).into_owned();
-                let text = if count.unsigned_abs() > 1 {
-                    format!("{text}   (x{})", count.unsigned_abs())
-                } else {
-                    text
-                };
+                let text =
+                    if count.unsigned_abs() > 1 { format!("{text}   (x{})", count.unsigned_abs()) } else { text };
                 samples.push(text);
             }
         }
@@ -936,10 +835,7 @@ impl Drop for SpillDir {
 }
 
 fn spill_path(dir: &Path, side: usize, bucket: u64) -> PathBuf {
-    dir.join(format!(
-        "{}-{bucket}.spill",
-        if side == 0 { "expected" } else { "actual" }
-    ))
+    dir.join(format!("{}-{bucket}.spill", if side == 0 { "expected" } else { "actual" }))
 }
 
 /// Writes length-prefixed records into one file per bucket.
@@ -949,12 +845,7 @@ struct SpillWriter {
 }
 
 impl SpillWriter {
-    fn create(
-        dir: &Path,
-        side: usize,
-        buckets: u64,
-        budget: u64,
-    ) -> Result<SpillWriter, ValidateError> {
+    fn create(dir: &Path, side: usize, buckets: u64, budget: u64) -> Result<SpillWriter, ValidateError> {
         let buf = (budget / 2 / buckets).clamp(4096, 1 << 20) as usize;
         let mut files = Vec::with_capacity(buckets as usize);
         for b in 0..buckets {
@@ -966,12 +857,7 @@ impl SpillWriter {
         // crowd a few table slots; different seeds.
         Ok(SpillWriter {
             files,
-            hasher: ahash::RandomState::with_seeds(
-                HASH_SEEDS[3],
-                HASH_SEEDS[2],
-                HASH_SEEDS[1],
-                HASH_SEEDS[0],
-            ),
+            hasher: ahash::RandomState::with_seeds(HASH_SEEDS[3], HASH_SEEDS[2], HASH_SEEDS[1], HASH_SEEDS[0]),
         })
     }
 
@@ -979,8 +865,7 @@ impl SpillWriter {
         let h = self.hasher.hash_one(rec);
         let b = ((h as u128 * self.files.len() as u128) >> 64) as usize;
         let (p, w) = &mut self.files[b];
-        w.write_all(&(rec.len() as u32).to_le_bytes())
-            .map_err(io_err(p, "write spill file"))?;
+        w.write_all(&(rec.len() as u32).to_le_bytes()).map_err(io_err(p, "write spill file"))?;
         w.write_all(rec).map_err(io_err(p, "write spill file"))
     }
 
@@ -992,10 +877,7 @@ impl SpillWriter {
     }
 }
 
-fn read_spill(
-    path: &Path,
-    mut f: impl FnMut(&[u8]) -> Result<(), ValidateError>,
-) -> Result<(), ValidateError> {
+fn read_spill(path: &Path, mut f: impl FnMut(&[u8]) -> Result<(), ValidateError>) -> Result<(), ValidateError> {
     let file = File::open(path).map_err(io_err(path, "open spill file"))?;
     let mut r = BufReader::with_capacity(READ_BUF_BYTES, file);
     let mut len = [0u8; 4];
@@ -1004,17 +886,35 @@ fn read_spill(
         match r.read_exact(&mut len) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => {
-                return Err(ValidateError::Io {
-                    path: path.to_path_buf(),
-                    op: "read spill file",
-                    source: e,
-                })
-            }
+            Err(e) => return Err(ValidateError::Io { path: path.to_path_buf(), op: "read spill file", source: e }),
         }
         rec.resize(u32::from_le_bytes(len) as usize, 0);
-        r.read_exact(&mut rec)
-            .map_err(io_err(path, "read spill file"))?;
+        r.read_exact(&mut rec).map_err(io_err(path, "read spill file"))?;
         f(&rec)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_file_names() {
+        assert_eq!(late_input_name("impressions-0.csv", Format::Csv), "impressions");
+        assert_eq!(late_input_name("impressions-1-000042.jsonl", Format::Jsonl), "impressions");
+        assert_eq!(late_input_name("my-plays-3.csv", Format::Csv), "my-plays");
+        assert_eq!(late_input_name("x.csv", Format::Csv), "x");
+    }
+
+    #[test]
+    fn kinds_from_nulls() {
+        let split = csv_side_split(b"a.x,a.y,b.x");
+        assert_eq!(split, 2);
+        assert_eq!(classify(b"1,2,3", Format::Csv, split), RowKind::Pair);
+        assert_eq!(classify(b"1,,", Format::Csv, split), RowKind::LeftUnmatched);
+        assert_eq!(classify(b",,3", Format::Csv, split), RowKind::RightUnmatched);
+        assert_eq!(classify(b"\"\",,3", Format::Csv, split), RowKind::Pair);
+        let j = br#"{"a.x":null,"a.y":null,"b.x":{"q":[1,"]"]}}"#;
+        assert_eq!(classify(j, Format::Jsonl, 0), RowKind::RightUnmatched);
     }
 }

@@ -20,14 +20,7 @@ pub struct PartitionClock {
 
 impl PartitionClock {
     pub fn new(out_of_orderness_ms: i64, lateness_ms: i64) -> PartitionClock {
-        PartitionClock {
-            max_ts: None,
-            out_of_orderness_ms,
-            lateness_ms,
-            last_row_ns: 0,
-            idle: false,
-            done: false,
-        }
+        PartitionClock { max_ts: None, out_of_orderness_ms, lateness_ms, last_row_ns: 0, idle: false, done: false }
     }
 
     /// Records a row's event time; returns true when the row is late (it then does not
@@ -40,14 +33,24 @@ impl PartitionClock {
                 false
             }
             Some(m) => {
-                let late = (ts as i128)
-                    < m as i128 - self.out_of_orderness_ms as i128 - self.lateness_ms as i128;
+                let late = (ts as i128) < m as i128 - self.out_of_orderness_ms as i128 - self.lateness_ms as i128;
                 if ts > m {
                     self.max_ts = Some(ts);
                 }
                 late
             }
         }
+    }
+
+    pub fn max_ts(&self) -> Option<i64> {
+        self.max_ts
+    }
+
+    /// Back to a checkpointed state.
+    pub fn restore(&mut self, max_ts: Option<i64>, done: bool) {
+        self.max_ts = max_ts;
+        self.done = done;
+        self.idle = false;
     }
 
     /// `max ts - B`, or i64::MIN before the first row.
@@ -101,10 +104,7 @@ pub struct ShardWatermark {
 
 impl ShardWatermark {
     pub fn new(senders: usize) -> ShardWatermark {
-        ShardWatermark {
-            marks: vec![Mark::At(i64::MIN); senders],
-            current: i64::MIN,
-        }
+        ShardWatermark { marks: vec![Mark::At(i64::MIN); senders], current: i64::MIN }
     }
 
     /// Updates one sender's mark; returns the new `W` (monotonic).
@@ -133,6 +133,16 @@ impl ShardWatermark {
 
     pub fn current(&self) -> i64 {
         self.current
+    }
+
+    pub fn marks(&self) -> &[Mark] {
+        &self.marks
+    }
+
+    /// Back to a checkpointed state.
+    pub fn restore(&mut self, marks: &[Mark], current: i64) {
+        self.marks.copy_from_slice(marks);
+        self.current = current;
     }
 
     pub fn all_done(&self) -> bool {

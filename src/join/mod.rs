@@ -67,10 +67,7 @@ impl Join {
         Join {
             p,
             index: KeyIndex::default(),
-            sides: [
-                SideStore::new(0, p.bucket_ms, dir),
-                SideStore::new(1, p.bucket_ms, dir),
-            ],
+            sides: [SideStore::new(0, p.bucket_ms, dir), SideStore::new(1, p.bucket_ms, dir)],
             dropped_since_sweep: 0,
             resident_bytes_max,
             stats: JoinStats::default(),
@@ -100,14 +97,8 @@ impl Join {
         let other = side.other();
         // Window of the other side's event times that match this row.
         let (lo, hi) = match side {
-            Side::Left => (
-                ts as i128 + self.p.lower_ms as i128,
-                ts as i128 + self.p.upper_ms as i128,
-            ),
-            Side::Right => (
-                ts as i128 - self.p.upper_ms as i128,
-                ts as i128 - self.p.lower_ms as i128,
-            ),
+            Side::Left => (ts as i128 + self.p.lower_ms as i128, ts as i128 + self.p.upper_ms as i128),
+            Side::Right => (ts as i128 - self.p.upper_ms as i128, ts as i128 - self.p.lower_ms as i128),
         };
         let live_other = self.sides[other.idx()].live_from_ts;
         let live_own = self.sides[side.idx()].live_from_ts;
@@ -164,8 +155,7 @@ impl Join {
             }
         }
         if self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
-            self.index
-                .sweep([self.sides[0].live_from_ts, self.sides[1].live_from_ts]);
+            self.index.sweep([self.sides[0].live_from_ts, self.sides[1].live_from_ts]);
             self.dropped_since_sweep = 0;
         }
         Ok(())
@@ -174,9 +164,7 @@ impl Join {
     /// Releases mapped arena pages when more than the budget was appended since the
     /// last release (no-op for heap state).
     pub fn enforce_memory_budget(&mut self) {
-        if self.resident_bytes_max > 0
-            && self.sides[0].touched() + self.sides[1].touched() > self.resident_bytes_max
-        {
+        if self.resident_bytes_max > 0 && self.sides[0].touched() + self.sides[1].touched() > self.resident_bytes_max {
             self.sides[0].release_resident();
             self.sides[1].release_resident();
         }
@@ -234,6 +222,38 @@ impl Join {
         self.sides[0].bucket_count() + self.sides[1].bucket_count()
     }
 
+    /// Starts checkpoint `n`: which bucket copies it references and which it must write.
+    pub fn plan_snapshot(&mut self, pack: &str) -> (Vec<crate::checkpoint::BucketFile>, Vec<crate::state::CopyJob>) {
+        let (mut files, mut jobs) = (Vec::new(), Vec::new());
+        for s in &mut self.sides {
+            s.plan_snapshot(pack, &mut files, &mut jobs);
+        }
+        (files, jobs)
+    }
+
+    pub fn copy_out(&self, side: u8, bucket: i64, off: usize, dst: &mut [u8]) -> bool {
+        self.sides[side as usize].copy_out(bucket, off, dst)
+    }
+
+    /// The copies of a checkpoint are written: record their checksums, delete the
+    /// buckets that were dropped meanwhile.
+    pub fn end_snapshot(&mut self, pack: &str, done: &[(u8, i64, u64, u32)]) -> Result<(), StateError> {
+        for (side, b, offset, crc) in done {
+            self.sides[*side as usize].set_copy(*b, pack, *offset, *crc);
+        }
+        self.sides[0].end_snapshot()?;
+        self.sides[1].end_snapshot()
+    }
+
+    /// Restores one bucket from a checkpoint copy and indexes its rows.
+    pub fn restore_bucket(&mut self, file: &crate::checkpoint::BucketFile, bytes: &[u8], name_for_errors: &Path) -> Result<(), StateError> {
+        let side = file.side as usize;
+        let index = &mut self.index;
+        self.sides[side].restore_bucket(file.bucket, bytes, file.clone(), name_for_errors, |rec, r| {
+            index.entry(rec.hash.to_native(), rec.key.get()).refs[side].push(r);
+        })
+    }
+
     pub fn arena_files(&self) -> usize {
         self.sides[0].arena_files() + self.sides[1].arena_files()
     }
@@ -266,31 +286,19 @@ mod tests {
     }
 
     fn params(kind: JoinKind, lower: i64, upper: i64) -> JoinParams {
-        JoinParams {
-            kind,
-            lower_ms: lower,
-            upper_ms: upper,
-            allowed_lateness_ms: 0,
-            bucket_ms: 10,
-        }
+        JoinParams { kind, lower_ms: lower, upper_ms: upper, allowed_lateness_ms: 0, bucket_ms: 10 }
     }
 
     #[test]
     fn matches_inclusive_bounds_either_arrival_order() {
         let mut j = Join::new(params(JoinKind::Full, -5, 5));
         let mut c = Collect::default();
-        j.on_row(Side::Left, 100, 1, Some(b"k"), &row(100), 0, &mut c)
-            .unwrap();
-        j.on_row(Side::Right, 105, 1, Some(b"k"), &row(105), 0, &mut c)
-            .unwrap(); // edge: matches
-        j.on_row(Side::Right, 106, 1, Some(b"k"), &row(106), 0, &mut c)
-            .unwrap(); // outside
-        j.on_row(Side::Right, 95, 1, Some(b"k"), &row(95), 0, &mut c)
-            .unwrap(); // lower edge
-        j.on_row(Side::Left, 110, 1, Some(b"k"), &row(110), 0, &mut c)
-            .unwrap(); // matches 105, 106
-        j.on_row(Side::Right, 100, 2, Some(b"other"), &row(100), 0, &mut c)
-            .unwrap();
+        j.on_row(Side::Left, 100, 1, Some(b"k"), &row(100), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 105, 1, Some(b"k"), &row(105), 0, &mut c).unwrap(); // edge: matches
+        j.on_row(Side::Right, 106, 1, Some(b"k"), &row(106), 0, &mut c).unwrap(); // outside
+        j.on_row(Side::Right, 95, 1, Some(b"k"), &row(95), 0, &mut c).unwrap(); // lower edge
+        j.on_row(Side::Left, 110, 1, Some(b"k"), &row(110), 0, &mut c).unwrap(); // matches 105, 106
+        j.on_row(Side::Right, 100, 2, Some(b"other"), &row(100), 0, &mut c).unwrap();
         c.pairs.sort();
         assert_eq!(c.pairs, vec![(100, 95), (100, 105), (110, 105), (110, 106)]);
         j.finish(&mut c).unwrap();
@@ -302,8 +310,7 @@ mod tests {
     fn expiry_emits_unmatched_only_after_retention() {
         let mut j = Join::new(params(JoinKind::Left, 0, 20));
         let mut c = Collect::default();
-        j.on_row(Side::Left, 5, 1, Some(b"k"), &row(5), 0, &mut c)
-            .unwrap();
+        j.on_row(Side::Left, 5, 1, Some(b"k"), &row(5), 0, &mut c).unwrap();
         j.advance(25, &mut c).unwrap(); // bucket [0,9]: needs W > 9 + 20
         assert!(c.unmatched.is_empty());
         j.advance(30, &mut c).unwrap();
@@ -311,11 +318,9 @@ mod tests {
         assert_eq!(j.state_rows(), [0, 0]);
         // The dead ref is skipped: a right row at 5 would have matched, but it is late
         // by now and never reaches the operator; one at 30 does not match.
-        j.on_row(Side::Right, 30, 1, Some(b"k"), &row(30), 0, &mut c)
-            .unwrap();
+        j.on_row(Side::Right, 30, 1, Some(b"k"), &row(30), 0, &mut c).unwrap();
         assert!(c.pairs.is_empty());
-        j.index
-            .sweep([j.sides[0].live_from_ts, j.sides[1].live_from_ts]);
+        j.index.sweep([j.sides[0].live_from_ts, j.sides[1].live_from_ts]);
         assert_eq!(j.keys(), 1, "only the right row's key entry is left");
     }
 
@@ -323,10 +328,8 @@ mod tests {
     fn null_key_never_matches() {
         let mut j = Join::new(params(JoinKind::Inner, 0, 0));
         let mut c = Collect::default();
-        j.on_row(Side::Left, 1, 0, None, &row(1), 0, &mut c)
-            .unwrap();
-        j.on_row(Side::Right, 1, 0, None, &row(1), 0, &mut c)
-            .unwrap();
+        j.on_row(Side::Left, 1, 0, None, &row(1), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 1, 0, None, &row(1), 0, &mut c).unwrap();
         assert!(c.pairs.is_empty() && c.unmatched.is_empty());
         assert_eq!(j.stats.unmatched, [1, 1]);
     }

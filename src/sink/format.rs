@@ -47,12 +47,7 @@ impl OutputFormatter {
                 k
             })
             .collect();
-        OutputFormatter {
-            format,
-            left: left.clone(),
-            right: right.clone(),
-            json_keys,
-        }
+        OutputFormatter { format, left: left.clone(), right: right.clone(), json_keys }
     }
 
     pub fn header(&self) -> Vec<u8> {
@@ -121,11 +116,7 @@ impl InputFormatter {
                 k
             })
             .collect();
-        InputFormatter {
-            format,
-            schema: schema.clone(),
-            json_keys,
-        }
+        InputFormatter { format, schema: schema.clone(), json_keys }
     }
 
     pub fn header(&self) -> Vec<u8> {

@@ -35,11 +35,30 @@ pub struct SinkError {
 enum Target {
     None,
     Stdout,
+    /// `<base>.<ext>`, or with checkpointing `<base>-<epoch>.<ext>.inprogress`
+    /// until the checkpoint that covers the epoch commits it.
     File {
+        base: PathBuf,
+        ext: &'static str,
+        epoch: Option<u64>,
         path: PathBuf,
         file: Option<File>,
         header: Vec<u8>,
     },
+}
+
+/// Suffix of output files not yet committed.
+pub const INPROGRESS_SUFFIX: &str = ".inprogress";
+
+/// The committed name of an epoch's file: `<base>-<epoch>.<ext>`.
+pub fn epoch_file_name(base: &std::path::Path, epoch: u64, ext: &str) -> PathBuf {
+    let mut name = base.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("-{epoch}.{ext}"));
+    base.with_file_name(name)
+}
+
+fn file_target(base: PathBuf, ext: &'static str, epoch: Option<u64>, header: Vec<u8>) -> Target {
+    Target::File { base, ext, epoch, path: PathBuf::new(), file: None, header }
 }
 
 /// A buffered, lazily created output file (or stdout, or nothing).
@@ -51,11 +70,7 @@ struct Out {
 
 impl Out {
     fn new(target: Target) -> Out {
-        Out {
-            target,
-            buf: Vec::new(),
-            error: None,
-        }
+        Out { target, buf: Vec::new(), error: None }
     }
 
     fn enabled(&self) -> bool {
@@ -76,44 +91,37 @@ impl Out {
             Target::None => Ok(()),
             Target::Stdout => {
                 let mut so = std::io::stdout().lock();
-                so.write_all(&self.buf)
-                    .and_then(|_| so.flush())
-                    .map_err(|e| SinkError {
-                        path: "<stdout>".into(),
-                        op: "write",
-                        source: e,
-                    })
+                so.write_all(&self.buf).and_then(|_| so.flush()).map_err(|e| SinkError {
+                    path: "<stdout>".into(),
+                    op: "write",
+                    source: e,
+                })
             }
-            Target::File { path, file, header } => {
+            Target::File { base, ext, epoch, path, file, header } => {
                 if file.is_none() {
+                    *path = match epoch {
+                        None => base.with_extension(*ext),
+                        Some(e) => {
+                            let mut p = epoch_file_name(base, *e, ext).into_os_string();
+                            p.push(INPROGRESS_SUFFIX);
+                            PathBuf::from(p)
+                        }
+                    };
                     match File::create(&*path) {
                         Ok(mut f) => match f.write_all(header) {
                             Ok(()) => *file = Some(f),
                             Err(e) => {
-                                return self.error = Some(SinkError {
-                                    path: path.clone(),
-                                    op: "write",
-                                    source: e,
-                                })
+                                return self.error = Some(SinkError { path: path.clone(), op: "write", source: e })
                             }
                         },
-                        Err(e) => {
-                            return self.error = Some(SinkError {
-                                path: path.clone(),
-                                op: "create",
-                                source: e,
-                            })
-                        }
+                        Err(e) => return self.error = Some(SinkError { path: path.clone(), op: "create", source: e }),
                     }
                 }
-                file.as_mut()
-                    .unwrap()
-                    .write_all(&self.buf)
-                    .map_err(|e| SinkError {
-                        path: path.clone(),
-                        op: "write",
-                        source: e,
-                    })
+                file.as_mut().unwrap().write_all(&self.buf).map_err(|e| SinkError {
+                    path: path.clone(),
+                    op: "write",
+                    source: e,
+                })
             }
         };
         self.buf.clear();
@@ -122,22 +130,26 @@ impl Out {
         }
     }
 
+    /// Closes the current epoch's file (if any rows went to it) and starts `next`.
+    /// The closed file is synced and committed by the checkpoint coordinator.
+    fn rotate(&mut self, next: u64) -> Option<PathBuf> {
+        self.flush();
+        if let Target::File { epoch, path, file, .. } = &mut self.target {
+            *epoch = Some(next);
+            if file.take().is_some() {
+                return Some(std::mem::take(path));
+            }
+        }
+        None
+    }
+
     /// Flushes and fsyncs (files only).
     fn close(&mut self) {
         self.flush();
-        if let Target::File {
-            path,
-            file: Some(f),
-            ..
-        } = &mut self.target
-        {
+        if let Target::File { path, file: Some(f), .. } = &mut self.target {
             if self.error.is_none() {
                 if let Err(e) = f.sync_data() {
-                    self.error = Some(SinkError {
-                        path: path.clone(),
-                        op: "fdatasync",
-                        source: e,
-                    });
+                    self.error = Some(SinkError { path: path.clone(), op: "fdatasync", source: e });
                 }
             }
         }
@@ -160,7 +172,9 @@ pub struct ShardSinks {
 }
 
 impl ShardSinks {
-    pub fn new(job: &Job, shard: u32) -> ShardSinks {
+    /// `epoch`: `None` without checkpointing (files `part-<shard>.<ext>` written in
+    /// place), else the first output epoch (files committed per checkpoint).
+    pub fn new(job: &Job, shard: u32, epoch: Option<u64>) -> ShardSinks {
         let (l, r) = (&job.left.schema, &job.right.schema);
         let fmt = OutputFormatter::new(job.output_format, l, r);
         let ext = job.output_format.ext();
@@ -168,46 +182,29 @@ impl ShardSinks {
             crate::config::InputSource::Files { format, .. } => *format,
             crate::config::InputSource::Generator => Format::Csv,
         };
-        let late_fmt = [
-            InputFormatter::new(late_format(Side::Left), l),
-            InputFormatter::new(late_format(Side::Right), r),
-        ];
+        let late_fmt =
+            [InputFormatter::new(late_format(Side::Left), l), InputFormatter::new(late_format(Side::Right), r)];
         let (out, late, dead) = match &job.output {
-            OutputTarget::None => (
-                Out::new(Target::None),
-                [Out::new(Target::None), Out::new(Target::None)],
-                Out::new(Target::None),
-            ),
-            OutputTarget::Stdout => (
-                Out::new(Target::Stdout),
-                [Out::new(Target::None), Out::new(Target::None)],
-                Out::new(Target::None),
-            ),
+            OutputTarget::None => {
+                (Out::new(Target::None), [Out::new(Target::None), Out::new(Target::None)], Out::new(Target::None))
+            }
+            OutputTarget::Stdout => {
+                (Out::new(Target::Stdout), [Out::new(Target::None), Out::new(Target::None)], Out::new(Target::None))
+            }
             OutputTarget::Dir(d) => {
                 let late_file = |side: Side| {
                     let s = &job.input(side).schema;
-                    Out::new(Target::File {
-                        path: d.join("late").join(format!(
-                            "{}-{shard}.{}",
-                            s.name,
-                            late_format(side).ext()
-                        )),
-                        file: None,
-                        header: late_fmt[side.idx()].header(),
-                    })
+                    Out::new(file_target(
+                        d.join("late").join(format!("{}-{shard}", s.name)),
+                        late_format(side).ext(),
+                        epoch,
+                        late_fmt[side.idx()].header(),
+                    ))
                 };
                 (
-                    Out::new(Target::File {
-                        path: d.join(format!("part-{shard}.{ext}")),
-                        file: None,
-                        header: fmt.header(),
-                    }),
+                    Out::new(file_target(d.join(format!("part-{shard}")), ext, epoch, fmt.header())),
                     [late_file(Side::Left), late_file(Side::Right)],
-                    Out::new(Target::File {
-                        path: d.join("dead").join(format!("part-{shard}.jsonl")),
-                        file: None,
-                        header: Vec::new(),
-                    }),
+                    Out::new(file_target(d.join("dead").join(format!("part-{shard}")), "jsonl", epoch, Vec::new())),
                 )
             }
         };
@@ -265,6 +262,13 @@ impl ShardSinks {
         None
     }
 
+    /// Ends the current epoch: closes its files and returns them (to be committed when
+    /// the checkpoint completes); rows from now on go to epoch `next`.
+    pub fn rotate(&mut self, next: u64) -> Vec<PathBuf> {
+        let [l0, l1] = &mut self.late;
+        [&mut self.out, l0, l1, &mut self.dead].into_iter().filter_map(|o| o.rotate(next)).collect()
+    }
+
     /// Flushes and syncs every file.
     pub fn close(&mut self) -> Result<(), SinkError> {
         let [l0, l1] = &mut self.late;
@@ -304,16 +308,31 @@ impl Emit for ShardSinks {
     }
 }
 
+fn dir_has_files(d: &Path) -> bool {
+    std::fs::read_dir(d).map(|mut rd| rd.next().is_some()).unwrap_or(true)
+}
+
+/// Removes output files that were never committed (`*.inprogress`): a checkpointed
+/// job starting afresh (no checkpoint completed) owns nothing else.
+pub fn remove_uncommitted(dir: &Path) -> Result<(), SinkError> {
+    for d in [dir.to_path_buf(), dir.join("late"), dir.join("dead")] {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_file() && p.to_string_lossy().ends_with(INPROGRESS_SUFFIX) {
+                std::fs::remove_file(&p).map_err(|e| SinkError { path: p.clone(), op: "remove uncommitted output", source: e })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Prepares an output directory: creates it (with `late/` and `dead/`), and refuses
 /// one that already holds output unless `force`, in which case that output is removed.
 pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), SinkError> {
     fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
         let path = path.to_path_buf();
-        move |e| SinkError {
-            path,
-            op,
-            source: e,
-        }
+        move |e| SinkError { path, op, source: e }
     }
     std::fs::create_dir_all(dir).map_err(err("create directory", dir))?;
     let mut existing = Vec::new();
@@ -323,8 +342,8 @@ pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), Sink
         let p = entry.path();
         let is_output = (p.is_file()
             && name.starts_with("part-")
-            && (name.ends_with(".csv") || name.ends_with(".jsonl")))
-            || (p.is_dir() && (name == "late" || name == "dead"));
+            && (name.ends_with(".csv") || name.ends_with(".jsonl") || name.ends_with(INPROGRESS_SUFFIX)))
+            || (p.is_dir() && (name == "late" || name == "dead") && dir_has_files(&p));
         if is_output {
             existing.push(p);
         }
@@ -336,7 +355,11 @@ pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), Sink
                 op: "prepare output",
                 source: std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
-                    format!("holds output of an earlier run ({} entries, e.g. {}); pass --force to replace it", existing.len(), existing[0].display()),
+                    format!(
+                        "holds output of an earlier run ({} entries, e.g. {}); pass --force to replace it",
+                        existing.len(),
+                        existing[0].display()
+                    ),
                 ),
             });
         }

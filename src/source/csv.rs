@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{io_err, map_columns, PollStatus, Source, SourceError, SourceItem};
+use super::{io_err, map_columns, wrong_pos, PollStatus, Source, SourceError, SourceItem, SourcePos};
 use crate::config::Side;
 use crate::row::{event_time, parse_cell, RowBuilder, RowView};
 use crate::schema::Schema;
@@ -28,18 +28,10 @@ pub struct CsvSource {
 }
 
 impl CsvSource {
-    pub fn open(
-        path: &Path,
-        side: Side,
-        index: u32,
-        schema: Schema,
-    ) -> Result<CsvSource, SourceError> {
+    pub fn open(path: &Path, side: Side, index: u32, schema: Schema) -> Result<CsvSource, SourceError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .buffer_capacity(1 << 20)
-            .from_reader(file);
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(true).flexible(true).buffer_capacity(1 << 20).from_reader(file);
         let header = reader.byte_headers().map_err(|e| SourceError::Format {
             path: path.to_path_buf(),
             message: format!("cannot read the header line: {e}"),
@@ -72,30 +64,17 @@ impl CsvSource {
     fn encode(&mut self) -> Result<i64, String> {
         let rec = &self.record;
         if rec.len() != self.header_len {
-            return Err(format!(
-                "expected {} columns, found {}",
-                self.header_len,
-                rec.len()
-            ));
+            return Err(format!("expected {} columns, found {}", self.header_len, rec.len()));
         }
         let b = &mut self.builder;
         b.begin(self.schema.fields.len());
         for (i, f) in self.schema.fields.iter().enumerate() {
             let cell = super::trim_cell(&rec[self.cols[i]]);
-            parse_cell(b, i, f.ty, cell).map_err(|r| {
-                format!(
-                    "column `{}`: {r}: {:?}",
-                    f.name,
-                    String::from_utf8_lossy(cell)
-                )
-            })?;
+            parse_cell(b, i, f.ty, cell)
+                .map_err(|r| format!("column `{}`: {r}: {:?}", f.name, String::from_utf8_lossy(cell)))?;
         }
-        event_time(RowView(b.bytes()), &self.schema).map_err(|r| {
-            format!(
-                "column `{}`: {r}",
-                self.schema.fields[self.schema.time].name
-            )
-        })
+        event_time(RowView(b.bytes()), &self.schema)
+            .map_err(|r| format!("column `{}`: {r}", self.schema.fields[self.schema.time].name))
     }
 }
 
@@ -121,12 +100,7 @@ impl Source for CsvSource {
                             message: format!("read error near line {line}: {e}"),
                         });
                     }
-                    out(SourceItem::Dead {
-                        side: self.side,
-                        line,
-                        reason: e.to_string(),
-                        raw: b"",
-                    });
+                    out(SourceItem::Dead { side: self.side, line, reason: e.to_string(), raw: b"" });
                     continue;
                 }
             };
@@ -139,12 +113,7 @@ impl Source for CsvSource {
                 continue; // a blank line carries no row
             }
             match self.encode() {
-                Ok(ts) => out(SourceItem::Row {
-                    side: self.side,
-                    ts,
-                    row: self.builder.bytes(),
-                    intended_ns: None,
-                }),
+                Ok(ts) => out(SourceItem::Row { side: self.side, ts, row: self.builder.bytes(), intended_ns: None }),
                 Err(reason) => {
                     self.raw.clear();
                     for (i, c) in self.record.iter().enumerate() {
@@ -153,12 +122,7 @@ impl Source for CsvSource {
                         }
                         self.raw.extend_from_slice(c);
                     }
-                    out(SourceItem::Dead {
-                        side: self.side,
-                        line,
-                        reason,
-                        raw: &self.raw,
-                    });
+                    out(SourceItem::Dead { side: self.side, line, reason, raw: &self.raw });
                 }
             }
         }
@@ -167,6 +131,25 @@ impl Source for CsvSource {
 
     fn partitions(&self) -> Vec<(Side, u32)> {
         vec![(self.side, self.index)]
+    }
+
+    fn position(&self) -> SourcePos {
+        let p = self.reader.position();
+        SourcePos::Csv { byte: p.byte(), line: p.line(), record: p.record() }
+    }
+
+    fn seek(&mut self, pos: &SourcePos) -> Result<(), SourceError> {
+        let SourcePos::Csv { byte, line, record } = *pos else {
+            return Err(wrong_pos(&self.path.display().to_string(), pos));
+        };
+        let mut p = csv::Position::new();
+        p.set_byte(byte).set_line(line).set_record(record);
+        self.reader.seek(p).map_err(|e| SourceError::Format {
+            path: self.path.clone(),
+            message: format!("cannot seek to byte {byte} (line {line}) from the checkpoint: {e}"),
+        })?;
+        self.done = false;
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
-use super::{PollStatus, Source, SourceError, SourceItem};
+use super::{wrong_pos, PollStatus, Source, SourceError, SourceItem, SourcePos};
 use crate::config::{GenParams, Side};
 use crate::row::RowBuilder;
 
@@ -67,6 +67,8 @@ pub struct Generator {
     play_seq: u64,
     builder: RowBuilder,
     ns_per_event: f64,
+    /// Events emitted before the rate clock started (after a seek).
+    rate_origin: u64,
 }
 
 impl Generator {
@@ -74,17 +76,9 @@ impl Generator {
         let parts = p.partitions as u64;
         let quota = p.events / parts + u64::from((index as u64) < p.events % parts);
         let seed = p.seed ^ (index as u64 + 1).wrapping_mul(GOLDEN);
-        let zipf = if p.zipf > 0.0 && p.keys > 1 {
-            Zipf::new(p.keys, p.zipf).ok()
-        } else {
-            None
-        };
+        let zipf = if p.zipf > 0.0 && p.keys > 1 { Zipf::new(p.keys, p.zipf).ok() } else { None };
         let step_ms = 1000.0 * p.partitions as f64 / p.event_time_rate;
-        let ns_per_event = if p.rate_limit > 0.0 {
-            1e9 * p.partitions as f64 / p.rate_limit
-        } else {
-            0.0
-        };
+        let ns_per_event = if p.rate_limit > 0.0 { 1e9 * p.partitions as f64 / p.rate_limit } else { 0.0 };
         Generator {
             rng: SmallRng::seed_from_u64(seed),
             zipf,
@@ -101,6 +95,7 @@ impl Generator {
             play_seq: 0,
             builder: RowBuilder::new(),
             ns_per_event,
+            rate_origin: 0,
             index,
             p,
         }
@@ -123,9 +118,7 @@ impl Generator {
 
     fn profile(&mut self) -> u64 {
         let rank = match &self.zipf {
-            Some(z) => (z.sample(&mut self.rng) as u64)
-                .saturating_sub(1)
-                .min(self.p.keys - 1),
+            Some(z) => (z.sample(&mut self.rng) as u64).saturating_sub(1).min(self.p.keys - 1),
             None => self.rng.gen_range(0..self.p.keys),
         };
         (rank + 1).wrapping_mul(GOLDEN) & MASK62
@@ -177,15 +170,9 @@ impl Source for Generator {
                 return Ok(PollStatus::Done);
             }
             let intended_ns = if self.ns_per_event > 0.0 {
-                let due = (self.emitted as f64 * self.ns_per_event) as u64;
+                let due = ((self.emitted - self.rate_origin) as f64 * self.ns_per_event) as u64;
                 if due > now_ns {
-                    return Ok(if n > 0 {
-                        PollStatus::Rows
-                    } else {
-                        PollStatus::Idle {
-                            retry_ns: due - now_ns,
-                        }
-                    });
+                    return Ok(if n > 0 { PollStatus::Rows } else { PollStatus::Idle { retry_ns: due - now_ns } });
                 }
                 Some(due)
             } else {
@@ -200,12 +187,7 @@ impl Source for Generator {
                 b.set_u64(1, p.title as u64);
                 b.set_i64(2, p.ts);
                 b.set_u64(3, p.duration as u64);
-                out(SourceItem::Row {
-                    side: Side::Right,
-                    ts: p.ts,
-                    row: b.bytes(),
-                    intended_ns,
-                });
+                out(SourceItem::Row { side: Side::Right, ts: p.ts, row: b.bytes(), intended_ns });
                 self.emitted += 1;
                 n += 1;
                 continue;
@@ -238,14 +220,7 @@ impl Source for Generator {
                 let duration = self.rng.gen_range(1000..=10_800_000u32);
                 self.play_seq += 1;
                 let seq = self.play_seq;
-                self.schedule(Play {
-                    arrival,
-                    seq,
-                    ts: play_ts,
-                    profile,
-                    title,
-                    duration,
-                });
+                self.schedule(Play { arrival, seq, ts: play_ts, profile, title, duration });
             }
             self.next_impression += 1;
             let b = &mut self.builder;
@@ -255,12 +230,7 @@ impl Source for Generator {
             b.set_i64(2, ts);
             b.set_u64(3, row as u64);
             b.set_u64(4, col as u64);
-            out(SourceItem::Row {
-                side: Side::Left,
-                ts,
-                row: b.bytes(),
-                intended_ns,
-            });
+            out(SourceItem::Row { side: Side::Left, ts, row: b.bytes(), intended_ns });
             self.emitted += 1;
             n += 1;
         }
@@ -269,6 +239,31 @@ impl Source for Generator {
 
     fn partitions(&self) -> Vec<(Side, u32)> {
         vec![(Side::Left, self.index), (Side::Right, self.index)]
+    }
+
+    fn position(&self) -> SourcePos {
+        SourcePos::Generator { emitted: self.emitted }
+    }
+
+    /// Replays the partition from the start, discarding `emitted` events: the
+    /// generator is deterministic, so this lands exactly where the checkpoint was.
+    fn seek(&mut self, pos: &SourcePos) -> Result<(), SourceError> {
+        let SourcePos::Generator { emitted } = *pos else {
+            return Err(wrong_pos(&self.describe(), pos));
+        };
+        *self = Generator::new(self.p.clone(), self.index);
+        let saved_rate = self.ns_per_event;
+        self.ns_per_event = 0.0;
+        while self.emitted < emitted {
+            let want = (emitted - self.emitted).min(4096) as usize;
+            if self.poll(want, 0, &mut |_| {})? == PollStatus::Done {
+                break;
+            }
+        }
+        self.ns_per_event = saved_rate;
+        // A rate-limited generator resumes at its own pace from now on.
+        self.rate_origin = self.emitted;
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -334,11 +329,7 @@ mod tests {
         for side in [Side::Left, Side::Right] {
             let mut max = i64::MIN;
             for r in rows.iter().filter(|r| r.0 == side) {
-                assert!(
-                    r.1 > max.saturating_sub(2000),
-                    "{side:?} row {} behind max {max} by >= disorder",
-                    r.1
-                );
+                assert!(r.1 > max.saturating_sub(2000), "{side:?} row {} behind max {max} by >= disorder", r.1);
                 max = max.max(r.1);
             }
         }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as J;
 
-use super::{io_err, PollStatus, Source, SourceError, SourceItem};
+use std::io::{Seek, SeekFrom};
+
+use super::{io_err, wrong_pos, PollStatus, Source, SourceError, SourceItem, SourcePos};
 use crate::config::Side;
 use crate::row::{event_time, RowBuilder, RowView};
 use crate::schema::{FieldType, Schema};
@@ -21,17 +23,14 @@ pub struct JsonlSource {
     reader: BufReader<File>,
     line_buf: Vec<u8>,
     line_no: u64,
+    /// Byte offset of the next line.
+    byte: u64,
     builder: RowBuilder,
     done: bool,
 }
 
 impl JsonlSource {
-    pub fn open(
-        path: &Path,
-        side: Side,
-        index: u32,
-        schema: Schema,
-    ) -> Result<JsonlSource, SourceError> {
+    pub fn open(path: &Path, side: Side, index: u32, schema: Schema) -> Result<JsonlSource, SourceError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
         Ok(JsonlSource {
             path: path.to_path_buf(),
@@ -41,6 +40,7 @@ impl JsonlSource {
             reader: BufReader::with_capacity(1 << 20, file),
             line_buf: Vec::new(),
             line_no: 0,
+            byte: 0,
             builder: RowBuilder::new(),
             done: false,
         })
@@ -61,31 +61,22 @@ pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Res
         match (f.ty, v) {
             (_, J::Null) => {}
             (FieldType::I32, J::Number(n)) => {
-                let x = n
-                    .as_i64()
-                    .filter(|x| i32::try_from(*x).is_ok())
-                    .ok_or_else(wrong)?;
+                let x = n.as_i64().filter(|x| i32::try_from(*x).is_ok()).ok_or_else(wrong)?;
                 b.set_i64(i, x)
             }
             (FieldType::I64, J::Number(n)) => b.set_i64(i, n.as_i64().ok_or_else(wrong)?),
             (FieldType::U32, J::Number(n)) => {
-                let x = n
-                    .as_u64()
-                    .filter(|x| u32::try_from(*x).is_ok())
-                    .ok_or_else(wrong)?;
+                let x = n.as_u64().filter(|x| u32::try_from(*x).is_ok()).ok_or_else(wrong)?;
                 b.set_u64(i, x)
             }
             (FieldType::U64, J::Number(n)) => b.set_u64(i, n.as_u64().ok_or_else(wrong)?),
             (FieldType::F64, J::Number(n)) => b.set_f64(i, n.as_f64().ok_or_else(wrong)?),
             (FieldType::Bool, J::Bool(x)) => b.set_bool(i, *x),
-            (FieldType::String, J::String(s)) => {
-                b.set_str(i, s.as_bytes()).map_err(|e| e.to_string())?
-            }
+            (FieldType::String, J::String(s)) => b.set_str(i, s.as_bytes()).map_err(|e| e.to_string())?,
             _ => return Err(wrong()),
         }
     }
-    event_time(RowView(b.bytes()), schema)
-        .map_err(|r| format!("field `{}`: {r}", schema.fields[schema.time].name))
+    event_time(RowView(b.bytes()), schema).map_err(|r| format!("field `{}`: {r}", schema.fields[schema.time].name))
 }
 
 impl Source for JsonlSource {
@@ -100,15 +91,13 @@ impl Source for JsonlSource {
         }
         for _ in 0..max_rows {
             self.line_buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.line_buf)
-                .map_err(io_err(&self.path, "read"))?;
+            let n = self.reader.read_until(b'\n', &mut self.line_buf).map_err(io_err(&self.path, "read"))?;
             if n == 0 {
                 self.done = true;
                 return Ok(PollStatus::Done);
             }
             self.line_no += 1;
+            self.byte += n as u64;
             let mut line = &self.line_buf[..];
             while let Some((&c, rest)) = line.split_last() {
                 if c == b'\n' || c == b'\r' {
@@ -121,18 +110,8 @@ impl Source for JsonlSource {
                 continue;
             }
             match encode_json_line(line, &self.schema, &mut self.builder) {
-                Ok(ts) => out(SourceItem::Row {
-                    side: self.side,
-                    ts,
-                    row: self.builder.bytes(),
-                    intended_ns: None,
-                }),
-                Err(reason) => out(SourceItem::Dead {
-                    side: self.side,
-                    line: self.line_no,
-                    reason,
-                    raw: line,
-                }),
+                Ok(ts) => out(SourceItem::Row { side: self.side, ts, row: self.builder.bytes(), intended_ns: None }),
+                Err(reason) => out(SourceItem::Dead { side: self.side, line: self.line_no, reason, raw: line }),
             }
         }
         Ok(PollStatus::Rows)
@@ -140,6 +119,21 @@ impl Source for JsonlSource {
 
     fn partitions(&self) -> Vec<(Side, u32)> {
         vec![(self.side, self.index)]
+    }
+
+    fn position(&self) -> SourcePos {
+        SourcePos::Jsonl { byte: self.byte, line: self.line_no }
+    }
+
+    fn seek(&mut self, pos: &SourcePos) -> Result<(), SourceError> {
+        let SourcePos::Jsonl { byte, line } = *pos else {
+            return Err(wrong_pos(&self.path.display().to_string(), pos));
+        };
+        self.reader.seek(SeekFrom::Start(byte)).map_err(io_err(&self.path, "seek"))?;
+        self.byte = byte;
+        self.line_no = line;
+        self.done = false;
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -19,19 +19,9 @@ pub mod jsonl;
 pub enum SourceItem<'a> {
     /// A well-formed row of `side` with event time `ts`. `intended_ns` is the moment
     /// (ns since job start) a rate-limited generator meant to send it, if any.
-    Row {
-        side: Side,
-        ts: i64,
-        row: &'a [u8],
-        intended_ns: Option<u64>,
-    },
+    Row { side: Side, ts: i64, row: &'a [u8], intended_ns: Option<u64> },
     /// A malformed row: it goes to the dead-letter output, never into the join.
-    Dead {
-        side: Side,
-        line: u64,
-        reason: String,
-        raw: &'a [u8],
-    },
+    Dead { side: Side, line: u64, reason: String, raw: &'a [u8] },
 }
 
 /// What a poll found.
@@ -49,19 +39,23 @@ pub enum PollStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error("{path}:{line}: {reason} (strict mode: first malformed row is fatal)")]
-    Strict {
-        path: String,
-        line: u64,
-        reason: String,
-    },
+    Strict { path: String, line: u64, reason: String },
+}
+
+/// Where a source is in its partitions: what a checkpoint records and recovery seeks to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourcePos {
+    /// A CSV file: the `csv` crate's position of the next record.
+    Csv { byte: u64, line: u64, record: u64 },
+    /// A JSON-lines file: byte offset and line number of the next line.
+    Jsonl { byte: u64, line: u64 },
+    /// A generator partition: events emitted so far (it is replayed deterministically).
+    Generator { emitted: u64 },
 }
 
 pub trait Source {
@@ -76,6 +70,17 @@ pub trait Source {
     fn partitions(&self) -> Vec<(Side, u32)>;
     /// A human name for messages and dead letters: a file path or `generator/3`.
     fn describe(&self) -> String;
+    /// The position after the last row handed out.
+    fn position(&self) -> SourcePos;
+    /// Continues from `pos` (a position this kind of source returned for the same input).
+    fn seek(&mut self, pos: &SourcePos) -> Result<(), SourceError>;
+}
+
+pub(crate) fn wrong_pos(path: &str, pos: &SourcePos) -> SourceError {
+    SourceError::Format {
+        path: path.into(),
+        message: format!("checkpoint position {pos:?} does not belong to this kind of source"),
+    }
 }
 
 /// One partition of the job, before it is opened.
@@ -88,7 +93,20 @@ pub enum PartitionSpec {
         path: PathBuf,
     },
     /// Generator partition `index` produces left partition `index` and right partition `index`.
-    Generator { index: u32, params: GenParams },
+    Generator {
+        index: u32,
+        params: GenParams,
+    },
+}
+
+impl PartitionSpec {
+    /// A stable name: the file path, or `generator/<n>`.
+    pub fn describe(&self) -> String {
+        match self {
+            PartitionSpec::File { path, .. } => path.display().to_string(),
+            PartitionSpec::Generator { index, .. } => format!("generator/{index}"),
+        }
+    }
 }
 
 /// Lists the job's sources; source `i` is read by shard `i % shards`.
@@ -96,22 +114,14 @@ pub fn plan(job: &Job) -> Vec<PartitionSpec> {
     let mut out = Vec::new();
     if let Some(g) = &job.generator {
         for p in 0..g.partitions {
-            out.push(PartitionSpec::Generator {
-                index: p,
-                params: g.clone(),
-            });
+            out.push(PartitionSpec::Generator { index: p, params: g.clone() });
         }
         return out;
     }
     for side in [Side::Left, Side::Right] {
         if let crate::config::InputSource::Files { format, paths } = &job.input(side).source {
             for (i, p) in paths.iter().enumerate() {
-                out.push(PartitionSpec::File {
-                    side,
-                    index: i as u32,
-                    format: *format,
-                    path: p.clone(),
-                });
+                out.push(PartitionSpec::File { side, index: i as u32, format: *format, path: p.clone() });
             }
         }
     }
@@ -136,58 +146,26 @@ pub fn partition_counts(specs: &[PartitionSpec]) -> [u32; 2] {
 /// Opens a partition.
 pub fn open(spec: &PartitionSpec, job: &Job) -> Result<Box<dyn Source>, SourceError> {
     Ok(match spec {
-        PartitionSpec::File {
-            side,
-            index,
-            format: Format::Csv,
-            path,
-        } => Box::new(csv::CsvSource::open(
-            path,
-            *side,
-            *index,
-            job.input(*side).schema.clone(),
-        )?),
-        PartitionSpec::File {
-            side,
-            index,
-            format: Format::Jsonl,
-            path,
-        } => Box::new(jsonl::JsonlSource::open(
-            path,
-            *side,
-            *index,
-            job.input(*side).schema.clone(),
-        )?),
-        PartitionSpec::Generator { index, params } => {
-            Box::new(generator::Generator::new(params.clone(), *index))
+        PartitionSpec::File { side, index, format: Format::Csv, path } => {
+            Box::new(csv::CsvSource::open(path, *side, *index, job.input(*side).schema.clone())?)
         }
+        PartitionSpec::File { side, index, format: Format::Jsonl, path } => {
+            Box::new(jsonl::JsonlSource::open(path, *side, *index, job.input(*side).schema.clone())?)
+        }
+        PartitionSpec::Generator { index, params } => Box::new(generator::Generator::new(params.clone(), *index)),
     })
 }
 
-pub(crate) fn io_err<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
-    move |e| SourceError::Io {
-        path: path.to_path_buf(),
-        op,
-        source: e,
-    }
+pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
+    move |e| SourceError::Io { path: path.to_path_buf(), op, source: e }
 }
 
 /// Checks the schema's fields against a file's header; returns the column of each
 /// field. Every schema field must be present; extra columns are ignored.
-pub(crate) fn map_columns(
-    path: &Path,
-    schema: &Schema,
-    header: &[&[u8]],
-) -> Result<Vec<usize>, SourceError> {
+pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Vec<usize>, SourceError> {
     let mut cols = Vec::with_capacity(schema.fields.len());
     for f in &schema.fields {
-        match header
-            .iter()
-            .position(|h| trim_cell(h) == f.name.as_bytes())
-        {
+        match header.iter().position(|h| trim_cell(h) == f.name.as_bytes()) {
             Some(c) => cols.push(c),
             None => {
                 return Err(SourceError::Format {
@@ -196,11 +174,7 @@ pub(crate) fn map_columns(
                         "header has no column `{}` (input `{}`); header is: {}",
                         f.name,
                         schema.name,
-                        header
-                            .iter()
-                            .map(|h| String::from_utf8_lossy(h))
-                            .collect::<Vec<_>>()
-                            .join(",")
+                        header.iter().map(|h| String::from_utf8_lossy(h)).collect::<Vec<_>>().join(",")
                     ),
                 })
             }

@@ -23,8 +23,7 @@ use rkyv::rancor;
 use rkyv::ser::{Positional, Writer};
 
 use super::record::{
-    record_bytes_max, ArchivedRecord, Record, MATCHED_OFFSET, RECORD_HEADER_BYTES, RECORD_TAG,
-    ROOT_BYTES,
+    record_bytes_max, ArchivedRecord, Record, MATCHED_OFFSET, RECORD_HEADER_BYTES, RECORD_TAG, ROOT_BYTES,
 };
 
 pub const ARENA_MAGIC: &[u8; 8] = b"WEFTARN\x01";
@@ -38,17 +37,9 @@ const HEAP_BYTES_INITIAL: usize = 64 << 10;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state arena {path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
     #[error("state arena {path}: corrupt at offset {offset}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
 }
 
 /// A mapped arena file.
@@ -78,18 +69,8 @@ fn fallocate(file: &File, path: &Path, len: usize) -> Result<(), StateError> {
 
 impl ArenaFile {
     /// Creates a new arena file (it must not exist) with its header.
-    pub fn create(
-        path: &Path,
-        side: u8,
-        bucket: i64,
-        bucket_ms: i64,
-    ) -> Result<ArenaFile, StateError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io(path, "create"))?;
+    pub fn create(path: &Path, side: u8, bucket: i64, bucket_ms: i64) -> Result<ArenaFile, StateError> {
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path, "create"))?;
         fallocate(&file, path, ARENA_BYTES_INITIAL)?;
         // SAFETY: the file was just created by us and is only ever changed through this
         // mapping (the state directory is private to the job); its length is fixed by
@@ -103,73 +84,30 @@ impl ArenaFile {
         h[12] = side;
         h[16..24].copy_from_slice(&bucket.to_le_bytes());
         h[24..32].copy_from_slice(&bucket_ms.to_le_bytes());
-        Ok(ArenaFile {
-            path: path.to_path_buf(),
-            file,
-            map,
-        })
+        Ok(ArenaFile { path: path.to_path_buf(), file, map })
     }
 
     /// Opens an existing arena and checks every record; returns it with the root
     /// positions of its records and the bytes in use. Any damage is an error naming
     /// the file and the offset.
     pub fn open(path: &Path) -> Result<(ArenaFile, Vec<u32>, usize), StateError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io(path, "open"))?;
-        let len = file.metadata().map_err(io(path, "stat"))?.len() as usize;
-        let corrupt = |offset: usize, reason: String| StateError::Corrupt {
-            path: path.to_path_buf(),
-            offset: offset as u64,
-            reason,
-        };
-        if len < ARENA_HEADER_BYTES {
-            return Err(corrupt(0, format!("file is {len} bytes, shorter than the {ARENA_HEADER_BYTES}-byte header (truncated)")));
-        }
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io(path, "open"))?;
         // SAFETY: as in `create`: the file belongs to this job's state directory.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "mmap"))?;
-        if &map[0..8] != ARENA_MAGIC {
-            return Err(corrupt(0, "not a weft arena (bad magic)".into()));
-        }
-        let version = u32::from_le_bytes(map[8..12].try_into().unwrap());
-        if version != ARENA_VERSION {
-            return Err(corrupt(
-                8,
-                format!("arena version {version}, this weft reads version {ARENA_VERSION}"),
-            ));
-        }
-        let mut roots = Vec::new();
-        let mut at = ARENA_HEADER_BYTES;
-        while at + RECORD_HEADER_BYTES <= len {
-            let plen = u32::from_le_bytes(map[at..at + 4].try_into().unwrap()) as usize;
-            let tag = u32::from_le_bytes(map[at + 4..at + 8].try_into().unwrap());
-            if plen == 0 && tag == 0 {
-                break;
-            }
-            if tag != RECORD_TAG {
-                return Err(corrupt(at, format!("bad record tag {tag:#x}")));
-            }
-            let start = at + RECORD_HEADER_BYTES;
-            let end = start + plen;
-            if plen < ROOT_BYTES || end > len {
-                return Err(corrupt(at, format!("record of {plen} bytes runs past the end of the file ({len} bytes): truncated")));
-            }
-            rkyv::access::<ArchivedRecord, rancor::Error>(&map[start..end])
-                .map_err(|e| corrupt(at, format!("record fails validation: {e}")))?;
-            roots.push((end - ROOT_BYTES) as u32);
-            at = end.next_multiple_of(8);
-        }
-        Ok((
-            ArenaFile {
-                path: path.to_path_buf(),
-                file,
-                map,
-            },
-            roots,
-            at.min(len),
-        ))
+        let (roots, used) = validate(&map[..], path)?;
+        Ok((ArenaFile { path: path.to_path_buf(), file, map }, roots, used))
+    }
+
+    /// Creates an arena whose records are `bytes` (a checked copy of another arena).
+    fn create_from(path: &Path, bytes: &[u8]) -> Result<ArenaFile, StateError> {
+        let _ = std::fs::remove_file(path);
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path, "create"))?;
+        fallocate(&file, path, bytes.len().max(ARENA_BYTES_INITIAL).next_power_of_two())?;
+        // SAFETY: as in `create`.
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "mmap"))?;
+        let _ = map.advise(memmap2::Advice::Random);
+        map[..bytes.len()].copy_from_slice(bytes);
+        Ok(ArenaFile { path: path.to_path_buf(), file, map })
     }
 
     fn grow(&mut self, min_len: usize) -> Result<(), StateError> {
@@ -178,8 +116,7 @@ impl ArenaFile {
         // SAFETY: the file is now at least `new_len` bytes (fallocate extends it); no
         // reference into the old mapping survives this `&mut self` call, since callers
         // hold only offsets.
-        unsafe { self.map.remap(new_len, RemapOptions::new().may_move(true)) }
-            .map_err(io(&self.path, "mremap"))?;
+        unsafe { self.map.remap(new_len, RemapOptions::new().may_move(true)) }.map_err(io(&self.path, "mremap"))?;
         let _ = self.map.advise(memmap2::Advice::Random);
         Ok(())
     }
@@ -189,15 +126,51 @@ impl ArenaFile {
     pub fn release_resident(&self) {
         // SAFETY: MADV_DONTNEED on a shared file mapping discards only page-table
         // entries; the file keeps every byte written, so later reads see the same data.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
+        let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Checks the header and every record of an arena image; returns the records' root
+/// positions and the bytes in use. Errors name `path` and the offset.
+pub fn validate(map: &[u8], path: &Path) -> Result<(Vec<u32>, usize), StateError> {
+    let len = map.len();
+    let corrupt = |offset: usize, reason: String| StateError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
+    if len < ARENA_HEADER_BYTES {
+        return Err(corrupt(0, format!("{len} bytes, shorter than the {ARENA_HEADER_BYTES}-byte header (truncated)")));
+    }
+    if &map[0..8] != ARENA_MAGIC {
+        return Err(corrupt(0, "not a weft arena (bad magic)".into()));
+    }
+    let version = u32::from_le_bytes(map[8..12].try_into().unwrap());
+    if version != ARENA_VERSION {
+        return Err(corrupt(8, format!("arena version {version}, this weft reads version {ARENA_VERSION}")));
+    }
+    let mut roots = Vec::new();
+    let mut at = ARENA_HEADER_BYTES;
+    while at + RECORD_HEADER_BYTES <= len {
+        let plen = u32::from_le_bytes(map[at..at + 4].try_into().unwrap()) as usize;
+        let tag = u32::from_le_bytes(map[at + 4..at + 8].try_into().unwrap());
+        if plen == 0 && tag == 0 {
+            break;
+        }
+        if tag != RECORD_TAG {
+            return Err(corrupt(at, format!("bad record tag {tag:#x}")));
+        }
+        let start = at + RECORD_HEADER_BYTES;
+        let end = start + plen;
+        if plen < ROOT_BYTES || end > len {
+            return Err(corrupt(at, format!("record of {plen} bytes runs past the end ({len} bytes): truncated")));
+        }
+        rkyv::access::<ArchivedRecord, rancor::Error>(&map[start..end])
+            .map_err(|e| corrupt(at, format!("record fails validation: {e}")))?;
+        roots.push((end - ROOT_BYTES) as u32);
+        at = end.next_multiple_of(8);
+    }
+    Ok((roots, at.min(len)))
 }
 
 enum Backing {
@@ -211,6 +184,10 @@ pub struct Buffer {
     used: usize,
     /// Bytes appended since the last `release_resident` (resident estimate).
     pub touched: usize,
+    /// Changed (appended to, or a `matched` flag set) since the last checkpoint copy.
+    pub dirty: bool,
+    /// The checkpoint copy that holds this buffer's rows as of its last clean point.
+    pub snapshot: Option<crate::checkpoint::BucketFile>,
 }
 
 /// rkyv writer into a pre-reserved byte slice; positions are absolute in the buffer.
@@ -229,9 +206,7 @@ impl<E: rancor::Source> Writer<E> for SliceWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
         let end = self.pos + bytes.len();
         if end > self.buf.len() {
-            return Err(E::new(std::io::Error::other(
-                "state record larger than its reservation",
-            )));
+            return Err(E::new(std::io::Error::other("state record larger than its reservation")));
         }
         self.buf[self.pos..end].copy_from_slice(bytes);
         self.pos = end;
@@ -243,28 +218,39 @@ impl Buffer {
     pub fn heap() -> Buffer {
         let mut v = rkyv::util::AlignedVec::<16>::with_capacity(HEAP_BYTES_INITIAL);
         v.resize(ARENA_HEADER_BYTES, 0);
-        Buffer {
-            backing: Backing::Heap(v),
-            used: ARENA_HEADER_BYTES,
-            touched: 0,
-        }
+        v[..8].copy_from_slice(ARENA_MAGIC);
+        v[8..12].copy_from_slice(&ARENA_VERSION.to_le_bytes());
+        Buffer { backing: Backing::Heap(v), used: ARENA_HEADER_BYTES, touched: 0, dirty: true, snapshot: None }
     }
 
     pub fn file(f: ArenaFile) -> Buffer {
-        Buffer {
-            backing: Backing::File(f),
-            used: ARENA_HEADER_BYTES,
-            touched: 0,
-        }
+        Buffer { backing: Backing::File(f), used: ARENA_HEADER_BYTES, touched: 0, dirty: true, snapshot: None }
     }
 
     /// An opened arena with `used` bytes of checked records.
     pub fn reopened(f: ArenaFile, used: usize) -> Buffer {
-        Buffer {
-            backing: Backing::File(f),
-            used,
-            touched: used,
-        }
+        Buffer { backing: Backing::File(f), used, touched: used, dirty: true, snapshot: None }
+    }
+
+    /// A buffer holding a checked copy of `bytes` (an arena image from a checkpoint):
+    /// an arena file at `path`, or the heap when `path` is `None`. Returns it with the
+    /// root positions of its records.
+    pub fn restore(bytes: &[u8], path: Option<&Path>, name_for_errors: &Path) -> Result<(Buffer, Vec<u32>), StateError> {
+        let (roots, used) = validate(bytes, name_for_errors)?;
+        let backing = match path {
+            None => {
+                let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len().max(HEAP_BYTES_INITIAL));
+                v.extend_from_slice(bytes);
+                Backing::Heap(v)
+            }
+            Some(p) => Backing::File(ArenaFile::create_from(p, bytes)?),
+        };
+        Ok((Buffer { backing, used, touched: used, dirty: false, snapshot: None }, roots))
+    }
+
+    /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy).
+    pub fn copy_out(&self, off: usize, dst: &mut [u8]) {
+        dst.copy_from_slice(&self.bytes()[off..off + dst.len()]);
     }
 
     #[inline]
@@ -311,8 +297,8 @@ impl Buffer {
         let payload = start + RECORD_HEADER_BYTES;
         let buf = self.bytes_mut();
         let w = SliceWriter { buf, pos: payload };
-        let w = rkyv::api::high::to_bytes_in::<_, rancor::Error>(rec, w)
-            .expect("the reservation holds the whole record");
+        let w =
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(rec, w).expect("the reservation holds the whole record");
         let end = w.pos;
         let buf = self.bytes_mut();
         buf[start..start + 4].copy_from_slice(&((end - payload) as u32).to_le_bytes());
@@ -321,6 +307,7 @@ impl Buffer {
         buf[end..next].fill(0);
         self.touched += next - start;
         self.used = next;
+        self.dirty = true;
         debug_assert!(end - ROOT_BYTES <= u32::MAX as usize);
         Ok((end - ROOT_BYTES) as u32)
     }
@@ -339,7 +326,11 @@ impl Buffer {
     #[inline]
     pub fn set_matched(&mut self, root: u32) {
         let at = root as usize + MATCHED_OFFSET;
-        self.bytes_mut()[at] = 1;
+        let b = self.bytes_mut();
+        if b[at] == 0 {
+            b[at] = 1;
+            self.dirty = true;
+        }
     }
 
     pub fn used(&self) -> usize {
@@ -384,13 +375,7 @@ mod tests {
     use super::*;
 
     fn rec<'a>(i: u64, key: &'a [u8], row: &'a [u8]) -> Record<'a> {
-        Record {
-            hash: i,
-            ts: i as i64 * 10,
-            matched: false,
-            key,
-            row,
-        }
+        Record { hash: i, ts: i as i64 * 10, matched: false, key, row }
     }
 
     #[test]
@@ -444,18 +429,11 @@ mod tests {
         bytes[ARENA_HEADER_BYTES + 5] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         let e = ArenaFile::open(&path).err().unwrap().to_string();
-        assert!(
-            e.contains("bad record tag") && e.contains("offset 64"),
-            "{e}"
-        );
+        assert!(e.contains("bad record tag") && e.contains("offset 64"), "{e}");
 
         // Shorter than a header.
         std::fs::write(&path, b"WEFT").unwrap();
-        assert!(ArenaFile::open(&path)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("shorter than"));
+        assert!(ArenaFile::open(&path).err().unwrap().to_string().contains("shorter than"));
     }
 
     #[test]

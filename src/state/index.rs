@@ -37,11 +37,7 @@ impl KeyIndex {
     #[inline]
     pub fn entry(&mut self, hash: u64, key: &[u8]) -> &mut KeyEntry {
         self.table
-            .entry(
-                hash,
-                |e| e.hash == hash && e.key.as_slice() == key,
-                |e| e.hash,
-            )
+            .entry(hash, |e| e.hash == hash && e.key.as_slice() == key, |e| e.hash)
             .or_insert_with(|| KeyEntry {
                 hash,
                 key: SmallVec::from_slice(key),

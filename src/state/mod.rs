@@ -37,6 +37,17 @@ pub struct SideStore {
     pub rows: u64,
     /// Bytes given back by dropping buckets, since the start.
     pub bytes_reclaimed: u64,
+    /// While a checkpoint copy runs, dropped buckets wait here instead of being deleted.
+    hold: bool,
+    graveyard: Vec<(i64, Buffer)>,
+}
+
+/// A bucket a checkpoint must copy: its first `bytes` bytes.
+#[derive(Clone, Debug)]
+pub struct CopyJob {
+    pub side: u8,
+    pub bucket: i64,
+    pub bytes: usize,
 }
 
 impl SideStore {
@@ -51,6 +62,8 @@ impl SideStore {
             live_from_ts: i64::MIN,
             rows: 0,
             bytes_reclaimed: 0,
+            hold: false,
+            graveyard: Vec::new(),
         }
     }
 
@@ -64,14 +77,7 @@ impl SideStore {
         (b as i128 + 1) * self.bucket_ms as i128 - 1
     }
 
-    pub fn insert(
-        &mut self,
-        ts: i64,
-        hash: u64,
-        key: &[u8],
-        row: &[u8],
-        matched: bool,
-    ) -> Result<Ref, StateError> {
+    pub fn insert(&mut self, ts: i64, hash: u64, key: &[u8], row: &[u8], matched: bool) -> Result<Ref, StateError> {
         let b = self.bucket_of(ts);
         let buf = match self.buckets.entry(b) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
@@ -80,13 +86,7 @@ impl SideStore {
                 v.insert(nb)
             }
         };
-        let root = buf.append(&Record {
-            hash,
-            ts,
-            matched,
-            key,
-            row,
-        })?;
+        let root = buf.append(&Record { hash, ts, matched, key, row })?;
         self.rows += 1;
         Ok(Ref { ts, root })
     }
@@ -99,10 +99,7 @@ impl SideStore {
     #[inline]
     pub fn set_matched(&mut self, r: Ref) {
         let b = self.bucket_of(r.ts);
-        self.buckets
-            .get_mut(&b)
-            .expect("a live Ref names a live bucket")
-            .set_matched(r.root);
+        self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(r.root);
     }
 
     /// The oldest bucket, if any.
@@ -112,18 +109,14 @@ impl SideStore {
 
     /// Removes bucket `b`, calling `each` on every record in it, then deletes its
     /// arena file. Every ref into it, or into older buckets, is dead from now on.
-    pub fn drop_bucket(
-        &mut self,
-        b: i64,
-        mut each: impl FnMut(&ArchivedRecord<'static>),
-    ) -> Result<u64, StateError> {
+    pub fn drop_bucket(&mut self, b: i64, mut each: impl FnMut(&ArchivedRecord<'static>)) -> Result<u64, StateError> {
         let Some(buf) = self.buckets.remove(&b) else {
             return Ok(0);
         };
         if b >= self.live_from {
             self.live_from = b + 1;
-            self.live_from_ts = (self.live_from as i128 * self.bucket_ms as i128)
-                .clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+            self.live_from_ts =
+                (self.live_from as i128 * self.bucket_ms as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
         }
         let mut n = 0u64;
         for root in records(&buf) {
@@ -132,8 +125,89 @@ impl SideStore {
         }
         self.rows -= n;
         self.bytes_reclaimed += buf.capacity() as u64;
-        buf.delete()?;
+        if self.hold {
+            self.graveyard.push((b, buf));
+        } else {
+            buf.delete()?;
+        }
         Ok(n)
+    }
+
+    /// Lists what checkpoint `n` of `shard` needs from this side: every live bucket,
+    /// each either an existing copy (unchanged since it was made) or a new copy to
+    /// write. Dropped buckets are kept until [`SideStore::end_snapshot`].
+    /// New copies go into `pack`; their offsets and checksums are filled in by
+    /// [`SideStore::set_copy`] once written.
+    pub fn plan_snapshot(&mut self, pack: &str, files: &mut Vec<crate::checkpoint::BucketFile>, jobs: &mut Vec<CopyJob>) {
+        self.hold = true;
+        for (&b, buf) in self.buckets.iter_mut() {
+            match &buf.snapshot {
+                Some(f) if !buf.dirty => files.push(f.clone()),
+                _ => {
+                    let f = crate::checkpoint::BucketFile {
+                        side: self.side,
+                        bucket: b,
+                        file: pack.to_string(),
+                        offset: 0,
+                        bytes: buf.used() as u64,
+                        crc32: 0,
+                    };
+                    jobs.push(CopyJob { side: self.side, bucket: b, bytes: buf.used() });
+                    buf.snapshot = Some(f.clone());
+                    buf.dirty = false;
+                    files.push(f);
+                }
+            }
+        }
+    }
+
+    /// Copies bytes of bucket `b` (live or held) for a checkpoint copy.
+    pub fn copy_out(&self, b: i64, off: usize, dst: &mut [u8]) -> bool {
+        let buf = self.buckets.get(&b).or_else(|| self.graveyard.iter().find(|(g, _)| *g == b).map(|(_, x)| x));
+        match buf {
+            Some(buf) if off + dst.len() <= buf.used() => {
+                buf.copy_out(off, dst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records where a finished copy is and its checksum.
+    pub fn set_copy(&mut self, b: i64, file: &str, offset: u64, crc: u32) {
+        if let Some(buf) = self.buckets.get_mut(&b) {
+            if let Some(f) = buf.snapshot.as_mut().filter(|f| f.file == file) {
+                f.offset = offset;
+                f.crc32 = crc;
+            }
+        }
+    }
+
+    /// The copy is over: delete the buckets dropped meanwhile.
+    pub fn end_snapshot(&mut self) -> Result<(), StateError> {
+        self.hold = false;
+        for (_, buf) in self.graveyard.drain(..) {
+            buf.delete()?;
+        }
+        Ok(())
+    }
+
+    /// Adds a bucket restored from a checkpoint copy; returns the refs of its rows,
+    /// with each row's hash and key, for the index.
+    pub fn restore_bucket(&mut self, b: i64, bytes: &[u8], file: crate::checkpoint::BucketFile, name_for_errors: &Path, mut each: impl FnMut(&ArchivedRecord<'static>, Ref)) -> Result<(), StateError> {
+        let path = self.dir.as_ref().map(|d| {
+            let name = if self.side == 0 { "left" } else { "right" };
+            d.join(format!("{name}-{b}.arena"))
+        });
+        let (mut buf, roots) = Buffer::restore(bytes, path.as_deref(), name_for_errors)?;
+        buf.snapshot = Some(file);
+        for root in roots {
+            let rec = buf.get(root);
+            each(rec, Ref { ts: rec.ts.to_native(), root });
+            self.rows += 1;
+        }
+        self.buckets.insert(b, buf);
+        Ok(())
     }
 
     pub fn bucket_count(&self) -> usize {
@@ -168,12 +242,7 @@ fn new_buffer(dir: Option<&Path>, side: u8, b: i64, bucket_ms: i64) -> Result<Bu
         None => Buffer::heap(),
         Some(d) => {
             let name = if side == 0 { "left" } else { "right" };
-            Buffer::file(ArenaFile::create(
-                &d.join(format!("{name}-{b}.arena")),
-                side,
-                b,
-                bucket_ms,
-            )?)
+            Buffer::file(ArenaFile::create(&d.join(format!("{name}-{b}.arena")), side, b, bucket_ms)?)
         }
     })
 }

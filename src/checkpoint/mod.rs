@@ -1,0 +1,461 @@
+//! Consistent checkpoints: what they contain, how they are made durable, verified,
+//! committed and garbage-collected. The shard side (barriers, snapshot capture, the
+//! io_uring copy) is in `shard.rs` and [`writer`]; recovery is in `recovery.rs`.
+//!
+//! Layout of `engine.checkpoint_dir`:
+//! ```text
+//!   chk-<n:012>.json                         manifest of checkpoint n (written last)
+//!   state/shard-<s>/c<m>.pack                the bucket copies shard s wrote for checkpoint
+//!                                            m, at aligned offsets; a manifest may reference
+//!                                            a copy in the pack of an earlier checkpoint m <= n
+//! ```
+//! Protocol of checkpoint n (Chandy-Lamport with aligned barriers):
+//! 1. the coordinator asks for n; each shard's source records its partitions' positions
+//!    and sends barrier n on every ring after the rows it routed before;
+//! 2. a shard that has barrier n from every sender captures its snapshot: watermarks,
+//!    source positions, counters, and its buckets. Buckets unchanged since the last
+//!    checkpoint are referenced; the others are copied through io_uring (O_DIRECT, 1 MiB
+//!    aligned writes) while the shard goes on joining. Its output files of epoch n are
+//!    closed;
+//! 3. when every shard has reported n, the coordinator fsyncs the epoch-n output files,
+//!    writes the manifest (tmp file, fdatasync, rename, directory fsync), then commits
+//!    the output by renaming `*.inprogress` files of epochs <= n to their final names.
+//!
+//! Invariants: a manifest is only ever written after every file it references is
+//! durable; output of epoch e becomes visible only after a manifest with n >= e is
+//! durable; a bucket copy is deleted only when no retained manifest references it.
+
+pub mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Job, JoinKind};
+use crate::metrics::ShardCounters;
+use crate::schema::Field;
+use crate::sink::INPROGRESS_SUFFIX;
+use crate::source::SourcePos;
+
+pub const MANIFEST_FORMAT: u32 = 1;
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 10_000;
+pub const CHECKPOINTS_RETAINED_DEFAULT: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {op}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("checkpoint {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "checkpoint {path} was taken by a different job: {reason}; use another engine.checkpoint_dir or remove it"
+    )]
+    Mismatch { path: PathBuf, reason: String },
+}
+
+pub(crate) fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    let path = path.to_path_buf();
+    move |source| CheckpointError::Io { path, op, source }
+}
+
+/// What must not change between a checkpoint and the job restoring it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobShape {
+    pub shards: u32,
+    pub left_name: String,
+    pub right_name: String,
+    /// The schemas in force when the checkpoint was taken.
+    pub left_fields: Vec<Field>,
+    pub right_fields: Vec<Field>,
+    pub left_key: Vec<usize>,
+    pub right_key: Vec<usize>,
+    pub kind: JoinKind,
+    pub lower_ms: i64,
+    pub upper_ms: i64,
+    pub max_out_of_orderness_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub state_bucket_ms: i64,
+    /// Partitions in plan order (file paths or generator partitions).
+    pub partitions: Vec<String>,
+}
+
+impl JobShape {
+    pub fn of(job: &Job) -> JobShape {
+        JobShape {
+            shards: job.shards,
+            left_name: job.left.schema.name.clone(),
+            right_name: job.right.schema.name.clone(),
+            left_fields: job.left.schema.fields.clone(),
+            right_fields: job.right.schema.fields.clone(),
+            left_key: job.left.schema.key.clone(),
+            right_key: job.right.schema.key.clone(),
+            kind: job.kind,
+            lower_ms: job.lower_ms,
+            upper_ms: job.upper_ms,
+            max_out_of_orderness_ms: job.max_out_of_orderness_ms,
+            allowed_lateness_ms: job.allowed_lateness_ms,
+            state_bucket_ms: job.state_bucket_ms,
+            partitions: crate::source::plan(job).iter().map(|p| p.describe()).collect(),
+        }
+    }
+
+    /// The first difference that makes a checkpoint unusable for `other`, if any.
+    pub fn mismatch(&self, other: &JobShape) -> Option<String> {
+        macro_rules! same {
+            ($f:ident) => {
+                if self.$f != other.$f {
+                    return Some(format!("{} was {:?}, is now {:?}", stringify!($f), self.$f, other.$f));
+                }
+            };
+        }
+        same!(shards);
+        same!(left_name);
+        same!(right_name);
+        same!(left_fields);
+        same!(right_fields);
+        same!(left_key);
+        same!(right_key);
+        same!(kind);
+        same!(lower_ms);
+        same!(upper_ms);
+        same!(max_out_of_orderness_ms);
+        same!(allowed_lateness_ms);
+        same!(state_bucket_ms);
+        same!(partitions);
+        None
+    }
+}
+
+/// Watermark and end state of one partition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClockState {
+    pub max_ts: Option<i64>,
+    pub done: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// Index in the job's partition plan.
+    pub plan_index: u32,
+    pub name: String,
+    pub position: SourcePos,
+    pub done: bool,
+    /// Per side (left, right): the partition's clock, if the source reads that side.
+    pub clocks: [Option<ClockState>; 2],
+}
+
+/// One bucket's rows: a copy of its buffer's first `bytes` bytes, at `offset` in a pack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketFile {
+    pub side: u8,
+    pub bucket: i64,
+    /// The pack, relative to the checkpoint directory.
+    pub file: String,
+    pub offset: u64,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MarkState {
+    At { ts: i64 },
+    Idle,
+    Done,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardSnapshot {
+    pub shard: u32,
+    pub watermark: i64,
+    /// The watermark mark of every sender, as this shard last saw it.
+    pub marks: Vec<MarkState>,
+    pub sources: Vec<SourceState>,
+    pub buckets: Vec<BucketFile>,
+    pub counters: ShardCounters,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub checkpoint: u64,
+    /// The job ran to the end of its inputs; every output epoch is committed.
+    pub finished: bool,
+    pub created_unix_ms: u64,
+    pub job: JobShape,
+    pub shards: Vec<ShardSnapshot>,
+}
+
+/// What shards tell the coordinator (the engine's calling thread).
+pub enum CoordMsg {
+    /// Snapshot `n` of a shard is durable (its copies are written and synced).
+    Snapshot { n: u64, snap: Box<ShardSnapshot> },
+    /// Snapshot `n` of a shard could not be written: checkpoint n fails.
+    Failed { n: u64, shard: u32, error: String },
+    /// The shard ran to the end of its input; its last epoch's files are closed.
+    Finished { shard: u32 },
+}
+
+pub fn manifest_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("chk-{n:012}.json"))
+}
+
+/// Checkpoint numbers that have a manifest file, newest first.
+pub fn list(dir: &Path) -> Result<Vec<u64>, CheckpointError> {
+    let mut v = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(io(dir, "read directory")(e)),
+    };
+    for e in rd {
+        let name = e.map_err(io(dir, "read directory"))?.file_name().to_string_lossy().into_owned();
+        if let Some(n) =
+            name.strip_prefix("chk-").and_then(|r| r.strip_suffix(".json")).and_then(|n| n.parse::<u64>().ok())
+        {
+            v.push(n);
+        }
+    }
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(v)
+}
+
+/// Reads a manifest (no file checks).
+pub fn read_manifest(dir: &Path, n: u64) -> Result<Manifest, CheckpointError> {
+    let path = manifest_path(dir, n);
+    let text = std::fs::read(&path).map_err(io(&path, "read"))?;
+    let m: Manifest = serde_json::from_slice(&text).map_err(|e| CheckpointError::Invalid {
+        path: path.clone(),
+        reason: format!("manifest does not parse (truncated or damaged?): {e}"),
+    })?;
+    if m.format != MANIFEST_FORMAT {
+        return Err(CheckpointError::Invalid {
+            path,
+            reason: format!("manifest format {}, this weft reads {MANIFEST_FORMAT}", m.format),
+        });
+    }
+    if m.checkpoint != n {
+        return Err(CheckpointError::Invalid {
+            path,
+            reason: format!("manifest says checkpoint {}, file name says {n}", m.checkpoint),
+        });
+    }
+    Ok(m)
+}
+
+pub fn crc32_of(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// Reads the first `bytes` bytes of a bucket copy and checks its size and checksum.
+pub fn read_bucket(dir: &Path, b: &BucketFile) -> Result<Vec<u8>, CheckpointError> {
+    let path = dir.join(&b.file);
+    let mut f = File::open(&path).map_err(io(&path, "open"))?;
+    let len = f.metadata().map_err(io(&path, "stat"))?.len();
+    if len < b.offset + b.bytes {
+        return Err(CheckpointError::Invalid {
+            path,
+            reason: format!(
+                "{len} bytes, the manifest lists bucket {} at bytes {}..{} (truncated)",
+                b.bucket,
+                b.offset,
+                b.offset + b.bytes
+            ),
+        });
+    }
+    let mut buf = vec![0u8; b.bytes as usize];
+    f.seek(std::io::SeekFrom::Start(b.offset)).map_err(io(&path, "seek"))?;
+    f.read_exact(&mut buf).map_err(io(&path, "read"))?;
+    let crc = crc32_of(&buf);
+    if crc != b.crc32 {
+        return Err(CheckpointError::Invalid {
+            path,
+            reason: format!("checksum {crc:#010x}, the manifest lists {:#010x}", b.crc32),
+        });
+    }
+    Ok(buf)
+}
+
+/// Reads manifest `n` and checks every file it references.
+pub fn verify(dir: &Path, n: u64) -> Result<Manifest, CheckpointError> {
+    let m = read_manifest(dir, n)?;
+    for s in &m.shards {
+        for b in &s.buckets {
+            read_bucket(dir, b)?;
+        }
+    }
+    Ok(m)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync directory"))
+}
+
+/// Writes a manifest durably: tmp file, fdatasync, rename, directory fsync.
+pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
+    let path = manifest_path(dir, m.checkpoint);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(m).expect("manifest serialises");
+    {
+        let mut f =
+            OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp, "create"))?;
+        f.write_all(&text).map_err(io(&tmp, "write"))?;
+        f.sync_data().map_err(io(&tmp, "fdatasync"))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io(&path, "rename"))?;
+    fsync_dir(dir)
+}
+
+/// Output files (top level, `late/`, `dead/`) with their epoch, committed or not.
+pub fn output_files(out: &Path) -> Result<Vec<(PathBuf, u64, bool)>, CheckpointError> {
+    let mut v = Vec::new();
+    for d in [out.to_path_buf(), out.join("late"), out.join("dead")] {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&d, "read directory")(e)),
+        };
+        for e in rd {
+            let p = e.map_err(io(&d, "read directory"))?.path();
+            if !p.is_file() {
+                continue;
+            }
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let (stem, inprogress) = match name.strip_suffix(INPROGRESS_SUFFIX) {
+                Some(s) => (s.to_string(), true),
+                None => (name.clone(), false),
+            };
+            // <base>-<epoch>.<ext>
+            let Some((before_ext, _ext)) = stem.rsplit_once('.') else { continue };
+            let Some((_, epoch)) = before_ext.rsplit_once('-') else { continue };
+            if let Ok(e) = epoch.parse::<u64>() {
+                v.push((p, e, inprogress));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// Makes the output of epochs `<= n` visible: fsyncs and renames their in-progress files.
+pub fn commit_output(out: &Path, n: u64) -> Result<u64, CheckpointError> {
+    let mut committed = 0;
+    let mut dirs = std::collections::BTreeSet::new();
+    for (p, e, inprogress) in output_files(out)? {
+        if inprogress && e <= n {
+            File::open(&p).and_then(|f| f.sync_data()).map_err(io(&p, "fdatasync"))?;
+            let s = p.to_string_lossy();
+            let final_path = PathBuf::from(s.strip_suffix(INPROGRESS_SUFFIX).unwrap().to_string());
+            std::fs::rename(&p, &final_path).map_err(io(&p, "commit (rename)"))?;
+            dirs.insert(p.parent().unwrap().to_path_buf());
+            committed += 1;
+        }
+    }
+    for d in dirs {
+        fsync_dir(&d)?;
+    }
+    Ok(committed)
+}
+
+/// fsyncs the in-progress files of epochs `<= n` (before their manifest is written).
+pub fn sync_output(out: &Path, n: u64) -> Result<(), CheckpointError> {
+    for (p, e, inprogress) in output_files(out)? {
+        if inprogress && e <= n {
+            File::open(&p).and_then(|f| f.sync_data()).map_err(io(&p, "fdatasync"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Recovery from checkpoint `n`: output of later epochs is discarded (it will be
+/// produced again), output of epochs `<= n` is committed.
+pub fn reset_output(out: &Path, n: u64) -> Result<(), CheckpointError> {
+    for (p, e, _) in output_files(out)? {
+        if e > n {
+            std::fs::remove_file(&p).map_err(io(&p, "remove uncommitted output"))?;
+        }
+    }
+    commit_output(out, n)?;
+    Ok(())
+}
+
+/// Keeps the newest `retained` manifests and deletes bucket copies none of them uses.
+pub fn collect_garbage(dir: &Path, retained: u32) -> Result<(), CheckpointError> {
+    let all = list(dir)?;
+    let mut keep_files = std::collections::HashSet::new();
+    let mut kept = 0;
+    for n in &all {
+        if kept < retained as usize {
+            match read_manifest(dir, *n) {
+                Ok(m) => {
+                    for s in &m.shards {
+                        for b in &s.buckets {
+                            keep_files.insert(dir.join(&b.file));
+                        }
+                    }
+                    kept += 1;
+                }
+                // Keep an unreadable manifest's neighbours; never delete on a guess.
+                Err(_) => return Ok(()),
+            }
+        } else {
+            let p = manifest_path(dir, *n);
+            std::fs::remove_file(&p).map_err(io(&p, "remove old manifest"))?;
+        }
+    }
+    let state = dir.join("state");
+    let Ok(shards) = std::fs::read_dir(&state) else { return Ok(()) };
+    for sd in shards.flatten() {
+        let Ok(files) = std::fs::read_dir(sd.path()) else { continue };
+        for f in files.flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|x| x == "pack") && !keep_files.contains(&p) {
+                // A copy of the checkpoint in progress is newer than every manifest:
+                // only files named for a checkpoint at or below the newest are collected.
+                let newest = all.first().copied().unwrap_or(0);
+                let made_by = p
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.strip_prefix('c'))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(u64::MAX);
+                if made_by <= newest {
+                    std::fs::remove_file(&p).map_err(io(&p, "remove unreferenced state"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `weft checkpoints list DIR`: one line per checkpoint.
+pub fn describe(dir: &Path, check: bool) -> Result<(String, bool), CheckpointError> {
+    let mut s = String::new();
+    let mut all_ok = true;
+    let ns = list(dir)?;
+    if ns.is_empty() {
+        s += &format!("no checkpoints in {}\n", dir.display());
+    }
+    for n in ns {
+        let r = if check { verify(dir, n) } else { read_manifest(dir, n) };
+        match r {
+            Ok(m) => {
+                let files: usize = m.shards.iter().map(|s| s.buckets.len()).sum();
+                let bytes: u64 = m.shards.iter().flat_map(|s| &s.buckets).map(|b| b.bytes).sum();
+                let rows: u64 = m.shards.iter().map(|s| s.counters.rows_in[0] + s.counters.rows_in[1]).sum();
+                s += &format!(
+                    "checkpoint {n:>6}  {}  shards {}  rows read {rows}  state files {files}  state bytes {bytes}{}\n",
+                    if m.finished { "finished" } else { "running " },
+                    m.job.shards,
+                    if check { "  verified" } else { "" }
+                );
+            }
+            Err(e) => {
+                all_ok = false;
+                s += &format!("checkpoint {n:>6}  INVALID: {e}\n");
+            }
+        }
+    }
+    Ok((s, all_ok))
+}
