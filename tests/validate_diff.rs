@@ -88,26 +88,12 @@ fn dropped_duplicated_and_changed_rows_are_reported_by_kind() {
     assert!(!rep.is_equal());
     let m = &rep.missing.counts;
     let e = &rep.extra.counts;
-    assert_eq!(
-        (m.pair, m.left_unmatched, m.right_unmatched),
-        (3, 1, 0),
-        "{rep:?}"
-    );
-    assert_eq!(
-        (e.pair, e.left_unmatched, e.right_unmatched),
-        (1, 0, 2),
-        "{rep:?}"
-    );
+    assert_eq!((m.pair, m.left_unmatched, m.right_unmatched), (3, 1, 0), "{rep:?}");
+    assert_eq!((e.pair, e.left_unmatched, e.right_unmatched), (1, 0, 2), "{rep:?}");
     assert_eq!(rep.missing.samples(RowKind::LeftUnmatched), ["2,200,,,"]);
     assert_eq!(rep.extra.samples(RowKind::Pair), ["1,100,a,1,161"]);
-    assert_eq!(
-        rep.extra.samples(RowKind::RightUnmatched),
-        [",,,3,300   (x2)"]
-    );
-    assert!(rep
-        .missing
-        .samples(RowKind::Pair)
-        .contains(&"5,500,b,5,500   (x2)".to_string()));
+    assert_eq!(rep.extra.samples(RowKind::RightUnmatched), [",,,3,300   (x2)"]);
+    assert!(rep.missing.samples(RowKind::Pair).contains(&"5,500,b,5,500   (x2)".to_string()));
     assert_eq!(rep.expected.rows, 8);
     assert_eq!(rep.actual.rows, 8 - 1 + 2 - 2);
 }
@@ -128,9 +114,7 @@ fn show_limits_the_samples_not_the_counts() {
 fn tiny_memory_budget_spills_and_agrees() {
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (t.path().join("a"), t.path().join("b"));
-    let mut exp: Vec<String> = (0..5000)
-        .map(|i| format!("{},{i},n{},{},{}", i % 97, i % 13, i % 97, i + 5))
-        .collect();
+    let mut exp: Vec<String> = (0..5000).map(|i| format!("{},{i},n{},{},{}", i % 97, i % 13, i % 97, i + 5)).collect();
     exp.extend((0..300).map(|i| format!("{i},{i},,,")));
     exp.extend((0..300).map(|i| format!(",,,{i},{i}")));
     let mut act = exp.clone();
@@ -139,10 +123,7 @@ fn tiny_memory_budget_spills_and_agrees() {
     act.push(exp[7].clone()); // duplicate a pair
     act[3000] = format!("{}x", act[3000]); // change a value of a pair
     write_dir(&a, &[part(&exp[..2000]), part(&exp[2000..])]);
-    write_dir(
-        &b,
-        &[part(&act[..100]), part(&act[100..4000]), part(&act[4000..])],
-    );
+    write_dir(&b, &[part(&act[..100]), part(&act[100..4000]), part(&act[4000..])]);
 
     let in_memory = compare_dirs(&a, &b, Format::Csv, 5, 0).unwrap();
     let spilled = compare_dirs(&a, &b, Format::Csv, 5, 4096).unwrap();
@@ -150,31 +131,16 @@ fn tiny_memory_budget_spills_and_agrees() {
     assert!(spilled.buckets > 16, "buckets {}", spilled.buckets);
     for rep in [&in_memory, &spilled] {
         let (m, e) = (&rep.missing.counts, &rep.extra.counts);
-        assert_eq!(
-            (m.pair, m.left_unmatched, m.right_unmatched),
-            (1, 0, 1),
-            "{rep:?}"
-        );
-        assert_eq!(
-            (e.pair, e.left_unmatched, e.right_unmatched),
-            (2, 0, 0),
-            "{rep:?}"
-        );
-        assert_eq!(
-            rep.missing.samples(RowKind::RightUnmatched),
-            [dropped.clone()]
-        );
+        assert_eq!((m.pair, m.left_unmatched, m.right_unmatched), (1, 0, 1), "{rep:?}");
+        assert_eq!((e.pair, e.left_unmatched, e.right_unmatched), (2, 0, 0), "{rep:?}");
+        assert_eq!(rep.missing.samples(RowKind::RightUnmatched), [dropped.clone()]);
     }
     assert_eq!(in_memory.expected.kinds, spilled.expected.kinds);
     // Spill files are cleaned up.
     let leftovers: Vec<_> = fs::read_dir(t.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".weft-validate")
-        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".weft-validate"))
         .collect();
     assert!(leftovers.is_empty());
 }
@@ -213,11 +179,7 @@ fn jsonl_kinds_and_equality() {
     fs::create_dir_all(&b).unwrap();
     fs::write(a.join("part-0.jsonl"), rows.join("\n") + "\n").unwrap();
     fs::write(b.join("part-0.jsonl"), format!("{}\n", rows[2])).unwrap();
-    fs::write(
-        b.join("part-1.jsonl"),
-        format!("{}\n{}\n", rows[1], rows[0]),
-    )
-    .unwrap();
+    fs::write(b.join("part-1.jsonl"), format!("{}\n{}\n", rows[1], rows[0])).unwrap();
     let rep = compare_dirs(&a, &b, Format::Jsonl, 10, 0).unwrap();
     assert!(rep.is_equal(), "{rep:?}");
     let k = rep.expected.kinds;
