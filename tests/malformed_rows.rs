@@ -198,3 +198,34 @@ fn a_quoted_empty_string_reads_back_as_an_empty_string() {
         "row 1 has an empty string (written `\"\"`), row 2 a NULL (written empty)"
     );
 }
+
+fn dead_lines(left: &[u8], right: &str) -> Vec<(String, u64)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), left, right, 1);
+    let rep = common::run(&std::fs::read_to_string(&cfg).unwrap(), tmp.path());
+    assert_eq!(rep.left.rows_in, 1);
+    let mut lines: Vec<(String, u64)> = common::dead_letters(&tmp.path().join("out"))
+        .iter()
+        .map(|d| (d["input"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap()))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Dead-letter line numbers are physical lines: a quoted string spanning two lines
+/// counts twice; blank JSONL lines count.
+#[test]
+fn dead_letter_lines_count_multi_line_records_and_blank_jsonl_lines() {
+    let left = b"k,ts,v,name\n1,100,5,\"two\nlines\"\n1,101,x,a\n";
+    let right = "{\"k\":1,\"ts\":100,\"w\":1}\n\n\nnope\n";
+    assert_eq!(dead_lines(left, right), [("l".to_string(), 4), ("r".to_string(), 4)]);
+}
+
+/// Blank lines in a CSV file count too: the bad row below is on line 6. (The csv
+/// crate's `Position::line` does not count the blank lines it skips, see
+/// BurntSushi/rust-csv#208; weft reports line 3 here.)
+#[test]
+fn dead_letter_lines_count_blank_csv_lines() {
+    let left = b"k,ts,v,name\n1,100,5,a\n\n\n\n1,101,x,a\n";
+    assert_eq!(dead_lines(left, RIGHT_GOOD), [("l".to_string(), 6)]);
+}
