@@ -229,3 +229,16 @@ fn dead_letter_lines_count_blank_csv_lines() {
     let left = b"k,ts,v,name\n1,100,5,a\n\n\n\n1,101,x,a\n";
     assert_eq!(dead_lines(left, RIGHT_GOOD), [("l".to_string(), 6)]);
 }
+
+/// A carriage return inside a quoted string is data, not a line ending: it must
+/// survive (the reader strips a trailing `\r` from every cell, which is only right
+/// for a header cell of a CRLF file, and the csv crate already handles CRLF).
+#[test]
+fn a_quoted_carriage_return_is_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), b"k,ts,v,name\n1,100,5,\"ab\r\"\n", RIGHT_GOOD, 1);
+    let rep = common::run(&std::fs::read_to_string(&cfg).unwrap(), tmp.path());
+    assert_eq!(rep.matched_pairs, 1);
+    let out = std::fs::read_to_string(tmp.path().join("out").join("part-0.csv")).unwrap();
+    assert!(out.contains("5,\"ab\r\",1,100,1\n"), "the string `ab\\r` was changed: {out:?}");
+}
