@@ -34,6 +34,11 @@ use crate::config::{Format, Job};
 pub const MEM_BUDGET_BYTES_DEFAULT: u64 = 256 << 20;
 /// Table bytes per input byte, with the arena, slots and growth slack.
 const TABLE_BYTES_PER_INPUT_BYTE: u64 = 2;
+/// In-memory comparisons split the rows into this many partitions by hash, so
+/// each partition's table stays small and two threads can count them.
+const MEM_PARTITIONS: u64 = 64;
+/// Below this many bytes in all, one partition.
+const MEM_PARTITION_BYTES_MIN: u64 = 1 << 20;
 /// Spill buckets per side at most (each one an open file while spilling).
 pub const SPILL_BUCKETS_MAX: u64 = 512;
 /// Rows shown per difference kind when the caller does not say.
@@ -58,6 +63,8 @@ pub enum ValidateError {
     HeaderMismatch { path: PathBuf, first: PathBuf, expected: String, found: String },
     #[error("{path}:{line}: {message}")]
     Malformed { path: PathBuf, line: u64, message: String },
+    #[error("a validation thread panicked")]
+    Panicked,
     #[error("batch join for validation failed: {0}")]
     Batch(#[from] BatchError),
 }
@@ -148,6 +155,23 @@ impl Differences {
             RowKind::Pair => &self.pair,
             RowKind::LeftUnmatched => &self.left_unmatched,
             RowKind::RightUnmatched => &self.right_unmatched,
+        }
+    }
+
+    /// Adds `other`'s counts, and its samples while fewer than `show` are kept.
+    fn merge(&mut self, other: Differences, show: usize) {
+        for k in RowKind::ALL {
+            self.counts.add(k, other.counts.get(k));
+        }
+        let Differences { pair, left_unmatched, right_unmatched, .. } = other;
+        for (k, v) in [
+            (RowKind::Pair, pair),
+            (RowKind::LeftUnmatched, left_unmatched),
+            (RowKind::RightUnmatched, right_unmatched),
+        ] {
+            let mine = self.samples_mut(k);
+            let room = show.saturating_sub(mine.len());
+            mine.extend(v.into_iter().take(room));
         }
     }
 
@@ -259,7 +283,6 @@ pub fn compare_dirs(
     let budget = if mem_budget_bytes == 0 { MEM_BUDGET_BYTES_DEFAULT } else { mem_budget_bytes };
     let files = [list_output_files(expected, format)?, list_output_files(actual, format)?];
     let total_bytes: u64 = files.iter().flatten().map(|f| f.1).sum();
-    let buckets = (total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE)).div_ceil(budget).clamp(1, SPILL_BUCKETS_MAX);
 
     let mut summaries = [DirSummary::default(), DirSummary::default()];
     for (s, (dir, list)) in summaries.iter_mut().zip([expected, actual].into_iter().zip(files.iter())) {
@@ -269,54 +292,97 @@ pub fn compare_dirs(
         s.late = count_late(dir)?;
         s.dead = count_dead(dir)?;
     }
-    let mut header = HeaderCheck::default();
-    let mut missing = Differences::default();
-    let mut extra = Differences::default();
-    if buckets == 1 {
-        let mut table = CountTable::new();
-        for (side, list) in files.iter().enumerate() {
-            let delta = if side == 0 { 1 } else { -1 };
-            let summary = &mut summaries[side];
-            for (path, _) in list {
-                read_records(path, format, &mut header, |rec, left_cols| {
-                    let kind = classify(rec, format, left_cols);
-                    summary.rows += 1;
-                    summary.kinds.add(kind, 1);
-                    table.add(rec, delta);
-                    Ok(())
-                })?;
-            }
-        }
-        table.collect(format, header.left_cols, show, &mut missing, &mut extra);
+    // Pass 1, one thread per directory: count rows by kind and partition them by
+    // hash, in memory when twice the data fits the budget, else into spill files.
+    let in_memory = total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE) <= budget;
+    let threads = (crate::config::available_cpus() as u64).clamp(1, 2);
+    let nparts = if !in_memory {
+        // Each pass-2 thread holds one partition's table.
+        (total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE * threads)).div_ceil(budget).clamp(2, SPILL_BUCKETS_MAX)
+    } else if total_bytes < MEM_PARTITION_BYTES_MIN {
+        1
     } else {
-        let spill_dir = SpillDir::create(actual)?;
-        for (side, list) in files.iter().enumerate() {
-            let summary = &mut summaries[side];
-            let mut spill = SpillWriter::create(&spill_dir.path, side, buckets, budget)?;
-            for (path, _) in list {
-                read_records(path, format, &mut header, |rec, left_cols| {
-                    let kind = classify(rec, format, left_cols);
-                    summary.rows += 1;
-                    summary.kinds.add(kind, 1);
-                    spill.push(rec)
-                })?;
-            }
-            spill.finish()?;
+        MEM_PARTITIONS
+    };
+    let spill_dir = if in_memory { None } else { Some(SpillDir::create(actual)?) };
+    let spill_dir_path = spill_dir.as_ref().map(|d| d.path.clone());
+    let pass1 = |side: usize| -> Result<Pass1, ValidateError> {
+        let mut p = Pass1 {
+            header: HeaderCheck::default(),
+            rows: 0,
+            kinds: KindCounts::default(),
+            parts: Partitions::create(spill_dir_path.as_deref(), side, nparts, budget)?,
+        };
+        for (path, _) in &files[side] {
+            read_records(path, format, &mut p.header, |rec, left_cols| {
+                p.rows += 1;
+                p.kinds.add(classify(rec, format, left_cols), 1);
+                p.parts.push(rec)
+            })?;
         }
-        for b in 0..buckets {
-            let mut table = CountTable::new();
-            for side in 0..2 {
-                let path = spill_path(&spill_dir.path, side, b);
-                let delta = if side == 0 { 1 } else { -1 };
-                read_spill(&path, |rec| {
-                    table.add(rec, delta);
-                    Ok(())
-                })?;
-                fs::remove_file(&path).map_err(io_err(&path, "remove spill file"))?;
-            }
-            table.collect(format, header.left_cols, show, &mut missing, &mut extra);
+        p.parts.finish()?;
+        Ok(p)
+    };
+    let (r0, r1) = std::thread::scope(|s| {
+        let h = s.spawn(|| pass1(0));
+        let r1 = pass1(1);
+        (h.join().unwrap_or_else(|_| Err(ValidateError::Panicked)), r1)
+    });
+    let (p0, p1) = (r0?, r1?);
+    if let (Some((path0, h0)), Some((path1, h1))) = (&p0.header.first, &p1.header.first) {
+        if h0 != h1 {
+            return Err(ValidateError::HeaderMismatch {
+                path: path1.clone(),
+                first: path0.clone(),
+                expected: String::from_utf8_lossy(h0).into_owned(),
+                found: String::from_utf8_lossy(h1).into_owned(),
+            });
         }
     }
+    let left_cols = if p0.header.first.is_some() { p0.header.left_cols } else { p1.header.left_cols };
+    for (s, p) in summaries.iter_mut().zip([&p0, &p1]) {
+        s.rows = p.rows;
+        s.kinds = p.kinds;
+    }
+
+    // Pass 2: partitions in parallel, each counted in its own table; differences are
+    // merged in partition order, so the samples do not depend on thread timing.
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let results: Vec<Result<Vec<(u64, Differences, Differences)>, ValidateError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(nparts))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if b >= nparts {
+                            return Ok(done);
+                        }
+                        let mut table = CountTable::new();
+                        p0.parts.for_each(b, |rec| table.add(rec, 1))?;
+                        p1.parts.for_each(b, |rec| table.add(rec, -1))?;
+                        let (mut m, mut e) = (Differences::default(), Differences::default());
+                        table.collect(format, left_cols, show, &mut m, &mut e);
+                        done.push((b, m, e));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ValidateError::Panicked))).collect()
+    });
+    let mut per_part = Vec::with_capacity(nparts as usize);
+    for r in results {
+        per_part.extend(r?);
+    }
+    per_part.sort_by_key(|x| x.0);
+    let mut missing = Differences::default();
+    let mut extra = Differences::default();
+    for (_, m, e) in per_part {
+        missing.merge(m, show);
+        extra.merge(e, show);
+    }
+    drop(spill_dir);
+    let buckets = nparts;
 
     let mut late_differences = Vec::new();
     if let (Some(e), Some(a)) = (&summaries[0].late, &summaries[1].late) {
@@ -838,6 +904,85 @@ fn spill_path(dir: &Path, side: usize, bucket: u64) -> PathBuf {
     dir.join(format!("{}-{bucket}.spill", if side == 0 { "expected" } else { "actual" }))
 }
 
+/// What pass 1 learned from one directory.
+struct Pass1 {
+    header: HeaderCheck,
+    rows: u64,
+    kinds: KindCounts,
+    parts: Partitions,
+}
+
+/// One side's records partitioned by hash, as length-prefixed records: in memory, or
+/// in one spill file per partition.
+enum Partitions {
+    Mem { parts: Vec<Vec<u8>>, hasher: ahash::RandomState },
+    Disk { writer: Option<SpillWriter>, paths: Vec<PathBuf> },
+}
+
+impl Partitions {
+    fn create(spill_dir: Option<&Path>, side: usize, n: u64, budget: u64) -> Result<Partitions, ValidateError> {
+        Ok(match spill_dir {
+            None => Partitions::Mem { parts: vec![Vec::new(); n as usize], hasher: bucket_hasher() },
+            Some(dir) => {
+                let w = SpillWriter::create(dir, side, n, budget)?;
+                let paths = w.files.iter().map(|f| f.0.clone()).collect();
+                Partitions::Disk { writer: Some(w), paths }
+            }
+        })
+    }
+
+    fn push(&mut self, rec: &[u8]) -> Result<(), ValidateError> {
+        match self {
+            Partitions::Mem { parts, hasher } => {
+                let b = ((hasher.hash_one(rec) as u128 * parts.len() as u128) >> 64) as usize;
+                parts[b].extend_from_slice(&(rec.len() as u32).to_le_bytes());
+                parts[b].extend_from_slice(rec);
+                Ok(())
+            }
+            Partitions::Disk { writer: Some(w), .. } => w.push(rec),
+            Partitions::Disk { writer: None, paths } => {
+                Err(ValidateError::Malformed { path: paths[0].clone(), line: 0, message: "spill file closed".into() })
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ValidateError> {
+        match self {
+            Partitions::Mem { .. } => Ok(()),
+            Partitions::Disk { writer, .. } => writer.take().map_or(Ok(()), |w| w.finish()),
+        }
+    }
+
+    /// Calls `f` with every record of partition `b`.
+    fn for_each(&self, b: u64, mut f: impl FnMut(&[u8])) -> Result<(), ValidateError> {
+        match self {
+            Partitions::Mem { parts, .. } => {
+                let mut p = parts[b as usize].as_slice();
+                while p.len() >= 4 {
+                    let len = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+                    f(&p[4..4 + len]);
+                    p = &p[4 + len..];
+                }
+                Ok(())
+            }
+            Partitions::Disk { paths, .. } => {
+                let path = &paths[b as usize];
+                read_spill(path, |rec| {
+                    f(rec);
+                    Ok(())
+                })?;
+                fs::remove_file(path).map_err(io_err(path, "remove spill file"))
+            }
+        }
+    }
+}
+
+/// The partition hash: independent of the count table's, or a partition's rows
+/// would crowd a few table slots.
+fn bucket_hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(HASH_SEEDS[3], HASH_SEEDS[2], HASH_SEEDS[1], HASH_SEEDS[0])
+}
+
 /// Writes length-prefixed records into one file per bucket.
 struct SpillWriter {
     files: Vec<(PathBuf, BufWriter<File>)>,
@@ -846,19 +991,14 @@ struct SpillWriter {
 
 impl SpillWriter {
     fn create(dir: &Path, side: usize, buckets: u64, budget: u64) -> Result<SpillWriter, ValidateError> {
-        let buf = (budget / 2 / buckets).clamp(4096, 1 << 20) as usize;
+        let buf = (budget / 4 / buckets).clamp(4096, 1 << 20) as usize;
         let mut files = Vec::with_capacity(buckets as usize);
         for b in 0..buckets {
             let p = spill_path(dir, side, b);
             let f = File::create(&p).map_err(io_err(&p, "create spill file"))?;
             files.push((p, BufWriter::with_capacity(buf, f)));
         }
-        // The bucket must not depend on the table's hash, or a bucket's rows would
-        // crowd a few table slots; different seeds.
-        Ok(SpillWriter {
-            files,
-            hasher: ahash::RandomState::with_seeds(HASH_SEEDS[3], HASH_SEEDS[2], HASH_SEEDS[1], HASH_SEEDS[0]),
-        })
+        Ok(SpillWriter { files, hasher: bucket_hasher() })
     }
 
     fn push(&mut self, rec: &[u8]) -> Result<(), ValidateError> {

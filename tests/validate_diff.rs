@@ -206,3 +206,42 @@ fn different_headers_are_an_error_not_a_difference() {
         Err(ValidateError::NotADir { .. })
     ));
 }
+
+#[test]
+fn partitioned_in_memory_and_spilled_comparisons_agree() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    // About 1.5 MB per side: above the single-partition threshold.
+    let exp: Vec<String> =
+        (0..40_000).map(|i| format!("{},{i},name-{},{},{}", i % 977, i % 31, i % 977, i + 17)).collect();
+    let mut act = exp.clone();
+    act.swap_remove(123);
+    act.swap_remove(30_000);
+    act.push(exp[5].clone());
+    act.push(",,,1,1".to_string());
+    write_dir(&a, &[part(&exp[..25_000]), part(&exp[25_000..])]);
+    write_dir(&b, &[part(&act)]);
+    let mem = compare_dirs(&a, &b, Format::Csv, 10, 0).unwrap();
+    let disk = compare_dirs(&a, &b, Format::Csv, 10, 64 << 10).unwrap();
+    assert!(mem.buckets > 1, "in-memory partitions: {}", mem.buckets);
+    assert!(disk.buckets > mem.buckets, "spill buckets: {}", disk.buckets);
+    for rep in [&mem, &disk] {
+        assert_eq!(rep.missing.counts.pair, 2, "{rep:?}");
+        assert_eq!(rep.extra.counts.pair, 1, "{rep:?}");
+        assert_eq!(rep.extra.counts.right_unmatched, 1, "{rep:?}");
+        assert_eq!(rep.actual.rows, 40_000);
+    }
+    let mut m1 = mem.missing.samples(RowKind::Pair).to_vec();
+    let mut m2 = disk.missing.samples(RowKind::Pair).to_vec();
+    m1.sort();
+    m2.sort();
+    assert_eq!(m1, m2);
+    assert_eq!(
+        m1,
+        vec![exp[123].clone(), exp[30_000].clone()]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+}
