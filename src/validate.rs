@@ -31,7 +31,7 @@ use crate::batch::{self, BatchError, BatchReport};
 use crate::config::{Format, Job};
 
 /// Default memory for the row table of one comparison.
-pub const MEM_BUDGET_BYTES_DEFAULT: u64 = 256 << 20;
+pub const MEM_BUDGET_BYTES_DEFAULT: u64 = 1 << 30;
 /// Table bytes per input byte, with the arena, slots and growth slack.
 const TABLE_BYTES_PER_INPUT_BYTE: u64 = 2;
 /// In-memory comparisons split the rows into this many partitions by hash, so
