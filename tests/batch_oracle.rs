@@ -641,3 +641,44 @@ fn string_keys_short_and_long() {
         check(t.path(), &l, &r, kind, [-3, 4, 10, 2], 2, &format!("string keys {kind:?}"));
     }
 }
+
+#[test]
+fn validate_job_compares_an_output_with_the_batch_answer() {
+    let t = tempfile::tempdir().unwrap();
+    let l = left_input(vec![vec![
+        l_row(Some(1), Some(0), Some(10), Some("a")),
+        l_row(Some(2), Some(0), Some(20), Some("b")),
+        l_row(Some(1), Some(0), Some(1), Some("late")),
+    ]]);
+    let r =
+        right_input(vec![vec![r_row(Some(12), Some(1), Some(0), Some(1)), r_row(Some(13), Some(2), Some(0), Some(1))]]);
+    let path = write_job(t.path(), &l, &r, "[join]\nkind = \"full\"\nlower_ms = 0\nupper_ms = 5\n");
+    let job = load(&path);
+    let out = t.path().join("out");
+    batch::run(&job, &out, false, 2).unwrap();
+    let rep = weft::validate::validate_job(&job, &out, 10).unwrap();
+    assert!(rep.is_equal(), "{rep:?}");
+    assert_eq!(rep.expected.kinds.pair, 2);
+    assert_eq!(rep.batch.as_ref().unwrap().left.late_rows, 1);
+    // Drop the first row of a part file that has one.
+    let part = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv") && fs::read_to_string(p).unwrap().lines().count() > 1)
+        .unwrap();
+    let text = fs::read_to_string(&part).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(1);
+    fs::write(&part, lines.join("\n") + "\n").unwrap();
+    let rep = weft::validate::validate_job(&job, &out, 10).unwrap();
+    assert!(!rep.is_equal());
+    assert_eq!(rep.missing.counts.total(), 1);
+    assert_eq!(rep.extra.counts.total(), 0);
+    // The temporary batch directory is gone.
+    let left: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".weft-validate"))
+        .collect();
+    assert!(left.is_empty());
+}
