@@ -348,7 +348,7 @@ pub fn compare_dirs(
     // Pass 2: partitions in parallel, each counted in its own table; differences are
     // merged in partition order, so the samples do not depend on thread timing.
     let next = std::sync::atomic::AtomicU64::new(0);
-    let results: Vec<Result<Vec<(u64, Differences, Differences)>, ValidateError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<PartDiff>, ValidateError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.min(nparts))
             .map(|_| {
                 s.spawn(|| {
@@ -368,7 +368,7 @@ pub fn compare_dirs(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ValidateError::Panicked))).collect()
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(ValidateError::Panicked))).collect()
     });
     let mut per_part = Vec::with_capacity(nparts as usize);
     for r in results {
@@ -903,6 +903,9 @@ impl Drop for SpillDir {
 fn spill_path(dir: &Path, side: usize, bucket: u64) -> PathBuf {
     dir.join(format!("{}-{bucket}.spill", if side == 0 { "expected" } else { "actual" }))
 }
+
+/// The differences found in one partition: (partition, missing, extra).
+type PartDiff = (u64, Differences, Differences);
 
 /// What pass 1 learned from one directory.
 struct Pass1 {

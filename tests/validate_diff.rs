@@ -133,7 +133,7 @@ fn tiny_memory_budget_spills_and_agrees() {
         let (m, e) = (&rep.missing.counts, &rep.extra.counts);
         assert_eq!((m.pair, m.left_unmatched, m.right_unmatched), (1, 0, 1), "{rep:?}");
         assert_eq!((e.pair, e.left_unmatched, e.right_unmatched), (2, 0, 0), "{rep:?}");
-        assert_eq!(rep.missing.samples(RowKind::RightUnmatched), [dropped.clone()]);
+        assert_eq!(rep.missing.samples(RowKind::RightUnmatched), std::slice::from_ref(&dropped));
     }
     assert_eq!(in_memory.expected.kinds, spilled.expected.kinds);
     // Spill files are cleaned up.
