@@ -41,6 +41,7 @@ use crate::row::{encode_key, RowView};
 use crate::schema::Schema;
 use crate::sink::{ShardSinks, SinkError};
 use crate::source::{self, PartitionSpec, PollStatus, Source, SourceError, SourceItem};
+use crate::state::CopyJob;
 use crate::watermark::{sender_mark, Mark, PartitionClock, ShardWatermark};
 
 /// Longest a shard sleeps when none of its sources has rows.
@@ -112,6 +113,9 @@ struct Ckpt {
     in_flight: bool,
     /// Source positions recorded when this shard injected barrier n.
     positions: Option<(u64, Vec<SourceState>)>,
+    /// The source task has left its loop: this shard injects no more barriers, so no
+    /// later snapshot will be captured and receivers must not wait for one.
+    finishing: bool,
 }
 
 /// The state every task of the shard shares.
@@ -256,6 +260,7 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             taken: c.restored,
             in_flight: false,
             positions: None,
+            finishing: false,
         }),
     }));
 
@@ -328,9 +333,13 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             if ck.requested.load(Ordering::Acquire) > injected && !in_flight && !core.borrow().wm.all_done() {
                 let n = injected + 1;
                 injected = n;
+                let t_inject = Instant::now();
                 let mark = sender_mark(slots.iter().flat_map(|s| s.clocks.iter().flatten()));
                 inject_barrier(id, n, &slots, mark, &mut senders, &core).await;
                 wait_captured(&core, n).await;
+                if std::env::var_os("WEFT_DEBUG_CHECKPOINTS").is_some() {
+                    eprintln!("shard {id}: barrier {n} aligned and captured {:?} after injection", t_inject.elapsed());
+                }
                 if ck.stop_at.load(Ordering::Acquire) <= n {
                     stopped_at = Some(n);
                     break;
@@ -436,6 +445,9 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     if fatal.is_some() {
         ctx.progress.abort.store(true, Ordering::Relaxed);
     }
+    if let Some(ck) = core.borrow_mut().ckpt.as_mut() {
+        ck.finishing = true;
+    }
     // Closing the rings tells every peer this shard has no more rows (after Done).
     drop(senders);
 
@@ -524,7 +536,7 @@ async fn wait_captured(core: &Rc<RefCell<Core>>, n: u64) {
         {
             let c = core.borrow();
             let Some(ck) = &c.ckpt else { return };
-            if ck.taken >= n || c.error.is_some() || c.progress.abort.load(Ordering::Relaxed) {
+            if ck.taken >= n || ck.finishing || c.error.is_some() || c.progress.abort.load(Ordering::Relaxed) {
                 return;
             }
         }
@@ -549,16 +561,15 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
         let (_, sources) = ck.positions.take().unwrap();
         let pack = format!("state/shard-{}/c{n}.pack", c.id);
         let (buckets, jobs) = c.join.plan_snapshot(&pack);
-        let marks = c
-            .wm
-            .marks()
-            .iter()
-            .map(|m| match *m {
-                Mark::At(ts) => MarkState::At { ts },
-                Mark::Idle => MarkState::Idle,
-                Mark::Done => MarkState::Done,
-            })
-            .collect();
+        let marks =
+            c.wm.marks()
+                .iter()
+                .map(|m| match *m {
+                    Mark::At(ts) => MarkState::At { ts },
+                    Mark::Idle => MarkState::Idle,
+                    Mark::Done => MarkState::Done,
+                })
+                .collect();
         let snap = ShardSnapshot {
             shard: c.id,
             watermark: c.wm.current(),
@@ -575,29 +586,58 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
         (snap, jobs, ck.dir.clone(), n, pack)
     };
     let core2 = core.clone();
+    let debug_t0 = std::env::var_os("WEFT_DEBUG_CHECKPOINTS").map(|_| Instant::now());
     glommio::spawn_local(async move {
-        let lens: Vec<usize> = jobs.iter().map(|j| j.bytes).collect();
+        let lens: Vec<usize> = jobs.iter().map(|j| j.len()).collect();
         let r = if jobs.is_empty() {
             Ok(Vec::new())
         } else {
-            checkpoint::writer::write_pack(&dir.join(&pack), &lens, |i, off, dst| {
-                core2.borrow().join.copy_out(jobs[i].side, jobs[i].bucket, off, dst)
+            checkpoint::writer::write_pack(&dir.join(&pack), &lens, |i, off, dst| match &jobs[i] {
+                CopyJob::Full { side, bucket, .. } => core2.borrow().join.copy_out(*side, *bucket, off, dst),
+                CopyJob::Flips { data, .. } => {
+                    dst.copy_from_slice(&data[off..off + dst.len()]);
+                    true
+                }
             })
             .await
         };
+        if let Some(t0) = debug_t0 {
+            eprintln!(
+                "shard {}: snapshot {n}: {} segments ({} bytes) written in {:?}",
+                snap.shard,
+                jobs.len(),
+                lens.iter().sum::<usize>(),
+                t0.elapsed()
+            );
+        }
         let mut c = core2.borrow_mut();
         let mut snap = snap;
         let (done, failed) = match r {
-            Ok(v) => (jobs.iter().zip(v).map(|(j, (off, crc))| (j.side, j.bucket, off, crc)).collect::<Vec<_>>(), None),
+            Ok(v) => (
+                jobs.iter()
+                    .zip(v)
+                    .map(|(j, (off, crc))| {
+                        let (side, bucket) = j.side_bucket();
+                        (side, bucket, j.is_full(), off, crc)
+                    })
+                    .collect::<Vec<_>>(),
+                None,
+            ),
             Err(e) => (Vec::new(), Some(e)),
         };
-        for b in snap.buckets.iter_mut().filter(|b| b.file == pack) {
-            if let Some(&(_, _, off, crc)) = done.iter().find(|d| d.0 == b.side && d.1 == b.bucket) {
-                b.offset = off;
-                b.crc32 = crc;
+        for b in snap.buckets.iter_mut() {
+            for &(side, bucket, full, off, crc) in done.iter().filter(|d| d.0 == b.side && d.1 == b.bucket) {
+                if full && b.file == pack {
+                    b.offset = off;
+                    b.crc32 = crc;
+                } else if let Some(seg) = b.flips.as_mut().filter(|s| !full && s.file == pack) {
+                    seg.offset = off;
+                    seg.crc32 = crc;
+                }
+                let _ = (side, bucket);
             }
         }
-        if let Err(e) = c.join.end_snapshot(&pack, &done) {
+        if let Err(e) = c.join.end_snapshot(&pack, &done, failed.is_some()) {
             c.error.get_or_insert(e.into());
         }
         let ck = c.ckpt.as_mut().unwrap();
@@ -613,11 +653,16 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
 }
 
 /// Restores join state, watermarks, counters and source positions from a snapshot.
-fn restore(core: &Rc<RefCell<Core>>, slots: &mut [Slot], snap: &ShardSnapshot, dir: &std::path::Path) -> Result<(), ShardError> {
+fn restore(
+    core: &Rc<RefCell<Core>>,
+    slots: &mut [Slot],
+    snap: &ShardSnapshot,
+    dir: &std::path::Path,
+) -> Result<(), ShardError> {
     let mut c = core.borrow_mut();
     for b in &snap.buckets {
-        let bytes = checkpoint::read_bucket(dir, b)?;
-        c.join.restore_bucket(b, &bytes, &dir.join(&b.file))?;
+        let (bytes, flips) = checkpoint::read_bucket(dir, b)?;
+        c.join.restore_bucket(b, &bytes, &flips, &dir.join(&b.file))?;
     }
     let marks: Vec<Mark> = snap
         .marks

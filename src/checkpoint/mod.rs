@@ -146,7 +146,8 @@ pub struct SourceState {
     pub clocks: [Option<ClockState>; 2],
 }
 
-/// One bucket's rows: a copy of its buffer's first `bytes` bytes, at `offset` in a pack.
+/// One bucket's rows: a copy of its buffer's first `bytes` bytes, at `offset` in a pack,
+/// plus, when rows matched after that copy was made, the list of those rows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BucketFile {
     pub side: u8,
@@ -156,6 +157,25 @@ pub struct BucketFile {
     pub offset: u64,
     pub bytes: u64,
     pub crc32: u32,
+    /// Record roots (u32 LE each) whose `matched` flag was set since the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flips: Option<Segment>,
+}
+
+/// Bytes at `offset` in a pack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub file: String,
+    pub offset: u64,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+impl BucketFile {
+    /// The packs this bucket's restore reads.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.file.as_str()).chain(self.flips.as_ref().map(|f| f.file.as_str()))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -249,8 +269,30 @@ pub fn crc32_of(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// Reads the first `bytes` bytes of a bucket copy and checks its size and checksum.
-pub fn read_bucket(dir: &Path, b: &BucketFile) -> Result<Vec<u8>, CheckpointError> {
+/// Reads a bucket copy and its matched-flag list (roots), checking sizes and checksums.
+pub fn read_bucket(dir: &Path, b: &BucketFile) -> Result<(Vec<u8>, Vec<u32>), CheckpointError> {
+    let base = read_segment(
+        dir,
+        &Segment { file: b.file.clone(), offset: b.offset, bytes: b.bytes, crc32: b.crc32 },
+        b.bucket,
+    )?;
+    let flips = match &b.flips {
+        None => Vec::new(),
+        Some(seg) => {
+            let raw = read_segment(dir, seg, b.bucket)?;
+            if raw.len() % 4 != 0 {
+                return Err(CheckpointError::Invalid {
+                    path: dir.join(&seg.file),
+                    reason: format!("matched list of bucket {} is {} bytes, not a multiple of 4", b.bucket, raw.len()),
+                });
+            }
+            raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+        }
+    };
+    Ok((base, flips))
+}
+
+fn read_segment(dir: &Path, b: &Segment, bucket: i64) -> Result<Vec<u8>, CheckpointError> {
     let path = dir.join(&b.file);
     let mut f = File::open(&path).map_err(io(&path, "open"))?;
     let len = f.metadata().map_err(io(&path, "stat"))?.len();
@@ -259,7 +301,7 @@ pub fn read_bucket(dir: &Path, b: &BucketFile) -> Result<Vec<u8>, CheckpointErro
             path,
             reason: format!(
                 "{len} bytes, the manifest lists bucket {} at bytes {}..{} (truncated)",
-                b.bucket,
+                bucket,
                 b.offset,
                 b.offset + b.bytes
             ),
@@ -391,7 +433,9 @@ pub fn collect_garbage(dir: &Path, retained: u32) -> Result<(), CheckpointError>
                 Ok(m) => {
                     for s in &m.shards {
                         for b in &s.buckets {
-                            keep_files.insert(dir.join(&b.file));
+                            for f in b.files() {
+                                keep_files.insert(dir.join(f));
+                            }
                         }
                     }
                     kept += 1;

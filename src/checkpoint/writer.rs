@@ -13,7 +13,11 @@
 
 use std::path::Path;
 
+use std::collections::VecDeque;
+use std::rc::Rc;
+
 use glommio::io::DmaFile;
+use glommio::Task;
 
 use super::{io, CheckpointError};
 
@@ -34,11 +38,14 @@ pub async fn write_pack(
     }
     // A pack left by an attempt that never completed its checkpoint is replaced.
     let _ = std::fs::remove_file(path);
-    let f = DmaFile::create(path).await.map_err(|e| io(path, "create")(e.into()))?;
+    let f = Rc::new(DmaFile::create(path).await.map_err(|e| io(path, "create")(e.into()))?);
     let align = f.alignment() as usize;
+    let fault = injected_enospc(path);
     let mut out = Vec::with_capacity(lens.len());
+    let mut in_flight: VecDeque<(Task<glommio::Result<usize, ()>>, usize)> = VecDeque::new();
     let mut pos = 0usize;
-    for (i, &bytes) in lens.iter().enumerate() {
+    let mut result = Ok(());
+    'segments: for (i, &bytes) in lens.iter().enumerate() {
         let seg_start = pos;
         let mut crc = crc32fast::Hasher::new();
         let mut off = 0usize;
@@ -48,34 +55,77 @@ pub async fn write_pack(
             let mut buf = f.alloc_dma_buffer(padded);
             let dst = buf.as_bytes_mut();
             if !fetch(i, off, &mut dst[..len]) {
-                let _ = f.close().await;
-                return Err(CheckpointError::Invalid {
+                result = Err(CheckpointError::Invalid {
                     path: path.to_path_buf(),
                     reason: "state bucket vanished during the copy".into(),
                 });
+                break 'segments;
             }
             dst[len..].fill(0);
             crc.update(&dst[..len]);
-            let wrote = f.write_at(buf, pos as u64).await.map_err(|e| io(path, "write")(e.into()))?;
-            if wrote != padded {
-                let _ = f.close().await;
-                return Err(CheckpointError::Io {
-                    path: path.to_path_buf(),
-                    op: "write",
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::WriteZero,
-                        format!("short write: {wrote} of {padded} bytes"),
-                    ),
-                });
+            if fault && pos > 0 {
+                result = Err(io(path, "write")(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+                break 'segments;
+            }
+            let file = f.clone();
+            let at = pos as u64;
+            in_flight.push_back((glommio::spawn_local(async move { file.write_at(buf, at).await }), padded));
+            if in_flight.len() >= WRITES_IN_FLIGHT {
+                if let Err(e) = reap(&mut in_flight, path).await {
+                    result = Err(e);
+                    break 'segments;
+                }
             }
             off += len;
             pos += padded;
-            // Let the shard's other tasks run between chunks.
-            futures_lite::future::yield_now().await;
         }
         out.push((seg_start as u64, crc.finalize()));
+    }
+    while !in_flight.is_empty() {
+        if let Err(e) = reap(&mut in_flight, path).await {
+            result = result.and(Err(e));
+        }
+    }
+    let f = Rc::try_unwrap(f).map_err(|_| ()).expect("every write finished");
+    if let Err(e) = result {
+        let _ = f.close().await;
+        return Err(e);
     }
     f.fdatasync().await.map_err(|e| io(path, "fdatasync")(e.into()))?;
     f.close().await.map_err(|e| io(path, "close")(e.into()))?;
     Ok(out)
+}
+
+/// Writes kept in flight: enough to keep the device busy while this shard joins.
+const WRITES_IN_FLIGHT: usize = 4;
+
+/// Waits for the oldest write and checks it wrote everything.
+async fn reap(
+    in_flight: &mut VecDeque<(Task<glommio::Result<usize, ()>>, usize)>,
+    path: &Path,
+) -> Result<(), CheckpointError> {
+    let (task, padded) = in_flight.pop_front().expect("a write in flight");
+    let wrote = task.await.map_err(|e| io(path, "write")(e.into()))?;
+    if wrote != padded {
+        return Err(CheckpointError::Io {
+            path: path.to_path_buf(),
+            op: "write",
+            source: std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {wrote} of {padded} bytes"),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Test hook: with `WEFT_FAULT_ENOSPC_FROM_CHECKPOINT=n`, packs of checkpoints `>= n`
+/// fail with ENOSPC after their first chunk, as on a full disk.
+fn injected_enospc(path: &Path) -> bool {
+    let Some(from) = std::env::var("WEFT_FAULT_ENOSPC_FROM_CHECKPOINT").ok().and_then(|v| v.parse::<u64>().ok()) else {
+        return false;
+    };
+    let n =
+        path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.strip_prefix('c')).and_then(|n| n.parse::<u64>().ok());
+    n.is_some_and(|n| n >= from)
 }

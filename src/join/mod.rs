@@ -237,19 +237,37 @@ impl Join {
 
     /// The copies of a checkpoint are written: record their checksums, delete the
     /// buckets that were dropped meanwhile.
-    pub fn end_snapshot(&mut self, pack: &str, done: &[(u8, i64, u64, u32)]) -> Result<(), StateError> {
-        for (side, b, offset, crc) in done {
-            self.sides[*side as usize].set_copy(*b, pack, *offset, *crc);
+    /// `done` is empty when the pack could not be written: its buckets are then
+    /// copied again by the next checkpoint.
+    /// `done`: (side, bucket, full copy?, offset, crc) of each written segment.
+    pub fn end_snapshot(
+        &mut self,
+        pack: &str,
+        done: &[(u8, i64, bool, u64, u32)],
+        failed: bool,
+    ) -> Result<(), StateError> {
+        for (side, b, full, offset, crc) in done {
+            self.sides[*side as usize].set_copy(*b, pack, *full, *offset, *crc);
+        }
+        if failed {
+            self.sides[0].fail_copies(pack);
+            self.sides[1].fail_copies(pack);
         }
         self.sides[0].end_snapshot()?;
         self.sides[1].end_snapshot()
     }
 
     /// Restores one bucket from a checkpoint copy and indexes its rows.
-    pub fn restore_bucket(&mut self, file: &crate::checkpoint::BucketFile, bytes: &[u8], name_for_errors: &Path) -> Result<(), StateError> {
+    pub fn restore_bucket(
+        &mut self,
+        file: &crate::checkpoint::BucketFile,
+        bytes: &[u8],
+        flips: &[u32],
+        name_for_errors: &Path,
+    ) -> Result<(), StateError> {
         let side = file.side as usize;
         let index = &mut self.index;
-        self.sides[side].restore_bucket(file.bucket, bytes, file.clone(), name_for_errors, |rec, r| {
+        self.sides[side].restore_bucket(file.bucket, bytes, flips, file.clone(), name_for_errors, |rec, r| {
             index.entry(rec.hash.to_native(), rec.key.get()).refs[side].push(r);
         })
     }

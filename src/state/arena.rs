@@ -138,7 +138,8 @@ impl ArenaFile {
 /// positions and the bytes in use. Errors name `path` and the offset.
 pub fn validate(map: &[u8], path: &Path) -> Result<(Vec<u32>, usize), StateError> {
     let len = map.len();
-    let corrupt = |offset: usize, reason: String| StateError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
+    let corrupt =
+        |offset: usize, reason: String| StateError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
     if len < ARENA_HEADER_BYTES {
         return Err(corrupt(0, format!("{len} bytes, shorter than the {ARENA_HEADER_BYTES}-byte header (truncated)")));
     }
@@ -184,8 +185,13 @@ pub struct Buffer {
     used: usize,
     /// Bytes appended since the last `release_resident` (resident estimate).
     pub touched: usize,
-    /// Changed (appended to, or a `matched` flag set) since the last checkpoint copy.
+    /// Appended to since the last full checkpoint copy.
     pub dirty: bool,
+    /// Roots whose `matched` flag was set since the last full copy (a checkpoint
+    /// stores these instead of copying an unchanged bucket again).
+    pub flips: Vec<u32>,
+    /// `flips` grew since the last checkpoint.
+    pub flips_dirty: bool,
     /// The checkpoint copy that holds this buffer's rows as of its last clean point.
     pub snapshot: Option<crate::checkpoint::BucketFile>,
 }
@@ -220,22 +226,50 @@ impl Buffer {
         v.resize(ARENA_HEADER_BYTES, 0);
         v[..8].copy_from_slice(ARENA_MAGIC);
         v[8..12].copy_from_slice(&ARENA_VERSION.to_le_bytes());
-        Buffer { backing: Backing::Heap(v), used: ARENA_HEADER_BYTES, touched: 0, dirty: true, snapshot: None }
+        Buffer {
+            backing: Backing::Heap(v),
+            used: ARENA_HEADER_BYTES,
+            touched: 0,
+            dirty: true,
+            flips: Vec::new(),
+            flips_dirty: false,
+            snapshot: None,
+        }
     }
 
     pub fn file(f: ArenaFile) -> Buffer {
-        Buffer { backing: Backing::File(f), used: ARENA_HEADER_BYTES, touched: 0, dirty: true, snapshot: None }
+        Buffer {
+            backing: Backing::File(f),
+            used: ARENA_HEADER_BYTES,
+            touched: 0,
+            dirty: true,
+            flips: Vec::new(),
+            flips_dirty: false,
+            snapshot: None,
+        }
     }
 
     /// An opened arena with `used` bytes of checked records.
     pub fn reopened(f: ArenaFile, used: usize) -> Buffer {
-        Buffer { backing: Backing::File(f), used, touched: used, dirty: true, snapshot: None }
+        Buffer {
+            backing: Backing::File(f),
+            used,
+            touched: used,
+            dirty: true,
+            flips: Vec::new(),
+            flips_dirty: false,
+            snapshot: None,
+        }
     }
 
     /// A buffer holding a checked copy of `bytes` (an arena image from a checkpoint):
     /// an arena file at `path`, or the heap when `path` is `None`. Returns it with the
     /// root positions of its records.
-    pub fn restore(bytes: &[u8], path: Option<&Path>, name_for_errors: &Path) -> Result<(Buffer, Vec<u32>), StateError> {
+    pub fn restore(
+        bytes: &[u8],
+        path: Option<&Path>,
+        name_for_errors: &Path,
+    ) -> Result<(Buffer, Vec<u32>), StateError> {
         let (roots, used) = validate(bytes, name_for_errors)?;
         let backing = match path {
             None => {
@@ -245,7 +279,18 @@ impl Buffer {
             }
             Some(p) => Backing::File(ArenaFile::create_from(p, bytes)?),
         };
-        Ok((Buffer { backing, used, touched: used, dirty: false, snapshot: None }, roots))
+        Ok((
+            Buffer {
+                backing,
+                used,
+                touched: used,
+                dirty: false,
+                flips: Vec::new(),
+                flips_dirty: false,
+                snapshot: None,
+            },
+            roots,
+        ))
     }
 
     /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy).
@@ -329,7 +374,8 @@ impl Buffer {
         let b = self.bytes_mut();
         if b[at] == 0 {
             b[at] = 1;
-            self.dirty = true;
+            self.flips.push(root);
+            self.flips_dirty = true;
         }
     }
 

@@ -42,12 +42,33 @@ pub struct SideStore {
     graveyard: Vec<(i64, Buffer)>,
 }
 
-/// A bucket a checkpoint must copy: its first `bytes` bytes.
+/// What a checkpoint must write for one bucket.
 #[derive(Clone, Debug)]
-pub struct CopyJob {
-    pub side: u8,
-    pub bucket: i64,
-    pub bytes: usize,
+pub enum CopyJob {
+    /// Its first `bytes` bytes (new or appended-to bucket).
+    Full { side: u8, bucket: i64, bytes: usize },
+    /// Only the roots that matched since its last full copy (u32 LE each).
+    Flips { side: u8, bucket: i64, data: Vec<u8> },
+}
+
+impl CopyJob {
+    pub fn len(&self) -> usize {
+        match self {
+            CopyJob::Full { bytes, .. } => *bytes,
+            CopyJob::Flips { data, .. } => data.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn side_bucket(&self) -> (u8, i64) {
+        match self {
+            CopyJob::Full { side, bucket, .. } | CopyJob::Flips { side, bucket, .. } => (*side, *bucket),
+        }
+    }
+    pub fn is_full(&self) -> bool {
+        matches!(self, CopyJob::Full { .. })
+    }
 }
 
 impl SideStore {
@@ -138,11 +159,30 @@ impl SideStore {
     /// write. Dropped buckets are kept until [`SideStore::end_snapshot`].
     /// New copies go into `pack`; their offsets and checksums are filled in by
     /// [`SideStore::set_copy`] once written.
-    pub fn plan_snapshot(&mut self, pack: &str, files: &mut Vec<crate::checkpoint::BucketFile>, jobs: &mut Vec<CopyJob>) {
+    pub fn plan_snapshot(
+        &mut self,
+        pack: &str,
+        files: &mut Vec<crate::checkpoint::BucketFile>,
+        jobs: &mut Vec<CopyJob>,
+    ) {
         self.hold = true;
         for (&b, buf) in self.buckets.iter_mut() {
-            match &buf.snapshot {
-                Some(f) if !buf.dirty => files.push(f.clone()),
+            match &mut buf.snapshot {
+                Some(f) if !buf.dirty => {
+                    if buf.flips_dirty {
+                        // Unchanged rows, new matches: write only the matched list.
+                        let data: Vec<u8> = buf.flips.iter().flat_map(|r| r.to_le_bytes()).collect();
+                        f.flips = Some(crate::checkpoint::Segment {
+                            file: pack.to_string(),
+                            offset: 0,
+                            bytes: data.len() as u64,
+                            crc32: 0,
+                        });
+                        jobs.push(CopyJob::Flips { side: self.side, bucket: b, data });
+                        buf.flips_dirty = false;
+                    }
+                    files.push(f.clone());
+                }
                 _ => {
                     let f = crate::checkpoint::BucketFile {
                         side: self.side,
@@ -151,10 +191,13 @@ impl SideStore {
                         offset: 0,
                         bytes: buf.used() as u64,
                         crc32: 0,
+                        flips: None,
                     };
-                    jobs.push(CopyJob { side: self.side, bucket: b, bytes: buf.used() });
+                    jobs.push(CopyJob::Full { side: self.side, bucket: b, bytes: buf.used() });
                     buf.snapshot = Some(f.clone());
                     buf.dirty = false;
+                    buf.flips.clear();
+                    buf.flips_dirty = false;
                     files.push(f);
                 }
             }
@@ -173,12 +216,32 @@ impl SideStore {
         }
     }
 
-    /// Records where a finished copy is and its checksum.
-    pub fn set_copy(&mut self, b: i64, file: &str, offset: u64, crc: u32) {
-        if let Some(buf) = self.buckets.get_mut(&b) {
-            if let Some(f) = buf.snapshot.as_mut().filter(|f| f.file == file) {
+    /// Records where a finished copy (full, or matched list) is and its checksum.
+    pub fn set_copy(&mut self, b: i64, file: &str, full: bool, offset: u64, crc: u32) {
+        let Some(f) = self.buckets.get_mut(&b).and_then(|buf| buf.snapshot.as_mut()) else { return };
+        if full {
+            if f.file == file {
                 f.offset = offset;
                 f.crc32 = crc;
+            }
+        } else if let Some(seg) = f.flips.as_mut().filter(|s| s.file == file) {
+            seg.offset = offset;
+            seg.crc32 = crc;
+        }
+    }
+
+    /// A copy into `pack` failed: its buckets must be copied again next time.
+    pub fn fail_copies(&mut self, pack: &str) {
+        for buf in self.buckets.values_mut() {
+            if buf.snapshot.as_ref().is_some_and(|f| f.file == pack) {
+                buf.snapshot = None;
+                buf.dirty = true;
+            } else if let Some(f) = buf.snapshot.as_mut() {
+                if f.flips.as_ref().is_some_and(|s| s.file == pack) {
+                    // The cumulative list is written again next time.
+                    f.flips = None;
+                    buf.flips_dirty = true;
+                }
             }
         }
     }
@@ -194,12 +257,31 @@ impl SideStore {
 
     /// Adds a bucket restored from a checkpoint copy; returns the refs of its rows,
     /// with each row's hash and key, for the index.
-    pub fn restore_bucket(&mut self, b: i64, bytes: &[u8], file: crate::checkpoint::BucketFile, name_for_errors: &Path, mut each: impl FnMut(&ArchivedRecord<'static>, Ref)) -> Result<(), StateError> {
+    pub fn restore_bucket(
+        &mut self,
+        b: i64,
+        bytes: &[u8],
+        flips: &[u32],
+        file: crate::checkpoint::BucketFile,
+        name_for_errors: &Path,
+        mut each: impl FnMut(&ArchivedRecord<'static>, Ref),
+    ) -> Result<(), StateError> {
         let path = self.dir.as_ref().map(|d| {
             let name = if self.side == 0 { "left" } else { "right" };
             d.join(format!("{name}-{b}.arena"))
         });
         let (mut buf, roots) = Buffer::restore(bytes, path.as_deref(), name_for_errors)?;
+        for &r in flips {
+            if roots.binary_search(&r).is_err() {
+                return Err(StateError::Corrupt {
+                    path: name_for_errors.to_path_buf(),
+                    offset: r as u64,
+                    reason: "matched list names no record".into(),
+                });
+            }
+            buf.set_matched(r);
+        }
+        buf.flips_dirty = false;
         buf.snapshot = Some(file);
         for root in roots {
             let rec = buf.get(root);
