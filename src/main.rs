@@ -50,6 +50,44 @@ enum Cmd {
         #[arg(long)]
         state_memory_mb: Option<u64>,
     },
+    /// The same join as a batch job over whole inputs (the validation oracle).
+    Batch {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Replace weft's files in an output directory that already holds some.
+        #[arg(long)]
+        force: bool,
+        /// Worker threads (default: CPUs available).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Compare a streaming job's committed output with the batch answer (--config and
+    /// --output), or two output directories (--expected and --actual). Exit status 0
+    /// when equal, 1 when not, 2 on error.
+    Validate {
+        #[arg(long, requires = "output", conflicts_with_all = ["expected", "actual"])]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, requires = "actual")]
+        expected: Option<PathBuf>,
+        #[arg(long, requires = "expected")]
+        actual: Option<PathBuf>,
+        /// Differing rows shown per kind.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
+        /// Output format of the directories compared with --expected/--actual.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: FormatArg,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Inspect a checkpoint directory: `list` reads the manifests, `verify` also checks
     /// every state file's size and checksum (exit 1 if any checkpoint is invalid).
     Checkpoints {
@@ -199,6 +237,42 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 std::fs::write(&r, json + "\n").with_context(|| format!("cannot write report {}", r.display()))?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Batch { config, output, force, threads, report } => {
+            let (cfg, path, base) = load(Some(&config))?;
+            let job = cfg.resolve(&path, &base)?;
+            let threads = threads.unwrap_or_else(|| weft::config::available_cpus() as usize).max(1);
+            let rep = weft::batch::run(&job, &output, force, threads)
+                .with_context(|| format!("batch job {} failed", path.display()))?;
+            rep.print();
+            if let Some(r) = report {
+                std::fs::write(&r, serde_json::to_string_pretty(&rep)? + "\n")
+                    .with_context(|| format!("cannot write report {}", r.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Validate { config, output, expected, actual, show, format, report } => {
+            let rep = match (config, output, expected, actual) {
+                (Some(config), Some(output), None, None) => {
+                    let (cfg, path, base) = load(Some(&config))?;
+                    let job = cfg.resolve(&path, &base)?;
+                    weft::validate::validate_job(&job, &output, show)?
+                }
+                (None, None, Some(e), Some(a)) => {
+                    let fmt = match format {
+                        FormatArg::Csv => Format::Csv,
+                        FormatArg::Jsonl => Format::Jsonl,
+                    };
+                    weft::validate::compare_dirs(&e, &a, fmt, show, 1 << 30)?
+                }
+                _ => anyhow::bail!("give either --config FILE --output DIR, or --expected DIR --actual DIR"),
+            };
+            rep.print();
+            if let Some(r) = report {
+                std::fs::write(&r, serde_json::to_string_pretty(&rep)? + "\n")
+                    .with_context(|| format!("cannot write report {}", r.display()))?;
+            }
+            Ok(if rep.is_equal() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Checkpoints { action, dir } => {
             let (text, ok) = weft::checkpoint::describe(&dir, matches!(action, CheckpointsAction::Verify))?;
