@@ -28,6 +28,8 @@ const RIGHT_FIELDS: [&str; 4] = ["k2", "ts", "w", "k"];
 /// Column order of the right CSV files: not the schema's, plus an ignored column.
 const RIGHT_FILE_COLUMNS: [&str; 5] = ["k", "note", "w", "ts", "k2"];
 const CASES_DEFAULT: u32 = 48;
+/// A case runs in milliseconds; longer is a hang (and fails the case).
+const RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// One generated scenario. Rows are in schema order (see the `*_FIELDS`).
 #[derive(Clone, Debug)]
@@ -303,8 +305,8 @@ fn check(c: &Case) -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = write_case(c, tmp.path());
     let ctx = format!("--- config ---\n{config}");
-    let report =
-        common::try_run(&config, tmp.path(), &Default::default()).map_err(|e| format!("job failed: {e}\n{ctx}"))?;
+    let report = common::try_run_within(&config, tmp.path(), &Default::default(), RUN_TIMEOUT)
+        .map_err(|e| format!("job failed: {e}\n{ctx}"))?;
     let (left, right) = c.inputs();
     let want = model::join(&left, &right, &c.params());
     let out = tmp.path().join("out");
@@ -385,6 +387,8 @@ fn engine_matches_nested_loop_model() {
         cases,
         failure_persistence: None,
         max_shrink_iters: 1024,
+        // Bounds shrinking when cases hang (each then costs RUN_TIMEOUT).
+        max_shrink_time: 180_000,
         rng_seed: RngSeed::Fixed(seed),
         ..Config::default()
     });

@@ -9,7 +9,9 @@ pub mod model;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use weft::config::{ConfigError, Job, JobConfig};
 use weft::engine::{self, EngineError, RunOptions};
@@ -32,10 +34,35 @@ pub fn job_from_toml(text: &str, base: &Path) -> Result<Job, ConfigError> {
     JobConfig::parse(text, &path)?.resolve(&path, base)
 }
 
-/// Runs the job in process.
+/// Longest a test lets one engine run or one `weft` process take before it calls it
+/// a hang (`WEFT_TEST_TIMEOUT_S` overrides). A hang then fails the test instead of
+/// blocking the whole suite.
+pub fn timeout() -> Duration {
+    let s = std::env::var("WEFT_TEST_TIMEOUT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    Duration::from_secs(s)
+}
+
+/// Runs the job in process (on a helper thread, so that a hang fails the test after
+/// [`timeout`]; the hung run's threads then die with the test process).
 pub fn try_run(text: &str, base: &Path, opts: &RunOptions) -> Result<Report, EngineError> {
+    try_run_within(text, base, opts, timeout())
+}
+
+/// [`try_run`] with an explicit hang timeout.
+pub fn try_run_within(text: &str, base: &Path, opts: &RunOptions, limit: Duration) -> Result<Report, EngineError> {
     let job = job_from_toml(text, base).unwrap_or_else(|e| panic!("config does not resolve: {e}\n{text}"));
-    engine::run(&job, opts)
+    let (tx, rx) = mpsc::channel();
+    let opts = opts.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(engine::run(&job, &opts));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the engine did not finish within {limit:?} (a hang?)\n--- config ---\n{text}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the engine run panicked\n--- config ---\n{text}"),
+    }
 }
 
 /// Runs the job in process; panics (with the config) when it fails.
@@ -48,9 +75,31 @@ pub fn weft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weft"))
 }
 
-/// Runs the binary and returns its output (never panics on a non-zero status).
+/// Runs the binary and returns its output (never panics on a non-zero status);
+/// kills it and panics after [`timeout`].
 pub fn weft_out(args: &[&str]) -> Output {
-    weft().args(args).output().expect("cannot start the weft binary")
+    let child = weft()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the weft binary");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout()) {
+        Ok(out) => out.expect("cannot wait for the weft binary"),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped
+            // (the waiting thread has not returned), so the pid cannot be reused.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+            panic!("`weft {}` did not finish within {:?} (a hang?); killed", args.join(" "), timeout())
+        }
+    }
 }
 
 pub fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
