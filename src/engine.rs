@@ -16,8 +16,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
 use crate::config::{Job, OutputTarget, Side};
-use crate::recovery::{self, Start};
 use crate::metrics::{new_histogram, process_cpu_s, InputReport, LatencyReport, Progress, Report, ShardCounters};
+use crate::recovery::{self, Start};
 use crate::ring::Batch;
 use crate::shard::{self, ShardCtx, ShardError};
 use crate::sink::{prepare_output_dir, SinkError};
@@ -48,6 +48,9 @@ pub enum EngineError {
     #[error("the job already ran to the end (checkpoint {checkpoint} in {dir}); its output is committed. Remove the checkpoint directory to run it again")]
     AlreadyFinished { checkpoint: u64, dir: String },
 }
+
+/// How often a busy shard yields to reap io_uring completions (µs); see the builder.
+const PREEMPT_US_DEFAULT: u64 = 10_000;
 
 /// Set by SIGINT/SIGTERM: take a final checkpoint and stop.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -145,6 +148,9 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     }
 
     let progress = Arc::new(Progress::new(shards));
+    let preempt = Duration::from_micros(
+        std::env::var("WEFT_PREEMPT_US").ok().and_then(|v| v.parse().ok()).unwrap_or(PREEMPT_US_DEFAULT),
+    );
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::with_capacity(shards);
     for (id, ((tx, rx), sp)) in senders.into_iter().zip(receivers).zip(specs).enumerate() {
@@ -172,8 +178,10 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             .name(&format!("weft-shard-{id}"))
             .io_memory(job.io_memory_kib as usize * 1024)
             // How often a busy shard stops to reap io_uring completions (checkpoint writes,
-            // ring wake-ups); glommio's default (100 ms) would stall checkpoints that long.
-            .preempt_timer(Duration::from_millis(1));
+            // ring wake-ups). glommio's default (100 ms) stalled checkpoints that long; 1 ms
+            // made glommio lose timer wake-ups (rate-limited runs hung, 1 in ~3); 10 ms did not
+            // hang in 30 tries. WEFT_PREEMPT_US overrides it for experiments.
+            .preempt_timer(preempt);
         let handle = builder
             .spawn(move || async move {
                 if let Some(core) = pin {
@@ -297,7 +305,10 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
                 Some(n) => {
                     first_err = Some(EngineError::Checkpoint(CheckpointError::Invalid {
                         path: c.dir.clone(),
-                        reason: format!("stopping: the final checkpoint {n} did not complete; a restart resumes from {}", c.completed),
+                        reason: format!(
+                            "stopping: the final checkpoint {n} did not complete; a restart resumes from {}",
+                            c.completed
+                        ),
                     }))
                 }
                 None => {

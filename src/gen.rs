@@ -56,6 +56,9 @@ pub fn write(
                         w.write_all(&fmt.header()).map_err(io("write", &path))?;
                         files.push((path, w, fmt));
                     }
+                    // Files are written as fast as possible whatever the live rate limit.
+                    let mut params = params;
+                    params.rate_limit = 0.0;
                     let mut g = Generator::new(params, p);
                     let mut buf = [Vec::new(), Vec::new()];
                     let mut counts = [0u64; 2];

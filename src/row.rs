@@ -179,12 +179,25 @@ pub fn encode_key(row: RowView, schema: &Schema, out: &mut Vec<u8>) -> bool {
         if row.is_null(k) {
             return false;
         }
-        if schema.fields[k].ty == FieldType::String {
-            let s = row.str(k);
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s);
-        } else {
-            out.extend_from_slice(&row.slot(k).to_le_bytes());
+        match schema.fields[k].ty {
+            FieldType::String => {
+                let s = row.str(k);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s);
+            }
+            FieldType::F64 => {
+                // Keys compare as values: -0.0 equals 0.0, and every NaN is one NaN.
+                let v = f64::from_bits(row.slot(k));
+                let v = if v == 0.0 {
+                    0.0
+                } else if v.is_nan() {
+                    f64::NAN
+                } else {
+                    v
+                };
+                out.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+            _ => out.extend_from_slice(&row.slot(k).to_le_bytes()),
         }
     }
     true

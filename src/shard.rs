@@ -46,6 +46,11 @@ use crate::watermark::{sender_mark, Mark, PartitionClock, ShardWatermark};
 
 /// Longest a shard sleeps when none of its sources has rows.
 const IDLE_SLEEP_NS_MAX: u64 = 1_000_000;
+/// Shortest such sleep: a rate-limited source that is a few microseconds early waits
+/// this long, so that rows go out in batches instead of one wake-up per row (a full
+/// core of polling at 100k events/s otherwise; perf/bench-notes.md). Adds at most this
+/// much latency.
+const IDLE_SLEEP_NS_MIN: u64 = 100_000;
 /// Batches between two recomputations of the state-size peaks.
 const PEAK_EVERY_BATCHES: u64 = 64;
 
@@ -277,9 +282,9 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     for (from, rx) in ctx.receivers {
         let core = core.clone();
         receivers.push(glommio::spawn_local(async move {
-            let rx = rx.connect().await;
+            let rx = repoll(rx.connect()).await;
             let mut got_done = false;
-            while let Some(batch) = rx.recv().await {
+            while let Some(batch) = repoll(rx.recv()).await {
                 got_done = batch.mark == Mark::Done;
                 core.borrow_mut().on_batch(from, &batch, now_ns());
                 if let Some(n) = batch.barrier {
@@ -303,7 +308,7 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     let mut senders: Vec<Option<ConnectedSender<Batch>>> = Vec::with_capacity(ctx.senders.len());
     for s in ctx.senders {
         senders.push(match s {
-            Some(s) => Some(s.connect().await),
+            Some(s) => Some(repoll(s.connect()).await),
             None => None,
         });
     }
@@ -347,6 +352,10 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             }
         }
         if slots.iter().all(|s| s.done) {
+            if last_mark.iter().any(|m| *m != Some(Mark::Done)) {
+                // A shard with no partition at all has not told anyone yet.
+                flush(id, &mut out, &mut last_mark, Mark::Done, &mut senders, &core, now_ns()).await;
+            }
             // Our sources are finished (Done was sent); stay to carry barriers until
             // every sender is finished too.
             if core.borrow().wm.all_done() {
@@ -434,7 +443,7 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         if any_rows {
             futures_lite::future::yield_now().await;
         } else {
-            glommio::timer::sleep(Duration::from_nanos(retry_ns.clamp(1_000, IDLE_SLEEP_NS_MAX))).await;
+            glommio::timer::sleep(Duration::from_nanos(retry_ns.clamp(IDLE_SLEEP_NS_MIN, IDLE_SLEEP_NS_MAX))).await;
         }
     }
     {
@@ -525,7 +534,7 @@ async fn inject_barrier(
         let mut b = Batch::with_capacity(0);
         b.mark = mark;
         b.barrier = Some(n);
-        let _ = tx.send(b).await;
+        let _ = repoll(tx.send(b)).await;
     }
     try_capture(core);
 }
@@ -723,7 +732,7 @@ async fn flush(
             let cap = out[d].events.capacity();
             let batch = std::mem::replace(&mut out[d], Batch::with_capacity(cap));
             // Waits while the ring is full; our receiver tasks keep draining meanwhile.
-            if tx.send(batch).await.is_err() {
+            if repoll(tx.send(batch)).await.is_err() {
                 // The peer is gone (it failed); the abort flag stops us next round.
             }
         }
@@ -732,4 +741,24 @@ async fn flush(
     let p = &c.progress.shards[id as usize];
     p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
     let _ = Side::Left;
+}
+
+/// Awaits `f`, polling it again every millisecond even without a wake-up: glommio's
+/// shared-channel `connect` sometimes loses the wake-up from the peer's connect (about
+/// 7% of 2-shard starts hung), so every wait on a ring goes through this as a guard.
+async fn repoll<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    // The common case (data there, room in the ring) costs no timer.
+    if let Some(v) = futures_lite::future::poll_once(&mut f).await {
+        return v;
+    }
+    loop {
+        let tick = async {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            None
+        };
+        if let Some(v) = futures_lite::future::or(async { Some((&mut f).await) }, tick).await {
+            return v;
+        }
+    }
 }

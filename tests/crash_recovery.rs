@@ -53,7 +53,12 @@ fn write_config(dir: &Path, name: &str, extra_engine: &str, out: &str) -> std::p
     p
 }
 
-fn crash_until_done(config: &Path, seed: u64, kills_wanted: u32) -> u32 {
+/// Kills land at random moments between 1/25 and 1/8 of a crash-free run's duration
+/// (`run`), so a single attempt can never finish the job before its kill: every
+/// attempt resumes, progresses a little and dies, until `kills_wanted` kills landed.
+fn crash_until_done(config: &Path, seed: u64, kills_wanted: u32, run: Duration) -> u32 {
+    let lo = (run.as_millis() as u64 / 25).max(15);
+    let span = (run.as_millis() as u64 / 8).saturating_sub(lo).max(10);
     let mut rng = Rng(seed | 1);
     let mut kills = 0;
     for attempt in 0..200 {
@@ -63,7 +68,7 @@ fn crash_until_done(config: &Path, seed: u64, kills_wanted: u32) -> u32 {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let kill_after = if kills < kills_wanted { Some(Duration::from_millis(30 + rng.next() % 200)) } else { None };
+        let kill_after = if kills < kills_wanted { Some(Duration::from_millis(lo + rng.next() % span)) } else { None };
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -95,7 +100,9 @@ fn check(kind: &str, state: &str, default_seed: u64) {
     let dir = tmp.path();
     gen(dir, kind);
     let reference = write_config(dir, "ref.toml", state, "out-ref");
+    let t0 = Instant::now();
     let out = common::weft_out(&["run", "--config", reference.to_str().unwrap(), "--quiet"]);
+    let run = t0.elapsed();
     assert!(out.status.success(), "reference run: {}", String::from_utf8_lossy(&out.stderr));
     let crashy = write_config(
         dir,
@@ -103,7 +110,7 @@ fn check(kind: &str, state: &str, default_seed: u64) {
         &format!("{state}\ncheckpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 30\ncheckpoints_retained = 2"),
         "out",
     );
-    let kills = crash_until_done(&crashy, seed, 12);
+    let kills = crash_until_done(&crashy, seed, 12, run);
     assert!(kills >= 10, "seed {seed}: only {kills} kills landed before the job finished");
     let got = common::output_rows(&dir.join("out"), HEADER);
     let want = common::output_rows(&dir.join("out-ref"), HEADER);

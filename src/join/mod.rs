@@ -47,6 +47,8 @@ pub struct Join {
     sides: [SideStore; 2],
     /// Rows dropped since the last index sweep.
     dropped_since_sweep: u64,
+    /// An incremental sweep pass is under way.
+    sweeping: bool,
     /// Resident arena bytes allowed before mapped pages are released (0 = no limit).
     resident_bytes_max: usize,
     pub stats: JoinStats,
@@ -54,6 +56,8 @@ pub struct Join {
 
 /// The index is swept once this many rows (and at least as many as it has keys) left.
 const SWEEP_ROWS_MIN: u64 = 1 << 16;
+/// Index tables swept per `advance` while a pass is under way.
+const SWEEP_TABLES_PER_ADVANCE: usize = 2;
 
 impl Join {
     /// A join whose state lives on the heap.
@@ -69,6 +73,7 @@ impl Join {
             index: KeyIndex::default(),
             sides: [SideStore::new(0, p.bucket_ms, dir), SideStore::new(1, p.bucket_ms, dir)],
             dropped_since_sweep: 0,
+            sweeping: false,
             resident_bytes_max,
             stats: JoinStats::default(),
         }
@@ -154,8 +159,10 @@ impl Join {
                 self.drop_bucket(side, b, emit)?;
             }
         }
-        if self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
-            self.index.sweep([self.sides[0].live_from_ts, self.sides[1].live_from_ts]);
+        // Incremental sweep: once as many rows left as the index has keys, visit a few
+        // of its tables per call until a whole pass is done (bounded pauses).
+        if self.sweeping || self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
+            self.sweeping = !self.index.sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], SWEEP_TABLES_PER_ADVANCE);
             self.dropped_since_sweep = 0;
         }
         Ok(())

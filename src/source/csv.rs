@@ -69,7 +69,8 @@ impl CsvSource {
         let b = &mut self.builder;
         b.begin(self.schema.fields.len());
         for (i, f) in self.schema.fields.iter().enumerate() {
-            let cell = super::trim_cell(&rec[self.cols[i]]);
+            // Line ends (\r\n too) are the csv crate's; a \r inside a quoted cell is data.
+            let cell = &rec[self.cols[i]];
             parse_cell(b, i, f.ty, cell)
                 .map_err(|r| format!("column `{}`: {r}: {:?}", f.name, String::from_utf8_lossy(cell)))?;
         }
