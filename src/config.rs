@@ -533,7 +533,8 @@ impl JobConfig {
                             "\"-\" (stdout) cannot be committed exactly once; checkpointing needs a directory or \"none\"".into(),
                         ));
                     }
-                    let interval_ms = e.checkpoint_interval_ms.unwrap_or(crate::checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT);
+                    let interval_ms =
+                        e.checkpoint_interval_ms.unwrap_or(crate::checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT);
                     if interval_ms == 0 {
                         return Err(invalid("engine.checkpoint_interval_ms", "must be > 0".into()));
                     }

@@ -42,7 +42,12 @@ pub struct Batch {
 
 impl Batch {
     pub fn with_capacity(events: usize) -> Batch {
-        Batch { events: Vec::with_capacity(events), data: Vec::with_capacity(events * 64), mark: Mark::At(i64::MIN), barrier: None }
+        Batch {
+            events: Vec::with_capacity(events),
+            data: Vec::with_capacity(events * 64),
+            mark: Mark::At(i64::MIN),
+            barrier: None,
+        }
     }
 
     #[inline]

@@ -39,15 +39,8 @@ fn run_both(kind: &str) {
     std::fs::create_dir_all(&arena_dir).unwrap();
     let heap = common::run(&config("", kind), &heap_dir);
     // 1 MiB for both shards: the state (tens of MiB) is many times the budget.
-    let arena = common::run(
-        &config("state_dir = \"state\"\nstate_memory_mb = 1", kind),
-        &arena_dir,
-    );
-    assert!(
-        arena.arena_files_peak > 4,
-        "arena files were used: {}",
-        arena.arena_files_peak
-    );
+    let arena = common::run(&config("state_dir = \"state\"\nstate_memory_mb = 1", kind), &arena_dir);
+    assert!(arena.arena_files_peak > 4, "arena files were used: {}", arena.arena_files_peak);
     assert!(
         arena.state_bytes_peak > 8 * (1 << 20),
         "state ({} bytes) must exceed the 1 MiB budget many times",
@@ -56,32 +49,16 @@ fn run_both(kind: &str) {
     let header = "impressions.profile_id,impressions.title_id,impressions.ts,impressions.row,impressions.col,plays.profile_id,plays.title_id,plays.ts,plays.duration_ms";
     let a = common::output_rows(&arena_dir.join("out"), header);
     let h = common::output_rows(&heap_dir.join("out"), header);
-    assert!(
-        h.len() > 10_000,
-        "the workload produces output ({})",
-        h.len()
-    );
+    assert!(h.len() > 10_000, "the workload produces output ({})", h.len());
     common::assert_same_rows(&format!("{kind}: arena vs heap"), &a, &h, "");
     assert_eq!(
-        (
-            arena.matched_pairs,
-            arena.left.unmatched,
-            arena.right.unmatched
-        ),
-        (
-            heap.matched_pairs,
-            heap.left.unmatched,
-            heap.right.unmatched
-        )
+        (arena.matched_pairs, arena.left.unmatched, arena.right.unmatched),
+        (heap.matched_pairs, heap.left.unmatched, heap.right.unmatched)
     );
     for shard in ["shard-0", "shard-1"] {
         let d = arena_dir.join("state").join(shard);
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
-        assert!(
-            left.is_empty(),
-            "{}: arena files left after the run: {left:?}",
-            d.display()
-        );
+        assert!(left.is_empty(), "{}: arena files left after the run: {left:?}", d.display());
     }
     let _ = Path::new("");
 }

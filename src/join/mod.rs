@@ -162,7 +162,9 @@ impl Join {
         // Incremental sweep: once as many rows left as the index has keys, visit a few
         // of its tables per call until a whole pass is done (bounded pauses).
         if self.sweeping || self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
-            self.sweeping = !self.index.sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], SWEEP_TABLES_PER_ADVANCE);
+            self.sweeping = !self
+                .index
+                .sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], SWEEP_TABLES_PER_ADVANCE);
             self.dropped_since_sweep = 0;
         }
         Ok(())

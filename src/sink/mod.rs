@@ -320,7 +320,11 @@ pub fn remove_uncommitted(dir: &Path) -> Result<(), SinkError> {
         for e in rd.flatten() {
             let p = e.path();
             if p.is_file() && p.to_string_lossy().ends_with(INPROGRESS_SUFFIX) {
-                std::fs::remove_file(&p).map_err(|e| SinkError { path: p.clone(), op: "remove uncommitted output", source: e })?;
+                std::fs::remove_file(&p).map_err(|e| SinkError {
+                    path: p.clone(),
+                    op: "remove uncommitted output",
+                    source: e,
+                })?;
             }
         }
     }
