@@ -101,7 +101,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
 
     match &job.output {
         OutputTarget::Dir(_) if resume.is_some() => {}
-        OutputTarget::Dir(d) => prepare_output_dir(d, job.output_format.ext(), opts.force)?,
+        OutputTarget::Dir(d) => prepare_output_dir(d, opts.force)?,
         OutputTarget::Stdout => {
             let h = crate::sink::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
                 .header();

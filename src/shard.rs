@@ -32,7 +32,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use hdrhistogram::Histogram;
 
 use crate::checkpoint::{self, ClockState, CoordMsg, MarkState, ShardSnapshot, SourceState};
-use crate::config::{Job, Side};
+use crate::config::Job;
 use crate::join::{Join, JoinParams};
 use crate::metrics::{Progress, ShardCounters};
 use crate::ring::Batch;
@@ -635,7 +635,7 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
             Err(e) => (Vec::new(), Some(e)),
         };
         for b in snap.buckets.iter_mut() {
-            for &(side, bucket, full, off, crc) in done.iter().filter(|d| d.0 == b.side && d.1 == b.bucket) {
+            for &(_, _, full, off, crc) in done.iter().filter(|d| d.0 == b.side && d.1 == b.bucket) {
                 if full && b.file == pack {
                     b.offset = off;
                     b.crc32 = crc;
@@ -643,7 +643,6 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
                     seg.offset = off;
                     seg.crc32 = crc;
                 }
-                let _ = (side, bucket);
             }
         }
         if let Err(e) = c.join.end_snapshot(&pack, &done, failed.is_some()) {
@@ -740,7 +739,6 @@ async fn flush(
     let c = core.borrow();
     let p = &c.progress.shards[id as usize];
     p.rows_in.store(c.counters.rows_in[0] + c.counters.rows_in[1], Ordering::Relaxed);
-    let _ = Side::Left;
 }
 
 /// Awaits `f`, polling it again every millisecond even without a wake-up: glommio's

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 fn config(state: &str, kind: &str) -> String {
     format!(
         r#"[left]
@@ -60,7 +58,6 @@ fn run_both(kind: &str) {
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
         assert!(left.is_empty(), "{}: arena files left after the run: {left:?}", d.display());
     }
-    let _ = Path::new("");
 }
 
 #[test]

@@ -333,7 +333,7 @@ pub fn remove_uncommitted(dir: &Path) -> Result<(), SinkError> {
 
 /// Prepares an output directory: creates it (with `late/` and `dead/`), and refuses
 /// one that already holds output unless `force`, in which case that output is removed.
-pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), SinkError> {
+pub fn prepare_output_dir(dir: &Path, force: bool) -> Result<(), SinkError> {
     fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
         let path = path.to_path_buf();
         move |e| SinkError { path, op, source: e }
@@ -375,7 +375,6 @@ pub fn prepare_output_dir(dir: &Path, ext: &str, force: bool) -> Result<(), Sink
             }
         }
     }
-    let _ = ext;
     for sub in ["late", "dead"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(err("create directory", &p))?;
