@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::config::{JoinKind, Side};
 use crate::row::RowView;
 use crate::state::arena::StateError;
-use crate::state::{KeyIndex, SideStore};
+use crate::state::{IndexAlloc, KeyIndex, SideStore};
 
 /// Where the operator's output goes.
 pub trait Emit {
@@ -70,7 +70,7 @@ impl Join {
     pub fn with_state(p: JoinParams, dir: Option<&Path>, resident_bytes_max: usize) -> Join {
         Join {
             p,
-            index: KeyIndex::default(),
+            index: KeyIndex::new(dir.map_or_else(IndexAlloc::heap, IndexAlloc::mapped)),
             sides: [SideStore::new(0, p.bucket_ms, dir), SideStore::new(1, p.bucket_ms, dir)],
             dropped_since_sweep: 0,
             sweeping: false,
@@ -107,39 +107,32 @@ impl Join {
         };
         let live_other = self.sides[other.idx()].live_from_ts;
         let live_own = self.sides[side.idx()].live_from_ts;
-        let entry = self.index.entry(hash, key);
+        let mut entry = self.index.entry(hash)?;
         let mut matched = false;
         let store = &mut self.sides[other.idx()];
-        let refs = &mut entry.refs[other.idx()];
-        let mut i = 0;
-        while i < refs.len() {
-            let r = refs[i];
-            if r.ts < live_other {
-                refs.swap_remove(i); // its bucket is gone
-                continue;
-            }
-            i += 1;
+        let pairs = &mut self.stats.pairs;
+        entry.for_each_live(other.idx(), live_other, |r| {
             let t = r.ts as i128;
             if t < lo || t > hi {
-                continue;
+                return;
+            }
+            let rec = store.get(r);
+            if rec.key.get() != key {
+                return; // another key with the same 64-bit hash
             }
             matched = true;
-            self.stats.pairs += 1;
-            // Tracked for every kind: `unmatched` in the report counts rows that matched
-            // nothing, inner joins included.
-            store.set_matched(r);
-            let orow = store.get(r).row.get();
+            *pairs += 1;
+            let orow = rec.row.get();
             match side {
                 Side::Left => emit.pair(RowView(row), RowView(orow), arrival_ns),
                 Side::Right => emit.pair(RowView(orow), RowView(row), arrival_ns),
             }
-        }
+            // Tracked for every kind: `unmatched` in the report counts rows that matched
+            // nothing, inner joins included.
+            store.set_matched(r);
+        });
         let r = self.sides[side.idx()].insert(ts, hash, key, row, matched)?;
-        let own = &mut entry.refs[side.idx()];
-        if own.len() >= 4 {
-            own.retain(|r| r.ts >= live_own);
-        }
-        own.push(r);
+        entry.push(side.idx(), r, live_own);
         Ok(())
     }
 
@@ -170,12 +163,26 @@ impl Join {
         Ok(())
     }
 
-    /// Releases mapped arena pages when more than the budget was appended since the
-    /// last release (no-op for heap state).
+    /// Keeps the resident state of this shard near `resident_bytes_max` (no-op for heap
+    /// state). The index is presumed wholly resident (probes touch it at random); rows
+    /// get the rest of the budget, but at least 1/8 of it. When the rows appended since
+    /// the last release exceed their share, the mapped pages of all older buckets are
+    /// released, and, when the index does not fit beside them, the index's too: it
+    /// then comes back page by page from the page cache as probes touch it, so between
+    /// releases an index larger than the budget can push the resident set above it.
     pub fn enforce_memory_budget(&mut self) {
-        if self.resident_bytes_max > 0 && self.sides[0].touched() + self.sides[1].touched() > self.resident_bytes_max {
+        let max = self.resident_bytes_max;
+        if max == 0 {
+            return;
+        }
+        let index = self.index.bytes() as usize;
+        let rows_max = max.saturating_sub(index).max(max / 8);
+        if self.sides[0].touched() + self.sides[1].touched() > rows_max {
             self.sides[0].release_resident();
             self.sides[1].release_resident();
+            if index + rows_max > max {
+                self.index.release_resident();
+            }
         }
     }
 
@@ -276,9 +283,14 @@ impl Join {
     ) -> Result<(), StateError> {
         let side = file.side as usize;
         let index = &mut self.index;
+        let mut failed = None;
         self.sides[side].restore_bucket(file.bucket, bytes, flips, file.clone(), name_for_errors, |rec, r| {
-            index.entry(rec.hash.to_native(), rec.key.get()).refs[side].push(r);
-        })
+            match index.entry(rec.hash.to_native()) {
+                Ok(mut e) => e.push(side, r, i64::MIN),
+                Err(e) => failed = failed.take().or(Some(e)),
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 
     pub fn arena_files(&self) -> usize {
@@ -349,6 +361,22 @@ mod tests {
         assert!(c.pairs.is_empty());
         j.index.sweep([j.sides[0].live_from_ts, j.sides[1].live_from_ts]);
         assert_eq!(j.keys(), 1, "only the right row's key entry is left");
+    }
+
+    #[test]
+    fn keys_with_equal_hashes_do_not_match() {
+        // The index holds hashes only: the stored record's key decides.
+        let mut j = Join::new(params(JoinKind::Full, -5, 5));
+        let mut c = Collect::default();
+        j.on_row(Side::Left, 100, 42, Some(b"a"), &row(100), 0, &mut c).unwrap();
+        j.on_row(Side::Left, 102, 42, Some(b"b"), &row(102), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 101, 42, Some(b"b"), &row(101), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 103, 42, Some(b"c"), &row(103), 0, &mut c).unwrap();
+        assert_eq!(c.pairs, vec![(102, 101)]);
+        assert_eq!(j.keys(), 1);
+        j.finish(&mut c).unwrap();
+        c.unmatched.sort_by_key(|u| u.1);
+        assert_eq!(c.unmatched, vec![(Side::Left, 100), (Side::Right, 103)]);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum StateError {
     Io { path: PathBuf, op: &'static str, source: std::io::Error },
     #[error("state arena {path}: corrupt at offset {offset}: {reason}")]
     Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error("state index: {reason}")]
+    Index { reason: String },
+    #[error("state bucket of side {side} at {bucket}: more than {max} bytes; lower engine.state_bucket_ms")]
+    BucketFull { side: u8, bucket: i64, max: usize },
 }
 
 /// A mapped arena file.

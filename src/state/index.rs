@@ -1,49 +1,115 @@
-//! Key -> rows of that key on each side: the in-memory index of the join state.
+//! Key hash -> rows of that key on each side: the index of the join state.
+//!
+//! An entry is one 32-byte [`Slot`]: the key's 64-bit hash and, per side, either
+//! nothing, the one row of the key (its [`Ref`] inline), or the number of a *spill*
+//! list holding its rows. Keys are not stored in the index: the join compares the
+//! key of a stored record before it counts a match, so two keys with the same hash
+//! (about one pair in 10^12 at 5M keys) share a slot and are told apart there.
 //!
 //! Buckets leave oldest first, so a [`Ref`] is live exactly when its time is at or
 //! after its side's `live_from_ts`; dead refs are skipped and removed whenever their
-//! key is touched, and [`KeyIndex::sweep`] (sequential, amortised O(1) per dropped row)
-//! removes the rest. Dropping a bucket therefore touches only the bucket itself.
-//!
-//! Cost: one hash-table probe per row (its key's entry holds both sides' refs inline
-//! for the common case of one row per key and side).
+//! key is touched, and [`KeyIndex::sweep_some`] (sequential, amortised O(1) per dropped
+//! row) removes the rest. Dropping a bucket therefore touches only the bucket itself.
 //!
 //! The index is [`INDEX_PARTS`] independent tables chosen by hash bits, so that neither a
 //! table's growth (a rehash of every entry) nor a sweep ever stops the shard for long:
 //! each touches 1/64 of the keys. One stop-the-world resize of a 1M-key table stalled a
 //! shard for 0.3-0.5 s and, through the full ring, its peer too (perf/bench-notes.md).
+//!
+//! Tables are allocated through an [`IndexAlloc`]: the heap, or (with `engine.state_dir`)
+//! mapped files whose pages leave memory with [`KeyIndex::release_resident`], so that
+//! the index, too, stays within `engine.state_memory_mb` (see index_alloc.rs).
 
 use hashbrown::HashTable;
-use smallvec::SmallVec;
+
+use super::arena::StateError;
+
+pub use super::index_alloc::IndexAlloc;
 
 /// A row in state: its event time (which names its bucket) and the position of its
-/// record's root in that bucket's buffer.
+/// record's root in that bucket's buffer (below [`ROOT_MAX`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ref {
     pub ts: i64,
     pub root: u32,
 }
 
-/// One key's rows on each side.
-pub struct KeyEntry {
-    pub hash: u64,
-    pub key: SmallVec<[u8; 16]>,
-    pub refs: [SmallVec<[Ref; 1]>; 2],
+/// Roots are below this; the top bit of [`Slot::root`] marks a spill list.
+pub const ROOT_MAX: u32 = 1 << 31;
+const SPILL: u32 = 1 << 31;
+const EMPTY: u32 = u32::MAX;
+
+#[inline]
+fn is_spill(root: u32) -> bool {
+    root != EMPTY && root >= ROOT_MAX
+}
+
+/// One key's rows. Per side `s`: `root[s] == EMPTY`: none; `root[s] < ROOT_MAX`: one,
+/// `Ref { ts: ts[s], root: root[s] }`; otherwise `spill[root[s] & !SPILL]` holds them
+/// (two or more when created; dead ones are removed lazily).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Slot {
+    hash: u64,
+    ts: [i64; 2],
+    root: [u32; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+/// Lists of refs of keys with more than one row on a side; freed ids are reused.
+#[derive(Default)]
+struct Spill {
+    lists: Vec<Vec<Ref>>,
+    free: Vec<u32>,
+    /// Refs held by all lists (for [`KeyIndex::bytes`]).
+    refs: usize,
+}
+
+impl Spill {
+    fn add(&mut self, a: Ref, b: Ref) -> u32 {
+        self.refs += 2;
+        match self.free.pop() {
+            Some(id) => {
+                let l = &mut self.lists[id as usize];
+                l.push(a);
+                l.push(b);
+                id
+            }
+            None => {
+                assert!(self.lists.len() < SPILL as usize, "more than 2^31 keys with several rows");
+                self.lists.push(vec![a, b]);
+                (self.lists.len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&mut self, id: u32) {
+        let l = &mut self.lists[id as usize];
+        self.refs -= l.len();
+        l.clear();
+        if l.capacity() > 8 {
+            l.shrink_to(2);
+        }
+        self.free.push(id);
+    }
 }
 
 /// Tables in the index.
 pub const INDEX_PARTS: usize = 64;
 
-/// Hashes come from [`crate::router::key_hash`]; equal keys have equal bytes.
+/// Hashes come from [`crate::router::key_hash`].
 pub struct KeyIndex {
-    parts: Vec<HashTable<KeyEntry>>,
+    parts: Vec<HashTable<Slot, IndexAlloc>>,
+    spill: Spill,
+    alloc: IndexAlloc,
     /// Next table the incremental sweep visits.
     sweep_cursor: usize,
 }
 
 impl Default for KeyIndex {
     fn default() -> Self {
-        KeyIndex { parts: (0..INDEX_PARTS).map(|_| HashTable::new()).collect(), sweep_cursor: 0 }
+        KeyIndex::new(IndexAlloc::heap())
     }
 }
 
@@ -53,39 +119,148 @@ fn part_of(hash: u64) -> usize {
     ((hash >> 48) as usize) & (INDEX_PARTS - 1)
 }
 
-fn sweep_table(table: &mut HashTable<KeyEntry>, live_from_ts: [i64; 2]) {
-    table.retain(|e| {
-        for side in 0..2 {
-            e.refs[side].retain(|r| r.ts >= live_from_ts[side]);
-            if e.refs[side].spilled() && e.refs[side].len() < e.refs[side].capacity() / 4 {
-                e.refs[side].shrink_to_fit();
+/// Removes `side`'s dead refs (time below `live_from`) from `slot`.
+fn prune(slot: &mut Slot, spill: &mut Spill, side: usize, live_from: i64) {
+    let root = slot.root[side];
+    if root == EMPTY {
+    } else if root < ROOT_MAX {
+        if slot.ts[side] < live_from {
+            slot.root[side] = EMPTY;
+        }
+    } else {
+        let id = root & !SPILL;
+        let l = &mut spill.lists[id as usize];
+        let before = l.len();
+        l.retain(|r| r.ts >= live_from);
+        spill.refs -= before - l.len();
+        match l.len() {
+            0 => {
+                spill.release(id);
+                slot.root[side] = EMPTY;
+            }
+            1 => {
+                let r = l[0];
+                spill.release(id);
+                slot.ts[side] = r.ts;
+                slot.root[side] = r.root;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One key's entry, borrowed from the index.
+pub struct Entry<'a> {
+    slot: &'a mut Slot,
+    spill: &'a mut Spill,
+}
+
+impl Entry<'_> {
+    /// Calls `f` on every live ref of `side` (time at or after `live_from`), removing
+    /// dead ones on the way.
+    #[inline]
+    pub fn for_each_live(&mut self, side: usize, live_from: i64, mut f: impl FnMut(Ref)) {
+        let root = self.slot.root[side];
+        if root == EMPTY {
+            return;
+        }
+        if root < ROOT_MAX {
+            let ts = self.slot.ts[side];
+            if ts < live_from {
+                self.slot.root[side] = EMPTY;
+            } else {
+                f(Ref { ts, root });
+            }
+            return;
+        }
+        prune(self.slot, self.spill, side, live_from);
+        let root = self.slot.root[side];
+        if root == EMPTY {
+        } else if root < ROOT_MAX {
+            f(Ref { ts: self.slot.ts[side], root });
+        } else {
+            for &r in &self.spill.lists[(root & !SPILL) as usize] {
+                f(r);
             }
         }
-        !(e.refs[0].is_empty() && e.refs[1].is_empty())
+    }
+
+    /// Adds `r` to `side`'s rows, dropping that side's dead refs when it has several.
+    #[inline]
+    pub fn push(&mut self, side: usize, r: Ref, live_from: i64) {
+        debug_assert!(r.root < ROOT_MAX);
+        let root = self.slot.root[side];
+        if is_spill(root) && self.spill.lists[(root & !SPILL) as usize].len() >= 4 {
+            prune(self.slot, self.spill, side, live_from);
+        }
+        let root = self.slot.root[side];
+        if root == EMPTY || (root < ROOT_MAX && self.slot.ts[side] < live_from) {
+            self.slot.ts[side] = r.ts;
+            self.slot.root[side] = r.root;
+        } else if root < ROOT_MAX {
+            let old = Ref { ts: self.slot.ts[side], root };
+            self.slot.root[side] = SPILL | self.spill.add(old, r);
+            self.slot.ts[side] = 0;
+        } else {
+            self.spill.lists[(root & !SPILL) as usize].push(r);
+            self.spill.refs += 1;
+        }
+    }
+
+    /// Live or dead refs held for `side` (for tests).
+    pub fn len(&self, side: usize) -> usize {
+        match self.slot.root[side] {
+            EMPTY => 0,
+            r if r < ROOT_MAX => 1,
+            r => self.spill.lists[(r & !SPILL) as usize].len(),
+        }
+    }
+}
+
+fn sweep_table(table: &mut HashTable<Slot, IndexAlloc>, spill: &mut Spill, live_from_ts: [i64; 2]) {
+    table.retain(|s| {
+        for side in 0..2 {
+            prune(s, spill, side, live_from_ts[side]);
+        }
+        !(s.root[0] == EMPTY && s.root[1] == EMPTY)
     });
     if table.capacity() > 64 && table.len() < table.capacity() / 4 {
-        table.shrink_to_fit(|e| e.hash);
+        table.shrink_to_fit(|s| s.hash);
     }
 }
 
 impl KeyIndex {
-    /// The entry for `key`, created empty if absent.
+    /// An empty index whose tables come from `alloc`.
+    pub fn new(alloc: IndexAlloc) -> KeyIndex {
+        KeyIndex {
+            parts: (0..INDEX_PARTS).map(|_| HashTable::new_in(alloc.clone())).collect(),
+            spill: Spill::default(),
+            alloc,
+            sweep_cursor: 0,
+        }
+    }
+
+    /// The entry for `hash`, created empty if absent. Fails only when a table cannot
+    /// grow (its mapped file cannot be created: see [`IndexAlloc`]).
     #[inline]
-    pub fn entry(&mut self, hash: u64, key: &[u8]) -> &mut KeyEntry {
-        self.parts[part_of(hash)]
-            .entry(hash, |e| e.hash == hash && e.key.as_slice() == key, |e| e.hash)
-            .or_insert_with(|| KeyEntry {
-                hash,
-                key: SmallVec::from_slice(key),
-                refs: [SmallVec::new(), SmallVec::new()],
-            })
-            .into_mut()
+    pub fn entry(&mut self, hash: u64) -> Result<Entry<'_>, StateError> {
+        let table = &mut self.parts[part_of(hash)];
+        if table.try_reserve(1, |s| s.hash).is_err() {
+            return Err(StateError::Index {
+                reason: self.alloc.last_error().unwrap_or_else(|| "out of memory growing a table".into()),
+            });
+        }
+        let slot = table
+            .entry(hash, |s| s.hash == hash, |s| s.hash)
+            .or_insert_with(|| Slot { hash, ts: [0; 2], root: [EMPTY; 2] })
+            .into_mut();
+        Ok(Entry { slot, spill: &mut self.spill })
     }
 
     /// Removes dead refs everywhere, and entries left with none.
     pub fn sweep(&mut self, live_from_ts: [i64; 2]) {
         for t in &mut self.parts {
-            sweep_table(t, live_from_ts);
+            sweep_table(t, &mut self.spill, live_from_ts);
         }
     }
 
@@ -94,7 +269,7 @@ impl KeyIndex {
     pub fn sweep_some(&mut self, live_from_ts: [i64; 2], tables: usize) -> bool {
         let mut wrapped = false;
         for _ in 0..tables {
-            sweep_table(&mut self.parts[self.sweep_cursor], live_from_ts);
+            sweep_table(&mut self.parts[self.sweep_cursor], &mut self.spill, live_from_ts);
             self.sweep_cursor = (self.sweep_cursor + 1) % INDEX_PARTS;
             wrapped |= self.sweep_cursor == 0;
         }
@@ -103,10 +278,12 @@ impl KeyIndex {
 
     pub fn clear(&mut self) {
         for t in &mut self.parts {
-            *t = HashTable::new();
+            *t = HashTable::new_in(self.alloc.clone());
         }
+        self.spill = Spill::default();
     }
 
+    /// Keys (strictly: distinct key hashes) with an entry.
     pub fn len(&self) -> usize {
         self.parts.iter().map(|t| t.len()).sum()
     }
@@ -115,8 +292,95 @@ impl KeyIndex {
         self.parts.iter().all(|t| t.is_empty())
     }
 
-    /// Approximate heap bytes of the index.
+    /// Approximate bytes of the index: tables (slot and control byte per bucket) and
+    /// spill lists.
     pub fn bytes(&self) -> u64 {
-        self.parts.iter().map(|t| (t.capacity() * (std::mem::size_of::<KeyEntry>() + 1)) as u64).sum()
+        let tables: usize = self.parts.iter().map(|t| t.capacity() * (std::mem::size_of::<Slot>() + 1)).sum();
+        let spill = self.spill.lists.capacity() * std::mem::size_of::<Vec<Ref>>()
+            + self.spill.refs * std::mem::size_of::<Ref>();
+        (tables + spill) as u64
+    }
+
+    /// Bytes of the tables held in mapped files (0 on the heap).
+    pub fn mapped_bytes(&self) -> u64 {
+        self.alloc.mapped_bytes()
+    }
+
+    /// Drops the resident pages of the mapped tables; they come back from the page
+    /// cache (or the file) when touched.
+    pub fn release_resident(&self) {
+        self.alloc.release_resident();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl KeyIndex {
+        fn entry_ok(&mut self, hash: u64) -> Entry<'_> {
+            self.entry(hash).unwrap()
+        }
+    }
+
+    fn live(e: &mut Entry, side: usize, from: i64) -> Vec<Ref> {
+        let mut v = Vec::new();
+        e.for_each_live(side, from, |r| v.push(r));
+        v
+    }
+
+    #[test]
+    fn inline_then_spill_then_inline_again() {
+        let mut ix = KeyIndex::default();
+        let r = |ts, root| Ref { ts, root };
+        ix.entry_ok(7).push(0, r(10, 64), i64::MIN);
+        assert_eq!(live(&mut ix.entry_ok(7), 0, i64::MIN), vec![r(10, 64)]);
+        assert!(live(&mut ix.entry_ok(7), 1, i64::MIN).is_empty());
+        ix.entry_ok(7).push(0, r(20, 128), i64::MIN);
+        ix.entry_ok(7).push(0, r(30, 192), i64::MIN);
+        assert_eq!(live(&mut ix.entry_ok(7), 0, i64::MIN), vec![r(10, 64), r(20, 128), r(30, 192)]);
+        // Rows before 25 are gone: one left, back inline; the spill list is reused.
+        assert_eq!(live(&mut ix.entry_ok(7), 0, 25), vec![r(30, 192)]);
+        assert_eq!(ix.entry_ok(7).len(0), 1);
+        assert_eq!(ix.spill.free.len(), 1);
+        assert_eq!(ix.spill.refs, 0);
+        ix.entry_ok(7).push(0, r(40, 256), 25);
+        assert_eq!(ix.spill.free.len(), 0);
+        assert_eq!(live(&mut ix.entry_ok(7), 0, 0), vec![r(30, 192), r(40, 256)]);
+        // A dead inline ref is replaced, not spilled.
+        ix.entry_ok(8).push(1, r(1, 64), 0);
+        ix.entry_ok(8).push(1, r(50, 72), 10);
+        assert_eq!(ix.entry_ok(8).len(1), 1);
+        assert_eq!(ix.len(), 2);
+    }
+
+    #[test]
+    fn sweep_removes_dead_entries_and_spills() {
+        let mut ix = KeyIndex::default();
+        for k in 0..10_000u64 {
+            let h = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for t in 0..(k % 3 + 1) as i64 {
+                ix.entry_ok(h).push((k % 2) as usize, Ref { ts: t * 100 + k as i64 % 100, root: 64 }, i64::MIN);
+            }
+        }
+        assert_eq!(ix.len(), 10_000);
+        let before = ix.bytes();
+        ix.sweep([100, 100]);
+        // Keys with one row (k % 3 == 0) had ts < 100 only: gone. Others keep 1 or 2 rows.
+        assert_eq!(ix.len(), 10_000 - 3334);
+        ix.sweep([1_000, 1_000]);
+        assert!(ix.is_empty());
+        assert_eq!(ix.spill.refs, 0);
+        assert!(ix.bytes() < before);
+    }
+
+    #[test]
+    fn long_lists_prune_dead_refs_on_push() {
+        let mut ix = KeyIndex::default();
+        for t in 0..100 {
+            // Only the last 3 rows are live each time.
+            ix.entry_ok(1).push(0, Ref { ts: t, root: 64 }, t - 2);
+        }
+        assert!(ix.entry_ok(1).len(0) <= 5, "{}", ix.entry_ok(1).len(0));
     }
 }

@@ -10,19 +10,25 @@
 //! Memory: with arenas, [`SideStore::release_resident`] drops the mapped pages of all
 //! but the newest bucket when the bytes appended since the last release exceed the
 //! shard's share of `engine.state_memory_mb`; the rows stay in the files and the page
-//! cache. The index ([`index::KeyIndex`], ~100 bytes per live key) stays on the heap.
+//! cache. The index ([`index::KeyIndex`], about 50 bytes per live key) then lives in
+//! mapped files too and its pages are released along with the rows' (see
+//! [`crate::join::Join::enforce_memory_budget`] for how the budget is split).
 
 pub mod arena;
 pub mod index;
+pub mod index_alloc;
 pub mod record;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use arena::{ArenaFile, Buffer, StateError};
-use record::{ArchivedRecord, Record, RECORD_HEADER_BYTES, ROOT_BYTES};
+use record::{record_bytes_max, ArchivedRecord, Record, RECORD_HEADER_BYTES, ROOT_BYTES};
 
-pub use index::{KeyEntry, KeyIndex, Ref};
+pub use index::{IndexAlloc, KeyIndex, Ref};
+
+/// A bucket's buffer holds at most this many bytes: record positions are below 2^31.
+pub const BUCKET_BYTES_MAX: usize = index::ROOT_MAX as usize;
 
 /// The rows of one side, bucketed by event time.
 pub struct SideStore {
@@ -107,6 +113,9 @@ impl SideStore {
                 v.insert(nb)
             }
         };
+        if buf.used() + record_bytes_max(key.len(), row.len()) > BUCKET_BYTES_MAX {
+            return Err(StateError::BucketFull { side: self.side, bucket: b, max: BUCKET_BYTES_MAX });
+        }
         let root = buf.append(&Record { hash, ts, matched, key, row })?;
         self.rows += 1;
         Ok(Ref { ts, root })
@@ -353,7 +362,9 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
     std::fs::create_dir_all(dir).map_err(io("create directory"))?;
     for e in std::fs::read_dir(dir).map_err(io("read directory"))? {
         let p = e.map_err(io("read directory"))?.path();
-        if p.extension().is_some_and(|x| x == "arena") {
+        // Index tables (index-*.map) are unlinked once mapped; one is left only by a
+        // crash between the two steps.
+        if p.extension().is_some_and(|x| x == "arena" || x == "map") {
             std::fs::remove_file(&p).map_err(io("remove stale arena"))?;
         }
     }
