@@ -177,6 +177,8 @@ pub struct ShardProgress {
     pub output_rows: AtomicU64,
     pub state_rows: AtomicU64,
     pub watermark: AtomicI64,
+    /// Bytes of this shard's index tables in mapped files (for the memory budget).
+    pub index_mapped: AtomicU64,
 }
 
 pub struct Progress {

@@ -53,6 +53,8 @@ const IDLE_SLEEP_NS_MAX: u64 = 1_000_000;
 const IDLE_SLEEP_NS_MIN: u64 = 100_000;
 /// Batches between two recomputations of the state-size peaks.
 const PEAK_EVERY_BATCHES: u64 = 64;
+/// Batches between two checks of the memory budget (a read of /proc/self/statm, ~5 us).
+const BUDGET_EVERY_BATCHES: u64 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -134,6 +136,8 @@ struct Core {
     counters: ShardCounters,
     progress: Arc<Progress>,
     batches: u64,
+    /// `engine.state_memory_mb` in bytes when state is in arenas, else 0 (no budget).
+    budget_bytes: u64,
     error: Option<ShardError>,
     ckpt: Option<Ckpt>,
 }
@@ -172,14 +176,37 @@ impl Core {
         }
     }
 
+    /// Releases this shard's mapped row pages when the process's mapped state is over
+    /// `engine.state_memory_mb` (crate::state::budget).
+    fn enforce_memory_budget(&mut self) {
+        if self.budget_bytes == 0 {
+            return;
+        }
+        let own = &self.progress.shards[self.id as usize].index_mapped;
+        own.store(self.join.index_mapped_bytes(), Ordering::Relaxed);
+        let index: u64 = self.progress.shards.iter().map(|s| s.index_mapped.load(Ordering::Relaxed)).sum();
+        if let Some(resident) = crate::state::budget::resident_file_bytes() {
+            let over = crate::state::budget::rows_over_budget(self.budget_bytes, resident, index);
+            if over > 0 {
+                // This shard's share of the excess, plus a margin (1/16 of the budget) so
+                // that the next few batches do not cross the line again at once.
+                let want = over / self.shards as u64 + self.budget_bytes / 16;
+                self.join.release_resident(want);
+            }
+        }
+    }
+
     fn observe(&mut self) {
         let rows = self.join.state_rows();
         let c = &mut self.counters;
         c.state_rows_peak[0] = c.state_rows_peak[0].max(rows[0]);
         c.state_rows_peak[1] = c.state_rows_peak[1].max(rows[1]);
         c.keys_peak = c.keys_peak.max(self.join.keys() as u64);
+        if self.batches % BUDGET_EVERY_BATCHES == 0 {
+            self.enforce_memory_budget();
+        }
         if self.batches % PEAK_EVERY_BATCHES == 0 {
-            self.join.enforce_memory_budget();
+            let c = &mut self.counters;
             c.arena_files_peak = c.arena_files_peak.max(self.join.arena_files() as u64);
             let b = self.join.state_bytes();
             c.state_bytes_peak = c.state_bytes_peak.max(b[0] + b[1]);
@@ -235,7 +262,7 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             return Err(e.into());
         }
     }
-    let resident_bytes_max = (job.state_memory_mb as usize).saturating_mul(1 << 20) / shards as usize;
+    let budget_bytes = if state_dir.is_some() { job.state_memory_mb.saturating_mul(1 << 20) } else { 0 };
     let core = Rc::new(RefCell::new(Core {
         id,
         shards,
@@ -249,13 +276,13 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
                 bucket_ms: job.state_bucket_ms,
             },
             state_dir.as_deref(),
-            resident_bytes_max,
         ),
         sinks: ShardSinks::new(&job, id, ctx.checkpoint.as_ref().map(|c| c.restored + 1)),
         wm: ShardWatermark::new(shards as usize),
         counters: ShardCounters::default(),
         progress: ctx.progress.clone(),
         batches: 0,
+        budget_bytes,
         error: None,
         ckpt: ctx.checkpoint.as_ref().map(|c| Ckpt {
             dir: c.dir.clone(),

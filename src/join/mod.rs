@@ -49,8 +49,8 @@ pub struct Join {
     dropped_since_sweep: u64,
     /// An incremental sweep pass is under way.
     sweeping: bool,
-    /// Resident arena bytes allowed before mapped pages are released (0 = no limit).
-    resident_bytes_max: usize,
+    /// (bucket, side) where the next `release_resident` starts.
+    release_cursor: (i64, usize),
     pub stats: JoinStats,
 }
 
@@ -62,19 +62,18 @@ const SWEEP_TABLES_PER_ADVANCE: usize = 2;
 impl Join {
     /// A join whose state lives on the heap.
     pub fn new(p: JoinParams) -> Join {
-        Join::with_state(p, None, 0)
+        Join::with_state(p, None)
     }
 
-    /// A join whose rows live in arena files under `dir` (heap when `None`), with
-    /// `resident_bytes_max` of mapped pages kept resident (0 = no limit).
-    pub fn with_state(p: JoinParams, dir: Option<&Path>, resident_bytes_max: usize) -> Join {
+    /// A join whose rows and index tables live in files under `dir` (heap when `None`).
+    pub fn with_state(p: JoinParams, dir: Option<&Path>) -> Join {
         Join {
             p,
             index: KeyIndex::new(dir.map_or_else(IndexAlloc::heap, IndexAlloc::mapped)),
             sides: [SideStore::new(0, p.bucket_ms, dir), SideStore::new(1, p.bucket_ms, dir)],
             dropped_since_sweep: 0,
             sweeping: false,
-            resident_bytes_max,
+            release_cursor: (i64::MIN, 0),
             stats: JoinStats::default(),
         }
     }
@@ -163,27 +162,34 @@ impl Join {
         Ok(())
     }
 
-    /// Keeps the resident state of this shard near `resident_bytes_max` (no-op for heap
-    /// state). The index is presumed wholly resident (probes touch it at random); rows
-    /// get the rest of the budget, but at least 1/8 of it. When the rows appended since
-    /// the last release exceed their share, the mapped pages of all older buckets are
-    /// released, and, when the index does not fit beside them, the index's too: it
-    /// then comes back page by page from the page cache as probes touch it, so between
-    /// releases an index larger than the budget can push the resident set above it.
-    pub fn enforce_memory_budget(&mut self) {
-        let max = self.resident_bytes_max;
-        if max == 0 {
+    /// Drops the resident pages of mapped buckets holding at least `bytes` (by file
+    /// length), going round the buckets in event-time order from where the last call
+    /// stopped, so that every bucket's pages leave in turn (the kernel cannot tell this
+    /// process which mapped pages are resident without a walk of /proc/self/smaps:
+    /// `mincore` answers for the page cache). No-op for heap state. See
+    /// [`crate::state::budget`] for when.
+    pub fn release_resident(&mut self, bytes: u64) {
+        let mut order: Vec<(i64, usize)> =
+            (0..2).flat_map(|s| self.sides[s].bucket_ids().map(move |b| (b, s))).collect();
+        if order.is_empty() {
             return;
         }
-        let index = self.index.bytes() as usize;
-        let rows_max = max.saturating_sub(index).max(max / 8);
-        if self.sides[0].touched() + self.sides[1].touched() > rows_max {
-            self.sides[0].release_resident();
-            self.sides[1].release_resident();
-            if index + rows_max > max {
-                self.index.release_resident();
+        order.sort_unstable();
+        let start = order.partition_point(|&(b, s)| (b, s) < self.release_cursor);
+        let mut released = 0;
+        for i in 0..order.len() {
+            let (b, s) = order[(start + i) % order.len()];
+            released += self.sides[s].release_bucket(b);
+            self.release_cursor = (b, s + 1);
+            if released >= bytes {
+                break;
             }
         }
+    }
+
+    /// Bytes of index tables held in mapped files.
+    pub fn index_mapped_bytes(&self) -> u64 {
+        self.index.mapped_bytes()
     }
 
     /// End of input: every remaining row leaves state.
@@ -284,12 +290,17 @@ impl Join {
         let side = file.side as usize;
         let index = &mut self.index;
         let mut failed = None;
-        self.sides[side].restore_bucket(file.bucket, bytes, flips, file.clone(), name_for_errors, |rec, r| {
-            match index.entry(rec.hash.to_native()) {
+        self.sides[side].restore_bucket(
+            file.bucket,
+            bytes,
+            flips,
+            file.clone(),
+            name_for_errors,
+            |rec, r| match index.entry(rec.hash.to_native()) {
                 Ok(mut e) => e.push(side, r, i64::MIN),
                 Err(e) => failed = failed.take().or(Some(e)),
-            }
-        })?;
+            },
+        )?;
         failed.map_or(Ok(()), Err)
     }
 
@@ -377,6 +388,33 @@ mod tests {
         j.finish(&mut c).unwrap();
         c.unmatched.sort_by_key(|u| u.1);
         assert_eq!(c.unmatched, vec![(Side::Left, 100), (Side::Right, 103)]);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "mmap and files")]
+    fn arena_state_with_mapped_index_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Join::with_state(params(JoinKind::Full, 0, 10), Some(dir.path()));
+        let mut c = Collect::default();
+        // Enough keys that the index tables outgrow the heap threshold and are mapped.
+        let n = 600_000i64;
+        for k in 0..n {
+            let key = k.to_le_bytes();
+            j.on_row(Side::Left, k / 200_000, crate::router::key_hash(&key), Some(&key), &row(k), 0, &mut c).unwrap();
+        }
+        assert!(j.index_mapped_bytes() > 0, "index tables are in mapped files");
+        j.release_resident(u64::MAX);
+        for k in 0..n {
+            let key = k.to_le_bytes();
+            let ts = k / 200_000 + 1;
+            j.on_row(Side::Right, ts, crate::router::key_hash(&key), Some(&key), &row(-k), 0, &mut c).unwrap();
+        }
+        assert_eq!(c.pairs.len(), n as usize);
+        assert!(c.pairs.iter().all(|&(l, r)| l == -r), "every pair is one key's two rows");
+        j.finish(&mut c).unwrap();
+        assert!(c.unmatched.is_empty());
+        assert_eq!(j.index_mapped_bytes(), 0, "finish frees the tables");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file left behind");
     }
 
     #[test]

@@ -187,8 +187,6 @@ enum Backing {
 pub struct Buffer {
     backing: Backing,
     used: usize,
-    /// Bytes appended since the last `release_resident` (resident estimate).
-    pub touched: usize,
     /// Appended to since the last full checkpoint copy.
     pub dirty: bool,
     /// Roots whose `matched` flag was set since the last full copy (a checkpoint
@@ -233,7 +231,6 @@ impl Buffer {
         Buffer {
             backing: Backing::Heap(v),
             used: ARENA_HEADER_BYTES,
-            touched: 0,
             dirty: true,
             flips: Vec::new(),
             flips_dirty: false,
@@ -245,7 +242,6 @@ impl Buffer {
         Buffer {
             backing: Backing::File(f),
             used: ARENA_HEADER_BYTES,
-            touched: 0,
             dirty: true,
             flips: Vec::new(),
             flips_dirty: false,
@@ -255,15 +251,7 @@ impl Buffer {
 
     /// An opened arena with `used` bytes of checked records.
     pub fn reopened(f: ArenaFile, used: usize) -> Buffer {
-        Buffer {
-            backing: Backing::File(f),
-            used,
-            touched: used,
-            dirty: true,
-            flips: Vec::new(),
-            flips_dirty: false,
-            snapshot: None,
-        }
+        Buffer { backing: Backing::File(f), used, dirty: true, flips: Vec::new(), flips_dirty: false, snapshot: None }
     }
 
     /// A buffer holding a checked copy of `bytes` (an arena image from a checkpoint):
@@ -283,18 +271,7 @@ impl Buffer {
             }
             Some(p) => Backing::File(ArenaFile::create_from(p, bytes)?),
         };
-        Ok((
-            Buffer {
-                backing,
-                used,
-                touched: used,
-                dirty: false,
-                flips: Vec::new(),
-                flips_dirty: false,
-                snapshot: None,
-            },
-            roots,
-        ))
+        Ok((Buffer { backing, used, dirty: false, flips: Vec::new(), flips_dirty: false, snapshot: None }, roots))
     }
 
     /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy).
@@ -354,7 +331,6 @@ impl Buffer {
         buf[start + 4..start + 8].copy_from_slice(&RECORD_TAG.to_le_bytes());
         let next = end.next_multiple_of(8);
         buf[end..next].fill(0);
-        self.touched += next - start;
         self.used = next;
         self.dirty = true;
         debug_assert!(end - ROOT_BYTES <= u32::MAX as usize);
@@ -401,7 +377,6 @@ impl Buffer {
         if let Backing::File(f) = &self.backing {
             f.release_resident();
         }
-        self.touched = 0;
     }
 
     /// Drops the buffer and, for an arena, deletes its file (space goes back to the

@@ -17,8 +17,8 @@
 //! shard for 0.3-0.5 s and, through the full ring, its peer too (perf/bench-notes.md).
 //!
 //! Tables are allocated through an [`IndexAlloc`]: the heap, or (with `engine.state_dir`)
-//! mapped files whose pages leave memory with [`KeyIndex::release_resident`], so that
-//! the index, too, stays within `engine.state_memory_mb` (see index_alloc.rs).
+//! mapped files, whose pages the kernel can write out and evict under memory pressure
+//! (see index_alloc.rs; budget.rs for why the index is kept resident otherwise).
 
 use hashbrown::HashTable;
 
@@ -304,12 +304,6 @@ impl KeyIndex {
     /// Bytes of the tables held in mapped files (0 on the heap).
     pub fn mapped_bytes(&self) -> u64 {
         self.alloc.mapped_bytes()
-    }
-
-    /// Drops the resident pages of the mapped tables; they come back from the page
-    /// cache (or the file) when touched.
-    pub fn release_resident(&self) {
-        self.alloc.release_resident();
     }
 }
 

@@ -5,9 +5,8 @@
 //! arena directory, sized with `posix_fallocate` (so a full disk is an allocation error,
 //! never a SIGBUS on a write) and unlinked at once: nothing is left behind after a crash,
 //! and the space goes back when the table is freed. The kernel can then write index
-//! pages out and evict them like any page-cache page instead of holding them as
-//! anonymous memory, and [`IndexAlloc::release_resident`] drops them from the process's
-//! resident set under `engine.state_memory_mb`, as the arenas' pages are.
+//! pages out and evict them like any page-cache page under memory pressure instead of
+//! holding them as anonymous memory (which, without swap, cannot leave RAM).
 //! Smaller tables stay on the heap (a mapping per small table would cost more than it
 //! saves).
 //!
@@ -68,20 +67,6 @@ impl IndexAlloc {
         self.0.as_ref().and_then(|m| m.last_error.borrow().clone())
     }
 
-    /// Drops the resident pages of every mapped table.
-    pub fn release_resident(&self) {
-        if let Some(m) = &self.0 {
-            for map in m.maps.borrow().values() {
-                // SAFETY: MADV_DONTNEED on a shared file mapping discards only page-table
-                // entries; the (unlinked) file keeps every byte written, so the table reads
-                // back the same data. No reference into the table is live here: the
-                // index calls this between operations, through `&self`, and hashbrown
-                // holds only the raw pointer.
-                let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
-            }
-        }
-    }
-
     fn uses_map(&self, layout: &Layout) -> Option<&Mapped> {
         self.0.as_deref().filter(|_| layout.size() >= MAPPED_BYTES_MIN && layout.align() <= PAGE)
     }
@@ -114,7 +99,8 @@ impl Mapped {
         }
         // SAFETY: the file was created above, is private to this shard and is unlinked
         // right after: nothing else can change it while it is mapped.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| unlink(format!("{}: mmap: {e}", path.display())))?;
+        let mut map =
+            unsafe { MmapMut::map_mut(&file) }.map_err(|e| unlink(format!("{}: mmap: {e}", path.display())))?;
         std::fs::remove_file(&path).map_err(|e| format!("{}: unlink: {e}", path.display()))?;
         // Hash probes jump around: readahead would only pull in pages nobody asked for.
         let _ = map.advise(memmap2::Advice::Random);
@@ -172,10 +158,9 @@ mod tests {
         }
         assert!(a.mapped_bytes() >= 800_000, "{}", a.mapped_bytes());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "mapped files are unlinked");
-        a.release_resident();
         for k in 0..100_000u64 {
             let h = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            assert!(t.find(h, |x| *x == h).is_some(), "key {k} survives a release");
+            assert!(t.find(h, |x| *x == h).is_some(), "key {k}");
         }
         drop(t);
         assert_eq!(a.mapped_bytes(), 0);

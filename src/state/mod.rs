@@ -7,14 +7,14 @@
 //! the retention bound of its newest possible row: its file is deleted, so space goes
 //! back to the file system as the watermark moves; there is no compaction.
 //!
-//! Memory: with arenas, [`SideStore::release_resident`] drops the mapped pages of all
-//! but the newest bucket when the bytes appended since the last release exceed the
-//! shard's share of `engine.state_memory_mb`; the rows stay in the files and the page
-//! cache. The index ([`index::KeyIndex`], about 50 bytes per live key) then lives in
-//! mapped files too and its pages are released along with the rows' (see
-//! [`crate::join::Join::enforce_memory_budget`] for how the budget is split).
+//! Memory: with arenas, [`SideStore::release_resident`] drops the mapped pages of the
+//! buckets when mapped state exceeds `engine.state_memory_mb` (see budget.rs); the rows
+//! stay in the files and the page cache. The index ([`index::KeyIndex`], about 50 bytes per live key) then lives in
+//! mapped files too (evictable page-cache pages, not anonymous memory), but is kept
+//! resident: see budget.rs for how the budget is split.
 
 pub mod arena;
+pub mod budget;
 pub mod index;
 pub mod index_alloc;
 pub mod record;
@@ -310,16 +310,19 @@ impl SideStore {
         self.buckets.values().map(|b| b.capacity() as u64).sum()
     }
 
-    /// Bytes appended since the last release (an estimate of resident arena pages).
-    pub fn touched(&self) -> usize {
-        self.buckets.values().map(|b| b.touched).sum()
+    /// Buckets, oldest first.
+    pub fn bucket_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.buckets.keys().copied()
     }
 
-    /// Drops the resident pages of every bucket but the newest.
-    pub fn release_resident(&mut self) {
-        let n = self.buckets.len();
-        for (_, b) in self.buckets.iter_mut().take(n.saturating_sub(1)) {
-            b.release_resident();
+    /// Drops the resident pages of bucket `b`; returns its mapped length (0 on the heap).
+    pub fn release_bucket(&mut self, b: i64) -> u64 {
+        match self.buckets.get_mut(&b) {
+            Some(buf) if buf.is_file() => {
+                buf.release_resident();
+                buf.capacity() as u64
+            }
+            _ => 0,
         }
     }
 
