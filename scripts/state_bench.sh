@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# [state] benchmark: heap state vs arena state (engine.state_dir) at 1M and 10M keys, and a
+# sweep of engine.state_memory_mb at 10M keys; events per CPU-second and peak RSS from
+# each run's --report. Runs alternate heap/arena so that drift on a shared machine hits
+# both. Prints a markdown table (tee it into perf/).
+#
+# usage: scripts/state_bench.sh
+# knobs: WEFT=path (skip the build)  WORK=/tmp/weft-state-bench  SHARDS=2
+#        BUDGETS="64 256 512 1024 4096"  REPEATS=2  SMALL_EVENTS=6000000  BIG_EVENTS=8000000
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
+if [ -z "${WEFT:-}" ]; then
+  cargo build --release --quiet --bin weft
+  WEFT="${CARGO_TARGET_DIR:-$ROOT/target}/release/weft"
+fi
+WORK="${WORK:-/tmp/weft-state-bench}"
+SHARDS="${SHARDS:-2}"
+BUDGETS="${BUDGETS:-64 256 512 1024 4096}"
+REPEATS="${REPEATS:-2}"
+mkdir -p "$WORK"
+
+job() { # name keys events [extra generator keys]
+  cat >"$WORK/$1.toml" <<EOF
+[left]
+name = "impressions"
+generator = { keys = $2, events = $3, event_time_rate = 1000.0 $4 }
+[right]
+name = "plays"
+generator = {}
+[join]
+kind = "left"
+lower_ms = 0
+upper_ms = 3600000
+max_out_of_orderness_ms = 5000
+[output]
+path = "none"
+[engine]
+shards = $SHARDS
+EOF
+}
+job k1m 1000000 "${SMALL_EVENTS:-6000000}" ""
+job k10m 10000000 "${BIG_EVENTS:-8000000}" ""
+# Few reads of stored rows (match_rate 0.01): how close RSS gets to the budget when
+# probes rarely fault released pages back in.
+job k10m-cold 10000000 "${BIG_EVENTS:-8000000}" ", match_rate = 0.01"
+
+run() { # label job [args]
+  local label="$1" cfg="$2"; shift 2
+  rm -rf "$WORK/state"
+  "$WEFT" run --config "$WORK/$cfg.toml" --quiet --report "$WORK/r.json" "$@" >/dev/null
+  python3 - "$label" "$cfg" "$WORK/r.json" <<'EOF'
+import json, sys
+label, cfg, path = sys.argv[1:]
+r = json.load(open(path))
+mib = lambda b: b / 2**20
+print(f"| {cfg} | {label} | {r['events_per_s']:,.0f} | {r['events_per_cpu_s']:,.0f} | "
+      f"{mib(r['state_bytes_peak']):,.0f} MiB | {mib(r['index_bytes_peak']):,.0f} MiB, {r['keys_peak']/1e6:.2f}M keys | "
+      f"{mib(r['peak_rss_bytes']):,.0f} MiB |")
+EOF
+}
+
+echo "weft $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, $(uname -r), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| job | state | events/s | events per CPU-s | state rows (peak) | index (peak) | peak RSS |"
+echo "|---|---|---|---|---|---|---|"
+for _ in $(seq "$REPEATS"); do
+  run heap k1m
+  run "arena, 1024 MiB" k1m --state-dir "$WORK/state" --state-memory-mb 1024
+done
+for _ in $(seq "$REPEATS"); do
+  run heap k10m
+  for b in $BUDGETS; do
+    run "arena, $b MiB" k10m --state-dir "$WORK/state" --state-memory-mb "$b"
+  done
+done
+run heap k10m-cold
+for b in $BUDGETS; do
+  run "arena, $b MiB" k10m-cold --state-dir "$WORK/state" --state-memory-mb "$b"
+done
+rm -rf "$WORK/state"
