@@ -78,6 +78,13 @@ impl Join {
         }
     }
 
+    /// Starts loading what `on_row` for a row with key hash `hash` will touch first; call
+    /// it a few rows ahead.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
     /// Joins and stores one non-late row. `key` is `None` when a key field is NULL.
     #[inline]
     pub fn on_row(
@@ -156,7 +163,7 @@ impl Join {
         if self.sweeping || self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
             self.sweeping = !self
                 .index
-                .sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], SWEEP_TABLES_PER_ADVANCE);
+                .sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], SWEEP_TABLES_PER_ADVANCE)?;
             self.dropped_since_sweep = 0;
         }
         Ok(())
@@ -370,7 +377,7 @@ mod tests {
         // by now and never reaches the operator; one at 30 does not match.
         j.on_row(Side::Right, 30, 1, Some(b"k"), &row(30), 0, &mut c).unwrap();
         assert!(c.pairs.is_empty());
-        j.index.sweep([j.sides[0].live_from_ts, j.sides[1].live_from_ts]);
+        j.index.sweep([j.sides[0].live_from_ts, j.sides[1].live_from_ts]).unwrap();
         assert_eq!(j.keys(), 1, "only the right row's key entry is left");
     }
 

@@ -16,11 +16,17 @@
 //! each touches 1/64 of the keys. One stop-the-world resize of a 1M-key table stalled a
 //! shard for 0.3-0.5 s and, through the full ring, its peer too (perf/bench-notes.md).
 //!
+//! Each table is open addressing with linear probing over a flat array of slots (hash 0
+//! marks a free slot; a key whose hash is 0 is stored as 1, and the record's key tells
+//! them apart), at most 7/8 full. A slot's place follows from the hash alone, so
+//! [`KeyIndex::prefetch`] can start the cache miss of a probe a few rows ahead of it: the
+//! miss on this table was a third of a shard's time (perf/flamegraph-notes.md).
+//!
 //! Tables are allocated through an [`IndexAlloc`]: the heap, or (with `engine.state_dir`)
 //! mapped files, whose pages the kernel can write out and evict under memory pressure
 //! (see index_alloc.rs; budget.rs for why the index is kept resident otherwise).
 
-use hashbrown::HashTable;
+use allocator_api2::vec::Vec as AVec;
 
 use super::arena::StateError;
 
@@ -100,7 +106,7 @@ pub const INDEX_PARTS: usize = 64;
 
 /// Hashes come from [`crate::router::key_hash`].
 pub struct KeyIndex {
-    parts: Vec<HashTable<Slot, IndexAlloc>>,
+    parts: Vec<Table>,
     spill: Spill,
     alloc: IndexAlloc,
     /// Next table the incremental sweep visits.
@@ -113,7 +119,7 @@ impl Default for KeyIndex {
     }
 }
 
-/// Bits 48..54 pick the table: hashbrown uses the top 7 bits and the low bits itself.
+/// Bits 48..54 pick the table; the low bits place a key in it.
 #[inline]
 fn part_of(hash: u64) -> usize {
     ((hash >> 48) as usize) & (INDEX_PARTS - 1)
@@ -217,26 +223,132 @@ impl Entry<'_> {
     }
 }
 
-fn sweep_table(table: &mut HashTable<Slot, IndexAlloc>, spill: &mut Spill, live_from_ts: [i64; 2]) {
-    table.retain(|s| {
-        for side in 0..2 {
-            prune(s, spill, side, live_from_ts[side]);
+/// One open-addressing table. Invariants: `slots.len()` is 0 or a power of two; `len`
+/// slots have a non-zero hash; `len * 8 <= slots.len() * 7`; every key is at or after its
+/// home slot (`hash & mask`) with no free slot in between (linear probing).
+struct Table {
+    slots: AVec<Slot, IndexAlloc>,
+    len: usize,
+}
+
+const FREE: Slot = Slot { hash: 0, ts: [0; 2], root: [EMPTY; 2] };
+const TABLE_SLOTS_MIN: usize = 16;
+
+#[inline]
+fn stored_hash(hash: u64) -> u64 {
+    hash.max(1)
+}
+
+impl Table {
+    fn new(alloc: IndexAlloc) -> Table {
+        Table { slots: AVec::new_in(alloc), len: 0 }
+    }
+
+    fn with_slots(n: usize, alloc: IndexAlloc) -> Result<Table, StateError> {
+        let mut slots = AVec::new_in(alloc);
+        slots.try_reserve_exact(n).map_err(|_| StateError::Index { reason: String::new() })?;
+        slots.resize(n, FREE);
+        Ok(Table { slots, len: 0 })
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Inserts a slot known to be absent (no growth).
+    fn put(&mut self, slot: Slot) {
+        let mask = self.mask();
+        let mut i = slot.hash as usize & mask;
+        while self.slots[i].hash != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+        self.len += 1;
+    }
+
+    /// Moves every slot that `keep` keeps into a new table sized for them.
+    fn rebuild(&mut self, mut keep: impl FnMut(&mut Slot) -> bool) -> Result<(), StateError> {
+        let mut kept = Vec::new();
+        for s in self.slots.iter_mut().filter(|s| s.hash != 0) {
+            if keep(s) {
+                kept.push(*s);
+            }
+        }
+        let n = if kept.is_empty() { 0 } else { (kept.len() * 8 / 7 + 1).next_power_of_two().max(TABLE_SLOTS_MIN) };
+        let mut t = Table::with_slots(n, self.slots.allocator().clone())?;
+        for s in kept {
+            t.put(s);
+        }
+        *self = t;
+        Ok(())
+    }
+
+    /// Room for one more key.
+    #[inline]
+    fn reserve_one(&mut self) -> Result<(), StateError> {
+        if (self.len + 1) * 8 > self.slots.len() * 7 {
+            let n = (self.slots.len() * 2).max(TABLE_SLOTS_MIN);
+            let mut bigger = Table::with_slots(n, self.slots.allocator().clone())?;
+            for s in self.slots.iter().filter(|s| s.hash != 0) {
+                bigger.put(*s);
+            }
+            *self = bigger;
+        }
+        Ok(())
+    }
+
+    /// The slot of `hash` (stored form), inserted free of refs if absent. Needs
+    /// `reserve_one` first.
+    #[inline]
+    fn slot(&mut self, hash: u64) -> &mut Slot {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let h = self.slots[i].hash;
+            if h == hash {
+                return &mut self.slots[i];
+            }
+            if h == 0 {
+                self.slots[i] = Slot { hash, ..FREE };
+                self.len += 1;
+                return &mut self.slots[i];
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+}
+
+fn sweep_table(table: &mut Table, spill: &mut Spill, live_from_ts: [i64; 2]) -> Result<(), StateError> {
+    table.rebuild(|s| {
+        for (side, &from) in live_from_ts.iter().enumerate() {
+            prune(s, spill, side, from);
         }
         !(s.root[0] == EMPTY && s.root[1] == EMPTY)
-    });
-    if table.capacity() > 64 && table.len() < table.capacity() / 4 {
-        table.shrink_to_fit(|s| s.hash);
-    }
+    })
 }
 
 impl KeyIndex {
     /// An empty index whose tables come from `alloc`.
     pub fn new(alloc: IndexAlloc) -> KeyIndex {
         KeyIndex {
-            parts: (0..INDEX_PARTS).map(|_| HashTable::new_in(alloc.clone())).collect(),
+            parts: (0..INDEX_PARTS).map(|_| Table::new(alloc.clone())).collect(),
             spill: Spill::default(),
             alloc,
             sweep_cursor: 0,
+        }
+    }
+
+    /// Starts loading the memory that [`KeyIndex::entry`] for `hash` will touch first.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        let t = &self.parts[part_of(hash)];
+        if !t.slots.is_empty() {
+            crate::prefetch::read(&t.slots[stored_hash(hash) as usize & t.mask()]);
         }
     }
 
@@ -244,58 +356,65 @@ impl KeyIndex {
     /// grow (its mapped file cannot be created: see [`IndexAlloc`]).
     #[inline]
     pub fn entry(&mut self, hash: u64) -> Result<Entry<'_>, StateError> {
-        let table = &mut self.parts[part_of(hash)];
-        if table.try_reserve(1, |s| s.hash).is_err() {
-            return Err(StateError::Index {
-                reason: self.alloc.last_error().unwrap_or_else(|| "out of memory growing a table".into()),
-            });
+        let p = part_of(hash);
+        if let Err(e) = self.parts[p].reserve_one() {
+            return Err(self.alloc_error(e));
         }
-        let slot = table
-            .entry(hash, |s| s.hash == hash, |s| s.hash)
-            .or_insert_with(|| Slot { hash, ts: [0; 2], root: [EMPTY; 2] })
-            .into_mut();
-        Ok(Entry { slot, spill: &mut self.spill })
+        Ok(Entry { slot: self.parts[p].slot(stored_hash(hash)), spill: &mut self.spill })
+    }
+
+    fn alloc_error(&self, e: StateError) -> StateError {
+        match e {
+            StateError::Index { .. } => StateError::Index {
+                reason: self.alloc.last_error().unwrap_or_else(|| "out of memory growing a table".into()),
+            },
+            e => e,
+        }
     }
 
     /// Removes dead refs everywhere, and entries left with none.
-    pub fn sweep(&mut self, live_from_ts: [i64; 2]) {
-        for t in &mut self.parts {
-            sweep_table(t, &mut self.spill, live_from_ts);
+    pub fn sweep(&mut self, live_from_ts: [i64; 2]) -> Result<(), StateError> {
+        for i in 0..INDEX_PARTS {
+            if let Err(e) = sweep_table(&mut self.parts[i], &mut self.spill, live_from_ts) {
+                return Err(self.alloc_error(e));
+            }
         }
+        Ok(())
     }
 
     /// Sweeps the next `tables` tables (round robin); returns true when the cursor
     /// wrapped around (a whole pass is done).
-    pub fn sweep_some(&mut self, live_from_ts: [i64; 2], tables: usize) -> bool {
+    pub fn sweep_some(&mut self, live_from_ts: [i64; 2], tables: usize) -> Result<bool, StateError> {
         let mut wrapped = false;
         for _ in 0..tables {
-            sweep_table(&mut self.parts[self.sweep_cursor], &mut self.spill, live_from_ts);
+            if let Err(e) = sweep_table(&mut self.parts[self.sweep_cursor], &mut self.spill, live_from_ts) {
+                return Err(self.alloc_error(e));
+            }
             self.sweep_cursor = (self.sweep_cursor + 1) % INDEX_PARTS;
             wrapped |= self.sweep_cursor == 0;
         }
-        wrapped
+        Ok(wrapped)
     }
 
     pub fn clear(&mut self) {
         for t in &mut self.parts {
-            *t = HashTable::new_in(self.alloc.clone());
+            *t = Table::new(self.alloc.clone());
         }
         self.spill = Spill::default();
     }
 
     /// Keys (strictly: distinct key hashes) with an entry.
     pub fn len(&self) -> usize {
-        self.parts.iter().map(|t| t.len()).sum()
+        self.parts.iter().map(|t| t.len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.parts.iter().all(|t| t.is_empty())
+        self.parts.iter().all(|t| t.len == 0)
     }
 
-    /// Approximate bytes of the index: tables (slot and control byte per bucket) and
-    /// spill lists.
+    /// Approximate bytes of the index: tables and spill lists.
     pub fn bytes(&self) -> u64 {
-        let tables: usize = self.parts.iter().map(|t| t.capacity() * (std::mem::size_of::<Slot>() + 1)).sum();
+        let tables: usize = self.parts.iter().map(Table::bytes).sum();
         let spill = self.spill.lists.capacity() * std::mem::size_of::<Vec<Ref>>()
             + self.spill.refs * std::mem::size_of::<Ref>();
         (tables + spill) as u64
@@ -359,10 +478,10 @@ mod tests {
         }
         assert_eq!(ix.len(), 10_000);
         let before = ix.bytes();
-        ix.sweep([100, 100]);
+        ix.sweep([100, 100]).unwrap();
         // Keys with one row (k % 3 == 0) had ts < 100 only: gone. Others keep 1 or 2 rows.
         assert_eq!(ix.len(), 10_000 - 3334);
-        ix.sweep([1_000, 1_000]);
+        ix.sweep([1_000, 1_000]).unwrap();
         assert!(ix.is_empty());
         assert_eq!(ix.spill.refs, 0);
         assert!(ix.bytes() < before);
