@@ -102,8 +102,14 @@ impl ArenaFile {
         Ok((ArenaFile { path: path.to_path_buf(), file, map }, roots, used))
     }
 
-    /// Creates an arena whose records are `bytes` (a checked copy of another arena).
-    fn create_from(path: &Path, bytes: &[u8]) -> Result<ArenaFile, StateError> {
+    /// Creates an arena whose records are a copy of `bytes` (another arena's image),
+    /// checks the copy, and returns it with its root positions and bytes in use. A copy
+    /// that fails the check is deleted.
+    fn create_from(
+        path: &Path,
+        bytes: &[u8],
+        name_for_errors: &Path,
+    ) -> Result<(ArenaFile, Vec<u32>, usize), StateError> {
         let _ = std::fs::remove_file(path);
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path, "create"))?;
         fallocate(&file, path, bytes.len().max(ARENA_BYTES_INITIAL).next_power_of_two())?;
@@ -111,7 +117,16 @@ impl ArenaFile {
         let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "mmap"))?;
         let _ = map.advise(memmap2::Advice::Random);
         map[..bytes.len()].copy_from_slice(bytes);
-        Ok(ArenaFile { path: path.to_path_buf(), file, map })
+        // Checked in the (page-aligned) mapping, and only its first `bytes.len()` bytes:
+        // the zeros after them would hide a truncated last record.
+        match validate(&map[..bytes.len()], name_for_errors) {
+            Ok((roots, used)) => Ok((ArenaFile { path: path.to_path_buf(), file, map }, roots, used)),
+            Err(e) => {
+                drop((map, file));
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
     }
 
     fn grow(&mut self, min_len: usize) -> Result<(), StateError> {
@@ -257,19 +272,27 @@ impl Buffer {
     /// A buffer holding a checked copy of `bytes` (an arena image from a checkpoint):
     /// an arena file at `path`, or the heap when `path` is `None`. Returns it with the
     /// root positions of its records.
+    ///
+    /// The check runs on the copy, not on `bytes`: rkyv's validation rejects values
+    /// that are misaligned in memory, and `bytes` (a `Vec<u8>` read from a checkpoint)
+    /// promises no alignment, while the copy is 16-aligned (heap) or page-aligned (file).
+    /// The checked bytes are then also exactly the bytes `get` reads.
     pub fn restore(
         bytes: &[u8],
         path: Option<&Path>,
         name_for_errors: &Path,
     ) -> Result<(Buffer, Vec<u32>), StateError> {
-        let (roots, used) = validate(bytes, name_for_errors)?;
-        let backing = match path {
+        let (backing, roots, used) = match path {
             None => {
                 let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len().max(HEAP_BYTES_INITIAL));
                 v.extend_from_slice(bytes);
-                Backing::Heap(v)
+                let (roots, used) = validate(&v, name_for_errors)?;
+                (Backing::Heap(v), roots, used)
             }
-            Some(p) => Backing::File(ArenaFile::create_from(p, bytes)?),
+            Some(p) => {
+                let (f, roots, used) = ArenaFile::create_from(p, bytes, name_for_errors)?;
+                (Backing::File(f), roots, used)
+            }
         };
         Ok((Buffer { backing, used, dirty: false, flips: Vec::new(), flips_dirty: false, snapshot: None }, roots))
     }
@@ -407,7 +430,9 @@ mod tests {
     fn heap_round_trip_and_matched() {
         let mut b = Buffer::heap();
         let mut roots = Vec::new();
-        for i in 0..1000u64 {
+        // Miri needs minutes for 1000 records; growth is heap_growth_moves_records_intact's job.
+        let n: u64 = if cfg!(miri) { 120 } else { 1000 };
+        for i in 0..n {
             let row = vec![i as u8; (i % 37) as usize];
             roots.push(b.append(&rec(i, &i.to_le_bytes(), &row)).unwrap());
         }
@@ -423,6 +448,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "creates, mmaps and fallocates a file: syscalls Miri cannot run")]
     fn file_round_trip_reopen_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("left-5.arena");
@@ -462,6 +488,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "creates, mmaps and madvises a file: syscalls Miri cannot run")]
     fn delete_removes_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.arena");
@@ -471,5 +498,164 @@ mod tests {
         assert_eq!(b.get(r).hash, 1, "released pages read back from the file");
         b.delete().unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "creates and mmaps a file: syscalls Miri cannot run")]
+    fn restore_into_a_file_checks_the_copy() {
+        let mut h = Buffer::heap();
+        let roots: Vec<u32> = (0..20u64).map(|i| h.append(&rec(i, b"k", &[i as u8; 5])).unwrap()).collect();
+        let mut img = vec![0u8; h.used() + 1];
+        h.copy_out(0, &mut img[1..]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("left-2.arena");
+        let name = Path::new("ck/left-2.bucket");
+
+        let (b, reroots) = Buffer::restore(&img[1..], Some(&path), name).unwrap(); // unaligned source
+        assert_eq!(reroots, roots);
+        assert!(b.is_file() && b.used() == h.used() && b.get(roots[19]).hash == 19);
+        drop(b);
+
+        let cut = &img[1..roots[10] as usize];
+        let e = Buffer::restore(cut, Some(&path), name).err().unwrap().to_string();
+        assert!(e.contains("ck/left-2.bucket") && e.contains("truncated"), "{e}");
+        assert!(!path.exists(), "a copy that fails its check is deleted");
+    }
+
+    // The tests below use heap buffers only, so that Miri can run every unsafe block
+    // reachable without a mapped file: `get` (access_unchecked), rkyv's own unsafe in
+    // serialisation and validation, and AlignedVec's growth.
+
+    /// A heap buffer with `n` records whose rows are 0..37 bytes long.
+    fn filled_heap(n: u64) -> (Buffer, Vec<u32>) {
+        let mut b = Buffer::heap();
+        let roots = (0..n)
+            .map(|i| {
+                let row = vec![i as u8; (i % 37) as usize];
+                b.append(&rec(i, &i.to_le_bytes(), &row)).unwrap()
+            })
+            .collect();
+        (b, roots)
+    }
+
+    /// The arena image of a buffer, as a checkpoint copies it.
+    fn image(b: &Buffer) -> Vec<u8> {
+        let mut img = vec![0; b.used()];
+        b.copy_out(0, &mut img);
+        img
+    }
+
+    fn check(b: &Buffer, roots: &[u32], matched: &[usize]) {
+        for (i, &r) in roots.iter().enumerate() {
+            let a = b.get(r);
+            assert_eq!(a.hash, i as u64);
+            assert_eq!(a.ts, i as i64 * 10);
+            assert_eq!(a.key.get(), &(i as u64).to_le_bytes());
+            assert_eq!(a.row.get(), &vec![i as u8; i % 37][..]);
+            assert_eq!(a.matched, matched.contains(&i), "record {i}");
+        }
+    }
+
+    #[test]
+    fn heap_growth_moves_records_intact() {
+        let mut b = Buffer::heap();
+        let cap0 = b.capacity();
+        let big = vec![0xa5u8; 3000];
+        let mut roots = Vec::new();
+        for i in 0..40u64 {
+            let r = b.append(&rec(i, b"key", &big[..(i as usize * 75)])).unwrap();
+            assert_eq!(r as usize % std::mem::align_of::<ArchivedRecord<'static>>(), 0, "root {r} misaligned");
+            roots.push(r);
+        }
+        assert!(b.capacity() > cap0 && b.capacity() >= b.used(), "{} of {}", b.used(), b.capacity());
+        for (i, &r) in roots.iter().enumerate() {
+            let a = b.get(r);
+            assert_eq!((a.hash.to_native(), a.key.get(), a.row.get()), (i as u64, &b"key"[..], &big[..i * 75]));
+        }
+    }
+
+    #[test]
+    fn empty_key_and_row() {
+        let mut b = Buffer::heap();
+        let r0 = b.append(&rec(1, b"", b"")).unwrap();
+        let r1 = b.append(&rec(2, b"", b"x")).unwrap();
+        assert!(b.get(r0).key.is_empty() && b.get(r0).row.is_empty());
+        assert_eq!(b.get(r1).row.get(), b"x");
+        let first = b.record_len_at(ARENA_HEADER_BYTES);
+        assert_eq!(ARENA_HEADER_BYTES + RECORD_HEADER_BYTES + first, r0 as usize + ROOT_BYTES);
+    }
+
+    #[test]
+    fn set_matched_flips_in_place_once() {
+        let (mut b, roots) = filled_heap(60);
+        b.set_matched(roots[0]);
+        b.set_matched(roots[59]);
+        b.set_matched(roots[0]);
+        assert_eq!(b.flips, [roots[0], roots[59]]);
+        assert!(b.flips_dirty);
+        check(&b, &roots, &[0, 59]);
+    }
+
+    #[test]
+    fn copy_out_and_restore_on_heap() {
+        let (mut b, roots) = filled_heap(80);
+        b.set_matched(roots[5]);
+        let img = image(&b);
+        let mut tail = [0u8; 8];
+        b.copy_out(roots[1] as usize, &mut tail);
+        assert_eq!(tail, 1u64.to_le_bytes(), "the root starts with the hash");
+
+        let (mut r, reroots) = Buffer::restore(&img, None, Path::new("ck/left-0.bucket")).unwrap();
+        assert_eq!(reroots, roots);
+        assert_eq!(r.used(), b.used());
+        assert!(!r.is_file() && !r.dirty && r.flips.is_empty());
+        check(&r, &roots, &[5]);
+        // The restored buffer is a normal buffer: it grows and flips.
+        let more = r.append(&rec(80, &80u64.to_le_bytes(), &[80; 80 % 37])).unwrap();
+        r.set_matched(roots[6]);
+        check(&r, &[roots.clone(), vec![more]].concat(), &[5, 6]);
+    }
+
+    #[test]
+    fn restore_accepts_an_unaligned_image() {
+        let (b, roots) = filled_heap(20);
+        let img = image(&b);
+        // A checkpoint is read into a Vec<u8>, which promises no alignment.
+        let mut shifted = vec![0u8; img.len() + 1];
+        shifted[1..].copy_from_slice(&img);
+        let (r, reroots) = Buffer::restore(&shifted[1..], None, Path::new("ck/x.bucket")).unwrap();
+        assert_eq!(reroots, roots);
+        check(&r, &roots, &[]);
+    }
+
+    #[test]
+    fn restore_rejects_damaged_images() {
+        let (b, roots) = filled_heap(10);
+        let img = image(&b);
+        let name = Path::new("ck/left-3.bucket");
+        let err = |bytes: &[u8]| Buffer::restore(bytes, None, name).err().expect("damage must be rejected").to_string();
+        let damaged = |at: usize, with: &[u8]| {
+            let mut v = img.clone();
+            v[at..at + with.len()].copy_from_slice(with);
+            err(&v)
+        };
+
+        assert!(err(&img[..10]).contains("shorter than"));
+        assert!(damaged(0, b"XEFT").contains("bad magic"));
+        assert!(damaged(8, &9u32.to_le_bytes()).contains("arena version 9"));
+        let e = damaged(ARENA_HEADER_BYTES + 4, b"JUNK");
+        assert!(e.contains("ck/left-3.bucket") && e.contains("offset 64") && e.contains("bad record tag"), "{e}");
+        let e = err(&img[..roots[4] as usize]);
+        assert!(e.contains("truncated"), "{e}");
+        // A relative pointer aimed far outside the record: rkyv's validation catches it.
+        let key_at = roots[2] as usize + std::mem::offset_of!(ArchivedRecord<'static>, key);
+        let e = damaged(key_at, &0x4000_0000i32.to_le_bytes());
+        assert!(e.contains("fails validation"), "{e}");
+        // A zero header ends the records: what follows is not read.
+        let mut v = img.clone();
+        let second = (roots[0] as usize + ROOT_BYTES).next_multiple_of(8);
+        v[second..second + 8].fill(0);
+        let (_, reroots) = Buffer::restore(&v, None, name).unwrap();
+        assert_eq!(reroots, &roots[..1]);
     }
 }

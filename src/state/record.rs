@@ -43,3 +43,45 @@ pub fn record_bytes_max(key_len: usize, row_len: usize) -> usize {
 }
 
 const _: () = assert!(std::mem::align_of::<ArchivedRecord<'static>>() <= 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serialises `rec` at `pos` bytes into a 16-aligned buffer, as `Buffer::append` does
+    /// at a record's payload; returns the buffer and the payload's end.
+    fn archive_at(rec: &Record, pos: usize) -> (rkyv::util::AlignedVec<16>, usize) {
+        let mut v = rkyv::util::AlignedVec::<16>::new();
+        v.resize(pos, 0);
+        let v = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(rec, v).unwrap();
+        let end = v.len();
+        (v, end)
+    }
+
+    #[test]
+    fn matched_flips_in_place_at_matched_offset() {
+        let rec = Record { hash: 7, ts: -3, matched: false, key: b"key", row: b"row bytes" };
+        let (mut v, end) = archive_at(&rec, 8);
+        let root = end - ROOT_BYTES;
+        assert_eq!(v[root + MATCHED_OFFSET], 0);
+        v[root + MATCHED_OFFSET] = 1;
+        let a = rkyv::access::<ArchivedRecord, rkyv::rancor::Error>(&v[8..end]).unwrap();
+        assert!(a.matched);
+        assert_eq!((a.hash.to_native(), a.ts.to_native()), (7, -3));
+        assert_eq!((a.key.get(), a.row.get()), (&b"key"[..], &b"row bytes"[..]));
+    }
+
+    #[test]
+    fn record_bytes_max_bounds_every_layout() {
+        for pos in (8..64).step_by(8) {
+            for (k, r) in [(0, 0), (1, 0), (0, 1), (3, 5), (7, 9), (8, 8), (13, 200)] {
+                let key = vec![1u8; k];
+                let row = vec![2u8; r];
+                let rec = Record { hash: 0, ts: 0, matched: false, key: &key, row: &row };
+                let (_, end) = archive_at(&rec, pos);
+                let used = RECORD_HEADER_BYTES + (end - pos).next_multiple_of(8);
+                assert!(used <= record_bytes_max(k, r), "key {k} row {r} at {pos}: {used} bytes");
+            }
+        }
+    }
+}
