@@ -12,7 +12,6 @@ pub mod engine;
 pub mod gen;
 pub mod join;
 pub mod metrics;
-pub mod prefetch;
 pub mod recovery;
 pub mod ring;
 pub mod router;

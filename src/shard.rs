@@ -57,7 +57,7 @@ const PEAK_EVERY_BATCHES: u64 = 64;
 /// cover a cache miss (~100 ns) at ~50-100 ns of work per row, few enough that the
 /// lines are still cached when used.
 const PREFETCH_ROWS_AHEAD: usize = 8;
-/// Batches between two checks of the memory budget (a read of /proc/self/statm, ~5 us).
+/// Batches between two checks of the memory budget (a read of /proc/self/status, ~10 us).
 const BUDGET_EVERY_BATCHES: u64 = 16;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! The resident-memory budget of mapped state (`engine.state_memory_mb`).
 //!
 //! What counts is measured, not estimated: the process's resident file-backed pages
-//! (`/proc/self/statm`, field `shared`), which are the mapped arena and index pages
+//! (`RssFile` and `RssShmem` in /proc/self/status), which are the mapped arena and index pages
 //! plus the binary's own text (a few MiB of slack). Reads fault old rows back in as
 //! much as appends add new ones, so an estimate from appended bytes alone undercounts.
 //!
@@ -22,14 +22,15 @@ pub fn rows_over_budget(budget_bytes: u64, resident_file_bytes: u64, index_mappe
     rows.saturating_sub(rows_max)
 }
 
-/// Resident file-backed bytes of this process (`/proc/self/statm` `shared` pages), or
-/// `None` where that file is missing or unreadable.
+/// Resident file-backed bytes of this process (`RssFile` + `RssShmem` of
+/// /proc/self/status), or `None` where that file is missing or unreadable.
 pub fn resident_file_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = s.split_whitespace().nth(2)?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * if page > 0 { page as u64 } else { 4096 })
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..].split_whitespace().next()?.parse().ok()
+    };
+    Some((kib("RssFile:")? + kib("RssShmem:").unwrap_or(0)) * 1024)
 }
 
 #[cfg(test)]
@@ -51,7 +52,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "reads /proc")]
     fn reads_this_process() {
-        let b = resident_file_bytes().expect("/proc/self/statm on Linux");
+        let b = resident_file_bytes().expect("/proc/self/status on Linux");
         assert!(b > 0, "the binary's text is file-backed and resident");
     }
 }

@@ -348,7 +348,7 @@ impl KeyIndex {
     pub fn prefetch(&self, hash: u64) {
         let t = &self.parts[part_of(hash)];
         if !t.slots.is_empty() {
-            crate::prefetch::read(&t.slots[stored_hash(hash) as usize & t.mask()]);
+            super::prefetch::read(&t.slots[stored_hash(hash) as usize & t.mask()]);
         }
     }
 

@@ -17,6 +17,7 @@ pub mod arena;
 pub mod budget;
 pub mod index;
 pub mod index_alloc;
+pub mod prefetch;
 pub mod record;
 
 use std::collections::BTreeMap;
