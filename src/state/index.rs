@@ -224,7 +224,7 @@ impl Entry<'_> {
 }
 
 /// One open-addressing table. Invariants: `slots.len()` is 0 or a power of two; `len`
-/// slots have a non-zero hash; `len * 8 <= slots.len() * 7`; every key is at or after its
+/// slots have a non-zero hash; `len <= slots.len() * LOAD_MAX`; every key is at or after its
 /// home slot (`hash & mask`) with no free slot in between (linear probing).
 struct Table {
     slots: AVec<Slot, IndexAlloc>,
@@ -233,6 +233,9 @@ struct Table {
 
 const FREE: Slot = Slot { hash: 0, ts: [0; 2], root: [EMPTY; 2] };
 const TABLE_SLOTS_MIN: usize = 16;
+/// Most a table is filled, `LOAD_NUM / LOAD_DEN`, before it doubles.
+const LOAD_NUM: usize = 7;
+const LOAD_DEN: usize = 8;
 
 #[inline]
 fn stored_hash(hash: u64) -> u64 {
@@ -275,7 +278,7 @@ impl Table {
                 kept.push(*s);
             }
         }
-        let n = if kept.is_empty() { 0 } else { (kept.len() * 8 / 7 + 1).next_power_of_two().max(TABLE_SLOTS_MIN) };
+        let n = if kept.is_empty() { 0 } else { (kept.len() * LOAD_DEN / LOAD_NUM + 1).next_power_of_two().max(TABLE_SLOTS_MIN) };
         let mut t = Table::with_slots(n, self.slots.allocator().clone())?;
         for s in kept {
             t.put(s);
@@ -287,7 +290,7 @@ impl Table {
     /// Room for one more key.
     #[inline]
     fn reserve_one(&mut self) -> Result<(), StateError> {
-        if (self.len + 1) * 8 > self.slots.len() * 7 {
+        if (self.len + 1) * LOAD_DEN > self.slots.len() * LOAD_NUM {
             let n = (self.slots.len() * 2).max(TABLE_SLOTS_MIN);
             let mut bigger = Table::with_slots(n, self.slots.allocator().clone())?;
             for s in self.slots.iter().filter(|s| s.hash != 0) {
