@@ -49,8 +49,6 @@ pub struct Join {
     dropped_since_sweep: u64,
     /// An incremental sweep pass is under way.
     sweeping: bool,
-    /// (bucket, side) where the next `release_resident` starts.
-    release_cursor: (i64, usize),
     pub stats: JoinStats,
 }
 
@@ -73,7 +71,6 @@ impl Join {
             sides: [SideStore::new(0, p.bucket_ms, dir), SideStore::new(1, p.bucket_ms, dir)],
             dropped_since_sweep: 0,
             sweeping: false,
-            release_cursor: (i64::MIN, 0),
             stats: JoinStats::default(),
         }
     }
@@ -169,28 +166,24 @@ impl Join {
         Ok(())
     }
 
-    /// Drops the resident pages of mapped buckets holding at least `bytes` (by file
-    /// length), going round the buckets in event-time order from where the last call
-    /// stopped, so that every bucket's pages leave in turn (the kernel cannot tell this
-    /// process which mapped pages are resident without a walk of /proc/self/smaps:
-    /// `mincore` answers for the page cache). No-op for heap state. See
-    /// [`crate::state::budget`] for when.
+    /// Drops the resident pages of mapped buckets, oldest event time first, until an
+    /// estimated `bytes` were released or every bucket touched since its last release
+    /// was. Oldest first because new rows match recent ones: the retention window is
+    /// usually far longer than the span in which rows find their matches, so old buckets
+    /// are cold (read again only when they expire). The estimate
+    /// ([`crate::state::arena::Buffer::resident_estimate`]) stands in for a per-mapping
+    /// resident count, which only a walk of /proc/self/smaps gives (`mincore` answers
+    /// for the page cache, not for this process's page tables). No-op for heap state.
     pub fn release_resident(&mut self, bytes: u64) {
         let mut order: Vec<(i64, usize)> =
             (0..2).flat_map(|s| self.sides[s].bucket_ids().map(move |b| (b, s))).collect();
-        if order.is_empty() {
-            return;
-        }
         order.sort_unstable();
-        let start = order.partition_point(|&(b, s)| (b, s) < self.release_cursor);
         let mut released = 0;
-        for i in 0..order.len() {
-            let (b, s) = order[(start + i) % order.len()];
-            released += self.sides[s].release_bucket(b);
-            self.release_cursor = (b, s + 1);
+        for (b, s) in order {
             if released >= bytes {
                 break;
             }
+            released += self.sides[s].release_bucket(b);
         }
     }
 

@@ -14,6 +14,7 @@
 //! [`Buffer::append`] (or checked by [`ArenaFile::open`]); a root position handed out
 //! by `append` stays valid until the buffer is dropped.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -211,7 +212,15 @@ pub struct Buffer {
     pub flips_dirty: bool,
     /// The checkpoint copy that holds this buffer's rows as of its last clean point.
     pub snapshot: Option<crate::checkpoint::BucketFile>,
+    /// What was done to a mapped buffer since its last `release_resident`, for
+    /// [`Buffer::resident_estimate`].
+    appended: usize,
+    reads: Cell<u64>,
 }
+
+/// Pages the kernel maps around a read fault on a file mapping (fault-around, 64 KiB
+/// by default): what one read of a released page can bring back.
+const FAULT_AROUND_BYTES: u64 = 64 << 10;
 
 /// rkyv writer into a pre-reserved byte slice; positions are absolute in the buffer.
 struct SliceWriter<'a> {
@@ -250,6 +259,8 @@ impl Buffer {
             flips: Vec::new(),
             flips_dirty: false,
             snapshot: None,
+            appended: 0,
+            reads: Cell::new(0),
         }
     }
 
@@ -261,12 +272,23 @@ impl Buffer {
             flips: Vec::new(),
             flips_dirty: false,
             snapshot: None,
+            appended: 0,
+            reads: Cell::new(0),
         }
     }
 
     /// An opened arena with `used` bytes of checked records.
     pub fn reopened(f: ArenaFile, used: usize) -> Buffer {
-        Buffer { backing: Backing::File(f), used, dirty: true, flips: Vec::new(), flips_dirty: false, snapshot: None }
+        Buffer {
+            backing: Backing::File(f),
+            used,
+            dirty: true,
+            flips: Vec::new(),
+            flips_dirty: false,
+            snapshot: None,
+            appended: used,
+            reads: Cell::new(0),
+        }
     }
 
     /// A buffer holding a checked copy of `bytes` (an arena image from a checkpoint):
@@ -294,7 +316,17 @@ impl Buffer {
                 (Backing::File(f), roots, used)
             }
         };
-        Ok((Buffer { backing, used, dirty: false, flips: Vec::new(), flips_dirty: false, snapshot: None }, roots))
+        let b = Buffer {
+            backing,
+            used,
+            dirty: false,
+            flips: Vec::new(),
+            flips_dirty: false,
+            snapshot: None,
+            appended: used,
+            reads: Cell::new(0),
+        };
+        Ok((b, roots))
     }
 
     /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy).
@@ -354,6 +386,7 @@ impl Buffer {
         buf[start + 4..start + 8].copy_from_slice(&RECORD_TAG.to_le_bytes());
         let next = end.next_multiple_of(8);
         buf[end..next].fill(0);
+        self.appended += next - start;
         self.used = next;
         self.dirty = true;
         debug_assert!(end - ROOT_BYTES <= u32::MAX as usize);
@@ -363,6 +396,7 @@ impl Buffer {
     /// The record whose root is at `root`.
     #[inline]
     pub fn get(&self, root: u32) -> &ArchivedRecord<'static> {
+        self.reads.set(self.reads.get() + 1);
         let root = root as usize;
         let bytes = &self.bytes()[..root + ROOT_BYTES];
         // SAFETY: `root` came from `append` on this buffer (or from `ArenaFile::open`,
@@ -399,6 +433,21 @@ impl Buffer {
     pub fn release_resident(&mut self) {
         if let Backing::File(f) = &self.backing {
             f.release_resident();
+        }
+        self.appended = 0;
+        self.reads.set(0);
+    }
+
+    /// An upper estimate of this process's resident bytes of a mapped buffer: what was
+    /// appended, plus a fault-around window per record read, since the last release
+    /// (0 on the heap: not governed by the budget).
+    pub fn resident_estimate(&self) -> u64 {
+        match &self.backing {
+            Backing::File(f) => {
+                let est = self.appended as u64 + self.reads.get().saturating_mul(FAULT_AROUND_BYTES);
+                est.min(f.map.len() as u64)
+            }
+            Backing::Heap(_) => 0,
         }
     }
 

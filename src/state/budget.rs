@@ -8,8 +8,7 @@
 //! The index is presumed wholly resident (probes touch it at random; releasing it only
 //! makes every probe fault it back), so rows get what it leaves of the budget, but at
 //! least 1/8 of it. When the rows' share is exceeded, each shard releases its share of
-//! the excess (and a margin), going round its buckets in event-time order (see
-//! `Join::release_resident`). Released rows come back from the page cache (or
+//! the excess (and a margin), oldest buckets first (see `Join::release_resident`). Released rows come back from the page cache (or
 //! the files) when read. The resident set therefore stays near `max(budget, index + budget / 8)` plus
 //! the heap: a budget smaller than the index bounds the rows, not the index.
 

@@ -52,7 +52,8 @@ fn is_spill(root: u32) -> bool {
 
 /// One key's rows. Per side `s`: `root[s] == EMPTY`: none; `root[s] < ROOT_MAX`: one,
 /// `Ref { ts: ts[s], root: root[s] }`; otherwise `spill[root[s] & !SPILL]` holds them
-/// (two or more when created; dead ones are removed lazily).
+/// (two or more; dead ones are removed lazily) and `ts[s]` is the oldest of their times,
+/// so that a probe scans the list for dead refs only when one can be dead.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct Slot {
@@ -134,6 +135,9 @@ fn prune(slot: &mut Slot, spill: &mut Spill, side: usize, live_from: i64) {
             slot.root[side] = EMPTY;
         }
     } else {
+        if slot.ts[side] >= live_from {
+            return; // its oldest ref is live: all are
+        }
         let id = root & !SPILL;
         let l = &mut spill.lists[id as usize];
         let before = l.len();
@@ -150,7 +154,7 @@ fn prune(slot: &mut Slot, spill: &mut Spill, side: usize, live_from: i64) {
                 slot.ts[side] = r.ts;
                 slot.root[side] = r.root;
             }
-            _ => {}
+            _ => slot.ts[side] = l.iter().map(|r| r.ts).min().expect("two or more refs"),
         }
     }
 }
@@ -206,9 +210,10 @@ impl Entry<'_> {
         } else if root < ROOT_MAX {
             let old = Ref { ts: self.slot.ts[side], root };
             self.slot.root[side] = SPILL | self.spill.add(old, r);
-            self.slot.ts[side] = 0;
+            self.slot.ts[side] = old.ts.min(r.ts);
         } else {
             self.spill.lists[(root & !SPILL) as usize].push(r);
+            self.slot.ts[side] = self.slot.ts[side].min(r.ts);
             self.spill.refs += 1;
         }
     }
@@ -278,7 +283,11 @@ impl Table {
                 kept.push(*s);
             }
         }
-        let n = if kept.is_empty() { 0 } else { (kept.len() * LOAD_DEN / LOAD_NUM + 1).next_power_of_two().max(TABLE_SLOTS_MIN) };
+        let n = if kept.is_empty() {
+            0
+        } else {
+            (kept.len() * LOAD_DEN / LOAD_NUM + 1).next_power_of_two().max(TABLE_SLOTS_MIN)
+        };
         let mut t = Table::with_slots(n, self.slots.allocator().clone())?;
         for s in kept {
             t.put(s);
@@ -489,6 +498,21 @@ mod tests {
         assert!(ix.is_empty());
         assert_eq!(ix.spill.refs, 0);
         assert!(ix.bytes() < before);
+    }
+
+    #[test]
+    fn spill_lists_track_their_oldest_time() {
+        let mut ix = KeyIndex::default();
+        let r = |ts| Ref { ts, root: 64 };
+        for ts in [50, 10, 30] {
+            ix.entry_ok(3).push(0, r(ts), i64::MIN);
+        }
+        assert_eq!(live(&mut ix.entry_ok(3), 0, 20), vec![r(50), r(30)]);
+        assert_eq!(live(&mut ix.entry_ok(3), 0, 30), vec![r(50), r(30)]);
+        assert_eq!(live(&mut ix.entry_ok(3), 0, 31), vec![r(50)]);
+        ix.entry_ok(3).push(0, r(5), 0);
+        ix.entry_ok(3).push(0, r(70), 0);
+        assert_eq!(live(&mut ix.entry_ok(3), 0, 6), vec![r(50), r(70)]);
     }
 
     #[test]

@@ -316,14 +316,18 @@ impl SideStore {
         self.buckets.keys().copied()
     }
 
-    /// Drops the resident pages of bucket `b`; returns its mapped length (0 on the heap).
+    /// Drops the resident pages of bucket `b`; returns the estimate of what was resident
+    /// ([`Buffer::resident_estimate`]; 0 on the heap or when nothing was touched).
     pub fn release_bucket(&mut self, b: i64) -> u64 {
         match self.buckets.get_mut(&b) {
-            Some(buf) if buf.is_file() => {
-                buf.release_resident();
-                buf.capacity() as u64
+            Some(buf) => {
+                let est = buf.resident_estimate();
+                if est > 0 {
+                    buf.release_resident();
+                }
+                est
             }
-            _ => 0,
+            None => 0,
         }
     }
 
