@@ -501,6 +501,17 @@ mod tests {
     }
 
     #[test]
+    fn prefetch_then_entry_finds_the_same_key() {
+        let mut ix = KeyIndex::default();
+        ix.prefetch(5); // no table yet: nothing to touch
+        ix.entry_ok(5).push(1, Ref { ts: 1, root: 64 }, i64::MIN);
+        for h in [0, 5, u64::MAX] {
+            ix.prefetch(h);
+        }
+        assert_eq!(live(&mut ix.entry_ok(5), 1, 0), vec![Ref { ts: 1, root: 64 }]);
+    }
+
+    #[test]
     fn spill_lists_track_their_oldest_time() {
         let mut ix = KeyIndex::default();
         let r = |ts| Ref { ts, root: 64 };
