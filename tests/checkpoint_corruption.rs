@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::job::JobToml;
+
 const HEADER: &str = "impressions.profile_id,impressions.title_id,impressions.ts,impressions.row,impressions.col,plays.profile_id,plays.title_id,plays.ts,plays.duration_ms";
 
 fn config(dir: &Path, checkpoint: bool, rate_limit: f64, out: &str) -> PathBuf {
@@ -18,29 +20,18 @@ fn config(dir: &Path, checkpoint: bool, rate_limit: f64, out: &str) -> PathBuf {
     } else {
         ""
     };
-    let text = format!(
-        r#"[left]
-name = "impressions"
-generator = {{ events = 60000, keys = 3000, titles = 50, event_time_rate = 100.0, play_window_ms = 300000, partitions = 2, seed = 11, rate_limit = {rate_limit:.1} }}
-[right]
-name = "plays"
-generator = {{}}
-[join]
-kind = "left"
-lower_ms = 0
-upper_ms = 300000
-max_out_of_orderness_ms = 5000
-[output]
-path = "{out}"
-[engine]
-shards = 2
-pin_cores = false
-state_dir = "state"
-{ck}"#
-    );
-    let p = dir.join(format!("{out}.toml"));
-    std::fs::write(&p, text).unwrap();
-    p
+    JobToml::generated(&format!(
+        "events = 60000, keys = 3000, titles = 50, event_time_rate = 100.0, play_window_ms = 300000, partitions = 2, \
+         seed = 11, rate_limit = {rate_limit:.1}"
+    ))
+    .kind("left")
+    .window(0, 300000)
+    .max_out_of_orderness_ms(5000)
+    .output(out)
+    .shards(2)
+    .engine("state_dir = \"state\"")
+    .engine(ck)
+    .write(dir, &format!("{out}.toml"))
 }
 
 /// Runs the job and kills it (-9) once `want` checkpoints exist, or fails.

@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Output;
 
 use weft::config::{ConfigError, JobConfig};
 
@@ -112,13 +113,21 @@ fn resolve(text: &str) -> Result<weft::config::Job, ConfigError> {
     JobConfig::parse(text, p)?.resolve(p, Path::new("/cfg"))
 }
 
+/// Writes the inputs of `GOOD` (without `r.csv` unless `with_right`) and `text` as
+/// `dir/job.toml`, and runs the binary on it.
+fn run_in(dir: &Path, text: &str, with_right: bool) -> Output {
+    common::write(dir, "l.csv", "k,ts,s\n1,5,a\n");
+    if with_right {
+        common::write(dir, "r.csv", "k,ts\n1,7\n");
+    }
+    let cfg = common::write(dir, "job.toml", text);
+    common::weft_run(&cfg, &[])
+}
+
 #[test]
 fn the_base_config_is_valid() {
     let tmp = tempfile::tempdir().unwrap();
-    common::write(tmp.path(), "l.csv", "k,ts,s\n1,5,a\n");
-    common::write(tmp.path(), "r.csv", "k,ts\n1,7\n");
-    let cfg = common::write(tmp.path(), "job.toml", GOOD);
-    let o = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
+    let o = run_in(tmp.path(), GOOD, true);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = common::output_rows(&tmp.path().join("out"), "l.k,l.ts,l.s,r.k,r.ts");
     assert_eq!(rows, ["1,5,a,1,7"]);
@@ -156,10 +165,7 @@ fn unparsable_configs_name_the_key() {
 /// `needle` on stderr, and no output directory.
 fn refused(what: &str, text: &str, needle: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    common::write(tmp.path(), "l.csv", "k,ts,s\n1,5,a\n");
-    common::write(tmp.path(), "r.csv", "k,ts\n1,7\n");
-    let cfg = common::write(tmp.path(), "job.toml", text);
-    let o = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
+    let o = run_in(tmp.path(), text, true);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{what}: exit status; stderr: {stderr}");
     assert!(stderr.starts_with("error: "), "{what}: stderr `{stderr}`");
@@ -188,9 +194,7 @@ fn a_missing_config_file_is_named() {
 #[test]
 fn a_missing_input_file_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    common::write(tmp.path(), "l.csv", "k,ts,s\n1,5,a\n");
-    let cfg = common::write(tmp.path(), "job.toml", GOOD);
-    let o = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
+    let o = run_in(tmp.path(), GOOD, false);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("r.csv"), "stderr `{stderr}` should name the missing file");
@@ -202,9 +206,7 @@ fn a_missing_input_file_is_named() {
 #[test]
 fn io_errors_are_reported_once() {
     let tmp = tempfile::tempdir().unwrap();
-    common::write(tmp.path(), "l.csv", "k,ts,s\n1,5,a\n");
-    let cfg = common::write(tmp.path(), "job.toml", GOOD);
-    let o = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
+    let o = run_in(tmp.path(), GOOD, false);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "stderr: {stderr}");

@@ -9,6 +9,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::job::JobToml;
+
 fn gen(out: &Path, seed: u64, extra: &[&str]) {
     let seed = seed.to_string();
     let mut args = vec!["gen", "--out", out.to_str().unwrap(), "--seed", &seed];
@@ -120,26 +122,17 @@ fn replaying_written_files_equals_the_generator_in_process() {
     let replay: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
 
     // The same parameters as `weft gen` used (its defaults where not given above).
-    let text = format!(
-        r#"[left]
-name = "impressions"
-generator = {{ seed = {seed}, events = 20000, keys = 400, titles = 5, zipf = 1.0, match_rate = 0.3, disorder_ms = 2000, late_fraction = 0.01, late_max_ms = 60000, event_time_rate = 200.0, partitions = 2 }}
-[right]
-name = "plays"
-generator = {{}}
-[join]
-kind = "full"
-lower_ms = 0
-upper_ms = 3600000
-max_out_of_orderness_ms = 2000
-allowed_lateness_ms = 0
-[output]
-path = "inproc"
-[engine]
-shards = 2
-pin_cores = false
-"#
-    );
+    let text = JobToml::generated(&format!(
+        "seed = {seed}, events = 20000, keys = 400, titles = 5, zipf = 1.0, match_rate = 0.3, disorder_ms = 2000, \
+         late_fraction = 0.01, late_max_ms = 60000, event_time_rate = 200.0, partitions = 2"
+    ))
+    .kind("full")
+    .window(0, 3600000)
+    .max_out_of_orderness_ms(2000)
+    .allowed_lateness_ms(0)
+    .output("inproc")
+    .shards(2)
+    .render();
     let rep = common::run(&text, tmp.path());
     let header = "impressions.profile_id,impressions.title_id,impressions.ts,impressions.row,impressions.col,\
                   plays.profile_id,plays.title_id,plays.ts,plays.duration_ms";

@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 
+use common::job::{InputToml, JobToml};
 use common::model::{self, Input, Params, Row};
 use weft::config::JoinKind;
 
@@ -50,39 +51,11 @@ fn job(
             });
         }
     }
-    let fields = r#"[ { name = "k", type = "i64" }, { name = "ts", type = "i64" }, { name = "v", type = "i64" } ]"#;
-    format!(
-        r#"[left]
-name = "l"
-format = "{lf}"
-paths = {lp}
-key = ["k"]
-time = "ts"
-fields = {fields}
-[right]
-name = "r"
-format = "{rf}"
-paths = {rp}
-key = ["k"]
-time = "ts"
-fields = {fields}
-[join]
-kind = "{kind}"
-lower_ms = 0
-upper_ms = 10
-[output]
-path = "out"
-[engine]
-shards = {shards}
-pin_cores = false
-state_bucket_ms = 5
-{extra}
-"#,
-        lf = formats[0],
-        rf = formats[1],
-        lp = common::toml_paths(&paths[0]),
-        rp = common::toml_paths(&paths[1]),
-    )
+    let fields = [("k", "i64"), ("ts", "i64"), ("v", "i64")];
+    let left = InputToml::files("l", &paths[0], &fields).format(formats[0]);
+    let right = InputToml::files("r", &paths[1], &fields).format(formats[1]);
+    let job = JobToml::new(left, right).kind(kind).window(0, 10).shards(shards);
+    job.engine("state_bucket_ms = 5").engine(extra).render()
 }
 
 fn expected(kind: JoinKind, left: &[Vec<Row>], right: &[Vec<Row>]) -> Vec<String> {

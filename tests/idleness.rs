@@ -16,6 +16,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
+use common::job::JobToml;
 use common::model::{self, Input, Params, Row};
 use weft::config::{Format, JobConfig, JoinKind};
 
@@ -23,29 +24,19 @@ const SEED: u64 = 5;
 const B_MS: i64 = 100;
 
 fn config() -> String {
-    format!(
-        r#"[left]
-name = "impressions"
-generator = {{ seed = {SEED}, events = 1500, keys = 20, titles = 2, match_rate = 0.6, disorder_ms = 150, late_fraction = 0.02, late_max_ms = 1000, play_window_ms = 400, event_time_rate = 20.0, rate_limit = 1000.0, partitions = 2 }}
-[right]
-name = "plays"
-generator = {{}}
-[join]
-kind = "full"
-lower_ms = -50
-upper_ms = 400
-max_out_of_orderness_ms = {B_MS}
-allowed_lateness_ms = 0
-idle_timeout_ms = 1
-[output]
-path = "out"
-[engine]
-shards = 2
-pin_cores = false
-state_bucket_ms = 20
-batch_events = 8
-"#
-    )
+    JobToml::generated(&format!(
+        "seed = {SEED}, events = 1500, keys = 20, titles = 2, match_rate = 0.6, disorder_ms = 150, \
+         late_fraction = 0.02, late_max_ms = 1000, play_window_ms = 400, event_time_rate = 20.0, rate_limit = 1000.0, \
+         partitions = 2"
+    ))
+    .kind("full")
+    .window(-50, 400)
+    .max_out_of_orderness_ms(B_MS)
+    .allowed_lateness_ms(0)
+    .idle_timeout_ms(1)
+    .shards(2)
+    .engine("state_bucket_ms = 20\nbatch_events = 8")
+    .render()
 }
 
 /// Lines of a generator file (minus header) as rows of integers.

@@ -9,6 +9,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use common::job::{InputToml, JobToml};
+
 /// Runs an inner join on equal `k` (all rows at time 0, 2 shards) over the given key
 /// cells (CSV text) and returns the matched (left index, right index) pairs.
 fn pairs(ty: &str, left: &[&str], right: &[&str]) -> BTreeSet<(i64, i64)> {
@@ -21,39 +23,15 @@ fn pairs(ty: &str, left: &[&str], right: &[&str]) -> BTreeSet<(i64, i64)> {
         common::write(tmp.path(), name, s)
     };
     let (l, r) = (file("l.csv", left), file("r.csv", right));
-    let text = job(tmp.path(), ty, &l, &r);
+    let text = job(ty, &l, &r);
     let rep = common::run(&text, tmp.path());
     assert_eq!(rep.left.dead_letters + rep.right.dead_letters, 0, "{ty}: every key cell parses\n{text}");
     read_pairs(&tmp.path().join("out"))
 }
 
-fn job(_dir: &Path, ty: &str, l: &Path, r: &Path) -> String {
-    format!(
-        r#"[left]
-name = "l"
-paths = [{l}]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "id", type = "i64" }}, {{ name = "ts", type = "i64" }}, {{ name = "k", type = "{ty}" }} ]
-[right]
-name = "r"
-paths = [{r}]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "id", type = "i64" }}, {{ name = "ts", type = "i64" }}, {{ name = "k", type = "{ty}" }} ]
-[join]
-kind = "inner"
-lower_ms = 0
-upper_ms = 0
-[output]
-path = "out"
-[engine]
-shards = 2
-pin_cores = false
-"#,
-        l = common::toml_str(&l.display().to_string()),
-        r = common::toml_str(&r.display().to_string()),
-    )
+fn job(ty: &str, l: &Path, r: &Path) -> String {
+    let fields = [("id", "i64"), ("ts", "i64"), ("k", ty)];
+    JobToml::new(InputToml::files("l", &[l], &fields), InputToml::files("r", &[r], &fields)).shards(2).render()
 }
 
 /// (l.id, r.id) of every output row (the first column of each side).
@@ -125,29 +103,10 @@ fn composite_keys_in_different_column_orders() {
     let tmp = tempfile::tempdir().unwrap();
     common::write(tmp.path(), "l.csv", "name,ts,id,n\na,0,0,1\na,0,1,2\nb,0,2,1\n,0,3,1\n");
     common::write(tmp.path(), "r.jsonl", "{\"id\":0,\"ts\":0,\"n\":1,\"name\":\"a\"}\n{\"id\":1,\"ts\":0,\"n\":1,\"name\":\"b\"}\n{\"id\":2,\"ts\":0,\"n\":2}\n{\"id\":3,\"ts\":0,\"n\":2,\"name\":\"a\"}\n");
-    let text = r#"[left]
-name = "l"
-paths = ["l.csv"]
-key = ["name", "n"]
-time = "ts"
-fields = [ { name = "id", type = "i64" }, { name = "ts", type = "i64" }, { name = "name", type = "string" }, { name = "n", type = "u32" } ]
-[right]
-name = "r"
-format = "jsonl"
-paths = ["r.jsonl"]
-key = ["name", "n"]
-time = "ts"
-fields = [ { name = "id", type = "i64" }, { name = "ts", type = "i64" }, { name = "n", type = "u32" }, { name = "name", type = "string" } ]
-[join]
-kind = "inner"
-lower_ms = 0
-upper_ms = 0
-[output]
-path = "out"
-[engine]
-shards = 3
-pin_cores = false
-"#;
-    common::run(text, tmp.path());
+    let key = ["name", "n"];
+    let left = InputToml::files("l", &["l.csv"], &[("id", "i64"), ("ts", "i64"), ("name", "string"), ("n", "u32")]);
+    let right = InputToml::files("r", &["r.jsonl"], &[("id", "i64"), ("ts", "i64"), ("n", "u32"), ("name", "string")]);
+    let text = JobToml::new(left.key(&key), right.format("jsonl").key(&key)).shards(3).render();
+    common::run(&text, tmp.path());
     assert_eq!(read_pairs(&tmp.path().join("out")), set(&[(0, 0), (1, 3), (2, 1)]));
 }

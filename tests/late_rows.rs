@@ -9,36 +9,15 @@ mod common;
 
 use std::path::Path;
 
-const FIELDS: &str = r#"[ { name = "k", type = "i32" }, { name = "ts", type = "i64" }, { name = "s", type = "string" },
-  { name = "f", type = "f64" }, { name = "b", type = "bool" }, { name = "u", type = "u64" }, { name = "w", type = "u32" } ]"#;
+use common::job::{InputToml, JobToml};
+
+const FIELDS: &[(&str, &str)] =
+    &[("k", "i32"), ("ts", "i64"), ("s", "string"), ("f", "f64"), ("b", "bool"), ("u", "u64"), ("w", "u32")];
 
 fn config(format: &str, left: &str) -> String {
-    format!(
-        r#"[left]
-name = "l"
-format = "{format}"
-paths = ["{left}"]
-key = ["k"]
-time = "ts"
-fields = {FIELDS}
-[right]
-name = "r"
-paths = ["r.csv"]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "k", type = "i32" }}, {{ name = "ts", type = "i64" }} ]
-[join]
-kind = "left"
-lower_ms = 0
-upper_ms = 0
-max_out_of_orderness_ms = 0
-[output]
-path = "out"
-[engine]
-shards = 2
-pin_cores = false
-"#
-    )
+    let left = InputToml::files("l", &[left], FIELDS).format(format);
+    let right = InputToml::files("r", &["r.csv"], &[("k", "i32"), ("ts", "i64")]);
+    JobToml::new(left, right).kind("left").max_out_of_orderness_ms(0).shards(2).render()
 }
 
 /// The first row sets the watermark far ahead; every other row is late.

@@ -11,6 +11,8 @@ mod common;
 
 use std::path::Path;
 
+use common::job::{InputToml, JobToml};
+
 /// Left: CSV (k i64, ts i64, v u32, name string); right: JSONL (k i64, ts i64, w i64).
 const LEFT_BAD: &[u8] = b"k,ts,v,name\n\
 1,100,5,a\n\
@@ -37,38 +39,9 @@ const HEADER: &str = "l.k,l.ts,l.v,l.name,r.k,r.ts,r.w";
 fn config(dir: &Path, left: &[u8], right: &str, shards: u32) -> std::path::PathBuf {
     common::write(dir, "l.csv", left);
     common::write(dir, "r.jsonl", right);
-    let text = format!(
-        r#"[left]
-name = "l"
-paths = ["l.csv"]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }}, {{ name = "v", type = "u32" }}, {{ name = "name", type = "string" }} ]
-[right]
-name = "r"
-format = "jsonl"
-paths = ["r.jsonl"]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }}, {{ name = "w", type = "i64" }} ]
-[join]
-kind = "inner"
-lower_ms = -10
-upper_ms = 10
-[output]
-path = "out"
-[engine]
-shards = {shards}
-pin_cores = false
-"#
-    );
-    common::write(dir, "job.toml", text)
-}
-
-fn run_bin(cfg: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["run", "--config", cfg.to_str().unwrap(), "--quiet"];
-    args.extend_from_slice(extra);
-    common::weft_out(&args)
+    let left = InputToml::files("l", &["l.csv"], &[("k", "i64"), ("ts", "i64"), ("v", "u32"), ("name", "string")]);
+    let right = InputToml::files("r", &["r.jsonl"], &[("k", "i64"), ("ts", "i64"), ("w", "i64")]).format("jsonl");
+    JobToml::new(left, right).window(-10, 10).shards(shards).write(dir, "job.toml")
 }
 
 #[test]
@@ -117,14 +90,14 @@ fn malformed_rows_go_to_dead_letters_and_good_rows_join() {
 fn strict_mode_fails_on_the_first_malformed_csv_row() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), LEFT_BAD, RIGHT_GOOD, 2);
-    let o = run_bin(&cfg, &["--strict"]);
+    let o = common::weft_run(&cfg, &["--strict"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains("l.csv:3"), "stderr `{stderr}` should name l.csv line 3");
     assert!(stderr.contains("columns"), "stderr `{stderr}` should give the reason");
     // Without --strict the same job succeeds.
-    let o = run_bin(&cfg, &["--force"]);
+    let o = common::weft_run(&cfg, &["--force"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -132,7 +105,7 @@ fn strict_mode_fails_on_the_first_malformed_csv_row() {
 fn strict_mode_fails_on_the_first_malformed_jsonl_row() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), LEFT_GOOD, RIGHT_BAD, 2);
-    let o = run_bin(&cfg, &["--strict"]);
+    let o = common::weft_run(&cfg, &["--strict"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("r.jsonl:2"), "stderr `{stderr}` should name r.jsonl line 2");
@@ -142,7 +115,7 @@ fn strict_mode_fails_on_the_first_malformed_jsonl_row() {
 fn strict_mode_passes_clean_input() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), LEFT_GOOD, RIGHT_GOOD, 2);
-    let o = run_bin(&cfg, &["--strict"]);
+    let o = common::weft_run(&cfg, &["--strict"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(common::output_rows(&tmp.path().join("out"), HEADER).len(), 2);
 }
@@ -151,7 +124,7 @@ fn strict_mode_passes_clean_input() {
 fn a_header_without_a_configured_column_names_file_and_column() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), b"k,ts,name\n1,100,a\n", RIGHT_GOOD, 1);
-    let o = run_bin(&cfg, &[]);
+    let o = common::weft_run(&cfg, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("l.csv"), "stderr `{stderr}` should name the file");
@@ -162,7 +135,7 @@ fn a_header_without_a_configured_column_names_file_and_column() {
 fn an_empty_csv_file_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), b"", RIGHT_GOOD, 1);
-    let o = run_bin(&cfg, &[]);
+    let o = common::weft_run(&cfg, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("l.csv") && stderr.contains("header"), "stderr: {stderr}");
@@ -175,7 +148,7 @@ fn well_formed_oddities_are_not_errors() {
     // empty cell (NULL), a blank line.
     let left = b"\xef\xbb\xbfname,extra,ts,k,v\r\n\"a,b\",x,100,1,5\r\nb,y,105,2,\r\n\r\nc,z,106,2,7\r\n";
     let cfg = config(tmp.path(), left, RIGHT_GOOD, 1);
-    let o = run_bin(&cfg, &["--strict"]);
+    let o = common::weft_run(&cfg, &["--strict"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = tmp.path().join("out");
     assert_eq!(common::output_rows(&out, HEADER), ["1,100,5,\"a,b\",1,100,1", "2,105,,b,2,106,2", "2,106,7,c,2,106,2"]);
@@ -191,7 +164,7 @@ fn well_formed_oddities_are_not_errors() {
 fn a_quoted_empty_string_reads_back_as_an_empty_string() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), b"k,ts,v,name\n1,100,5,\"\"\n2,105,6,\n", RIGHT_GOOD, 1);
-    let o = run_bin(&cfg, &["--strict"]);
+    let o = common::weft_run(&cfg, &["--strict"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         common::output_rows(&tmp.path().join("out"), HEADER),

@@ -9,34 +9,13 @@ mod common;
 
 use std::path::Path;
 
+use common::job::JobToml;
+
 const HEADER: &str = "l.k,l.ts,r.k,r.ts";
 
 fn config(dir: &Path, out: &str, shards: u32) -> std::path::PathBuf {
-    let text = format!(
-        r#"[left]
-name = "l"
-paths = ["l.csv"]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }} ]
-[right]
-name = "r"
-paths = ["r.csv"]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }} ]
-[join]
-kind = "full"
-lower_ms = 0
-upper_ms = 5
-[output]
-path = "{out}"
-[engine]
-shards = {shards}
-pin_cores = false
-"#
-    );
-    common::write(dir, &format!("job-{shards}.toml"), text)
+    let job = JobToml::k_ts(&["l.csv"], &["r.csv"]).kind("full").window(0, 5).output(out).shards(shards);
+    job.write(dir, &format!("job-{shards}.toml"))
 }
 
 fn inputs(dir: &Path) {
@@ -48,12 +27,6 @@ fn inputs(dir: &Path) {
     }
     common::write(dir, "l.csv", l);
     common::write(dir, "r.csv", r);
-}
-
-fn run_bin(cfg: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["run", "--config", cfg.to_str().unwrap(), "--quiet"];
-    args.extend_from_slice(extra);
-    common::weft_out(&args)
 }
 
 fn part_files(dir: &Path) -> Vec<String> {
@@ -72,20 +45,20 @@ fn existing_output_is_refused_without_force_and_replaced_with_it() {
     inputs(tmp.path());
     let out = tmp.path().join("out");
     let three = config(tmp.path(), "out", 3);
-    let o = run_bin(&three, &[]);
+    let o = common::weft_run(&three, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let first = common::output_rows(&out, HEADER);
     assert!(part_files(&out).len() >= 2, "the 3-shard run should write several part files: {:?}", part_files(&out));
     common::write(&out, "NOTES.txt", "mine");
 
-    let o = run_bin(&three, &[]);
+    let o = common::weft_run(&three, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--force"), "stderr `{stderr}` should say how to replace the output");
     assert_eq!(common::output_rows(&out, HEADER), first, "a refused run must not touch the output");
 
     let one = config(tmp.path(), "out", 1);
-    let o = run_bin(&one, &["--force"]);
+    let o = common::weft_run(&one, &["--force"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(part_files(&out), ["part-0.csv"], "--force must remove the part files of the earlier run");
     assert_eq!(common::output_rows(&out, HEADER), first, "1 shard and 3 shards agree");
@@ -102,10 +75,10 @@ fn a_run_that_failed_before_writing_does_not_block_the_next() {
     let r = std::fs::read(tmp.path().join("r.csv")).unwrap();
     std::fs::remove_file(tmp.path().join("r.csv")).unwrap();
     let cfg = config(tmp.path(), "out", 2);
-    let o = run_bin(&cfg, &[]);
+    let o = common::weft_run(&cfg, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(tmp.path().join("r.csv"), r).unwrap();
-    let o = run_bin(&cfg, &[]);
+    let o = common::weft_run(&cfg, &[]);
     assert!(o.status.success(), "the rerun after fixing the input failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -113,14 +86,14 @@ fn a_run_that_failed_before_writing_does_not_block_the_next() {
 fn stdout_output_is_header_then_rows() {
     let tmp = tempfile::tempdir().unwrap();
     inputs(tmp.path());
-    let o = run_bin(&config(tmp.path(), "-", 2), &[]);
+    let o = common::weft_run(&config(tmp.path(), "-", 2), &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8(o.stdout).unwrap();
     let mut lines = stdout.lines();
     assert_eq!(lines.next(), Some(HEADER));
     let mut rows: Vec<String> = lines.map(str::to_string).collect();
     rows.sort();
-    let o = run_bin(&config(tmp.path(), "out", 1), &[]);
+    let o = common::weft_run(&config(tmp.path(), "out", 1), &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(rows, common::output_rows(&tmp.path().join("out"), HEADER));
     assert!(String::from_utf8_lossy(&o.stdout).contains("matched pairs"), "the report goes to stdout for a directory");
@@ -134,7 +107,7 @@ fn none_output_counts_only() {
     let rep = common::run(&std::fs::read_to_string(&cfg).unwrap(), tmp.path());
     assert!(rep.output_rows > 0);
     assert!(!tmp.path().join("none").exists());
-    let o = run_bin(&config(tmp.path(), "out", 2), &[]);
+    let o = common::weft_run(&config(tmp.path(), "out", 2), &[]);
     assert!(o.status.success());
     assert_eq!(rep.output_rows as usize, common::output_rows(&tmp.path().join("out"), HEADER).len());
 }

@@ -16,6 +16,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::job::{InputToml, JobToml};
 use common::model::{self, Input, Params, Row};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -201,11 +202,6 @@ fn write_jsonl(dir: &Path, name: &str, schema: &[&str], rows: &[Row]) -> PathBuf
     common::write(dir, name, s)
 }
 
-fn fields_toml(names: &[&str]) -> String {
-    let f: Vec<String> = names.iter().map(|n| format!("{{ name = \"{n}\", type = \"i64\" }}")).collect();
-    format!("[{}]", f.join(", "))
-}
-
 fn kind_name(k: JoinKind) -> &'static str {
     match k {
         JoinKind::Inner => "inner",
@@ -232,66 +228,29 @@ fn write_case(c: &Case, dir: &Path) -> String {
             write_csv(dir, &format!("r{i}.csv"), &RIGHT_FILE_COLUMNS, &RIGHT_FIELDS, p)
         });
     }
-    let key = if c.two_keys { r#"["k", "k2"]"# } else { r#"["k"]"# };
+    let key: &[&str] = if c.two_keys { &["k", "k2"] } else { &["k"] };
     let fmt = |j: bool| if j { "jsonl" } else { "csv" };
-    format!(
-        r#"[left]
-name = "l"
-format = "{lf}"
-paths = {lp}
-key = {key}
-time = "ts"
-fields = {lfields}
-
-[right]
-name = "r"
-format = "{rf}"
-paths = {rp}
-key = {key}
-time = "ts"
-fields = {rfields}
-
-[join]
-kind = "{kind}"
-lower_ms = {lower}
-upper_ms = {upper}
-max_out_of_orderness_ms = {b}
-allowed_lateness_ms = {a}
-
-[output]
-path = "out"
-format = "{of}"
-
-[engine]
-shards = {shards}
-pin_cores = false
-state_bucket_ms = {bucket}
-batch_events = {batch}
-ring_slots = {ring}
-{state}
-"#,
-        lf = fmt(c.jsonl[0]),
-        rf = fmt(c.jsonl[1]),
-        of = fmt(c.jsonl_out),
-        lp = common::toml_paths(&paths[0]),
-        rp = common::toml_paths(&paths[1]),
-        lfields = fields_toml(&LEFT_FIELDS),
-        rfields = fields_toml(&RIGHT_FIELDS),
-        kind = kind_name(c.kind),
-        lower = c.lower_ms,
-        upper = c.upper_ms,
-        b = c.b_ms,
-        a = c.a_ms,
-        shards = c.shards,
-        bucket = c.bucket_ms,
-        batch = c.batch_events,
-        ring = c.ring_slots,
-        state = match c.state {
+    let input = |name: &str, paths: &[PathBuf], fields: &[&str], jsonl: bool| {
+        let fields: Vec<(&str, &str)> = fields.iter().map(|&f| (f, "i64")).collect();
+        InputToml::files(name, paths, &fields).format(fmt(jsonl)).key(key)
+    };
+    JobToml::new(input("l", &paths[0], &LEFT_FIELDS, c.jsonl[0]), input("r", &paths[1], &RIGHT_FIELDS, c.jsonl[1]))
+        .kind(kind_name(c.kind))
+        .window(c.lower_ms, c.upper_ms)
+        .max_out_of_orderness_ms(c.b_ms)
+        .allowed_lateness_ms(c.a_ms)
+        .output_format(fmt(c.jsonl_out))
+        .shards(c.shards)
+        .engine(&format!(
+            "state_bucket_ms = {}\nbatch_events = {}\nring_slots = {}",
+            c.bucket_ms, c.batch_events, c.ring_slots
+        ))
+        .engine(match c.state {
             0 => "",
             1 => "state_dir = \"state\"",
             _ => "state_dir = \"state\"\nstate_memory_mb = 1",
-        },
-    )
+        })
+        .render()
 }
 
 fn output_columns() -> Vec<String> {

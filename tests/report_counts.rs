@@ -6,37 +6,13 @@
 
 mod common;
 
+use common::job::JobToml;
 use weft::config::JoinKind;
 
 fn config(dir: &std::path::Path, kind: &str) -> String {
     let l = common::write(dir, "l.csv", "k,ts\n1,10\n2,10\n");
     let r = common::write(dir, "r.csv", "k,ts\n1,10\n3,10\n");
-    format!(
-        r#"[left]
-name = "l"
-paths = [{l}]
-key = ["k"]
-time = "ts"
-fields = [{{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }}]
-[right]
-name = "r"
-paths = [{r}]
-key = ["k"]
-time = "ts"
-fields = [{{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }}]
-[join]
-kind = "{kind}"
-lower_ms = 0
-upper_ms = 0
-[output]
-path = "out"
-[engine]
-shards = 1
-pin_cores = false
-"#,
-        l = common::toml_str(&l.display().to_string()),
-        r = common::toml_str(&r.display().to_string()),
-    )
+    JobToml::k_ts(&[l], &[r]).kind(kind).render()
 }
 
 /// Key 1 matches (left row stored first, right row arrives and matches it); keys 2

@@ -8,33 +8,24 @@ mod common;
 
 use std::path::Path;
 
+use common::job::JobToml;
 use weft::metrics::Report;
 
 const SEED: u64 = 7;
 
 fn config(out: &str, shards: u32) -> String {
-    format!(
-        r#"[left]
-name = "impressions"
-generator = {{ seed = {SEED}, events = 30000, keys = 500, titles = 20, match_rate = 0.5, disorder_ms = 2000, late_fraction = 0.01, late_max_ms = 60000, play_window_ms = 600000, event_time_rate = 200.0, partitions = 2 }}
-[right]
-name = "plays"
-generator = {{}}
-[join]
-kind = "full"
-lower_ms = -1000
-upper_ms = 600000
-max_out_of_orderness_ms = 1000
-allowed_lateness_ms = 500
-[output]
-path = "{out}"
-[engine]
-shards = {shards}
-pin_cores = false
-state_bucket_ms = 5000
-batch_events = 256
-"#
-    )
+    JobToml::generated(&format!(
+        "seed = {SEED}, events = 30000, keys = 500, titles = 20, match_rate = 0.5, disorder_ms = 2000, \
+         late_fraction = 0.01, late_max_ms = 60000, play_window_ms = 600000, event_time_rate = 200.0, partitions = 2"
+    ))
+    .kind("full")
+    .window(-1000, 600000)
+    .max_out_of_orderness_ms(1000)
+    .allowed_lateness_ms(500)
+    .output(out)
+    .shards(shards)
+    .engine("state_bucket_ms = 5000\nbatch_events = 256")
+    .render()
 }
 
 struct Run {

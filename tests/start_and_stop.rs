@@ -7,34 +7,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::job::JobToml;
+
 const RUNS: usize = 40;
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn config(shards: u32) -> String {
-    format!(
-        r#"[left]
-name = "l"
-paths = ["l.csv"]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }} ]
-[right]
-name = "r"
-paths = ["r.csv"]
-key = ["k"]
-time = "ts"
-fields = [ {{ name = "k", type = "i64" }}, {{ name = "ts", type = "i64" }} ]
-[join]
-kind = "full"
-lower_ms = 0
-upper_ms = 10
-[output]
-path = "out"
-[engine]
-shards = {shards}
-pin_cores = false
-"#
-    )
+    JobToml::k_ts(&["l.csv"], &["r.csv"]).kind("full").window(0, 10).shards(shards).render()
 }
 
 fn many_runs(shards: u32, runs: usize) {

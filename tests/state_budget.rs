@@ -5,28 +5,20 @@
 
 mod common;
 
+use common::job::JobToml;
+
 fn config(state: &str, kind: &str) -> String {
-    format!(
-        r#"[left]
-name = "impressions"
-generator = {{ events = 120000, keys = 5000, titles = 20, event_time_rate = 50.0, play_window_ms = 600000, partitions = 2, seed = 9 }}
-[right]
-name = "plays"
-generator = {{}}
-[join]
-kind = "{kind}"
-lower_ms = -1000
-upper_ms = 600000
-max_out_of_orderness_ms = 5000
-[output]
-path = "out"
-[engine]
-shards = 2
-pin_cores = false
-state_bucket_ms = 20000
-{state}
-"#
+    JobToml::generated(
+        "events = 120000, keys = 5000, titles = 20, event_time_rate = 50.0, play_window_ms = 600000, partitions = 2, \
+         seed = 9",
     )
+    .kind(kind)
+    .window(-1000, 600000)
+    .max_out_of_orderness_ms(5000)
+    .shards(2)
+    .engine("state_bucket_ms = 20000")
+    .engine(state)
+    .render()
 }
 
 fn run_both(kind: &str) {

@@ -2,9 +2,11 @@
 //! process or through the `weft` binary, and read an output directory back as
 //! multisets of lines (`part-*.csv` minus headers, `late/`, `dead/`).
 //!
-//! Nothing here knows the join semantics; that is `model.rs`.
+//! Nothing here knows the join semantics; that is `model.rs`. Job configs that
+//! differ only in a few values are built with `job.rs`.
 #![allow(dead_code)]
 
+pub mod job;
 pub mod model;
 
 use std::collections::BTreeMap;
@@ -73,6 +75,13 @@ pub fn run(text: &str, base: &Path) -> Report {
 /// The `weft` binary.
 pub fn weft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// `weft run --config CFG --quiet EXTRA...`; see [`weft_out`].
+pub fn weft_run(cfg: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--config", cfg.to_str().unwrap(), "--quiet"];
+    args.extend_from_slice(extra);
+    weft_out(&args)
 }
 
 /// Runs the binary and returns its output (never panics on a non-zero status);
@@ -159,25 +168,9 @@ pub fn late_rows(dir: &Path, name: &str, header: &str) -> Vec<String> {
 /// The late rows of a JSONL input, converted to CSV lines with the fields in `fields`
 /// order (NULL or missing = empty; integers only), sorted.
 pub fn late_rows_jsonl(dir: &Path, name: &str, fields: &[&str]) -> Vec<String> {
-    let mut rows = Vec::new();
-    for f in files_matching(&dir.join("late"), &format!("{name}-"), ".jsonl") {
-        for line in read_string(&f).lines() {
-            let v: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display()));
-            let obj = v.as_object().unwrap_or_else(|| panic!("{}: not an object: {line}", f.display()));
-            let cells: Vec<String> = fields
-                .iter()
-                .map(|k| match obj.get(*k) {
-                    None | Some(serde_json::Value::Null) => String::new(),
-                    Some(x) => x
-                        .as_i64()
-                        .unwrap_or_else(|| panic!("{}: `{k}` not an integer: {line}", f.display()))
-                        .to_string(),
-                })
-                .collect();
-            rows.push(cells.join(","));
-        }
-    }
+    let files = files_matching(&dir.join("late"), &format!("{name}-"), ".jsonl");
+    let mut rows: Vec<String> =
+        jsonl_objects(&files).iter().map(|(f, line, obj)| int_cells(f, line, obj, fields)).collect();
     rows.sort();
     rows
 }
@@ -187,31 +180,48 @@ pub fn late_rows_jsonl(dir: &Path, name: &str, fields: &[&str]) -> Vec<String> {
 /// Asserts every object has exactly these keys.
 pub fn output_rows_jsonl(dir: &Path, columns: &[String]) -> Vec<String> {
     let mut rows = Vec::new();
-    for f in files_matching(dir, "part-", ".jsonl") {
-        for line in read_string(&f).lines() {
-            let v: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display()));
-            let obj = v.as_object().unwrap_or_else(|| panic!("{}: not an object: {line}", f.display()));
-            let mut keys: Vec<&String> = obj.keys().collect();
-            let mut want: Vec<&String> = columns.iter().collect();
-            keys.sort();
-            want.sort();
-            assert_eq!(keys, want, "{}: keys of {line}", f.display());
-            let cells: Vec<String> = columns
-                .iter()
-                .map(|k| match &obj[k] {
-                    serde_json::Value::Null => String::new(),
-                    x => x
-                        .as_i64()
-                        .unwrap_or_else(|| panic!("{}: `{k}` not an integer: {line}", f.display()))
-                        .to_string(),
-                })
-                .collect();
-            rows.push(cells.join(","));
-        }
+    for (f, line, obj) in jsonl_objects(&files_matching(dir, "part-", ".jsonl")) {
+        let mut keys: Vec<&String> = obj.keys().collect();
+        let mut want: Vec<&String> = columns.iter().collect();
+        keys.sort();
+        want.sort();
+        assert_eq!(keys, want, "{}: keys of {line}", f.display());
+        rows.push(int_cells(&f, &line, &obj, columns));
     }
     rows.sort();
     rows
+}
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// (file, line, object) for every line of `files`; panics on bad JSON or a non-object.
+fn jsonl_objects(files: &[PathBuf]) -> Vec<(PathBuf, String, JsonObject)> {
+    let mut v = Vec::new();
+    for f in files {
+        for line in read_string(f).lines() {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", f.display()));
+            let serde_json::Value::Object(obj) = value else { panic!("{}: not an object: {line}", f.display()) };
+            v.push((f.clone(), line.to_string(), obj));
+        }
+    }
+    v
+}
+
+/// The values of `keys` in `obj` (`line` of file `f`) as a CSV line: missing or NULL
+/// is an empty cell; any other value must be an integer.
+fn int_cells<K: AsRef<str>>(f: &Path, line: &str, obj: &JsonObject, keys: &[K]) -> String {
+    let cells: Vec<String> = keys
+        .iter()
+        .map(|k| match obj.get(k.as_ref()) {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(x) => x
+                .as_i64()
+                .unwrap_or_else(|| panic!("{}: `{}` not an integer: {line}", f.display(), k.as_ref()))
+                .to_string(),
+        })
+        .collect();
+    cells.join(",")
 }
 
 /// Every dead letter of an output directory (`dead/part-*.jsonl`).
