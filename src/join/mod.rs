@@ -49,13 +49,19 @@ pub struct Join {
     dropped_since_sweep: u64,
     /// An incremental sweep pass is under way.
     sweeping: bool,
+    /// Rows joined since the last index table was swept (paces a pass).
+    rows_since_sweep_step: u64,
     pub stats: JoinStats,
 }
 
 /// The index is swept once this many rows (and at least as many as it has keys) left.
 const SWEEP_ROWS_MIN: u64 = 1 << 16;
-/// Index tables swept per `advance` while a pass is under way.
-const SWEEP_TABLES_PER_ADVANCE: usize = 2;
+/// A sweep pass visits one table (1/64 of the keys) per this many rows joined, or per
+/// 1/128 of the keys in rows if more: a pass then spans about half as many rows as the
+/// index has keys, and its cost (~20 ns a key) is spread at a few % over them. Two tables
+/// per `advance` instead made every pass a burst that held each batch ~1.5 ms longer for
+/// 32 batches in a row: 20-30 ms of queueing, the open-loop p99 (perf/bench-notes.md).
+const SWEEP_STEP_ROWS_MIN: u64 = 1024;
 
 impl Join {
     /// A join whose state lives on the heap.
@@ -71,6 +77,7 @@ impl Join {
             sides: [SideStore::new(0, p.bucket_ms, dir), SideStore::new(1, p.bucket_ms, dir)],
             dropped_since_sweep: 0,
             sweeping: false,
+            rows_since_sweep_step: 0,
             stats: JoinStats::default(),
         }
     }
@@ -94,6 +101,7 @@ impl Join {
         arrival_ns: u64,
         emit: &mut impl Emit,
     ) -> Result<(), StateError> {
+        self.rows_since_sweep_step = self.rows_since_sweep_step.saturating_add(1);
         let Some(key) = key else {
             // Can never match: it is unmatched now and no later row can change that.
             self.stats.unmatched[side.idx()] += 1;
@@ -155,13 +163,18 @@ impl Join {
                 self.drop_bucket(side, b, emit)?;
             }
         }
-        // Incremental sweep: once as many rows left as the index has keys, visit a few
-        // of its tables per call until a whole pass is done (bounded pauses).
-        if self.sweeping || self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
-            self.sweeping = !self
-                .index
-                .sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], SWEEP_TABLES_PER_ADVANCE)?;
+        // Incremental sweep: once as many rows left as the index has keys, visit one of
+        // its tables at a time, paced by rows joined, until a whole pass is done.
+        if !self.sweeping && self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
+            self.sweeping = true;
             self.dropped_since_sweep = 0;
+            self.rows_since_sweep_step = u64::MAX; // the first table now
+        }
+        let step_rows =
+            SWEEP_STEP_ROWS_MIN.max(self.index.len() as u64 / (2 * crate::state::index::INDEX_PARTS as u64));
+        if self.sweeping && self.rows_since_sweep_step >= step_rows {
+            self.rows_since_sweep_step = 0;
+            self.sweeping = !self.index.sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], 1)?;
         }
         Ok(())
     }
