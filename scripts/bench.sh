@@ -14,11 +14,7 @@ set -euo pipefail
 export DURATION_S
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
-if [ -z "${WEFT:-}" ]; then
-  cargo build --release --quiet --bin weft
-  WEFT="${CARGO_TARGET_DIR:-$ROOT/target}/release/weft"
-fi
+. "$ROOT/scripts/weft_bin.sh"
 OUT="${OUT:-$ROOT/perf}"; mkdir -p "$OUT"
 STAMP="$(date -u +%Y-%m-%dT%H%M)"
 python3 "$ROOT/scripts/bench_rates.py" --weft "$WEFT" --root "$ROOT" --work "${WORK:-/tmp/weft-bench}" \

@@ -10,11 +10,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
-if [ -z "${WEFT:-}" ]; then
-  cargo build --release --quiet --bin weft
-  WEFT="${CARGO_TARGET_DIR:-$ROOT/target}/release/weft"
-fi
+. "$ROOT/scripts/weft_bin.sh"
 WORK="${WORK:-/tmp/weft-state-bench}"
 SHARDS="${SHARDS:-2}"
 BUDGETS="${BUDGETS:-64 256 512 1024 4096}"
