@@ -239,22 +239,27 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             progress.abort.store(true, Ordering::Relaxed);
         }
         if show && last_print.elapsed() >= Duration::from_secs(1) {
-            let (rows, out, state, wm) = progress.totals();
+            let t = progress.totals();
+            let rows = t.rows_in;
             let dt = last_print.elapsed().as_secs_f64();
-            let wm_s = if wm == i64::MIN {
+            let wm_s = if t.watermark == i64::MIN {
                 "-".to_string()
-            } else if wm == i64::MAX {
+            } else if t.watermark == i64::MAX {
                 "end".to_string()
             } else {
-                wm.to_string()
+                t.watermark.to_string()
             };
+            let mib = |b: u64| b as f64 / 1048576.0;
             eprint!(
-                "\r{:>7.1}s  {:>12} events  {:>10.0} ev/s  {:>12} out  {:>10} in state  W {}   ",
+                "\r{:>7.1}s  {:>12} events  {:>10.0} ev/s  {:>12} out  state {} + {} rows, {:.0} MiB + {:.0} MiB index  W {}   ",
                 start.elapsed().as_secs_f64(),
                 rows,
                 (rows - last_rows) as f64 / dt,
-                out,
-                state,
+                t.output_rows,
+                t.state_rows[0],
+                t.state_rows[1],
+                mib(t.state_bytes),
+                mib(t.index_bytes),
                 wm_s
             );
             last_rows = rows;
@@ -337,6 +342,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             unmatched: counters.unmatched[i],
             unmatched_emitted: counters.unmatched_emitted[i],
             state_rows_peak: counters.state_rows_peak[i],
+            state_bytes_peak: counters.state_bytes_peak_side[i],
         }
     };
     Ok(Report {

@@ -30,6 +30,9 @@ pub struct ShardCounters {
     pub output_rows: u64,
     pub state_rows_peak: [u64; 2],
     pub state_bytes_peak: u64,
+    /// Per side (the sum above is the peak of both together).
+    #[serde(default)]
+    pub state_bytes_peak_side: [u64; 2],
     pub keys_peak: u64,
     pub index_bytes_peak: u64,
     pub buckets_peak: u64,
@@ -46,6 +49,7 @@ impl ShardCounters {
             self.unmatched[i] += o.unmatched[i];
             self.unmatched_emitted[i] += o.unmatched_emitted[i];
             self.state_rows_peak[i] += o.state_rows_peak[i];
+            self.state_bytes_peak_side[i] += o.state_bytes_peak_side[i];
         }
         self.pairs += o.pairs;
         self.output_rows += o.output_rows;
@@ -67,6 +71,8 @@ pub struct InputReport {
     pub unmatched: u64,
     pub unmatched_emitted: u64,
     pub state_rows_peak: u64,
+    /// Bytes of this side's state buffers at their peak (heap capacity or arena files).
+    pub state_bytes_peak: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Default)]
@@ -143,6 +149,9 @@ impl Report {
         s += &format!("{:<24}{:>16}{:>16}\n", "dead letters", l.dead_letters, r.dead_letters);
         s += &format!("{:<24}{:>16}{:>16}\n", "unmatched", l.unmatched, r.unmatched);
         s += &format!("{:<24}{:>16}{:>16}\n", "unmatched emitted", l.unmatched_emitted, r.unmatched_emitted);
+        s += &format!("{:<24}{:>16}{:>16}\n", "state rows (peak)", l.state_rows_peak, r.state_rows_peak);
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+        s += &format!("{:<24}{:>16}{:>16}\n", "state bytes (peak)", mib(l.state_bytes_peak), mib(r.state_bytes_peak));
         s += &format!("{:<24}{:>16}\n", "matched pairs", self.matched_pairs);
         s += &format!("{:<24}{:>16}\n", "output rows", self.output_rows);
         s += &format!("{:<24}{:>16.3}\n", "wall s", self.wall_s);
@@ -175,7 +184,11 @@ impl Report {
 pub struct ShardProgress {
     pub rows_in: AtomicU64,
     pub output_rows: AtomicU64,
-    pub state_rows: AtomicU64,
+    /// Rows in state per side.
+    pub state_rows: [AtomicU64; 2],
+    /// Bytes of state buffers (both sides) and of the index.
+    pub state_bytes: AtomicU64,
+    pub index_bytes: AtomicU64,
     pub watermark: AtomicI64,
     /// Bytes of this shard's index tables in mapped files (for the memory budget).
     pub index_mapped: AtomicU64,
@@ -199,16 +212,33 @@ impl Progress {
         }
     }
 
-    pub fn totals(&self) -> (u64, u64, u64, i64) {
-        let mut t = (0, 0, 0, i64::MAX);
+    /// Sums over the shards: rows in, output rows, rows in state per side, state and
+    /// index bytes, and the lowest watermark.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals { watermark: i64::MAX, ..Totals::default() };
         for s in &self.shards {
-            t.0 += s.rows_in.load(Ordering::Relaxed);
-            t.1 += s.output_rows.load(Ordering::Relaxed);
-            t.2 += s.state_rows.load(Ordering::Relaxed);
-            t.3 = t.3.min(s.watermark.load(Ordering::Relaxed));
+            t.rows_in += s.rows_in.load(Ordering::Relaxed);
+            t.output_rows += s.output_rows.load(Ordering::Relaxed);
+            for i in 0..2 {
+                t.state_rows[i] += s.state_rows[i].load(Ordering::Relaxed);
+            }
+            t.state_bytes += s.state_bytes.load(Ordering::Relaxed);
+            t.index_bytes += s.index_bytes.load(Ordering::Relaxed);
+            t.watermark = t.watermark.min(s.watermark.load(Ordering::Relaxed));
         }
         t
     }
+}
+
+/// What [`Progress::totals`] returns.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub rows_in: u64,
+    pub output_rows: u64,
+    pub state_rows: [u64; 2],
+    pub state_bytes: u64,
+    pub index_bytes: u64,
+    pub watermark: i64,
 }
 
 /// User + system CPU seconds this process has used.

@@ -217,12 +217,19 @@ impl Core {
             c.arena_files_peak = c.arena_files_peak.max(self.join.arena_files() as u64);
             let b = self.join.state_bytes();
             c.state_bytes_peak = c.state_bytes_peak.max(b[0] + b[1]);
+            for (peak, now) in c.state_bytes_peak_side.iter_mut().zip(b) {
+                *peak = (*peak).max(now);
+            }
             c.index_bytes_peak = c.index_bytes_peak.max(self.join.index_bytes());
+            let p = &self.progress.shards[self.id as usize];
+            p.state_bytes.store(b[0] + b[1], Ordering::Relaxed);
+            p.index_bytes.store(self.join.index_bytes(), Ordering::Relaxed);
             c.buckets_peak = c.buckets_peak.max(self.join.buckets() as u64);
         }
         let p = &self.progress.shards[self.id as usize];
         p.output_rows.store(self.sinks.output_rows, Ordering::Relaxed);
-        p.state_rows.store(rows[0] + rows[1], Ordering::Relaxed);
+        p.state_rows[0].store(rows[0], Ordering::Relaxed);
+        p.state_rows[1].store(rows[1], Ordering::Relaxed);
         p.watermark.store(self.wm.current(), Ordering::Relaxed);
     }
 }
