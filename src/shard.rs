@@ -220,10 +220,11 @@ impl Core {
             for (peak, now) in c.state_bytes_peak_side.iter_mut().zip(b) {
                 *peak = (*peak).max(now);
             }
-            c.index_bytes_peak = c.index_bytes_peak.max(self.join.index_bytes());
+            let index_bytes = self.join.index_bytes();
+            c.index_bytes_peak = c.index_bytes_peak.max(index_bytes);
             let p = &self.progress.shards[self.id as usize];
             p.state_bytes.store(b[0] + b[1], Ordering::Relaxed);
-            p.index_bytes.store(self.join.index_bytes(), Ordering::Relaxed);
+            p.index_bytes.store(index_bytes, Ordering::Relaxed);
             c.buckets_peak = c.buckets_peak.max(self.join.buckets() as u64);
         }
         let p = &self.progress.shards[self.id as usize];

@@ -165,13 +165,13 @@ impl Join {
         }
         // Incremental sweep: once as many rows left as the index has keys, visit one of
         // its tables at a time, paced by rows joined, until a whole pass is done.
-        if !self.sweeping && self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(self.index.len() as u64) {
+        let keys = self.index.len() as u64;
+        if !self.sweeping && self.dropped_since_sweep >= SWEEP_ROWS_MIN.max(keys) {
             self.sweeping = true;
             self.dropped_since_sweep = 0;
             self.rows_since_sweep_step = u64::MAX; // the first table now
         }
-        let step_rows =
-            SWEEP_STEP_ROWS_MIN.max(self.index.len() as u64 / (2 * crate::state::index::INDEX_PARTS as u64));
+        let step_rows = SWEEP_STEP_ROWS_MIN.max(keys / (2 * crate::state::index::INDEX_PARTS as u64));
         if self.sweeping && self.rows_since_sweep_step >= step_rows {
             self.rows_since_sweep_step = 0;
             self.sweeping = !self.index.sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], 1)?;

@@ -252,37 +252,25 @@ impl Buffer {
         v.resize(ARENA_HEADER_BYTES, 0);
         v[..8].copy_from_slice(ARENA_MAGIC);
         v[8..12].copy_from_slice(&ARENA_VERSION.to_le_bytes());
-        Buffer {
-            backing: Backing::Heap(v),
-            used: ARENA_HEADER_BYTES,
-            dirty: true,
-            flips: Vec::new(),
-            flips_dirty: false,
-            snapshot: None,
-            appended: 0,
-            reads: Cell::new(0),
-        }
+        Buffer::with(Backing::Heap(v), ARENA_HEADER_BYTES, true)
     }
 
     pub fn file(f: ArenaFile) -> Buffer {
-        Buffer {
-            backing: Backing::File(f),
-            used: ARENA_HEADER_BYTES,
-            dirty: true,
-            flips: Vec::new(),
-            flips_dirty: false,
-            snapshot: None,
-            appended: 0,
-            reads: Cell::new(0),
-        }
+        Buffer::with(Backing::File(f), ARENA_HEADER_BYTES, true)
     }
 
     /// An opened arena with `used` bytes of checked records.
     pub fn reopened(f: ArenaFile, used: usize) -> Buffer {
+        Buffer::with(Backing::File(f), used, true)
+    }
+
+    /// A buffer over `backing` with `used` bytes of records, all of them counted as
+    /// touched (resident) since no release.
+    fn with(backing: Backing, used: usize, dirty: bool) -> Buffer {
         Buffer {
-            backing: Backing::File(f),
+            backing,
             used,
-            dirty: true,
+            dirty,
             flips: Vec::new(),
             flips_dirty: false,
             snapshot: None,
@@ -316,16 +304,7 @@ impl Buffer {
                 (Backing::File(f), roots, used)
             }
         };
-        let b = Buffer {
-            backing,
-            used,
-            dirty: false,
-            flips: Vec::new(),
-            flips_dirty: false,
-            snapshot: None,
-            appended: used,
-            reads: Cell::new(0),
-        };
+        let b = Buffer::with(backing, used, false);
         Ok((b, roots))
     }
 

@@ -8,9 +8,14 @@
 //! The index is presumed wholly resident (probes touch it at random; releasing it only
 //! makes every probe fault it back), so rows get what it leaves of the budget, but at
 //! least 1/8 of it. When the rows' share is exceeded, each shard releases its share of
-//! the excess (and a margin), oldest buckets first (see `Join::release_resident`). Released rows come back from the page cache (or
-//! the files) when read. The resident set therefore stays near `max(budget, index + budget / 8)` plus
-//! the heap: a budget smaller than the index bounds the rows, not the index.
+//! the excess (and a margin), oldest buckets first (see `Join::release_resident`).
+//! Released rows come back from the page cache (or the files) when read.
+//!
+//! What this achieves depends on the reads: when the rows that new rows still match fit
+//! in the rows' share, the file-backed resident set stays near the budget (measured at
+//! 512 MiB, perf/state-2026-11-29.md); when they do not, released pages fault straight
+//! back in (the kernel maps up to 16 pages around each read fault) and the resident set
+//! stays well above the budget. A budget smaller than the index bounds the rows only.
 
 /// How many bytes of mapped rows are resident beyond their share of `budget_bytes`
 /// (0 when within it), given the process's resident file-backed bytes and all shards'

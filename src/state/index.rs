@@ -252,9 +252,12 @@ impl Table {
         Table { slots: AVec::new_in(alloc), len: 0 }
     }
 
+    /// A table of `n` free slots; fails (naming the cause) when `alloc` cannot give them.
     fn with_slots(n: usize, alloc: IndexAlloc) -> Result<Table, StateError> {
-        let mut slots = AVec::new_in(alloc);
-        slots.try_reserve_exact(n).map_err(|_| StateError::Index { reason: String::new() })?;
+        let mut slots = AVec::new_in(alloc.clone());
+        slots.try_reserve_exact(n).map_err(|_| StateError::Index {
+            reason: alloc.last_error().unwrap_or_else(|| format!("out of memory for a table of {n} slots")),
+        })?;
         slots.resize(n, FREE);
         Ok(Table { slots, len: 0 })
     }
@@ -392,27 +395,14 @@ impl KeyIndex {
     #[inline]
     pub fn entry(&mut self, hash: u64) -> Result<Entry<'_>, StateError> {
         let p = part_of(hash);
-        if let Err(e) = self.parts[p].reserve_one() {
-            return Err(self.alloc_error(e));
-        }
+        self.parts[p].reserve_one()?;
         Ok(Entry { slot: self.parts[p].slot(stored_hash(hash)), spill: &mut self.spill })
-    }
-
-    fn alloc_error(&self, e: StateError) -> StateError {
-        match e {
-            StateError::Index { .. } => StateError::Index {
-                reason: self.alloc.last_error().unwrap_or_else(|| "out of memory growing a table".into()),
-            },
-            e => e,
-        }
     }
 
     /// Removes dead refs everywhere, and entries left with none.
     pub fn sweep(&mut self, live_from_ts: [i64; 2]) -> Result<(), StateError> {
         for i in 0..INDEX_PARTS {
-            if let Err(e) = sweep_table(&mut self.parts[i], &mut self.spill, live_from_ts) {
-                return Err(self.alloc_error(e));
-            }
+            sweep_table(&mut self.parts[i], &mut self.spill, live_from_ts)?;
         }
         Ok(())
     }
@@ -422,9 +412,7 @@ impl KeyIndex {
     pub fn sweep_some(&mut self, live_from_ts: [i64; 2], tables: usize) -> Result<bool, StateError> {
         let mut wrapped = false;
         for _ in 0..tables {
-            if let Err(e) = sweep_table(&mut self.parts[self.sweep_cursor], &mut self.spill, live_from_ts) {
-                return Err(self.alloc_error(e));
-            }
+            sweep_table(&mut self.parts[self.sweep_cursor], &mut self.spill, live_from_ts)?;
             self.sweep_cursor = (self.sweep_cursor + 1) % INDEX_PARTS;
             wrapped |= self.sweep_cursor == 0;
         }
@@ -555,6 +543,15 @@ mod tests {
             assert_eq!(t.len as u64, n.div_ceil(keep_every));
             assert!(t.len * LOAD_DEN <= t.slots.len() * LOAD_NUM);
         }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "mmap and files")]
+    fn a_table_that_cannot_grow_is_an_error_naming_the_file() {
+        let mut ix = KeyIndex::new(IndexAlloc::mapped(std::path::Path::new("/nonexistent/weft-state")));
+        // Small hashes all land in table 0, which outgrows the heap threshold.
+        let err = (1..20_000u64).find_map(|h| ix.entry(h).err()).expect("growth into a mapped file fails");
+        assert!(err.to_string().contains("/nonexistent/weft-state/index-"), "{err}");
     }
 
     #[test]
