@@ -122,17 +122,22 @@ impl Join {
         let mut matched = false;
         let store = &mut self.sides[other.idx()];
         let pairs = &mut self.stats.pairs;
+        let mut failed = None;
         entry.for_each_live(other.idx(), live_other, |r| {
             let t = r.ts as i128;
-            if t < lo || t > hi {
+            if t < lo || t > hi || failed.is_some() {
                 return;
             }
-            let rec = store.get(r);
+            let rec = match store.get(r) {
+                Ok(rec) => rec,
+                Err(e) => return failed = Some(e),
+            };
             if rec.key.get() != key {
                 return; // another key with the same 64-bit hash
             }
             matched = true;
             *pairs += 1;
+            let was_matched = rec.matched;
             let orow = rec.row.get();
             match side {
                 Side::Left => emit.pair(RowView(row), RowView(orow), arrival_ns),
@@ -140,8 +145,15 @@ impl Join {
             }
             // Tracked for every kind: `unmatched` in the report counts rows that matched
             // nothing, inner joins included.
-            store.set_matched(r);
+            if !was_matched {
+                if let Err(e) = store.set_matched(r) {
+                    failed = Some(e);
+                }
+            }
         });
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let r = self.sides[side.idx()].insert(ts, hash, key, row, matched)?;
         entry.push(side.idx(), r, live_own);
         Ok(())

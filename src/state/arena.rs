@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -216,7 +217,15 @@ pub struct Buffer {
     /// [`Buffer::resident_estimate`].
     appended: usize,
     reads: Cell<u64>,
+    /// A mapped buffer whose pages were released: records are read with `pread`
+    /// ([`Buffer::read_cold`]) and flags written with `pwrite`, so reads no longer
+    /// fault pages back into this process (see budget.rs). Appends still go through
+    /// the mapping (they are counted in `appended` and released again).
+    cold: bool,
 }
+
+/// First window `read_cold` reads before a record's root end; most records fit in it.
+const COLD_READ_BYTES: usize = 512;
 
 /// Pages the kernel maps around a read fault on a file mapping (fault-around, 64 KiB
 /// by default): what one read of a released page can bring back.
@@ -276,6 +285,7 @@ impl Buffer {
             snapshot: None,
             appended: used,
             reads: Cell::new(0),
+            cold: false,
         }
     }
 
@@ -308,9 +318,16 @@ impl Buffer {
         Ok((b, roots))
     }
 
-    /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy).
-    pub fn copy_out(&self, off: usize, dst: &mut [u8]) {
-        dst.copy_from_slice(&self.bytes()[off..off + dst.len()]);
+    /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy); a cold buffer
+    /// is read with `pread`, not through its released mapping.
+    pub fn copy_out(&self, off: usize, dst: &mut [u8]) -> Result<(), StateError> {
+        match &self.backing {
+            Backing::File(f) if self.cold => f.file.read_exact_at(dst, off as u64).map_err(io(&f.path, "read")),
+            _ => {
+                dst.copy_from_slice(&self.bytes()[off..off + dst.len()]);
+                Ok(())
+            }
+        }
     }
 
     #[inline]
@@ -384,15 +401,73 @@ impl Buffer {
         unsafe { rkyv::access_unchecked::<ArchivedRecord<'static>>(bytes) }
     }
 
+    /// The record whose root is at `root`, read from the file into `scratch` without
+    /// touching the mapping (for a cold buffer; works on any arena). The bytes are
+    /// validated, so damage in the file is an error naming it, not undefined behaviour.
+    ///
+    /// A record's key and row lie just before its root: a window of
+    /// [`COLD_READ_BYTES`] before the root's end usually holds all of it; if not,
+    /// validation fails and a window 8 times wider is read, until the buffer's start.
+    pub fn read_cold<'s>(
+        &self,
+        root: u32,
+        scratch: &'s mut rkyv::util::AlignedVec<16>,
+    ) -> Result<&'s ArchivedRecord<'static>, StateError> {
+        let Backing::File(f) = &self.backing else {
+            // Heap buffers are never cold; read them in place.
+            unreachable!("read_cold on a heap buffer");
+        };
+        let end = root as usize + ROOT_BYTES;
+        let mut window = COLD_READ_BYTES;
+        let len = loop {
+            // `end` and `window` are multiples of 8, so the copy keeps every field's
+            // alignment (at most 8) relative to the 16-aligned scratch.
+            let start = end.saturating_sub(window).max(ARENA_HEADER_BYTES);
+            let len = end - start;
+            scratch.clear();
+            scratch.resize(len, 0);
+            f.file.read_exact_at(&mut scratch[..], start as u64).map_err(io(&f.path, "read"))?;
+            match rkyv::access::<ArchivedRecord, rancor::Error>(&scratch[..]) {
+                Ok(_) => break len,
+                Err(_) if start > ARENA_HEADER_BYTES => window *= 8,
+                Err(e) => {
+                    return Err(StateError::Corrupt {
+                        path: f.path.clone(),
+                        offset: root as u64,
+                        reason: format!("record fails validation: {e}"),
+                    })
+                }
+            }
+        };
+        // SAFETY: these exact `len` bytes were validated as an `ArchivedRecord` just above
+        // and are not changed before the returned borrow of `scratch` ends.
+        Ok(unsafe { rkyv::access_unchecked::<ArchivedRecord<'static>>(&scratch[..len]) })
+    }
+
+    /// Whether reads of this buffer go through [`Buffer::read_cold`].
     #[inline]
-    pub fn set_matched(&mut self, root: u32) {
+    pub fn is_cold(&self) -> bool {
+        self.cold
+    }
+
+    /// Sets the `matched` flag of the record at `root`. Call it only for a record read as
+    /// unmatched: a cold buffer writes the flag with `pwrite` without reading it first.
+    #[inline]
+    pub fn set_matched(&mut self, root: u32) -> Result<(), StateError> {
         let at = root as usize + MATCHED_OFFSET;
-        let b = self.bytes_mut();
-        if b[at] == 0 {
+        if self.cold {
+            let Backing::File(f) = &self.backing else { unreachable!("only arenas are cold") };
+            f.file.write_all_at(&[1], at as u64).map_err(io(&f.path, "write matched flag"))?;
+        } else {
+            let b = self.bytes_mut();
+            if b[at] != 0 {
+                return Ok(());
+            }
             b[at] = 1;
-            self.flips.push(root);
-            self.flips_dirty = true;
         }
+        self.flips.push(root);
+        self.flips_dirty = true;
+        Ok(())
     }
 
     pub fn used(&self) -> usize {
@@ -409,9 +484,12 @@ impl Buffer {
         self.bytes().len()
     }
 
+    /// Drops the resident pages of a mapped buffer; from now on it is cold (records are
+    /// read with `pread`). No-op on the heap.
     pub fn release_resident(&mut self) {
         if let Backing::File(f) = &self.backing {
             f.release_resident();
+            self.cold = true;
         }
         self.appended = 0;
         self.reads.set(0);
@@ -464,7 +542,7 @@ mod tests {
             let row = vec![i as u8; (i % 37) as usize];
             roots.push(b.append(&rec(i, &i.to_le_bytes(), &row)).unwrap());
         }
-        b.set_matched(roots[7]);
+        b.set_matched(roots[7]).unwrap();
         for (i, &r) in roots.iter().enumerate() {
             let a = b.get(r);
             assert_eq!(a.hash, i as u64);
@@ -485,7 +563,7 @@ mod tests {
         for i in 0..50_000u64 {
             roots.push(b.append(&rec(i, b"k", &[1, 2, 3])).unwrap()); // grows past 1 MiB
         }
-        b.set_matched(roots[3]);
+        b.set_matched(roots[3]).unwrap();
         assert!(b.capacity() > ARENA_BYTES_INITIAL);
         let used = b.used();
         drop(b);
@@ -529,12 +607,69 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "creates, mmaps and preads a file: syscalls Miri cannot run")]
+    fn cold_reads_and_flags_go_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("left-0.arena");
+        let mut b = Buffer::file(ArenaFile::create(&path, 0, 0, 10).unwrap());
+        // Rows from empty to 5000 bytes: some need the wider windows of `read_cold`.
+        let rows: Vec<Vec<u8>> = (0..200usize).map(|i| vec![i as u8; (i * i) % 5001]).collect();
+        let roots: Vec<u32> =
+            rows.iter().enumerate().map(|(i, r)| b.append(&rec(i as u64, &(i as u64).to_le_bytes(), r)).unwrap()).collect();
+        b.set_matched(roots[3]).unwrap();
+        assert!(!b.is_cold());
+        b.release_resident();
+        assert!(b.is_cold());
+        assert_eq!(b.resident_estimate(), 0);
+        let mut scratch = rkyv::util::AlignedVec::<16>::new();
+        for (i, &r) in roots.iter().enumerate() {
+            let a = b.read_cold(r, &mut scratch).unwrap();
+            assert_eq!((a.hash.to_native(), a.ts.to_native()), (i as u64, i as i64 * 10));
+            assert_eq!((a.key.get(), a.row.get()), (&(i as u64).to_le_bytes()[..], &rows[i][..]));
+            assert_eq!(a.matched, i == 3);
+        }
+        assert_eq!(b.resident_estimate(), 0, "cold reads fault nothing in");
+        // Flags written to a cold buffer reach the file, the mapping and the flip list.
+        b.set_matched(roots[150]).unwrap();
+        assert!(b.read_cold(roots[150], &mut scratch).unwrap().matched);
+        assert!(b.get(roots[150]).matched);
+        assert_eq!(b.flips, vec![roots[3], roots[150]]);
+        // Appends after the release are read back both ways.
+        let r = b.append(&rec(999, b"late", b"row")).unwrap();
+        assert_eq!(b.read_cold(r, &mut scratch).unwrap().row.get(), b"row");
+        let mut img = vec![0u8; b.used()];
+        b.copy_out(0, &mut img).unwrap();
+        let (h, reroots) = Buffer::restore(&img, None, Path::new("img")).unwrap();
+        assert_eq!(reroots.len(), 201);
+        assert!(h.get(roots[150]).matched && h.get(roots[3]).matched && !h.get(roots[4]).matched);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "creates, mmaps and preads a file: syscalls Miri cannot run")]
+    fn a_damaged_cold_record_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("left-5.arena");
+        let mut b = Buffer::file(ArenaFile::create(&path, 0, 5, 10).unwrap());
+        let r0 = b.append(&rec(1, b"k", b"row")).unwrap();
+        let r1 = b.append(&rec(2, b"k", b"row")).unwrap();
+        b.release_resident();
+        // Point the second record's key far outside the file (a relative offset of -2^30).
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let key_field = r1 as u64 + std::mem::offset_of!(ArchivedRecord<'static>, key) as u64;
+        f.write_all_at(&(-(1i32 << 30)).to_le_bytes(), key_field).unwrap();
+        let mut scratch = rkyv::util::AlignedVec::<16>::new();
+        assert_eq!(b.read_cold(r0, &mut scratch).unwrap().hash.to_native(), 1);
+        let e = b.read_cold(r1, &mut scratch).err().unwrap().to_string();
+        assert!(e.contains("left-5.arena") && e.contains(&format!("offset {r1}")), "{e}");
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "creates and mmaps a file: syscalls Miri cannot run")]
     fn restore_into_a_file_checks_the_copy() {
         let mut h = Buffer::heap();
         let roots: Vec<u32> = (0..20u64).map(|i| h.append(&rec(i, b"k", &[i as u8; 5])).unwrap()).collect();
         let mut img = vec![0u8; h.used() + 1];
-        h.copy_out(0, &mut img[1..]);
+        h.copy_out(0, &mut img[1..]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("left-2.arena");
         let name = Path::new("ck/left-2.bucket");
@@ -569,7 +704,7 @@ mod tests {
     /// The arena image of a buffer, as a checkpoint copies it.
     fn image(b: &Buffer) -> Vec<u8> {
         let mut img = vec![0; b.used()];
-        b.copy_out(0, &mut img);
+        b.copy_out(0, &mut img).unwrap();
         img
     }
 
@@ -616,9 +751,9 @@ mod tests {
     #[test]
     fn set_matched_flips_in_place_once() {
         let (mut b, roots) = filled_heap(60);
-        b.set_matched(roots[0]);
-        b.set_matched(roots[59]);
-        b.set_matched(roots[0]);
+        b.set_matched(roots[0]).unwrap();
+        b.set_matched(roots[59]).unwrap();
+        b.set_matched(roots[0]).unwrap();
         assert_eq!(b.flips, [roots[0], roots[59]]);
         assert!(b.flips_dirty);
         check(&b, &roots, &[0, 59]);
@@ -627,10 +762,10 @@ mod tests {
     #[test]
     fn copy_out_and_restore_on_heap() {
         let (mut b, roots) = filled_heap(80);
-        b.set_matched(roots[5]);
+        b.set_matched(roots[5]).unwrap();
         let img = image(&b);
         let mut tail = [0u8; 8];
-        b.copy_out(roots[1] as usize, &mut tail);
+        b.copy_out(roots[1] as usize, &mut tail).unwrap();
         assert_eq!(tail, 1u64.to_le_bytes(), "the root starts with the hash");
 
         let (mut r, reroots) = Buffer::restore(&img, None, Path::new("ck/left-0.bucket")).unwrap();
@@ -640,7 +775,7 @@ mod tests {
         check(&r, &roots, &[5]);
         // The restored buffer is a normal buffer: it grows and flips.
         let more = r.append(&rec(80, &80u64.to_le_bytes(), &[80; 80 % 37])).unwrap();
-        r.set_matched(roots[6]);
+        r.set_matched(roots[6]).unwrap();
         check(&r, &[roots.clone(), vec![more]].concat(), &[5, 6]);
     }
 

@@ -47,6 +47,8 @@ pub struct SideStore {
     /// While a checkpoint copy runs, dropped buckets wait here instead of being deleted.
     hold: bool,
     graveyard: Vec<(i64, Buffer)>,
+    /// Where records of cold buckets are read to ([`Buffer::read_cold`]).
+    scratch: rkyv::util::AlignedVec<16>,
 }
 
 /// What a checkpoint must write for one bucket.
@@ -92,6 +94,7 @@ impl SideStore {
             bytes_reclaimed: 0,
             hold: false,
             graveyard: Vec::new(),
+            scratch: rkyv::util::AlignedVec::new(),
         }
     }
 
@@ -122,15 +125,24 @@ impl SideStore {
         Ok(Ref { ts, root })
     }
 
+    /// The record of a live ref: read in place, or, from a cold bucket (its pages were
+    /// released for the memory budget), read from the file into a scratch buffer.
     #[inline]
-    pub fn get(&self, r: Ref) -> &ArchivedRecord<'static> {
-        self.buckets[&self.bucket_of(r.ts)].get(r.root)
+    pub fn get(&mut self, r: Ref) -> Result<&ArchivedRecord<'static>, StateError> {
+        let buf = &self.buckets[&self.bucket_of(r.ts)];
+        if buf.is_cold() {
+            buf.read_cold(r.root, &mut self.scratch)
+        } else {
+            Ok(buf.get(r.root))
+        }
     }
 
+    /// Marks the record of a live ref as matched; call it only for a record read as
+    /// unmatched (see [`Buffer::set_matched`]).
     #[inline]
-    pub fn set_matched(&mut self, r: Ref) {
+    pub fn set_matched(&mut self, r: Ref) -> Result<(), StateError> {
         let b = self.bucket_of(r.ts);
-        self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(r.root);
+        self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(r.root)
     }
 
     /// The oldest bucket, if any.
@@ -157,6 +169,10 @@ impl SideStore {
         self.rows -= n;
         self.bytes_reclaimed += buf.capacity() as u64;
         if self.hold {
+            // Kept for the checkpoint copy only: not resident meanwhile (reading it
+            // above may have faulted its pages in).
+            let mut buf = buf;
+            buf.release_resident();
             self.graveyard.push((b, buf));
         } else {
             buf.delete()?;
@@ -218,10 +234,8 @@ impl SideStore {
     pub fn copy_out(&self, b: i64, off: usize, dst: &mut [u8]) -> bool {
         let buf = self.buckets.get(&b).or_else(|| self.graveyard.iter().find(|(g, _)| *g == b).map(|(_, x)| x));
         match buf {
-            Some(buf) if off + dst.len() <= buf.used() => {
-                buf.copy_out(off, dst);
-                true
-            }
+            // A read error fails this checkpoint's copy (the next one copies again).
+            Some(buf) if off + dst.len() <= buf.used() => buf.copy_out(off, dst).is_ok(),
             _ => false,
         }
     }
@@ -289,7 +303,7 @@ impl SideStore {
                     reason: "matched list names no record".into(),
                 });
             }
-            buf.set_matched(r);
+            buf.set_matched(r)?;
         }
         buf.flips_dirty = false;
         buf.snapshot = Some(file);
