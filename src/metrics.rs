@@ -190,8 +190,10 @@ pub struct ShardProgress {
     pub state_bytes: AtomicU64,
     pub index_bytes: AtomicU64,
     pub watermark: AtomicI64,
-    /// Bytes of this shard's index tables in mapped files (for the memory budget).
+    /// For the memory budget: bytes of this shard's index tables in mapped files, and
+    /// all it keeps resident for its state but the rows (index, cold flags).
     pub index_mapped: AtomicU64,
+    pub budget_fixed: AtomicU64,
 }
 
 pub struct Progress {

@@ -189,11 +189,14 @@ impl Core {
         if self.budget_bytes == 0 {
             return;
         }
-        let own = &self.progress.shards[self.id as usize].index_mapped;
-        own.store(self.join.index_mapped_bytes(), Ordering::Relaxed);
-        let index: u64 = self.progress.shards.iter().map(|s| s.index_mapped.load(Ordering::Relaxed)).sum();
+        let own = &self.progress.shards[self.id as usize];
+        own.index_mapped.store(self.join.index_mapped_bytes(), Ordering::Relaxed);
+        own.budget_fixed.store(self.join.index_bytes() + self.join.cold_flips_bytes(), Ordering::Relaxed);
+        let shards = &self.progress.shards;
+        let mapped: u64 = shards.iter().map(|s| s.index_mapped.load(Ordering::Relaxed)).sum();
+        let index: u64 = shards.iter().map(|s| s.budget_fixed.load(Ordering::Relaxed)).sum();
         if let Some(resident) = crate::state::budget::resident_file_bytes() {
-            let over = crate::state::budget::rows_over_budget(self.budget_bytes, resident, index);
+            let over = crate::state::budget::rows_over_budget(self.budget_bytes, resident, mapped, index);
             if over > 0 {
                 // This shard's share of the excess, plus a margin (1/16 of the budget) so
                 // that the next few batches do not cross the line again at once.

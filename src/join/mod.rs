@@ -146,9 +146,7 @@ impl Join {
             // Tracked for every kind: `unmatched` in the report counts rows that matched
             // nothing, inner joins included.
             if !was_matched {
-                if let Err(e) = store.set_matched(r) {
-                    failed = Some(e);
-                }
+                store.set_matched(r);
             }
         });
         if let Some(e) = failed {
@@ -213,6 +211,11 @@ impl Join {
     }
 
     /// Bytes of index tables held in mapped files.
+    /// Bytes of state bookkeeping on the heap besides the index (flags of cold buckets).
+    pub fn cold_flips_bytes(&self) -> u64 {
+        self.sides[0].cold_flips_bytes() + self.sides[1].cold_flips_bytes()
+    }
+
     pub fn index_mapped_bytes(&self) -> u64 {
         self.index.mapped_bytes()
     }

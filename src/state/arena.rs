@@ -222,10 +222,15 @@ pub struct Buffer {
     /// fault pages back into this process (see budget.rs). Appends still go through
     /// the mapping (they are counted in `appended` and released again).
     cold: bool,
+    /// Records matched while cold whose flag is not yet in the file (each is also in
+    /// `flips`): a 1-byte `pwrite` per match cost more than the read (ext4's buffered
+    /// write path), so flags are written in bulk when the bucket is read through its
+    /// mapping again ([`Buffer::apply_cold_flips`]).
+    cold_flips: ahash::AHashSet<u32>,
 }
 
 /// First window `read_cold` reads before a record's root end; most records fit in it.
-const COLD_READ_BYTES: usize = 512;
+const COLD_READ_BYTES: usize = 256;
 
 /// Pages the kernel maps around a read fault on a file mapping (fault-around, 64 KiB
 /// by default): what one read of a released page can bring back.
@@ -286,6 +291,7 @@ impl Buffer {
             appended: used,
             reads: Cell::new(0),
             cold: false,
+            cold_flips: ahash::AHashSet::new(),
         }
     }
 
@@ -319,7 +325,8 @@ impl Buffer {
     }
 
     /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy); a cold buffer
-    /// is read with `pread`, not through its released mapping.
+    /// is read with `pread`, not through its released mapping. Its flags set while cold
+    /// are in the copy only after [`Buffer::apply_cold_flips`].
     pub fn copy_out(&self, off: usize, dst: &mut [u8]) -> Result<(), StateError> {
         match &self.backing {
             Backing::File(f) if self.cold => f.file.read_exact_at(dst, off as u64).map_err(io(&f.path, "read")),
@@ -419,7 +426,7 @@ impl Buffer {
         };
         let end = root as usize + ROOT_BYTES;
         let mut window = COLD_READ_BYTES;
-        let len = loop {
+        let (start, len) = loop {
             // `end` and `window` are multiples of 8, so the copy keeps every field's
             // alignment (at most 8) relative to the 16-aligned scratch.
             let start = end.saturating_sub(window).max(ARENA_HEADER_BYTES);
@@ -428,7 +435,7 @@ impl Buffer {
             scratch.resize(len, 0);
             f.file.read_exact_at(&mut scratch[..], start as u64).map_err(io(&f.path, "read"))?;
             match rkyv::access::<ArchivedRecord, rancor::Error>(&scratch[..]) {
-                Ok(_) => break len,
+                Ok(_) => break (start, len),
                 Err(_) if start > ARENA_HEADER_BYTES => window *= 8,
                 Err(e) => {
                     return Err(StateError::Corrupt {
@@ -439,8 +446,12 @@ impl Buffer {
                 }
             }
         };
+        if self.cold_flips.contains(&root) {
+            scratch[root as usize - start + MATCHED_OFFSET] = 1; // a bool stays valid
+        }
         // SAFETY: these exact `len` bytes were validated as an `ArchivedRecord` just above
-        // and are not changed before the returned borrow of `scratch` ends.
+        // (since then only the `matched` bool was set, to another valid value) and are not
+        // changed before the returned borrow of `scratch` ends.
         Ok(unsafe { rkyv::access_unchecked::<ArchivedRecord<'static>>(&scratch[..len]) })
     }
 
@@ -450,24 +461,39 @@ impl Buffer {
         self.cold
     }
 
-    /// Sets the `matched` flag of the record at `root`. Call it only for a record read as
-    /// unmatched: a cold buffer writes the flag with `pwrite` without reading it first.
+    /// Sets the `matched` flag of the record at `root` (in place; for a cold buffer, in
+    /// `cold_flips` until [`Buffer::apply_cold_flips`]).
     #[inline]
-    pub fn set_matched(&mut self, root: u32) -> Result<(), StateError> {
-        let at = root as usize + MATCHED_OFFSET;
+    pub fn set_matched(&mut self, root: u32) {
         if self.cold {
-            let Backing::File(f) = &self.backing else { unreachable!("only arenas are cold") };
-            f.file.write_all_at(&[1], at as u64).map_err(io(&f.path, "write matched flag"))?;
+            if !self.cold_flips.insert(root) {
+                return;
+            }
         } else {
+            let at = root as usize + MATCHED_OFFSET;
             let b = self.bytes_mut();
             if b[at] != 0 {
-                return Ok(());
+                return;
             }
             b[at] = 1;
         }
         self.flips.push(root);
         self.flips_dirty = true;
-        Ok(())
+    }
+
+    /// Writes the flags set while cold into the records (through the mapping: for a
+    /// bucket about to be read whole, or copied whole by a checkpoint).
+    pub fn apply_cold_flips(&mut self) {
+        let roots: Vec<u32> = self.cold_flips.drain().collect();
+        let b = self.bytes_mut();
+        for root in roots {
+            b[root as usize + MATCHED_OFFSET] = 1;
+        }
+    }
+
+    /// Heap bytes of the cold flags not yet applied.
+    pub fn cold_flips_bytes(&self) -> usize {
+        self.cold_flips.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 
     pub fn used(&self) -> usize {
@@ -542,7 +568,7 @@ mod tests {
             let row = vec![i as u8; (i % 37) as usize];
             roots.push(b.append(&rec(i, &i.to_le_bytes(), &row)).unwrap());
         }
-        b.set_matched(roots[7]).unwrap();
+        b.set_matched(roots[7]);
         for (i, &r) in roots.iter().enumerate() {
             let a = b.get(r);
             assert_eq!(a.hash, i as u64);
@@ -563,7 +589,7 @@ mod tests {
         for i in 0..50_000u64 {
             roots.push(b.append(&rec(i, b"k", &[1, 2, 3])).unwrap()); // grows past 1 MiB
         }
-        b.set_matched(roots[3]).unwrap();
+        b.set_matched(roots[3]);
         assert!(b.capacity() > ARENA_BYTES_INITIAL);
         let used = b.used();
         drop(b);
@@ -616,7 +642,7 @@ mod tests {
         let rows: Vec<Vec<u8>> = (0..200usize).map(|i| vec![i as u8; (i * i) % 5001]).collect();
         let roots: Vec<u32> =
             rows.iter().enumerate().map(|(i, r)| b.append(&rec(i as u64, &(i as u64).to_le_bytes(), r)).unwrap()).collect();
-        b.set_matched(roots[3]).unwrap();
+        b.set_matched(roots[3]);
         assert!(!b.is_cold());
         b.release_resident();
         assert!(b.is_cold());
@@ -629,11 +655,17 @@ mod tests {
             assert_eq!(a.matched, i == 3);
         }
         assert_eq!(b.resident_estimate(), 0, "cold reads fault nothing in");
-        // Flags written to a cold buffer reach the file, the mapping and the flip list.
-        b.set_matched(roots[150]).unwrap();
+        // A flag set while cold: seen by cold reads and in the flip list at once, in the
+        // record once applied; set twice, listed once.
+        b.set_matched(roots[150]);
+        b.set_matched(roots[150]);
         assert!(b.read_cold(roots[150], &mut scratch).unwrap().matched);
-        assert!(b.get(roots[150]).matched);
+        assert!(!b.read_cold(roots[151], &mut scratch).unwrap().matched);
         assert_eq!(b.flips, vec![roots[3], roots[150]]);
+        assert!(b.cold_flips_bytes() > 0);
+        b.apply_cold_flips();
+        assert_eq!(b.cold_flips_bytes() > 0, true, "capacity is kept");
+        assert!(b.get(roots[150]).matched && b.read_cold(roots[150], &mut scratch).unwrap().matched);
         // Appends after the release are read back both ways.
         let r = b.append(&rec(999, b"late", b"row")).unwrap();
         assert_eq!(b.read_cold(r, &mut scratch).unwrap().row.get(), b"row");
@@ -751,9 +783,9 @@ mod tests {
     #[test]
     fn set_matched_flips_in_place_once() {
         let (mut b, roots) = filled_heap(60);
-        b.set_matched(roots[0]).unwrap();
-        b.set_matched(roots[59]).unwrap();
-        b.set_matched(roots[0]).unwrap();
+        b.set_matched(roots[0]);
+        b.set_matched(roots[59]);
+        b.set_matched(roots[0]);
         assert_eq!(b.flips, [roots[0], roots[59]]);
         assert!(b.flips_dirty);
         check(&b, &roots, &[0, 59]);
@@ -762,7 +794,7 @@ mod tests {
     #[test]
     fn copy_out_and_restore_on_heap() {
         let (mut b, roots) = filled_heap(80);
-        b.set_matched(roots[5]).unwrap();
+        b.set_matched(roots[5]);
         let img = image(&b);
         let mut tail = [0u8; 8];
         b.copy_out(roots[1] as usize, &mut tail).unwrap();
@@ -775,7 +807,7 @@ mod tests {
         check(&r, &roots, &[5]);
         // The restored buffer is a normal buffer: it grows and flips.
         let more = r.append(&rec(80, &80u64.to_le_bytes(), &[80; 80 % 37])).unwrap();
-        r.set_matched(roots[6]).unwrap();
+        r.set_matched(roots[6]);
         check(&r, &[roots.clone(), vec![more]].concat(), &[5, 6]);
     }
 

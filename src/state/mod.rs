@@ -137,12 +137,16 @@ impl SideStore {
         }
     }
 
-    /// Marks the record of a live ref as matched; call it only for a record read as
-    /// unmatched (see [`Buffer::set_matched`]).
+    /// Marks the record of a live ref as matched.
     #[inline]
-    pub fn set_matched(&mut self, r: Ref) -> Result<(), StateError> {
+    pub fn set_matched(&mut self, r: Ref) {
         let b = self.bucket_of(r.ts);
-        self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(r.root)
+        self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(r.root);
+    }
+
+    /// Heap bytes of the bookkeeping of cold buckets (flags not yet in their files).
+    pub fn cold_flips_bytes(&self) -> u64 {
+        self.buckets.values().map(|b| b.cold_flips_bytes() as u64).sum()
     }
 
     /// The oldest bucket, if any.
@@ -153,9 +157,10 @@ impl SideStore {
     /// Removes bucket `b`, calling `each` on every record in it, then deletes its
     /// arena file. Every ref into it, or into older buckets, is dead from now on.
     pub fn drop_bucket(&mut self, b: i64, mut each: impl FnMut(&ArchivedRecord<'static>)) -> Result<u64, StateError> {
-        let Some(buf) = self.buckets.remove(&b) else {
+        let Some(mut buf) = self.buckets.remove(&b) else {
             return Ok(0);
         };
+        buf.apply_cold_flips();
         if b >= self.live_from {
             self.live_from = b + 1;
             self.live_from_ts =
@@ -171,7 +176,6 @@ impl SideStore {
         if self.hold {
             // Kept for the checkpoint copy only: not resident meanwhile (reading it
             // above may have faulted its pages in).
-            let mut buf = buf;
             buf.release_resident();
             self.graveyard.push((b, buf));
         } else {
@@ -210,6 +214,8 @@ impl SideStore {
                     files.push(f.clone());
                 }
                 _ => {
+                    // The copy must hold every flag: it replaces the flip list.
+                    buf.apply_cold_flips();
                     let f = crate::checkpoint::BucketFile {
                         side: self.side,
                         bucket: b,
@@ -303,7 +309,7 @@ impl SideStore {
                     reason: "matched list names no record".into(),
                 });
             }
-            buf.set_matched(r)?;
+            buf.set_matched(r);
         }
         buf.flips_dirty = false;
         buf.snapshot = Some(file);
