@@ -38,6 +38,9 @@ pub struct ShardCounters {
     pub buckets_peak: u64,
     pub arena_files_peak: u64,
     pub bytes_reclaimed: u64,
+    /// Rows read from cold buckets (with `pread`), since the start.
+    #[serde(default)]
+    pub cold_reads: u64,
 }
 
 impl ShardCounters {
@@ -59,6 +62,7 @@ impl ShardCounters {
         self.buckets_peak += o.buckets_peak;
         self.arena_files_peak += o.arena_files_peak;
         self.bytes_reclaimed += o.bytes_reclaimed;
+        self.cold_reads += o.cold_reads;
     }
 }
 
@@ -119,6 +123,8 @@ pub struct Report {
     pub keys_peak: u64,
     pub index_bytes_peak: u64,
     pub bytes_reclaimed: u64,
+    /// Stored rows read from buckets whose pages the memory budget released (`pread`).
+    pub state_cold_reads: u64,
     pub arena_files_peak: u64,
     /// Peak resident set of the process (VmHWM), from the OS.
     pub peak_rss_bytes: u64,
@@ -166,13 +172,14 @@ impl Report {
             "latency", t.p50_us, t.p90_us, t.p99_us, t.p999_us, t.max_us, t.count
         );
         s += &format!(
-            "{:<24}{} keys, {:.1} MiB rows, {:.1} MiB index, {} arena files, {:.1} MiB reclaimed\n",
+            "{:<24}{} keys, {:.1} MiB rows, {:.1} MiB index, {} arena files, {:.1} MiB reclaimed, {} cold reads\n",
             "state peak (sum)",
             self.keys_peak,
             self.state_bytes_peak as f64 / 1048576.0,
             self.index_bytes_peak as f64 / 1048576.0,
             self.arena_files_peak,
-            self.bytes_reclaimed as f64 / 1048576.0
+            self.bytes_reclaimed as f64 / 1048576.0,
+            self.state_cold_reads
         );
         s += &format!("{:<24}{:.1} MiB\n", "peak RSS", self.peak_rss_bytes as f64 / 1048576.0);
         s

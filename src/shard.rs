@@ -548,6 +548,7 @@ fn counters_now(c: &Core) -> ShardCounters {
     counters.unmatched_emitted = c.sinks.unmatched_emitted;
     counters.output_rows = c.sinks.output_rows;
     counters.bytes_reclaimed = c.join.bytes_reclaimed();
+    counters.cold_reads = c.join.cold_reads();
     counters
 }
 

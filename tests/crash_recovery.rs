@@ -142,3 +142,10 @@ fn kill_9_left_join_arena_state_exactly_once() {
 fn kill_9_full_join_heap_state_exactly_once() {
     check("full", "", 0x5eed_0002);
 }
+
+/// Arena state far over its budget: checkpoints copy cold buckets (read with `pread`,
+/// flags set while cold applied first) and restore them.
+#[test]
+fn kill_9_full_join_arena_state_over_budget_exactly_once() {
+    check("full", "state_dir = \"state\"\nstate_memory_mb = 1", 0x5eed_0003);
+}

@@ -1,7 +1,9 @@
 //! Guards [state]: join state in mmap'd arena files gives exactly the answer of heap
 //! state, also when the resident budget (`engine.state_memory_mb`) is far below the
-//! state's size, so that mapped pages are released and read back from the files
-//! again and again; and the arena files are gone (space reclaimed) after the run.
+//! state's size, so that mapped pages are released and their rows read back from the
+//! files (cold reads) again and again, flags of rows matched while cold included (the
+//! full join emits unmatched rows of both sides from them); and the arena files are
+//! gone (space reclaimed) after the run.
 
 mod common;
 
@@ -31,6 +33,9 @@ fn run_both(kind: &str) {
     // 1 MiB for both shards: the state (tens of MiB) is many times the budget.
     let arena = common::run(&config("state_dir = \"state\"\nstate_memory_mb = 1", kind), &arena_dir);
     assert!(arena.arena_files_peak > 4, "arena files were used: {}", arena.arena_files_peak);
+    // Released buckets are cold: their rows are read from the files, not the mapping.
+    assert!(arena.state_cold_reads > 1000, "rows read from cold buckets: {}", arena.state_cold_reads);
+    assert_eq!(heap.state_cold_reads, 0, "heap state has no cold buckets");
     assert!(
         arena.state_bytes_peak > 8 * (1 << 20),
         "state ({} bytes) must exceed the 1 MiB budget many times",

@@ -256,6 +256,10 @@ impl Join {
         [self.sides[0].bytes(), self.sides[1].bytes()]
     }
 
+    pub fn cold_reads(&self) -> u64 {
+        self.sides[0].cold_reads + self.sides[1].cold_reads
+    }
+
     pub fn bytes_reclaimed(&self) -> u64 {
         self.sides[0].bytes_reclaimed + self.sides[1].bytes_reclaimed
     }
