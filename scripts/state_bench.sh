@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # [state] benchmark: heap state vs arena state (engine.state_dir) at 1M and 10M keys, and a
-# sweep of engine.state_memory_mb at 10M keys; events per CPU-second and peak RSS from
-# each run's --report. Runs alternate heap/arena so that drift on a shared machine hits
+# sweep of engine.state_memory_mb at 10M keys (and a budget of a quarter of the state);
+# events per CPU-second and peak RSS from each run's --report, resident file-backed and
+# anonymous memory sampled every 0.1 s from /proc/PID/status. Runs alternate heap/arena so that drift on a shared machine hits
 # both. Prints a markdown table (tee it into perf/).
 #
 # usage: scripts/state_bench.sh
@@ -45,22 +46,46 @@ job k10m-cold 10000000 "${BIG_EVENTS:-8000000}" ", match_rate = 0.01"
 run() { # label job [args]
   local label="$1" cfg="$2"; shift 2
   rm -rf "$WORK/state"
-  "$WEFT" run --config "$WORK/$cfg.toml" --quiet --report "$WORK/r.json" "$@" >/dev/null
-  python3 - "$label" "$cfg" "$WORK/r.json" <<'EOF'
+  "$WEFT" run --config "$WORK/$cfg.toml" --quiet --report "$WORK/r.json" "$@" >/dev/null &
+  local pid=$!
+  # Resident set every 0.1 s: file-backed (mapped arenas and index tables) and anonymous.
+  : >"$WORK/rss.txt"
+  while kill -0 "$pid" 2>/dev/null; do
+    awk '/^RssFile:/{f=$2} /^RssAnon:/{a=$2} END{if (f != "") print f, a}' "/proc/$pid/status" >>"$WORK/rss.txt" 2>/dev/null || true
+    sleep 0.1
+  done
+  wait "$pid"
+  python3 - "$label" "$cfg" "$WORK/r.json" "$WORK/rss.txt" <<'PY'
 import json, sys
-label, cfg, path = sys.argv[1:]
+label, cfg, path, rss = sys.argv[1:]
 r = json.load(open(path))
 mib = lambda b: b / 2**20
+s = [tuple(int(x) * 1024 for x in l.split()) for l in open(rss) if len(l.split()) == 2]
+# Samples after the first second (start-up) and before the end; median and max.
+body = s[10:-2] or s
+f = sorted(x[0] for x in body); a = sorted(x[1] for x in body)
+med = lambda v: v[len(v) // 2] if v else 0
 print(f"| {cfg} | {label} | {r['events_per_s']:,.0f} | {r['events_per_cpu_s']:,.0f} | "
       f"{mib(r['state_bytes_peak']):,.0f} MiB | {mib(r['index_bytes_peak']):,.0f} MiB, {r['keys_peak']/1e6:.2f}M keys | "
-      f"{mib(r['peak_rss_bytes']):,.0f} MiB |")
-EOF
+      f"{mib(med(f)):,.0f} / {mib(max(f, default=0)):,.0f} MiB | {mib(med(a)):,.0f} / {mib(max(a, default=0)):,.0f} MiB | "
+      f"{mib(r['peak_rss_bytes']):,.0f} MiB | {r.get('state_cold_reads', 0) / max(r['events'], 1):.2f} |")
+PY
+}
+
+# Budget at a quarter of the state (rows + index) of a heap run of job $1.
+quarter() {
+  rm -rf "$WORK/state"
+  "$WEFT" run --config "$WORK/$1.toml" --quiet --report "$WORK/q.json" >/dev/null
+  python3 -c "import json; r = json.load(open('$WORK/q.json')); print(int((r['state_bytes_peak'] + r['index_bytes_peak']) / 4 / 2**20))"
 }
 
 echo "weft $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, $(uname -r), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| job | state | events/s | events per CPU-s | state rows (peak) | index (peak) | peak RSS |"
-echo "|---|---|---|---|---|---|---|"
+Q10=$(quarter k10m)
+echo "k10m: state (rows + index) / 4 = $Q10 MiB"
+echo
+echo "| job | state | events/s | events per CPU-s | state rows (peak) | index (peak) | RssFile median / max | RssAnon median / max | peak RSS | cold reads per event |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for _ in $(seq "$REPEATS"); do
   run heap k1m
   run "arena, 1024 MiB" k1m --state-dir "$WORK/state" --state-memory-mb 1024
@@ -70,6 +95,7 @@ for _ in $(seq "$REPEATS"); do
   for b in $BUDGETS; do
     run "arena, $b MiB" k10m --state-dir "$WORK/state" --state-memory-mb "$b"
   done
+  run "arena, $Q10 MiB (state/4)" k10m --state-dir "$WORK/state" --state-memory-mb "$Q10"
 done
 run heap k10m-cold
 for b in $BUDGETS; do
