@@ -362,6 +362,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         index_bytes_peak: counters.index_bytes_peak,
         bytes_reclaimed: counters.bytes_reclaimed,
         state_cold_reads: counters.cold_reads,
+        state_resident_peak_bytes: counters.resident_file_peak,
         arena_files_peak: counters.arena_files_peak,
         outcome,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),

@@ -41,6 +41,10 @@ pub struct ShardCounters {
     /// Rows read from cold buckets (with `pread`), since the start.
     #[serde(default)]
     pub cold_reads: u64,
+    /// Highest resident file-backed bytes of the process seen by a memory-budget check
+    /// (before it released anything); process-wide, so shards merge it by max.
+    #[serde(default)]
+    pub resident_file_peak: u64,
 }
 
 impl ShardCounters {
@@ -63,6 +67,7 @@ impl ShardCounters {
         self.arena_files_peak += o.arena_files_peak;
         self.bytes_reclaimed += o.bytes_reclaimed;
         self.cold_reads += o.cold_reads;
+        self.resident_file_peak = self.resident_file_peak.max(o.resident_file_peak);
     }
 }
 
@@ -125,6 +130,9 @@ pub struct Report {
     pub bytes_reclaimed: u64,
     /// Stored rows read from buckets whose pages the memory budget released (`pread`).
     pub state_cold_reads: u64,
+    /// With a memory budget: the highest resident file-backed bytes (mapped arenas and
+    /// index tables, plus the binary's text) seen at a budget check, before releasing.
+    pub state_resident_peak_bytes: u64,
     pub arena_files_peak: u64,
     /// Peak resident set of the process (VmHWM), from the OS.
     pub peak_rss_bytes: u64,
@@ -182,6 +190,13 @@ impl Report {
             self.state_cold_reads
         );
         s += &format!("{:<24}{:.1} MiB\n", "peak RSS", self.peak_rss_bytes as f64 / 1048576.0);
+        if self.state_resident_peak_bytes > 0 {
+            s += &format!(
+                "{:<24}{:.1} MiB (file-backed, at budget checks)\n",
+                "state resident (peak)",
+                self.state_resident_peak_bytes as f64 / 1048576.0
+            );
+        }
         s
     }
 }

@@ -196,6 +196,7 @@ impl Core {
         let mapped: u64 = shards.iter().map(|s| s.index_mapped.load(Ordering::Relaxed)).sum();
         let index: u64 = shards.iter().map(|s| s.budget_fixed.load(Ordering::Relaxed)).sum();
         if let Some(resident) = crate::state::budget::resident_file_bytes() {
+            self.counters.resident_file_peak = self.counters.resident_file_peak.max(resident);
             let over = crate::state::budget::rows_over_budget(self.budget_bytes, resident, mapped, index);
             if over > 0 {
                 // This shard's share of the excess, plus a margin (1/16 of the budget) so
