@@ -8,6 +8,7 @@
 # usage: scripts/state_bench.sh
 # knobs: WEFT=path (skip the build)  WORK=/tmp/weft-state-bench  SHARDS=2
 #        BUDGETS="64 256 512 1024 4096"  REPEATS=2  SMALL_EVENTS=6000000  BIG_EVENTS=8000000
+#        LIVE_EVENTS=16000000
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -22,7 +23,7 @@ job() { # name keys events [extra generator keys]
   cat >"$WORK/$1.toml" <<EOF
 [left]
 name = "impressions"
-generator = { keys = $2, events = $3, event_time_rate = 1000.0 $4 }
+generator = { keys = $2, events = $3 ${4:-, event_time_rate = 1000.0} }
 [right]
 name = "plays"
 generator = {}
@@ -41,7 +42,10 @@ job k1m 1000000 "${SMALL_EVENTS:-6000000}" ""
 job k10m 10000000 "${BIG_EVENTS:-8000000}" ""
 # Few reads of stored rows (match_rate 0.01): how close RSS gets to the budget when
 # probes rarely fault released pages back in.
-job k10m-cold 10000000 "${BIG_EVENTS:-8000000}" ", match_rate = 0.01"
+job k10m-cold 10000000 "${BIG_EVENTS:-8000000}" ", event_time_rate = 1000.0, match_rate = 0.01"
+# 10M keys live at once: uniform profile ids and 3000 impressions per second of event
+# time, so that the 1-hour window holds ~11M rows (the zipf jobs above peak at 5M keys).
+job k10m-live 10000000 "${LIVE_EVENTS:-16000000}" ", zipf = 0.0, event_time_rate = 3000.0"
 
 run() { # label job [args]
   local label="$1" cfg="$2"; shift 2
@@ -100,5 +104,11 @@ done
 run heap k10m-cold
 for b in $BUDGETS; do
   run "arena, $b MiB" k10m-cold --state-dir "$WORK/state" --state-memory-mb "$b"
+done
+QL=$(quarter k10m-live)
+for _ in $(seq "$REPEATS"); do
+  run heap k10m-live
+  run "arena, 8192 MiB" k10m-live --state-dir "$WORK/state" --state-memory-mb 8192
+  run "arena, $QL MiB (state/4)" k10m-live --state-dir "$WORK/state" --state-memory-mb "$QL"
 done
 rm -rf "$WORK/state"
