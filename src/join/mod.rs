@@ -116,20 +116,26 @@ impl Join {
             Side::Left => (ts as i128 + self.p.lower_ms as i128, ts as i128 + self.p.upper_ms as i128),
             Side::Right => (ts as i128 - self.p.upper_ms as i128, ts as i128 - self.p.lower_ms as i128),
         };
-        let live_other = self.sides[other.idx()].live_from_ts;
-        let live_own = self.sides[side.idx()].live_from_ts;
+        let live_other = self.sides[other.idx()].live_from_rel;
+        let live_own = self.sides[side.idx()].live_from_rel;
         let mut entry = self.index.entry(hash)?;
         let mut matched = false;
         let store = &mut self.sides[other.idx()];
         let pairs = &mut self.stats.pairs;
+        // Buckets that can hold a match; found (two divisions) only for a key with refs.
+        let mut window: Option<(i32, i32)> = None;
         entry.for_each_live(other.idx(), live_other, |r| {
-            let t = r.ts as i128;
+            let (first, last) = *window.get_or_insert_with(|| store.rel_range(lo, hi));
+            if r.bucket < first || r.bucket > last {
+                return; // its whole bucket is outside the window: no read
+            }
+            let rec = store.get(r);
+            let t = rec.ts.to_native() as i128;
             if t < lo || t > hi {
                 return;
             }
-            let rec = store.get(r);
             if rec.key.get() != key {
-                return; // another key with the same 64-bit hash
+                return; // another key whose hash shares the slot (see state::index)
             }
             matched = true;
             *pairs += 1;
@@ -174,7 +180,7 @@ impl Join {
         let step_rows = SWEEP_STEP_ROWS_MIN.max(keys / (2 * crate::state::index::INDEX_PARTS as u64));
         if self.sweeping && self.rows_since_sweep_step >= step_rows {
             self.rows_since_sweep_step = 0;
-            self.sweeping = !self.index.sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], 1)?;
+            self.sweeping = !self.index.sweep_some([self.sides[0].live_from_rel, self.sides[1].live_from_rel], 1)?;
         }
         Ok(())
     }
@@ -292,6 +298,17 @@ impl Join {
         self.sides[1].end_snapshot()
     }
 
+    /// Each side's base of relative bucket numbers, for a checkpoint.
+    pub fn state_bases(&self) -> [Option<i64>; 2] {
+        [self.sides[0].base(), self.sides[1].base()]
+    }
+
+    /// Sets the bases recorded by a checkpoint, before its buckets are restored.
+    pub fn restore_bases(&mut self, bases: [Option<i64>; 2]) {
+        self.sides[0].restore_base(bases[0]);
+        self.sides[1].restore_base(bases[1]);
+    }
+
     /// Restores one bucket from a checkpoint copy and indexes its rows.
     pub fn restore_bucket(
         &mut self,
@@ -310,7 +327,7 @@ impl Join {
             file.clone(),
             name_for_errors,
             |rec, r| match index.entry(rec.hash.to_native()) {
-                Ok(mut e) => e.push(side, r, i64::MIN),
+                Ok(mut e) => e.push(side, r, i32::MIN),
                 Err(e) => failed = failed.take().or(Some(e)),
             },
         )?;
@@ -383,13 +400,13 @@ mod tests {
         // by now and never reaches the operator; one at 30 does not match.
         j.on_row(Side::Right, 30, 1, Some(b"k"), &row(30), 0, &mut c).unwrap();
         assert!(c.pairs.is_empty());
-        j.index.sweep([j.sides[0].live_from_ts, j.sides[1].live_from_ts]).unwrap();
+        j.index.sweep([j.sides[0].live_from_rel, j.sides[1].live_from_rel]).unwrap();
         assert_eq!(j.keys(), 1, "only the right row's key entry is left");
     }
 
     #[test]
     fn keys_with_equal_hashes_do_not_match() {
-        // The index holds hashes only: the stored record's key decides.
+        // The index holds hash tags only: the stored record's key decides.
         let mut j = Join::new(params(JoinKind::Full, -5, 5));
         let mut c = Collect::default();
         j.on_row(Side::Left, 100, 42, Some(b"a"), &row(100), 0, &mut c).unwrap();
@@ -401,6 +418,98 @@ mod tests {
         j.finish(&mut c).unwrap();
         c.unmatched.sort_by_key(|u| u.1);
         assert_eq!(c.unmatched, vec![(Side::Left, 100), (Side::Right, 103)]);
+    }
+
+    #[test]
+    fn keys_whose_hashes_share_the_low_32_bits_do_not_match() {
+        // Equal tags in the same table: one index slot for both keys.
+        let (ha, hb) = (0x0000_0001_0000_002A_u64, 0x0000_0002_0000_002A_u64);
+        let mut j = Join::new(params(JoinKind::Full, -5, 5));
+        let mut c = Collect::default();
+        j.on_row(Side::Left, 100, ha, Some(b"a"), &row(100), 0, &mut c).unwrap();
+        j.on_row(Side::Left, 102, hb, Some(b"b"), &row(102), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 101, ha, Some(b"a"), &row(101), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 103, hb, Some(b"b"), &row(103), 0, &mut c).unwrap();
+        c.pairs.sort();
+        assert_eq!(c.pairs, vec![(100, 101), (102, 103)]);
+        assert_eq!(j.keys(), 1, "one slot");
+        j.finish(&mut c).unwrap();
+        assert!(c.unmatched.is_empty());
+    }
+
+    #[test]
+    fn the_window_is_exact_within_a_bucket() {
+        // Buckets of 10 ms; the prefilter keeps whole buckets, the record's time decides.
+        let mut j = Join::new(params(JoinKind::Inner, 3, 4));
+        let mut c = Collect::default();
+        for t in 20..30 {
+            j.on_row(Side::Right, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        j.on_row(Side::Left, 21, 1, Some(b"k"), &row(21), 0, &mut c).unwrap();
+        assert_eq!(c.pairs, vec![(21, 24), (21, 25)]);
+    }
+
+    #[test]
+    fn rows_at_both_ends_of_i64_share_far_units() {
+        // Too far apart for i32 bucket numbers: the far rows of each side share a unit.
+        let (min, max) = (i64::MIN, i64::MAX);
+        let mut j = Join::new(params(JoinKind::Full, 0, 1));
+        let mut c = Collect::default();
+        for t in [0, min, min + 30, max - 30, max] {
+            j.on_row(Side::Left, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        for t in [1, min + 1, max - 29, min + 31] {
+            j.on_row(Side::Right, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        c.pairs.sort();
+        assert_eq!(c.pairs, vec![(min, min + 1), (min + 30, min + 31), (0, 1), (max - 30, max - 29)]);
+        assert_eq!(j.buckets(), 3 + 3, "per side: bucket 0 (the base) and two far units");
+        // The lower far units leave once the watermark passes their newest bucket; the
+        // upper ones stay until the end.
+        j.advance(0, &mut c).unwrap();
+        assert_eq!(j.buckets(), 2 + 2);
+        j.advance(max - 1, &mut c).unwrap();
+        assert_eq!(j.buckets(), 2);
+        assert!(c.unmatched.is_empty());
+        j.finish(&mut c).unwrap();
+        assert_eq!(c.unmatched, vec![(Side::Left, max)]);
+    }
+
+    /// A checkpoint's copies of `j`'s buckets, restored into a new join the way
+    /// recovery does (bases first).
+    fn snapshot_and_restore(j: &mut Join, p: JoinParams) -> Join {
+        let (files, jobs) = j.plan_snapshot("pack");
+        let mut k = Join::new(p);
+        k.restore_bases(j.state_bases());
+        for f in &files {
+            let job = jobs.iter().find(|x| x.side_bucket() == (f.side, f.bucket)).expect("new buckets are copied");
+            let mut bytes = vec![0u8; job.len()];
+            assert!(j.copy_out(f.side, f.bucket, 0, &mut bytes));
+            k.restore_bucket(f, &bytes, &[], Path::new("pack")).unwrap();
+        }
+        j.end_snapshot("pack", &[], true).unwrap();
+        k
+    }
+
+    #[test]
+    fn far_units_survive_a_checkpoint() {
+        let (min, max) = (i64::MIN, i64::MAX);
+        let p = params(JoinKind::Full, 0, 1);
+        let mut j = Join::new(p);
+        let mut c = Collect::default();
+        for t in [0, min, max] {
+            j.on_row(Side::Left, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        let mut k = snapshot_and_restore(&mut j, p);
+        assert_eq!(k.state_bases(), j.state_bases());
+        assert_eq!((k.buckets(), k.keys()), (3, 1));
+        for t in [1, min + 1, max] {
+            k.on_row(Side::Right, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        c.pairs.sort();
+        assert_eq!(c.pairs, vec![(min, min + 1), (0, 1), (max, max)]);
+        k.finish(&mut c).unwrap();
+        assert!(c.unmatched.is_empty());
     }
 
     #[test]
