@@ -110,6 +110,9 @@ impl Join {
             }
             return Ok(());
         };
+        if self.sides[side.idx()].is_far(ts) {
+            self.rebase(side, ts)?;
+        }
         let other = side.other();
         // Window of the other side's event times that match this row.
         let (lo, hi) = match side {
@@ -150,6 +153,37 @@ impl Join {
         });
         let r = self.sides[side.idx()].insert(ts, hash, key, row, matched)?;
         entry.push(side.idx(), r, live_own);
+        Ok(())
+    }
+
+    /// A row at `ts` is too far from `side`'s base for an `i32` bucket number: moves the
+    /// base to the side's oldest live bucket (or the row's) and rebuilds the index from
+    /// the rows in state, when all of them then fit; otherwise the row goes to a far unit
+    /// (see [`crate::state`]). Costs O(rows in state) with a random index access each
+    /// (about as long as a recovery's index build); happens once per ~2^31 buckets a
+    /// stream advances.
+    #[cold]
+    fn rebase(&mut self, side: Side, ts: i64) -> Result<(), StateError> {
+        let Some(base) = self.sides[side.idx()].rebase_target(ts) else {
+            return Ok(());
+        };
+        self.sides[side.idx()].set_base(base);
+        self.index.clear();
+        for (s, store) in self.sides.iter().enumerate() {
+            let index = &mut self.index;
+            let mut failed = None;
+            store.for_each_ref(|hash, r| {
+                if failed.is_none() {
+                    match index.entry(hash) {
+                        Ok(mut e) => e.push(s, r, i32::MIN),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            });
+            failed.map_or(Ok(()), Err)?;
+        }
+        self.dropped_since_sweep = 0;
+        self.sweeping = false;
         Ok(())
     }
 
@@ -473,6 +507,32 @@ mod tests {
         assert!(c.unmatched.is_empty());
         j.finish(&mut c).unwrap();
         assert_eq!(c.unmatched, vec![(Side::Left, max)]);
+    }
+
+    #[test]
+    fn a_stream_past_2_31_buckets_moves_its_base() {
+        let p = params(JoinKind::Full, 0, 1); // 10 ms buckets
+        let mut j = Join::new(p);
+        let mut c = Collect::default();
+        j.on_row(Side::Left, 0, 1, Some(b"k"), &row(0), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 0, 1, Some(b"k"), &row(0), 0, &mut c).unwrap();
+        j.advance(100, &mut c).unwrap();
+        assert_eq!(j.buckets(), 0);
+        // Bucket 1e9 is near base 0; bucket 2.5e9 is not, but both fit from 1e9.
+        let (t1, t2) = (10_000_000_000i64, 25_000_000_000i64);
+        j.on_row(Side::Left, t1, 1, Some(b"k"), &row(t1), 0, &mut c).unwrap();
+        assert_eq!(j.state_bases(), [Some(0), Some(0)]);
+        j.on_row(Side::Left, t2, 1, Some(b"k"), &row(t2), 0, &mut c).unwrap();
+        assert_eq!(j.state_bases(), [Some(1_000_000_000), Some(0)]);
+        j.on_row(Side::Right, t1 + 1, 1, Some(b"k"), &row(t1 + 1), 0, &mut c).unwrap();
+        j.on_row(Side::Right, t2, 1, Some(b"k"), &row(t2), 0, &mut c).unwrap();
+        assert_eq!(j.state_bases(), [Some(1_000_000_000), Some(1_000_000_000)]);
+        assert_eq!(c.pairs, vec![(0, 0), (t1, t1 + 1), (t2, t2)]);
+        // Single buckets again: the older one leaves on its own.
+        j.advance(t1 + 100, &mut c).unwrap();
+        assert_eq!(j.buckets(), 2);
+        j.finish(&mut c).unwrap();
+        assert!(c.unmatched.is_empty());
     }
 
     /// A checkpoint's copies of `j`'s buckets, restored into a new join the way

@@ -14,16 +14,19 @@
 //! anonymous memory), but is kept resident: see budget.rs for how the budget is split.
 //!
 //! Bucket numbers in the index: a [`Ref`] names its bucket by an `i32` relative to the
-//! side's *base*, the bucket of the first row the side stored (or restored), fixed for
-//! the side's life. Rows whose bucket lies [`REL_BUCKET_MAX`] or more buckets away from
-//! the base (about 68 years at the smallest default `state_bucket_ms` of 1 s; event times
-//! near both ends of `i64` at once, as the property tests use) cannot be named that way:
-//! all buckets at or beyond that distance on one side of the base are kept together as
-//! one *far unit* (one buffer), named by the relative number at the limit. Units keep the
-//! buckets' time order, so liveness (`rel >= live_from_rel`) and the join's
-//! bucket-granular prefilter stay exact; a far unit leaves state only when its newest
-//! possible row is past retention (the upper far unit only at the end of input), which
-//! delays, but never changes, the rows an outer join emits unmatched.
+//! side's *base*, at first the bucket of the first row the side stored (or the base a
+//! checkpoint recorded). A row whose bucket lies [`REL_BUCKET_MAX`] or more buckets away
+//! from the base (68 years at the default `state_bucket_ms` of at least 1 s; 25 days at
+//! 1 ms) moves the base to the oldest live bucket, and the join rebuilds the index
+//! (`Join::rebase`: O(rows in state), once per ~2^31 buckets of progress), when every live
+//! bucket and the row's then fit. When they do not (event times near both ends of `i64`
+//! live at once, as the property tests use), all buckets at or beyond that distance on
+//! one side of the base are kept together as one *far unit* (one buffer), named by the
+//! relative number at the limit. Units keep the buckets' time order, so liveness
+//! (`rel >= live_from_rel`) and the join's bucket-granular prefilter stay exact; a far
+//! unit leaves state only when its newest possible row is past retention (the upper far
+//! unit only at the end of input), which delays, but never changes, the rows an outer
+//! join emits unmatched. The base does not move while a far unit is live.
 
 pub mod arena;
 pub mod budget;
@@ -58,6 +61,8 @@ pub struct SideStore {
     dir: Option<PathBuf>,
     /// Bucket number that relative numbers count from; set by the first row stored.
     base: Option<i64>,
+    /// Event times whose buckets are single units (not far) under `base`.
+    near_ts: (i64, i64),
     /// Every unit below this one has been dropped.
     live_from: i64,
     /// `live_from - base`, clamped to `i32`: refs with a smaller bucket are dead.
@@ -108,6 +113,7 @@ impl SideStore {
             buckets: BTreeMap::new(),
             dir: dir.map(Path::to_path_buf),
             base: None,
+            near_ts: (i64::MIN, i64::MAX),
             live_from: i64::MIN,
             live_from_rel: i32::MIN,
             rows: 0,
@@ -138,6 +144,52 @@ impl SideStore {
         self.base.expect("a Ref implies a base") + rel as i64
     }
 
+    /// Sets the base of relative bucket numbers and what follows from it. Refs made
+    /// under another base are wrong from now on: the caller rebuilds the index.
+    pub fn set_base(&mut self, base: i64) {
+        debug_assert!(self.base.is_none() || !self.has_far_unit());
+        self.base = Some(base);
+        let (bms, max) = (self.bucket_ms as i128, REL_BUCKET_MAX as i128);
+        let clamp = |t: i128| t.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        self.near_ts = (clamp((base as i128 - max + 1) * bms), clamp((base as i128 + max) * bms - 1));
+        self.live_from_rel = (self.live_from as i128 - base as i128).clamp(i32::MIN as i128, i32::MAX as i128) as i32;
+    }
+
+    /// Whether a row at `ts` lies outside the single buckets of the current base.
+    #[inline]
+    pub fn is_far(&self, ts: i64) -> bool {
+        ts < self.near_ts.0 || ts > self.near_ts.1
+    }
+
+    fn has_far_unit(&self) -> bool {
+        let far = |b: &i64| self.rel_of(*b).abs() == REL_BUCKET_MAX;
+        self.buckets.keys().next().is_some_and(far) || self.buckets.keys().next_back().is_some_and(far)
+    }
+
+    /// A base under which every live bucket and that of a row at `ts` are single units,
+    /// if there is one and no far unit is live: the oldest of them.
+    pub fn rebase_target(&self, ts: i64) -> Option<i64> {
+        let b = self.bucket_of(ts);
+        let (Some(&first), Some(&last)) = (self.buckets.keys().next(), self.buckets.keys().next_back()) else {
+            return Some(b);
+        };
+        if self.has_far_unit() {
+            return None;
+        }
+        let (lo, hi) = (first.min(b), last.max(b));
+        ((hi as i128 - lo as i128) < REL_BUCKET_MAX as i128).then_some(lo)
+    }
+
+    /// Calls `f` with the key hash and ref of every row in state, for an index rebuild.
+    pub fn for_each_ref(&self, mut f: impl FnMut(u64, Ref)) {
+        for (&b, buf) in &self.buckets {
+            let bucket = self.rel_of(b);
+            for root in records(buf) {
+                f(buf.get(root).hash.to_native(), Ref { bucket, root });
+            }
+        }
+    }
+
     /// The newest event time unit `b` can hold.
     pub fn bucket_max_ts(&self, b: i64) -> i128 {
         if self.base.is_some() && self.rel_of(b) == REL_BUCKET_MAX {
@@ -156,7 +208,9 @@ impl SideStore {
 
     pub fn insert(&mut self, ts: i64, hash: u64, key: &[u8], row: &[u8], matched: bool) -> Result<Ref, StateError> {
         let bucket = self.bucket_of(ts);
-        self.base.get_or_insert(bucket);
+        if self.base.is_none() {
+            self.set_base(bucket);
+        }
         let rel = self.rel_of(bucket);
         let b = self.unit_of_rel(rel);
         let buf = match self.buckets.entry(b) {
@@ -328,7 +382,9 @@ impl SideStore {
     /// not record it), the first bucket restored sets it.
     pub fn restore_base(&mut self, base: Option<i64>) {
         debug_assert!(self.buckets.is_empty());
-        self.base = base;
+        if let Some(b) = base {
+            self.set_base(b);
+        }
     }
 
     /// Adds a bucket restored from a checkpoint copy; returns the refs of its rows,
@@ -346,7 +402,10 @@ impl SideStore {
             let name = if self.side == 0 { "left" } else { "right" };
             d.join(format!("{name}-{b}.arena"))
         });
-        let base = *self.base.get_or_insert(b);
+        if self.base.is_none() {
+            self.set_base(b);
+        }
+        let base = self.base.expect("set above");
         let rel = b as i128 - base as i128;
         let bad = |what: String| StateError::Corrupt { path: name_for_errors.to_path_buf(), offset: 0, reason: what };
         if rel.abs() > REL_BUCKET_MAX as i128 {
