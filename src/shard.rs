@@ -632,6 +632,7 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
             marks,
             sources,
             buckets,
+            base_buckets: c.join.state_bases(),
             counters: counters_now(c),
         };
         // Output of epoch n ends here; the coordinator commits it with checkpoint n.
@@ -715,6 +716,7 @@ fn restore(
     dir: &std::path::Path,
 ) -> Result<(), ShardError> {
     let mut c = core.borrow_mut();
+    c.join.restore_bases(snap.base_buckets);
     for b in &snap.buckets {
         let (bytes, flips) = checkpoint::read_bucket(dir, b)?;
         c.join.restore_bucket(b, &bytes, &flips, &dir.join(&b.file))?;

@@ -194,6 +194,11 @@ pub struct ShardSnapshot {
     pub marks: Vec<MarkState>,
     pub sources: Vec<SourceState>,
     pub buckets: Vec<BucketFile>,
+    /// Per side, the bucket that the index's relative bucket numbers count from (see
+    /// `state`): it decides which buckets form the far units named in `buckets`.
+    /// Absent in checkpoints of earlier versions (the first bucket restored sets it).
+    #[serde(default)]
+    pub base_buckets: [Option<i64>; 2],
     pub counters: ShardCounters,
 }
 

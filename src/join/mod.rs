@@ -110,30 +110,42 @@ impl Join {
             }
             return Ok(());
         };
+        if self.sides[side.idx()].is_far(ts) {
+            self.rebase(side, ts)?;
+        }
         let other = side.other();
         // Window of the other side's event times that match this row.
         let (lo, hi) = match side {
             Side::Left => (ts as i128 + self.p.lower_ms as i128, ts as i128 + self.p.upper_ms as i128),
             Side::Right => (ts as i128 - self.p.upper_ms as i128, ts as i128 - self.p.lower_ms as i128),
         };
-        let live_other = self.sides[other.idx()].live_from_ts;
-        let live_own = self.sides[side.idx()].live_from_ts;
+        let live_other = self.sides[other.idx()].live_from_rel;
+        let live_own = self.sides[side.idx()].live_from_rel;
         let mut entry = self.index.entry(hash)?;
         let mut matched = false;
         let store = &mut self.sides[other.idx()];
         let pairs = &mut self.stats.pairs;
         let mut failed = None;
+        // Buckets that can hold a match; found (two divisions) only for a key with refs.
+        let mut window: Option<(i32, i32)> = None;
         entry.for_each_live(other.idx(), live_other, |r| {
-            let t = r.ts as i128;
-            if t < lo || t > hi || failed.is_some() {
+            if failed.is_some() {
                 return;
+            }
+            let (first, last) = *window.get_or_insert_with(|| store.rel_range(lo, hi));
+            if r.bucket < first || r.bucket > last {
+                return; // its whole bucket is outside the window: no read
             }
             let rec = match store.get(r) {
                 Ok(rec) => rec,
                 Err(e) => return failed = Some(e),
             };
+            let t = rec.ts.to_native() as i128;
+            if t < lo || t > hi {
+                return;
+            }
             if rec.key.get() != key {
-                return; // another key with the same 64-bit hash
+                return; // another key whose hash shares the slot (see state::index)
             }
             matched = true;
             *pairs += 1;
@@ -154,6 +166,37 @@ impl Join {
         }
         let r = self.sides[side.idx()].insert(ts, hash, key, row, matched)?;
         entry.push(side.idx(), r, live_own);
+        Ok(())
+    }
+
+    /// A row at `ts` is too far from `side`'s base for an `i32` bucket number: moves the
+    /// base to the side's oldest live bucket (or the row's) and rebuilds the index from
+    /// the rows in state, when all of them then fit; otherwise the row goes to a far unit
+    /// (see [`crate::state`]). Costs O(rows in state) with a random index access each
+    /// (about as long as a recovery's index build); happens once per ~2^31 buckets a
+    /// stream advances.
+    #[cold]
+    fn rebase(&mut self, side: Side, ts: i64) -> Result<(), StateError> {
+        let Some(base) = self.sides[side.idx()].rebase_target(ts) else {
+            return Ok(());
+        };
+        self.sides[side.idx()].set_base(base);
+        self.index.clear();
+        for (s, store) in self.sides.iter().enumerate() {
+            let index = &mut self.index;
+            let mut failed = None;
+            store.for_each_ref(|hash, r| {
+                if failed.is_none() {
+                    match index.entry(hash) {
+                        Ok(mut e) => e.push(s, r, i32::MIN),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            });
+            failed.map_or(Ok(()), Err)?;
+        }
+        self.dropped_since_sweep = 0;
+        self.sweeping = false;
         Ok(())
     }
 
@@ -184,7 +227,7 @@ impl Join {
         let step_rows = SWEEP_STEP_ROWS_MIN.max(keys / (2 * crate::state::index::INDEX_PARTS as u64));
         if self.sweeping && self.rows_since_sweep_step >= step_rows {
             self.rows_since_sweep_step = 0;
-            self.sweeping = !self.index.sweep_some([self.sides[0].live_from_ts, self.sides[1].live_from_ts], 1)?;
+            self.sweeping = !self.index.sweep_some([self.sides[0].live_from_rel, self.sides[1].live_from_rel], 1)?;
         }
         Ok(())
     }
@@ -311,6 +354,17 @@ impl Join {
         self.sides[1].end_snapshot()
     }
 
+    /// Each side's base of relative bucket numbers, for a checkpoint.
+    pub fn state_bases(&self) -> [Option<i64>; 2] {
+        [self.sides[0].base(), self.sides[1].base()]
+    }
+
+    /// Sets the bases recorded by a checkpoint, before its buckets are restored.
+    pub fn restore_bases(&mut self, bases: [Option<i64>; 2]) {
+        self.sides[0].restore_base(bases[0]);
+        self.sides[1].restore_base(bases[1]);
+    }
+
     /// Restores one bucket from a checkpoint copy and indexes its rows.
     pub fn restore_bucket(
         &mut self,
@@ -329,7 +383,7 @@ impl Join {
             file.clone(),
             name_for_errors,
             |rec, r| match index.entry(rec.hash.to_native()) {
-                Ok(mut e) => e.push(side, r, i64::MIN),
+                Ok(mut e) => e.push(side, r, i32::MIN),
                 Err(e) => failed = failed.take().or(Some(e)),
             },
         )?;
@@ -402,13 +456,13 @@ mod tests {
         // by now and never reaches the operator; one at 30 does not match.
         j.on_row(Side::Right, 30, 1, Some(b"k"), &row(30), 0, &mut c).unwrap();
         assert!(c.pairs.is_empty());
-        j.index.sweep([j.sides[0].live_from_ts, j.sides[1].live_from_ts]).unwrap();
+        j.index.sweep([j.sides[0].live_from_rel, j.sides[1].live_from_rel]).unwrap();
         assert_eq!(j.keys(), 1, "only the right row's key entry is left");
     }
 
     #[test]
     fn keys_with_equal_hashes_do_not_match() {
-        // The index holds hashes only: the stored record's key decides.
+        // The index holds hash tags only: the stored record's key decides.
         let mut j = Join::new(params(JoinKind::Full, -5, 5));
         let mut c = Collect::default();
         j.on_row(Side::Left, 100, 42, Some(b"a"), &row(100), 0, &mut c).unwrap();
@@ -420,6 +474,124 @@ mod tests {
         j.finish(&mut c).unwrap();
         c.unmatched.sort_by_key(|u| u.1);
         assert_eq!(c.unmatched, vec![(Side::Left, 100), (Side::Right, 103)]);
+    }
+
+    #[test]
+    fn keys_whose_hashes_share_the_low_32_bits_do_not_match() {
+        // Equal tags in the same table: one index slot for both keys.
+        let (ha, hb) = (0x0000_0001_0000_002A_u64, 0x0000_0002_0000_002A_u64);
+        let mut j = Join::new(params(JoinKind::Full, -5, 5));
+        let mut c = Collect::default();
+        j.on_row(Side::Left, 100, ha, Some(b"a"), &row(100), 0, &mut c).unwrap();
+        j.on_row(Side::Left, 102, hb, Some(b"b"), &row(102), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 101, ha, Some(b"a"), &row(101), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 103, hb, Some(b"b"), &row(103), 0, &mut c).unwrap();
+        c.pairs.sort();
+        assert_eq!(c.pairs, vec![(100, 101), (102, 103)]);
+        assert_eq!(j.keys(), 1, "one slot");
+        j.finish(&mut c).unwrap();
+        assert!(c.unmatched.is_empty());
+    }
+
+    #[test]
+    fn the_window_is_exact_within_a_bucket() {
+        // Buckets of 10 ms; the prefilter keeps whole buckets, the record's time decides.
+        let mut j = Join::new(params(JoinKind::Inner, 3, 4));
+        let mut c = Collect::default();
+        for t in 20..30 {
+            j.on_row(Side::Right, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        j.on_row(Side::Left, 21, 1, Some(b"k"), &row(21), 0, &mut c).unwrap();
+        assert_eq!(c.pairs, vec![(21, 24), (21, 25)]);
+    }
+
+    #[test]
+    fn rows_at_both_ends_of_i64_share_far_units() {
+        // Too far apart for i32 bucket numbers: the far rows of each side share a unit.
+        let (min, max) = (i64::MIN, i64::MAX);
+        let mut j = Join::new(params(JoinKind::Full, 0, 1));
+        let mut c = Collect::default();
+        for t in [0, min, min + 30, max - 30, max] {
+            j.on_row(Side::Left, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        for t in [1, min + 1, max - 29, min + 31] {
+            j.on_row(Side::Right, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        c.pairs.sort();
+        assert_eq!(c.pairs, vec![(min, min + 1), (min + 30, min + 31), (0, 1), (max - 30, max - 29)]);
+        assert_eq!(j.buckets(), 3 + 3, "per side: bucket 0 (the base) and two far units");
+        // The lower far units leave once the watermark passes their newest bucket; the
+        // upper ones stay until the end.
+        j.advance(0, &mut c).unwrap();
+        assert_eq!(j.buckets(), 2 + 2);
+        j.advance(max - 1, &mut c).unwrap();
+        assert_eq!(j.buckets(), 2);
+        assert!(c.unmatched.is_empty());
+        j.finish(&mut c).unwrap();
+        assert_eq!(c.unmatched, vec![(Side::Left, max)]);
+    }
+
+    #[test]
+    fn a_stream_past_2_31_buckets_moves_its_base() {
+        let p = params(JoinKind::Full, 0, 1); // 10 ms buckets
+        let mut j = Join::new(p);
+        let mut c = Collect::default();
+        j.on_row(Side::Left, 0, 1, Some(b"k"), &row(0), 0, &mut c).unwrap();
+        j.on_row(Side::Right, 0, 1, Some(b"k"), &row(0), 0, &mut c).unwrap();
+        j.advance(100, &mut c).unwrap();
+        assert_eq!(j.buckets(), 0);
+        // Bucket 1e9 is near base 0; bucket 2.5e9 is not, but both fit from 1e9.
+        let (t1, t2) = (10_000_000_000i64, 25_000_000_000i64);
+        j.on_row(Side::Left, t1, 1, Some(b"k"), &row(t1), 0, &mut c).unwrap();
+        assert_eq!(j.state_bases(), [Some(0), Some(0)]);
+        j.on_row(Side::Left, t2, 1, Some(b"k"), &row(t2), 0, &mut c).unwrap();
+        assert_eq!(j.state_bases(), [Some(1_000_000_000), Some(0)]);
+        j.on_row(Side::Right, t1 + 1, 1, Some(b"k"), &row(t1 + 1), 0, &mut c).unwrap();
+        j.on_row(Side::Right, t2, 1, Some(b"k"), &row(t2), 0, &mut c).unwrap();
+        assert_eq!(j.state_bases(), [Some(1_000_000_000), Some(1_000_000_000)]);
+        assert_eq!(c.pairs, vec![(0, 0), (t1, t1 + 1), (t2, t2)]);
+        // Single buckets again: the older one leaves on its own.
+        j.advance(t1 + 100, &mut c).unwrap();
+        assert_eq!(j.buckets(), 2);
+        j.finish(&mut c).unwrap();
+        assert!(c.unmatched.is_empty());
+    }
+
+    /// A checkpoint's copies of `j`'s buckets, restored into a new join the way
+    /// recovery does (bases first).
+    fn snapshot_and_restore(j: &mut Join, p: JoinParams) -> Join {
+        let (files, jobs) = j.plan_snapshot("pack");
+        let mut k = Join::new(p);
+        k.restore_bases(j.state_bases());
+        for f in &files {
+            let job = jobs.iter().find(|x| x.side_bucket() == (f.side, f.bucket)).expect("new buckets are copied");
+            let mut bytes = vec![0u8; job.len()];
+            assert!(j.copy_out(f.side, f.bucket, 0, &mut bytes));
+            k.restore_bucket(f, &bytes, &[], Path::new("pack")).unwrap();
+        }
+        j.end_snapshot("pack", &[], true).unwrap();
+        k
+    }
+
+    #[test]
+    fn far_units_survive_a_checkpoint() {
+        let (min, max) = (i64::MIN, i64::MAX);
+        let p = params(JoinKind::Full, 0, 1);
+        let mut j = Join::new(p);
+        let mut c = Collect::default();
+        for t in [0, min, max] {
+            j.on_row(Side::Left, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        let mut k = snapshot_and_restore(&mut j, p);
+        assert_eq!(k.state_bases(), j.state_bases());
+        assert_eq!((k.buckets(), k.keys()), (3, 1));
+        for t in [1, min + 1, max] {
+            k.on_row(Side::Right, t, 1, Some(b"k"), &row(t), 0, &mut c).unwrap();
+        }
+        c.pairs.sort();
+        assert_eq!(c.pairs, vec![(min, min + 1), (0, 1), (max, max)]);
+        k.finish(&mut c).unwrap();
+        assert!(c.unmatched.is_empty());
     }
 
     #[test]

@@ -9,9 +9,24 @@
 //!
 //! Memory: with arenas, [`SideStore::release_resident`] drops the mapped pages of the
 //! buckets when mapped state exceeds `engine.state_memory_mb` (see budget.rs); the rows
-//! stay in the files and the page cache. The index ([`index::KeyIndex`], about 50 bytes per live key) then lives in
-//! mapped files too (evictable page-cache pages, not anonymous memory), but is kept
-//! resident: see budget.rs for how the budget is split.
+//! stay in the files and the page cache. The index ([`index::KeyIndex`], about 38 bytes
+//! per live key) then lives in mapped files too (evictable page-cache pages, not
+//! anonymous memory), but is kept resident: see budget.rs for how the budget is split.
+//!
+//! Bucket numbers in the index: a [`Ref`] names its bucket by an `i32` relative to the
+//! side's *base*, at first the bucket of the first row the side stored (or the base a
+//! checkpoint recorded). A row whose bucket lies [`REL_BUCKET_MAX`] or more buckets away
+//! from the base (68 years at the default `state_bucket_ms` of at least 1 s; 25 days at
+//! 1 ms) moves the base to the oldest live bucket, and the join rebuilds the index
+//! (`Join::rebase`: O(rows in state), once per ~2^31 buckets of progress), when every live
+//! bucket and the row's then fit. When they do not (event times near both ends of `i64`
+//! live at once, as the property tests use), all buckets at or beyond that distance on
+//! one side of the base are kept together as one *far unit* (one buffer), named by the
+//! relative number at the limit. Units keep the buckets' time order, so liveness
+//! (`rel >= live_from_rel`) and the join's bucket-granular prefilter stay exact; a far
+//! unit leaves state only when its newest possible row is past retention (the upper far
+//! unit only at the end of input), which delays, but never changes, the rows an outer
+//! join emits unmatched. The base does not move while a far unit is live.
 
 pub mod arena;
 pub mod budget;
@@ -31,16 +46,27 @@ pub use index::{IndexAlloc, KeyIndex, Ref};
 /// A bucket's buffer holds at most this many bytes: record positions are below 2^31.
 pub const BUCKET_BYTES_MAX: usize = index::ROOT_MAX as usize;
 
+/// Relative bucket numbers (bucket - base) of single buckets lie strictly between
+/// `-REL_BUCKET_MAX` and `REL_BUCKET_MAX`; those two name the far units (see above).
+/// One below `i32::MAX` so that the live-from number after the upper far unit fits.
+pub const REL_BUCKET_MAX: i32 = i32::MAX - 1;
+
 /// The rows of one side, bucketed by event time.
 pub struct SideStore {
     side: u8,
     bucket_ms: i64,
+    /// Keyed by unit: `base + rel` (the bucket number itself, but for the far units).
     buckets: BTreeMap<i64, Buffer>,
     /// Arena directory of this shard; `None` = heap buffers.
     dir: Option<PathBuf>,
-    /// Every bucket below this one has been dropped: refs with `ts < live_from_ts` are dead.
+    /// Bucket number that relative numbers count from; set by the first row stored.
+    base: Option<i64>,
+    /// Event times whose buckets are single units (not far) under `base`.
+    near_ts: (i64, i64),
+    /// Every unit below this one has been dropped.
     live_from: i64,
-    pub live_from_ts: i64,
+    /// `live_from - base`, clamped to `i32`: refs with a smaller bucket are dead.
+    pub live_from_rel: i32,
     pub rows: u64,
     /// Bytes given back by dropping buckets, since the start.
     pub bytes_reclaimed: u64,
@@ -90,8 +116,10 @@ impl SideStore {
             bucket_ms,
             buckets: BTreeMap::new(),
             dir: dir.map(Path::to_path_buf),
+            base: None,
+            near_ts: (i64::MIN, i64::MAX),
             live_from: i64::MIN,
-            live_from_ts: i64::MIN,
+            live_from_rel: i32::MIN,
             rows: 0,
             bytes_reclaimed: 0,
             cold_reads: 0,
@@ -106,13 +134,91 @@ impl SideStore {
         ts.div_euclid(self.bucket_ms)
     }
 
-    /// The newest event time bucket `b` can hold.
+    /// Relative number of the unit holding bucket `b` (before a base is set: of `b` as
+    /// if it were the base).
+    #[inline]
+    fn rel_of(&self, b: i64) -> i32 {
+        let base = self.base.unwrap_or(b);
+        (b as i128 - base as i128).clamp(-REL_BUCKET_MAX as i128, REL_BUCKET_MAX as i128) as i32
+    }
+
+    /// The unit (key of `buckets`) of relative number `rel`.
+    #[inline]
+    fn unit_of_rel(&self, rel: i32) -> i64 {
+        // A ref exists only once the base is set, and `base + rel` lies between the base
+        // and a stored bucket: no overflow.
+        self.base.expect("a Ref implies a base") + rel as i64
+    }
+
+    /// Sets the base of relative bucket numbers and what follows from it. Refs made
+    /// under another base are wrong from now on: the caller rebuilds the index.
+    pub fn set_base(&mut self, base: i64) {
+        debug_assert!(self.base.is_none() || !self.has_far_unit());
+        self.base = Some(base);
+        let (bms, max) = (self.bucket_ms as i128, REL_BUCKET_MAX as i128);
+        let clamp = |t: i128| t.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        self.near_ts = (clamp((base as i128 - max + 1) * bms), clamp((base as i128 + max) * bms - 1));
+        self.live_from_rel = (self.live_from as i128 - base as i128).clamp(i32::MIN as i128, i32::MAX as i128) as i32;
+    }
+
+    /// Whether a row at `ts` lies outside the single buckets of the current base.
+    #[inline]
+    pub fn is_far(&self, ts: i64) -> bool {
+        ts < self.near_ts.0 || ts > self.near_ts.1
+    }
+
+    fn has_far_unit(&self) -> bool {
+        let far = |b: &i64| self.rel_of(*b).abs() == REL_BUCKET_MAX;
+        self.buckets.keys().next().is_some_and(far) || self.buckets.keys().next_back().is_some_and(far)
+    }
+
+    /// A base under which every live bucket and that of a row at `ts` are single units,
+    /// if there is one and no far unit is live: the oldest of them.
+    pub fn rebase_target(&self, ts: i64) -> Option<i64> {
+        let b = self.bucket_of(ts);
+        let (Some(&first), Some(&last)) = (self.buckets.keys().next(), self.buckets.keys().next_back()) else {
+            return Some(b);
+        };
+        if self.has_far_unit() {
+            return None;
+        }
+        let (lo, hi) = (first.min(b), last.max(b));
+        ((hi as i128 - lo as i128) < REL_BUCKET_MAX as i128).then_some(lo)
+    }
+
+    /// Calls `f` with the key hash and ref of every row in state, for an index rebuild.
+    pub fn for_each_ref(&self, mut f: impl FnMut(u64, Ref)) {
+        for (&b, buf) in &self.buckets {
+            let bucket = self.rel_of(b);
+            for root in records(buf) {
+                f(buf.get(root).hash.to_native(), Ref { bucket, root });
+            }
+        }
+    }
+
+    /// The newest event time unit `b` can hold.
     pub fn bucket_max_ts(&self, b: i64) -> i128 {
+        if self.base.is_some() && self.rel_of(b) == REL_BUCKET_MAX {
+            return i64::MAX as i128; // the upper far unit
+        }
         (b as i128 + 1) * self.bucket_ms as i128 - 1
     }
 
+    /// The relative bucket numbers whose time ranges meet `[lo, hi]` (empty when `lo >
+    /// hi`): a ref outside them holds no row with a time in `[lo, hi]`.
+    #[inline]
+    pub fn rel_range(&self, lo: i128, hi: i128) -> (i32, i32) {
+        let clamp = |t: i128| t.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        (self.rel_of(self.bucket_of(clamp(lo))), self.rel_of(self.bucket_of(clamp(hi))))
+    }
+
     pub fn insert(&mut self, ts: i64, hash: u64, key: &[u8], row: &[u8], matched: bool) -> Result<Ref, StateError> {
-        let b = self.bucket_of(ts);
+        let bucket = self.bucket_of(ts);
+        if self.base.is_none() {
+            self.set_base(bucket);
+        }
+        let rel = self.rel_of(bucket);
+        let b = self.unit_of_rel(rel);
         let buf = match self.buckets.entry(b) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
@@ -125,14 +231,14 @@ impl SideStore {
         }
         let root = buf.append(&Record { hash, ts, matched, key, row })?;
         self.rows += 1;
-        Ok(Ref { ts, root })
+        Ok(Ref { bucket: rel, root })
     }
 
     /// The record of a live ref: read in place, or, from a cold bucket (its pages were
     /// released for the memory budget), read from the file into a scratch buffer.
     #[inline]
     pub fn get(&mut self, r: Ref) -> Result<&ArchivedRecord<'static>, StateError> {
-        let buf = &self.buckets[&self.bucket_of(r.ts)];
+        let buf = &self.buckets[&self.unit_of_rel(r.bucket)];
         if buf.is_cold() {
             self.cold_reads += 1;
             buf.read_cold(r.root, &mut self.scratch)
@@ -144,7 +250,7 @@ impl SideStore {
     /// Marks the record of a live ref as matched.
     #[inline]
     pub fn set_matched(&mut self, r: Ref) {
-        let b = self.bucket_of(r.ts);
+        let b = self.unit_of_rel(r.bucket);
         self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(r.root);
     }
 
@@ -166,9 +272,10 @@ impl SideStore {
         };
         buf.apply_cold_flips();
         if b >= self.live_from {
-            self.live_from = b + 1;
-            self.live_from_ts =
-                (self.live_from as i128 * self.bucket_ms as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+            self.live_from = b.saturating_add(1);
+            let base = self.base.expect("a stored bucket implies a base");
+            self.live_from_rel =
+                (self.live_from as i128 - base as i128).clamp(i32::MIN as i128, i32::MAX as i128) as i32;
         }
         let mut n = 0u64;
         for root in records(&buf) {
@@ -289,6 +396,21 @@ impl SideStore {
         Ok(())
     }
 
+    /// The base of relative bucket numbers, if set (a checkpoint records it, so that the
+    /// far units it holds keep their meaning).
+    pub fn base(&self) -> Option<i64> {
+        self.base
+    }
+
+    /// Sets the base before buckets are restored. Without one (a checkpoint that did
+    /// not record it), the first bucket restored sets it.
+    pub fn restore_base(&mut self, base: Option<i64>) {
+        debug_assert!(self.buckets.is_empty());
+        if let Some(b) = base {
+            self.set_base(b);
+        }
+    }
+
     /// Adds a bucket restored from a checkpoint copy; returns the refs of its rows,
     /// with each row's hash and key, for the index.
     pub fn restore_bucket(
@@ -304,6 +426,19 @@ impl SideStore {
             let name = if self.side == 0 { "left" } else { "right" };
             d.join(format!("{name}-{b}.arena"))
         });
+        if self.base.is_none() {
+            self.set_base(b);
+        }
+        let base = self.base.expect("set above");
+        let rel = b as i128 - base as i128;
+        let bad = |what: String| StateError::Corrupt { path: name_for_errors.to_path_buf(), offset: 0, reason: what };
+        if rel.abs() > REL_BUCKET_MAX as i128 {
+            return Err(bad(format!("bucket {b} lies {rel} buckets from the base bucket {base}: beyond the far unit")));
+        }
+        if self.buckets.contains_key(&b) {
+            return Err(bad(format!("bucket {b} of side {} is restored twice", self.side)));
+        }
+        let rel = rel as i32;
         let (mut buf, roots) = Buffer::restore(bytes, path.as_deref(), name_for_errors)?;
         for &r in flips {
             if roots.binary_search(&r).is_err() {
@@ -319,7 +454,7 @@ impl SideStore {
         buf.snapshot = Some(file);
         for root in roots {
             let rec = buf.get(root);
-            each(rec, Ref { ts: rec.ts.to_native(), root });
+            each(rec, Ref { bucket: rel, root });
             self.rows += 1;
         }
         self.buckets.insert(b, buf);
