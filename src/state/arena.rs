@@ -640,8 +640,11 @@ mod tests {
         let mut b = Buffer::file(ArenaFile::create(&path, 0, 0, 10).unwrap());
         // Rows from empty to 5000 bytes: some need the wider windows of `read_cold`.
         let rows: Vec<Vec<u8>> = (0..200usize).map(|i| vec![i as u8; (i * i) % 5001]).collect();
-        let roots: Vec<u32> =
-            rows.iter().enumerate().map(|(i, r)| b.append(&rec(i as u64, &(i as u64).to_le_bytes(), r)).unwrap()).collect();
+        let roots: Vec<u32> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| b.append(&rec(i as u64, &(i as u64).to_le_bytes(), r)).unwrap())
+            .collect();
         b.set_matched(roots[3]);
         assert!(!b.is_cold());
         b.release_resident();
