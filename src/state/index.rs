@@ -87,26 +87,45 @@ const _: () = assert!(std::mem::align_of::<Slot>() == 4);
 struct Spill {
     lists: Vec<Vec<Ref>>,
     free: Vec<u32>,
-    /// Refs held by all lists (for [`KeyIndex::bytes`]).
+    /// Refs held by all lists, and room for refs the lists have allocated (for
+    /// [`KeyIndex::bytes`]; freed lists keep theirs for reuse).
     refs: usize,
+    capacity: usize,
 }
 
 impl Spill {
     fn add(&mut self, a: Ref, b: Ref) -> u32 {
-        self.refs += 2;
         match self.free.pop() {
             Some(id) => {
-                let l = &mut self.lists[id as usize];
-                l.push(a);
-                l.push(b);
+                self.push(id, a);
+                self.push(id, b);
                 id
             }
             None => {
                 assert!(self.lists.len() < SPILL as usize, "more than 2^31 keys with several rows");
                 self.lists.push(vec![a, b]);
+                self.refs += 2;
+                self.capacity += self.lists.last().expect("just pushed").capacity();
                 (self.lists.len() - 1) as u32
             }
         }
+    }
+
+    #[inline]
+    fn push(&mut self, id: u32, r: Ref) {
+        let l = &mut self.lists[id as usize];
+        let before = l.capacity();
+        l.push(r);
+        self.capacity += l.capacity() - before;
+        self.refs += 1;
+    }
+
+    /// Heap bytes of the lists: their headers, the refs they have room for, and the
+    /// allocator's overhead of a block per list (16 bytes with glibc malloc).
+    fn bytes(&self) -> usize {
+        self.lists.capacity() * std::mem::size_of::<Vec<Ref>>()
+            + self.capacity * std::mem::size_of::<Ref>()
+            + self.lists.len() * 16
     }
 
     fn release(&mut self, id: u32) {
@@ -114,7 +133,9 @@ impl Spill {
         self.refs -= l.len();
         l.clear();
         if l.capacity() > 8 {
+            let before = l.capacity();
             l.shrink_to(2);
+            self.capacity -= before - l.capacity();
         }
         self.free.push(id);
     }
@@ -230,9 +251,8 @@ impl Entry<'_> {
             self.slot.root[side] = SPILL | self.spill.add(old, r);
             self.slot.bucket[side] = old.bucket.min(r.bucket);
         } else {
-            self.spill.lists[(root & !SPILL) as usize].push(r);
+            self.spill.push(root & !SPILL, r);
             self.slot.bucket[side] = self.slot.bucket[side].min(r.bucket);
-            self.spill.refs += 1;
         }
     }
 
@@ -466,9 +486,7 @@ impl KeyIndex {
     /// Approximate bytes of the index: tables and spill lists.
     pub fn bytes(&self) -> u64 {
         let tables: usize = self.parts.iter().map(Table::bytes).sum();
-        let spill = self.spill.lists.capacity() * std::mem::size_of::<Vec<Ref>>()
-            + self.spill.refs * std::mem::size_of::<Ref>();
-        (tables + spill) as u64
+        (tables + self.spill.bytes()) as u64
     }
 
     /// Bytes of the tables held in mapped files (0 on the heap).
@@ -508,6 +526,7 @@ mod tests {
         assert_eq!(ix.entry_ok(7).len(0), 1);
         assert_eq!(ix.spill.free.len(), 1);
         assert_eq!(ix.spill.refs, 0);
+        assert_eq!(ix.spill.capacity, ix.spill.lists.iter().map(Vec::capacity).sum::<usize>());
         ix.entry_ok(7).push(0, r(40, 256), 25);
         assert_eq!(ix.spill.free.len(), 0);
         assert_eq!(live(&mut ix.entry_ok(7), 0, 0), vec![r(30, 192), r(40, 256)]);
@@ -536,7 +555,31 @@ mod tests {
         ix.sweep([1_000, 1_000]).unwrap();
         assert!(ix.is_empty());
         assert_eq!(ix.spill.refs, 0);
+        assert_eq!(ix.spill.capacity, ix.spill.lists.iter().map(Vec::capacity).sum::<usize>());
         assert!(ix.bytes() < before);
+    }
+
+    #[test]
+    fn spill_bytes_follow_list_capacity() {
+        let mut ix = KeyIndex::default();
+        let cap_sum = |ix: &KeyIndex| ix.spill.lists.iter().map(Vec::capacity).sum::<usize>();
+        // One key with 20 rows (a list grown past 8), one with 3; then all dead.
+        for (h, rows) in [(7u64, 20), (9, 3)] {
+            for t in 0..rows {
+                ix.entry_ok(h).push(0, Ref { bucket: t, root: 64 }, i32::MIN);
+            }
+        }
+        assert_eq!((ix.spill.refs, ix.spill.capacity), (23, cap_sum(&ix)));
+        let grown = ix.bytes();
+        ix.sweep([100, 100]).unwrap();
+        assert_eq!((ix.spill.refs, ix.spill.capacity), (0, cap_sum(&ix)));
+        assert!(ix.spill.capacity <= 2 + 4, "the long list shrank: {}", ix.spill.capacity);
+        // Freed lists are reused: their room counts once.
+        for t in 0..5 {
+            ix.entry_ok(11).push(1, Ref { bucket: 200 + t, root: 64 }, 100);
+        }
+        assert_eq!((ix.spill.refs, ix.spill.capacity), (5, cap_sum(&ix)));
+        assert!(ix.bytes() < grown);
     }
 
     /// Where `tag` is, by a plain probe (no insert).
