@@ -554,6 +554,14 @@ impl Buffer {
 mod tests {
     use super::*;
 
+    /// A new arena file `name` in a fresh directory (kept alive by the returned guard).
+    fn arena(name: &str, side: u8, bucket: i64, bucket_ms: i64) -> (tempfile::TempDir, PathBuf, Buffer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let b = Buffer::file(ArenaFile::create(&path, side, bucket, bucket_ms).unwrap());
+        (dir, path, b)
+    }
+
     fn rec<'a>(i: u64, key: &'a [u8], row: &'a [u8]) -> Record<'a> {
         Record { hash: i, ts: i as i64 * 10, matched: false, key, row }
     }
@@ -582,9 +590,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and fallocates a file: syscalls Miri cannot run")]
     fn file_round_trip_reopen_and_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("left-5.arena");
-        let mut b = Buffer::file(ArenaFile::create(&path, 0, 5, 1000).unwrap());
+        let (_dir, path, mut b) = arena("left-5.arena", 0, 5, 1000);
         let mut roots = Vec::new();
         for i in 0..50_000u64 {
             roots.push(b.append(&rec(i, b"k", &[1, 2, 3])).unwrap()); // grows past 1 MiB
@@ -622,9 +628,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and madvises a file: syscalls Miri cannot run")]
     fn delete_removes_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.arena");
-        let mut b = Buffer::file(ArenaFile::create(&path, 1, 0, 10).unwrap());
+        let (_dir, path, mut b) = arena("a.arena", 1, 0, 10);
         let r = b.append(&rec(1, b"k", b"r")).unwrap();
         b.release_resident();
         assert_eq!(b.get(r).hash, 1, "released pages read back from the file");
@@ -635,9 +639,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and preads a file: syscalls Miri cannot run")]
     fn cold_reads_and_flags_go_through_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("left-0.arena");
-        let mut b = Buffer::file(ArenaFile::create(&path, 0, 0, 10).unwrap());
+        let (_dir, _path, mut b) = arena("left-0.arena", 0, 0, 10);
         // Rows from empty to 5000 bytes: some need the wider windows of `read_cold`.
         let rows: Vec<Vec<u8>> = (0..200usize).map(|i| vec![i as u8; (i * i) % 5001]).collect();
         let roots: Vec<u32> = rows
@@ -682,9 +684,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and preads a file: syscalls Miri cannot run")]
     fn a_damaged_cold_record_is_an_error_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("left-5.arena");
-        let mut b = Buffer::file(ArenaFile::create(&path, 0, 5, 10).unwrap());
+        let (_dir, path, mut b) = arena("left-5.arena", 0, 5, 10);
         let r0 = b.append(&rec(1, b"k", b"row")).unwrap();
         let r1 = b.append(&rec(2, b"k", b"row")).unwrap();
         b.release_resident();
