@@ -556,7 +556,13 @@ mod tests {
         assert!(ix.is_empty());
         assert_eq!(ix.spill.refs, 0);
         assert_eq!(ix.spill.capacity, ix.spill.lists.iter().map(Vec::capacity).sum::<usize>());
-        assert!(ix.bytes() < before);
+        // Emptied tables shrink, except at the minimum size (Miri's 300 keys leave 64
+        // tables of 16 slots); freed spill lists keep their room for reuse.
+        if n > (INDEX_PARTS * TABLE_SLOTS_MIN) as u64 {
+            assert!(ix.bytes() < before);
+        } else {
+            assert!(ix.bytes() <= before);
+        }
     }
 
     #[test]
