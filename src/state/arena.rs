@@ -195,6 +195,52 @@ pub fn validate(map: &[u8], path: &Path) -> Result<(Vec<u32>, usize), StateError
     Ok((roots, at.min(len)))
 }
 
+/// Reads the record whose root is at `root` of an arena image into `scratch`, through
+/// `read_at(dst, offset)` (`pread` on the arena file; a slice in tests, so that Miri runs
+/// this), checks it, and sets its `matched` flag in the copy when `matched`. Errors name
+/// `path`.
+///
+/// A record's key and row lie just before its root: a window of [`COLD_READ_BYTES`] before
+/// the root's end usually holds all of it; if not, validation fails and a window 8 times
+/// wider is read, until the arena's header.
+fn read_record<'s>(
+    root: u32,
+    matched: bool,
+    scratch: &'s mut rkyv::util::AlignedVec<16>,
+    path: &Path,
+    read_at: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
+) -> Result<&'s ArchivedRecord<'static>, StateError> {
+    let end = root as usize + ROOT_BYTES;
+    let mut window = COLD_READ_BYTES;
+    let (start, len) = loop {
+        // `end` and `window` are multiples of 8, so the copy keeps every field's
+        // alignment (at most 8) relative to the 16-aligned scratch.
+        let start = end.saturating_sub(window).max(ARENA_HEADER_BYTES);
+        let len = end - start;
+        scratch.clear();
+        scratch.resize(len, 0);
+        read_at(&mut scratch[..], start as u64).map_err(io(path, "read"))?;
+        match rkyv::access::<ArchivedRecord, rancor::Error>(&scratch[..]) {
+            Ok(_) => break (start, len),
+            Err(_) if start > ARENA_HEADER_BYTES => window *= 8,
+            Err(e) => {
+                return Err(StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: root as u64,
+                    reason: format!("record fails validation: {e}"),
+                })
+            }
+        }
+    };
+    if matched {
+        scratch[root as usize - start + MATCHED_OFFSET] = 1; // a bool stays valid
+    }
+    // SAFETY: these exact `len` bytes were validated as an `ArchivedRecord` just above
+    // (since then only the `matched` bool was set, to another valid value) and are not
+    // changed before the returned borrow of `scratch` ends.
+    Ok(unsafe { rkyv::access_unchecked::<ArchivedRecord<'static>>(&scratch[..len]) })
+}
+
 enum Backing {
     Heap(rkyv::util::AlignedVec<16>),
     File(ArenaFile),
@@ -411,10 +457,7 @@ impl Buffer {
     /// The record whose root is at `root`, read from the file into `scratch` without
     /// touching the mapping (for a cold buffer; works on any arena). The bytes are
     /// validated, so damage in the file is an error naming it, not undefined behaviour.
-    ///
-    /// A record's key and row lie just before its root: a window of
-    /// [`COLD_READ_BYTES`] before the root's end usually holds all of it; if not,
-    /// validation fails and a window 8 times wider is read, until the buffer's start.
+    /// See [`read_record`].
     pub fn read_cold<'s>(
         &self,
         root: u32,
@@ -424,35 +467,8 @@ impl Buffer {
             // Heap buffers are never cold; read them in place.
             unreachable!("read_cold on a heap buffer");
         };
-        let end = root as usize + ROOT_BYTES;
-        let mut window = COLD_READ_BYTES;
-        let (start, len) = loop {
-            // `end` and `window` are multiples of 8, so the copy keeps every field's
-            // alignment (at most 8) relative to the 16-aligned scratch.
-            let start = end.saturating_sub(window).max(ARENA_HEADER_BYTES);
-            let len = end - start;
-            scratch.clear();
-            scratch.resize(len, 0);
-            f.file.read_exact_at(&mut scratch[..], start as u64).map_err(io(&f.path, "read"))?;
-            match rkyv::access::<ArchivedRecord, rancor::Error>(&scratch[..]) {
-                Ok(_) => break (start, len),
-                Err(_) if start > ARENA_HEADER_BYTES => window *= 8,
-                Err(e) => {
-                    return Err(StateError::Corrupt {
-                        path: f.path.clone(),
-                        offset: root as u64,
-                        reason: format!("record fails validation: {e}"),
-                    })
-                }
-            }
-        };
-        if self.cold_flips.contains(&root) {
-            scratch[root as usize - start + MATCHED_OFFSET] = 1; // a bool stays valid
-        }
-        // SAFETY: these exact `len` bytes were validated as an `ArchivedRecord` just above
-        // (since then only the `matched` bool was set, to another valid value) and are not
-        // changed before the returned borrow of `scratch` ends.
-        Ok(unsafe { rkyv::access_unchecked::<ArchivedRecord<'static>>(&scratch[..len]) })
+        let matched = self.cold_flips.contains(&root);
+        read_record(root, matched, scratch, &f.path, |dst, at| f.file.read_exact_at(dst, at))
     }
 
     /// Whether reads of this buffer go through [`Buffer::read_cold`].
@@ -634,6 +650,40 @@ mod tests {
         assert_eq!(b.get(r).hash, 1, "released pages read back from the file");
         b.delete().unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn read_record_widens_its_window_checks_and_sets_the_flag() {
+        // An image in memory stands in for the file, so that Miri runs the unsafe part.
+        let mut b = Buffer::heap();
+        let n = if cfg!(miri) { 12 } else { 60 };
+        let rows: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; (i * i * 37) % 3001]).collect();
+        let roots: Vec<u32> =
+            rows.iter().enumerate().map(|(i, r)| b.append(&rec(i as u64, b"key", r)).unwrap()).collect();
+        let image = b.bytes()[..b.used()].to_vec();
+        let read_at = |dst: &mut [u8], at: u64| {
+            dst.copy_from_slice(&image[at as usize..at as usize + dst.len()]);
+            Ok(())
+        };
+        let mut scratch = rkyv::util::AlignedVec::<16>::new();
+        let path = Path::new("left-1.arena");
+        for (i, &r) in roots.iter().enumerate() {
+            let a = read_record(r, i == 5, &mut scratch, path, read_at).unwrap();
+            assert_eq!((a.hash.to_native(), a.key.get(), a.row.get()), (i as u64, &b"key"[..], &rows[i][..]));
+            assert_eq!(a.matched, i == 5);
+        }
+        // A key pointer sent outside the image: an error naming the file, at every width.
+        let mut bad = image.clone();
+        let at = roots[3] as usize + std::mem::offset_of!(ArchivedRecord<'static>, key);
+        bad[at..at + 4].copy_from_slice(&(-(1i32 << 30)).to_le_bytes());
+        let read_bad = |dst: &mut [u8], at: u64| {
+            dst.copy_from_slice(&bad[at as usize..at as usize + dst.len()]);
+            Ok(())
+        };
+        let e = read_record(roots[3], false, &mut scratch, path, read_bad).err().unwrap().to_string();
+        assert!(e.contains("left-1.arena") && e.contains(&format!("offset {}", roots[3])), "{e}");
+        let e = read_record(roots[3], false, &mut scratch, path, |_, _| Err(std::io::Error::other("disk gone")));
+        assert!(e.err().unwrap().to_string().contains("disk gone"));
     }
 
     #[test]
