@@ -142,6 +142,8 @@ struct Core {
     batches: u64,
     /// `engine.state_memory_mb` in bytes when state is in arenas, else 0 (no budget).
     budget_bytes: u64,
+    /// The index-over-budget warning was printed (shard 0 prints it, once per run).
+    budget_warned: bool,
     error: Option<ShardError>,
     ckpt: Option<Ckpt>,
 }
@@ -195,6 +197,12 @@ impl Core {
         let shards = &self.progress.shards;
         let mapped: u64 = shards.iter().map(|s| s.index_mapped.load(Ordering::Relaxed)).sum();
         let index: u64 = shards.iter().map(|s| s.budget_fixed.load(Ordering::Relaxed)).sum();
+        if self.id == 0 && !self.budget_warned {
+            if let Some(w) = crate::state::budget::index_over_budget_warning(self.budget_bytes, index) {
+                eprintln!("warning: {w}");
+                self.budget_warned = true;
+            }
+        }
         if let Some(resident) = crate::state::budget::resident_file_bytes() {
             self.counters.resident_file_peak = self.counters.resident_file_peak.max(resident);
             let over = crate::state::budget::rows_over_budget(self.budget_bytes, resident, mapped, index);
@@ -302,6 +310,7 @@ pub async fn run(ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         progress: ctx.progress.clone(),
         batches: 0,
         budget_bytes,
+        budget_warned: false,
         error: None,
         ckpt: ctx.checkpoint.as_ref().map(|c| Ckpt {
             dir: c.dir.clone(),

@@ -28,6 +28,24 @@ pub fn rows_over_budget(budget_bytes: u64, resident_file_bytes: u64, index_mappe
     rows.saturating_sub(rows_max)
 }
 
+/// A warning when the index leaves the rows only their minimum share (1/8 of the
+/// budget): the job then reads most stored rows from the files, and a user should know
+/// that the budget, not the machine, is what makes it slow. `None` otherwise.
+pub fn index_over_budget_warning(budget_bytes: u64, index_bytes: u64) -> Option<String> {
+    let rows_min = budget_bytes / 8;
+    (index_bytes + rows_min > budget_bytes).then(|| {
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        format!(
+            "the key index and its bookkeeping ({} MiB) take most of engine.state_memory_mb ({} MiB): \
+             stored rows get {} MiB and are mostly read from the state files; raise \
+             engine.state_memory_mb for speed",
+            mib(index_bytes),
+            mib(budget_bytes),
+            mib(rows_min)
+        )
+    })
+}
+
 /// Resident file-backed bytes of this process (`RssFile` + `RssShmem` of
 /// /proc/self/status), or `None` where that file is missing or unreadable.
 pub fn resident_file_bytes() -> Option<u64> {
@@ -63,6 +81,13 @@ mod tests {
         // All on the heap (no table large enough to map): nothing of the file-backed
         // bytes is index.
         assert_eq!(rows_over_budget(64 * MIB, 41 * MIB, 0, 24 * MIB), MIB);
+    }
+
+    #[test]
+    fn warns_when_the_index_crowds_out_the_rows() {
+        assert_eq!(index_over_budget_warning(64 * MIB, 56 * MIB), None);
+        let w = index_over_budget_warning(64 * MIB, 57 * MIB).expect("index + 8 MiB > 64 MiB");
+        assert!(w.contains("(57 MiB)") && w.contains("(64 MiB)") && w.contains("get 8 MiB"), "{w}");
     }
 
     #[test]
