@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weft::config::{Format, JobConfig, Side};
+use weft::config::{Format, JobConfig};
+use weft::event::Side;
 use weft::source::csv::CsvSource;
 use weft::source::{PollStatus, Source, SourceItem};
 
@@ -43,7 +44,7 @@ fn bench(c: &mut Criterion) {
     let events = common::env_u64("WEFT_BENCH_CSV_EVENTS", 1_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let p = common::gen_params(events, 100_000);
-    weft::gen::write(dir.path(), &p, Format::Csv, JobConfig::builtin()).expect("generate csv");
+    weft::loadgen::write(dir.path(), &p, Format::Csv, JobConfig::builtin()).expect("generate csv");
 
     let mut g = c.benchmark_group("csv_parse");
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));

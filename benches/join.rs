@@ -18,11 +18,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use weft::config::{JoinKind, Side};
+use weft::config::JoinKind;
+use weft::event::Side;
+use weft::event::{encode_key, RowView};
+use weft::exchange::Batch;
 use weft::join::{Join, JoinParams};
-use weft::ring::Batch;
 use weft::router::key_hash;
-use weft::row::{encode_key, RowView};
 use weft::source::generator::Generator;
 use weft::source::{PollStatus, Source, SourceItem};
 use weft::watermark::{sender_mark, Mark, PartitionClock};

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
-use weft::config::Side;
-use weft::ring::Batch;
-use weft::row::RowBuilder;
+use weft::event::RowBuilder;
+use weft::event::Side;
+use weft::exchange::Batch;
 
 #[path = "common/mod.rs"]
 mod common;

@@ -16,11 +16,12 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use weft::config::{JoinKind, Side};
+use weft::config::JoinKind;
+use weft::event::RowBuilder;
+use weft::event::Side;
+use weft::exchange::Batch;
 use weft::join::{Join, JoinParams};
-use weft::ring::Batch;
 use weft::router::key_hash;
-use weft::row::RowBuilder;
 
 #[path = "common/mod.rs"]
 mod common;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::Side;
 use crate::schema::{Field, FieldType, Schema};
 
 /// Events per batch on a ring.
@@ -73,26 +74,6 @@ impl JoinKind {
     /// Whether unmatched rows of `side` are emitted NULL-padded.
     pub fn emits_unmatched(self, side: Side) -> bool {
         matches!((self, side), (JoinKind::Full, _) | (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right))
-    }
-}
-
-/// Which input a row belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Side {
-    Left = 0,
-    Right = 1,
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::Left => Side::Right,
-            Side::Right => Side::Left,
-        }
-    }
-    pub fn idx(self) -> usize {
-        self as usize
     }
 }
 

@@ -7,18 +7,19 @@
 //! joining happens on the shard executors.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::checkpoint::coordinator::{self as recovery, Start};
 use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
-use crate::config::{Job, OutputTarget, Side};
-use crate::metrics::{new_histogram, process_cpu_s, InputReport, LatencyReport, Progress, Report, ShardCounters};
-use crate::recovery::{self, Start};
-use crate::ring::Batch;
+use crate::config::{Job, OutputTarget};
+use crate::event::Side;
+use crate::exchange::Batch;
+use crate::metrics::{new_histogram, InputReport, LatencyReport, Progress, Report, ShardCounters};
 use crate::shard::{self, ShardCtx, ShardError};
 use crate::sink::{prepare_output_dir, SinkError};
 use crate::source;
@@ -52,28 +53,10 @@ pub enum EngineError {
 /// How often a busy shard yields to reap io_uring completions (µs); see the builder.
 const PREEMPT_US_DEFAULT: u64 = 10_000;
 
-/// Set by SIGINT/SIGTERM: take a final checkpoint and stop.
-pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT and SIGTERM request a graceful stop (a final checkpoint when checkpointing is
-/// on; otherwise the run ends early and says so).
-pub fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
-        }
-    }
-}
-
 /// Runs `job` to the end of its inputs and returns the report.
 pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     let start = Instant::now();
-    let cpu0 = process_cpu_s();
+    let cpu0 = crate::sys::process_cpu_s();
     let shards = job.shards as usize;
     let job = Arc::new(job.clone());
 
@@ -227,7 +210,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
                 progress.abort.store(true, Ordering::Relaxed);
             }
             let req = requested.load(Ordering::Relaxed);
-            if STOP_REQUESTED.load(Ordering::Relaxed) && !stop_sent {
+            if crate::sys::STOP_REQUESTED.load(Ordering::Relaxed) && !stop_sent {
                 stop_sent = true;
                 stop_at.store(req + 1, Ordering::Release);
                 requested.store(req + 1, Ordering::Release);
@@ -235,7 +218,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
                 requested.store(req + 1, Ordering::Release);
                 c.last_request = Instant::now();
             }
-        } else if STOP_REQUESTED.load(Ordering::Relaxed) {
+        } else if crate::sys::STOP_REQUESTED.load(Ordering::Relaxed) {
             progress.abort.store(true, Ordering::Relaxed);
         }
         if show && last_print.elapsed() >= Duration::from_secs(1) {
@@ -322,7 +305,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
                 }
             }
         }
-    } else if STOP_REQUESTED.load(Ordering::Relaxed) && first_err.is_some() {
+    } else if crate::sys::STOP_REQUESTED.load(Ordering::Relaxed) && first_err.is_some() {
         outcome = "interrupted".into();
     }
     if let Some(e) = first_err {
@@ -330,7 +313,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     }
 
     let wall_s = start.elapsed().as_secs_f64();
-    let cpu_s = process_cpu_s() - cpu0;
+    let cpu_s = crate::sys::process_cpu_s() - cpu0;
     let events = counters.rows_in[0] + counters.rows_in[1];
     let input = |side: Side| {
         let i = side.idx();
@@ -365,7 +348,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         state_resident_peak_bytes: counters.resident_file_peak,
         arena_files_peak: counters.arena_files_peak,
         outcome,
-        peak_rss_bytes: crate::metrics::peak_rss_bytes(),
+        peak_rss_bytes: crate::sys::peak_rss_bytes(),
         output: match &job.output {
             OutputTarget::Dir(d) => d.display().to_string(),
             OutputTarget::Stdout => "-".into(),

@@ -5,21 +5,20 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod alloc;
-pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
-pub mod gen;
+pub mod event;
+pub mod exchange;
 pub mod join;
+pub mod loadgen;
 pub mod metrics;
-pub mod recovery;
-pub mod ring;
+pub mod oracle;
 pub mod router;
-pub mod row;
 pub mod schema;
 pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod state;
-pub mod validate;
+pub mod sys;
 pub mod watermark;

@@ -218,7 +218,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             }
             let job = cfg.resolve(&path, &base)?;
-            engine::install_signal_handlers();
+            weft::sys::install_stop_handlers();
             let rep = match engine::run(&job, &RunOptions { strict, force, progress: !quiet }) {
                 Err(e @ engine::EngineError::AlreadyFinished { .. }) => {
                     eprintln!("{e}");
@@ -242,7 +242,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let (cfg, path, base) = load(Some(&config))?;
             let job = cfg.resolve(&path, &base)?;
             let threads = threads.unwrap_or_else(|| weft::config::available_cpus() as usize).max(1);
-            let rep = weft::batch::run(&job, &output, force, threads)
+            let rep = weft::oracle::batch::run(&job, &output, force, threads)
                 .with_context(|| format!("batch job {} failed", path.display()))?;
             rep.print();
             if let Some(r) = report {
@@ -256,14 +256,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 (Some(config), Some(output), None, None) => {
                     let (cfg, path, base) = load(Some(&config))?;
                     let job = cfg.resolve(&path, &base)?;
-                    weft::validate::validate_job(&job, &output, show)?
+                    weft::oracle::diff::validate_job(&job, &output, show)?
                 }
                 (None, None, Some(e), Some(a)) => {
                     let fmt = match format {
                         FormatArg::Csv => Format::Csv,
                         FormatArg::Jsonl => Format::Jsonl,
                     };
-                    weft::validate::compare_dirs(&e, &a, fmt, show, 1 << 30)?
+                    weft::oracle::diff::compare_dirs(&e, &a, fmt, show, 1 << 30)?
                 }
                 _ => anyhow::bail!("give either --config FILE --output DIR, or --expected DIR --actual DIR"),
             };
@@ -321,7 +321,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 FormatArg::Csv => Format::Csv,
                 FormatArg::Jsonl => Format::Jsonl,
             };
-            let (path, counts) = weft::gen::write(&out, &params, fmt, cfg)?;
+            let (path, counts) = weft::loadgen::write(&out, &params, fmt, cfg)?;
             println!(
                 "wrote {} impressions and {} plays in {} partitions; job: {}",
                 counts[0],

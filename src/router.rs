@@ -9,7 +9,7 @@ fn hasher() -> &'static ahash::RandomState {
     H.get_or_init(|| ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]))
 }
 
-/// The hash of an encoded key (see [`crate::row::encode_key`]).
+/// The hash of an encoded key (see [`crate::event::encode_key`]).
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
     hasher().hash_one(key)

@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::row::FIELDS_MAX;
+/// At most this many fields per input (one null bitmap word).
+pub const FIELDS_MAX: usize = 64;
 
 /// The type of one field. Every field may also be NULL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -33,11 +33,11 @@ use hdrhistogram::Histogram;
 
 use crate::checkpoint::{self, ClockState, CoordMsg, MarkState, ShardSnapshot, SourceState};
 use crate::config::Job;
+use crate::event::{encode_key, RowView};
+use crate::exchange::Batch;
 use crate::join::{Join, JoinParams};
 use crate::metrics::{Progress, ShardCounters};
-use crate::ring::Batch;
 use crate::router::{key_hash, shard_of};
-use crate::row::{encode_key, RowView};
 use crate::schema::Schema;
 use crate::sink::{ShardSinks, SinkError};
 use crate::source::{self, PartitionSpec, PollStatus, Source, SourceError, SourceItem};
@@ -203,7 +203,7 @@ impl Core {
                 self.budget_warned = true;
             }
         }
-        if let Some(resident) = crate::state::budget::resident_file_bytes() {
+        if let Some(resident) = crate::sys::resident_file_bytes() {
             self.counters.resident_file_peak = self.counters.resident_file_peak.max(resident);
             let over = crate::state::budget::rows_over_budget(self.budget_bytes, resident, mapped, index);
             if over > 0 {

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use weft::batch::{self, BatchError};
-use weft::config::{Job, JobConfig, JoinKind, Side};
-use weft::row::{RowView, Value};
+use weft::config::{Job, JobConfig, JoinKind};
+use weft::event::Side;
+use weft::event::{RowView, Value};
+use weft::oracle::batch::{self, BatchError};
 use weft::source::{self, PollStatus, SourceItem};
 
 /// A model cell: NULL, an integer or a string.
@@ -307,7 +308,7 @@ fn check(dir: &Path, l: &ModelInput, r: &ModelInput, kind: JoinKind, bounds: [i6
     // The batch output validates equal against itself, re-split by another thread count.
     let out2 = dir.join("out2");
     batch::run(&job, &out2, true, threads % 3 + 1).unwrap();
-    let v = weft::validate::compare_dirs(&out, &out2, job.output_format, 3, 0).unwrap();
+    let v = weft::oracle::diff::compare_dirs(&out, &out2, job.output_format, 3, 0).unwrap();
     assert!(v.is_equal(), "{what}: {v:?}");
 }
 
@@ -582,7 +583,7 @@ fn env_validate() {
         return;
     };
     let t = std::time::Instant::now();
-    let rep = weft::validate::compare_dirs(Path::new(&a), Path::new(&b), weft::config::Format::Csv, 10, 0).unwrap();
+    let rep = weft::oracle::diff::compare_dirs(Path::new(&a), Path::new(&b), weft::config::Format::Csv, 10, 0).unwrap();
     rep.print();
     println!("validate took {} ms", t.elapsed().as_millis());
     assert!(rep.is_equal());
@@ -598,7 +599,7 @@ fn env_validate_job() {
         return;
     };
     let job = load(Path::new(&config));
-    let rep = weft::validate::validate_job(&job, Path::new(&actual), 10).unwrap();
+    let rep = weft::oracle::diff::validate_job(&job, Path::new(&actual), 10).unwrap();
     rep.print();
     assert!(rep.is_equal());
 }
@@ -656,7 +657,7 @@ fn validate_job_compares_an_output_with_the_batch_answer() {
     let job = load(&path);
     let out = t.path().join("out");
     batch::run(&job, &out, false, 2).unwrap();
-    let rep = weft::validate::validate_job(&job, &out, 10).unwrap();
+    let rep = weft::oracle::diff::validate_job(&job, &out, 10).unwrap();
     assert!(rep.is_equal(), "{rep:?}");
     assert_eq!(rep.expected.kinds.pair, 2);
     assert_eq!(rep.batch.as_ref().unwrap().left.late_rows, 1);
@@ -670,7 +671,7 @@ fn validate_job_compares_an_output_with_the_batch_answer() {
     let mut lines: Vec<&str> = text.lines().collect();
     lines.remove(1);
     fs::write(&part, lines.join("\n") + "\n").unwrap();
-    let rep = weft::validate::validate_job(&job, &out, 10).unwrap();
+    let rep = weft::oracle::diff::validate_job(&job, &out, 10).unwrap();
     assert!(!rep.is_equal());
     assert_eq!(rep.missing.counts.total(), 1);
     assert_eq!(rep.extra.counts.total(), 0);

@@ -198,7 +198,7 @@ pin_cores = false
     // Detached: if it spins forever, the test fails on the timeout below and the
     // thread dies with the test process.
     std::thread::spawn(move || {
-        let r = weft::gen::write(&d, &params, weft::config::Format::Csv, weft::config::JobConfig::builtin());
+        let r = weft::loadgen::write(&d, &params, weft::config::Format::Csv, weft::config::JobConfig::builtin());
         let _ = tx.send(r.map(|(_, counts)| counts).map_err(|e| e.to_string()));
     });
     match rx.recv_timeout(std::time::Duration::from_secs(5)) {

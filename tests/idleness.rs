@@ -94,7 +94,7 @@ fn output_is_the_join_of_the_rows_that_were_not_late() {
     // does not support it: see tests/generator.rs).
     let params = weft::config::GenParams { rate_limit: 0.0, ..job.generator.clone().unwrap() };
     let gen_dir = tmp.path().join("gen");
-    weft::gen::write(&gen_dir, &params, Format::Csv, JobConfig::builtin()).unwrap();
+    weft::loadgen::write(&gen_dir, &params, Format::Csv, JobConfig::builtin()).unwrap();
     let read = |side: &str| -> Vec<(Vec<String>, Vec<Row>)> {
         (0..2).map(|p| read_partition(&gen_dir.join(format!("{side}-{p}.csv")))).collect()
     };

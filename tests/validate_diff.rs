@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 use weft::config::Format;
-use weft::validate::{compare_dirs, RowKind, ValidateError, ValidateReport};
+use weft::oracle::diff::{compare_dirs, RowKind, ValidateError, ValidateReport};
 
 const HEADER: &str = "imp.pid,imp.ts,imp.note,plays.pid,plays.ts\n";
 

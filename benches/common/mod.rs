@@ -5,11 +5,12 @@
 //! Everything here runs outside the timed sections; it may allocate freely.
 #![allow(dead_code)]
 
-use weft::config::{generator_fields, GenParams, Side};
-use weft::join::Emit;
-use weft::ring::Batch;
+use weft::config::{generator_fields, GenParams};
+use weft::event::Emit;
+use weft::event::Side;
+use weft::event::{encode_key, RowView};
+use weft::exchange::Batch;
 use weft::router::key_hash;
-use weft::row::{encode_key, RowView};
 use weft::schema::Schema;
 use weft::source::generator::Generator;
 use weft::source::{PollStatus, Source, SourceItem};
@@ -95,7 +96,7 @@ impl Emit for CountEmit {
 
 /// A generator-shaped row: (profile_id u64, title_id u32, ts i64, a u32, b u32) and
 /// its encoded key, for benches that need many distinct keys quickly.
-pub fn row_and_key(builder: &mut weft::row::RowBuilder, profile: u64, title: u32, ts: i64, key: &mut Vec<u8>) {
+pub fn row_and_key(builder: &mut weft::event::RowBuilder, profile: u64, title: u32, ts: i64, key: &mut Vec<u8>) {
     builder.begin(5);
     builder.set_u64(0, profile);
     builder.set_u64(1, title as u64);

@@ -25,6 +25,7 @@
 //! durable; output of epoch e becomes visible only after a manifest with n >= e is
 //! durable; a bucket copy is deleted only when no retained manifest references it.
 
+pub mod coordinator;
 pub mod writer;
 
 use std::fs::{File, OpenOptions};

@@ -12,18 +12,11 @@
 
 use std::path::Path;
 
-use crate::config::{JoinKind, Side};
-use crate::row::RowView;
+use crate::config::JoinKind;
+use crate::event::RowView;
+use crate::event::{Emit, Side};
 use crate::state::arena::StateError;
 use crate::state::{IndexAlloc, KeyIndex, SideStore};
-
-/// Where the operator's output goes.
-pub trait Emit {
-    /// A matching pair; `arrival_ns` is the arrival of the later of the two rows.
-    fn pair(&mut self, l: RowView, r: RowView, arrival_ns: u64);
-    /// A row that never matched, leaving state (outer joins only).
-    fn unmatched(&mut self, side: Side, row: RowView);
-}
 
 #[derive(Clone, Copy, Debug)]
 pub struct JoinParams {
@@ -398,7 +391,7 @@ impl Join {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::row::RowBuilder;
+    use crate::event::RowBuilder;
 
     #[derive(Default)]
     struct Collect {

@@ -3,7 +3,7 @@
 //! sinks and the batch join, so both write byte-identical rows.
 
 use crate::config::Format;
-use crate::row::{write_csv_cell, write_json_str, write_json_value, RowView};
+use crate::event::{write_csv_cell, write_json_str, write_json_value, RowView};
 use crate::schema::Schema;
 
 /// The output header: `<left name>.<field>`, then `<right name>.<field>`.

@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
 
-use crate::config::{Format, Job, OutputTarget, Side};
-use crate::join::Emit;
+use crate::config::{Format, Job, OutputTarget};
+use crate::event::Emit;
+use crate::event::Side;
+use crate::event::{write_json_str, RowView};
 use crate::metrics::new_histogram;
-use crate::row::{write_json_str, RowView};
 use format::{InputFormatter, OutputFormatter};
 
 /// Buffered bytes per file before a write.

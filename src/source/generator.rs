@@ -26,8 +26,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
 use super::{wrong_pos, PollStatus, Source, SourceError, SourceItem, SourcePos};
-use crate::config::{GenParams, Side};
-use crate::row::RowBuilder;
+use crate::config::GenParams;
+use crate::event::RowBuilder;
+use crate::event::Side;
 
 /// Simulated start of event time: 2023-11-14T22:13:20Z.
 pub const T0_MS: i64 = 1_700_000_000_000;

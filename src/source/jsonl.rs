@@ -11,8 +11,8 @@ use serde_json::Value as J;
 use std::io::{Seek, SeekFrom};
 
 use super::{io_err, wrong_pos, PollStatus, Source, SourceError, SourceItem, SourcePos};
-use crate::config::Side;
-use crate::row::{event_time, RowBuilder, RowView};
+use crate::event::Side;
+use crate::event::{event_time, RowBuilder, RowView};
 use crate::schema::{FieldType, Schema};
 
 pub struct JsonlSource {

@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Format, GenParams, Job, Side};
+use crate::config::{Format, GenParams, Job};
+use crate::event::Side;
 use crate::schema::Schema;
 
 pub mod csv;

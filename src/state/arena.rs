@@ -17,7 +17,6 @@
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use memmap2::{MmapMut, RemapOptions};
@@ -61,16 +60,7 @@ fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StateErro
 }
 
 fn fallocate(file: &File, path: &Path, len: usize) -> Result<(), StateError> {
-    // SAFETY: plain syscall on a file descriptor we own.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-    if rc != 0 {
-        return Err(StateError::Io {
-            path: path.to_path_buf(),
-            op: "reserve space",
-            source: std::io::Error::from_raw_os_error(rc),
-        });
-    }
-    Ok(())
+    crate::sys::reserve(file, len as u64).map_err(io(path, "reserve space"))
 }
 
 impl ArenaFile {

@@ -46,17 +46,6 @@ pub fn index_over_budget_warning(budget_bytes: u64, index_bytes: u64) -> Option<
     })
 }
 
-/// Resident file-backed bytes of this process (`RssFile` + `RssShmem` of
-/// /proc/self/status), or `None` where that file is missing or unreadable.
-pub fn resident_file_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib = |field: &str| -> Option<u64> {
-        let line = s.lines().find(|l| l.starts_with(field))?;
-        line[field.len()..].split_whitespace().next()?.parse().ok()
-    };
-    Some((kib("RssFile:")? + kib("RssShmem:").unwrap_or(0)) * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,7 +82,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "reads /proc")]
     fn reads_this_process() {
-        let b = resident_file_bytes().expect("/proc/self/status on Linux");
+        let b = crate::sys::resident_file_bytes().expect("/proc/self/status on Linux");
         assert!(b > 0, "the binary's text is file-backed and resident");
     }
 }

@@ -16,7 +16,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::rc::Rc;
@@ -88,14 +87,8 @@ impl Mapped {
             let _ = std::fs::remove_file(&path);
             e
         };
-        // SAFETY: plain syscall on a descriptor we own.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-        if rc != 0 {
-            return Err(unlink(format!(
-                "{}: reserve {len} bytes: {}",
-                path.display(),
-                std::io::Error::from_raw_os_error(rc)
-            )));
+        if let Err(e) = crate::sys::reserve(&file, len as u64) {
+            return Err(unlink(format!("{}: reserve {len} bytes: {e}", path.display())));
         }
         // SAFETY: the file was created above, is private to this shard and is unlinked
         // right after: nothing else can change it while it is mapped.

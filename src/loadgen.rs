@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::config::{generator_fields, Format, GenParams, JobConfig, Side};
+use crate::config::{generator_fields, Format, GenParams, JobConfig};
+use crate::event::Side;
 use crate::schema::Schema;
 use crate::sink::format::InputFormatter;
 use crate::source::generator::Generator;
@@ -66,7 +67,7 @@ pub fn write(
                         let st = g
                             .poll(4096, 0, &mut |it| {
                                 if let SourceItem::Row { side, row, .. } = it {
-                                    files[side.idx()].2.write(&mut buf[side.idx()], crate::row::RowView(row));
+                                    files[side.idx()].2.write(&mut buf[side.idx()], crate::event::RowView(row));
                                     counts[side.idx()] += 1;
                                 }
                             })

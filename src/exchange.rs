@@ -9,7 +9,7 @@
 //! allocation per event) and the sender's watermark [`Mark`], which applies after the
 //! batch's events.
 
-use crate::config::Side;
+use crate::event::Side;
 use crate::watermark::Mark;
 
 /// `key_len` of an event whose key has a NULL field.

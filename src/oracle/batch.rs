@@ -39,8 +39,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{Format, InputSource, Job, JoinKind, Side};
-use crate::row::{encode_key, event_time, parse_cell, write_json_str, RowBuilder, RowView};
+use crate::config::{Format, InputSource, Job, JoinKind};
+use crate::event::Side;
+use crate::event::{encode_key, event_time, parse_cell, write_json_str, RowBuilder, RowView};
 use crate::schema::Schema;
 use crate::sink::format::{InputFormatter, OutputFormatter};
 use crate::source::{self, PartitionSpec, PollStatus, SourceError, SourceItem};

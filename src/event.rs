@@ -15,10 +15,36 @@
 //! Nothing here allocates per row once the builder's buffer has grown to the largest
 //! row; nothing panics on any byte input given to the parsers.
 
-use crate::schema::{FieldType, Schema};
+use crate::schema::{FieldType, Schema, FIELDS_MAX};
 
-/// At most this many fields per input (one null bitmap word).
-pub const FIELDS_MAX: usize = 64;
+/// Which input a row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Side {
+    Left = 0,
+    Right = 1,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+    pub fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where the operator's output goes.
+pub trait Emit {
+    /// A matching pair; `arrival_ns` is the arrival of the later of the two rows.
+    fn pair(&mut self, l: RowView, r: RowView, arrival_ns: u64);
+    /// A row that never matched, leaving state (outer joins only).
+    fn unmatched(&mut self, side: Side, row: RowView);
+}
+
 /// A row record is at most this many bytes (string offsets are u32).
 pub const ROW_BYTES_MAX: usize = 1 << 24;
 

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use hashbrown::HashTable;
 use serde::Serialize;
 
-use crate::batch::{self, BatchError, BatchReport};
 use crate::config::{Format, Job};
+use crate::oracle::batch::{self, BatchError, BatchReport};
 
 /// Default memory for the row table of one comparison.
 pub const MEM_BUDGET_BYTES_DEFAULT: u64 = 1 << 30;
