@@ -3,6 +3,7 @@
 //! Sources -> router -> SPSC rings -> shards (join, state) -> sinks. See README.md
 //! for the architecture and `../shared/SEMANTICS.md` for the join contract.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc;
 pub mod checkpoint;

@@ -218,6 +218,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             }
             let job = cfg.resolve(&path, &base)?;
+            weft::sys::check_io_uring().map_err(anyhow::Error::msg)?;
             weft::sys::install_stop_handlers();
             let rep = match engine::run(&job, &RunOptions { strict, force, progress: !quiet }) {
                 Err(e @ engine::EngineError::AlreadyFinished { .. }) => {

@@ -1,5 +1,5 @@
 //! The operating-system calls weft makes outside the state arena's mappings: signals,
-//! CPU time, `/proc/self/status`, space reservation. Each is a small safe wrapper; the
+//! CPU time, `/proc/self/status`, space reservation, the io_uring start-up check. Each is a small safe wrapper; the
 //! `unsafe` blocks here only pass pointers and descriptors we own to libc.
 //!
 //! Never panics: a missing `/proc` reads as "unknown" (`None` or 0), a failed call is
@@ -74,6 +74,35 @@ pub fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// glommio refuses to start its executors below this `ulimit -l` (RLIMIT_MEMLOCK).
+pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+
+/// Checks, before any executor starts, that this host can give weft the io_uring rings
+/// that glommio (the shards' I/O and checkpoint writes) needs: a ring can be created, and
+/// `ulimit -l` is at least [`MEMLOCK_BYTES_MIN`]. Without this check the failure surfaces
+/// later, inside glommio, as a bare OS error. The error says what to change.
+pub fn check_io_uring() -> Result<(), String> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < MEMLOCK_BYTES_MIN {
+        return Err(format!(
+            "`ulimit -l` (locked memory) is {} KiB; weft's io_uring rings need at least {} KiB. \
+             Raise it (e.g. `ulimit -l 8192`, or LimitMEMLOCK= in a systemd unit)",
+            lim.rlim_cur / 1024,
+            MEMLOCK_BYTES_MIN / 1024
+        ));
+    }
+    match io_uring::IoUring::new(8) {
+        Ok(_ring) => Ok(()),
+        Err(e) => Err(format!(
+            "io_uring is not available on this host ({e}); weft's shards and checkpoints run on it. \
+             It needs Linux 5.8 or later, and io_uring not disabled (sysctl kernel.io_uring_disabled, \
+             or a seccomp filter of the container)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +120,11 @@ mod tests {
         assert!(peak_rss_bytes() > 0);
         assert!(resident_file_bytes().is_some());
         assert!(process_cpu_s() >= 0.0);
+    }
+
+    #[test]
+    fn io_uring_works_on_the_test_machine() {
+        // weft's own tests run glommio executors: a host where this fails fails them too.
+        assert_eq!(check_io_uring(), Ok(()));
     }
 }

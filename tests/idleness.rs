@@ -9,6 +9,7 @@
 //! - the output is exactly the nested-loop join of the input minus the late rows
 //!   (every pair of non-late matching rows meets; outer rows only for rows that
 //!   really matched nothing).
+//!
 //! The generator's rows are the files `weft gen` writes for the same parameters.
 
 mod common;
