@@ -1,7 +1,7 @@
 //! weft: a single-node, thread-per-core streaming interval join engine.
 //!
 //! Sources -> router -> SPSC rings -> shards (join, state) -> sinks. See README.md
-//! for the architecture and `../shared/SEMANTICS.md` for the join contract.
+//! for the architecture and `docs/SEMANTICS.md` for the join contract.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

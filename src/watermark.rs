@@ -1,7 +1,7 @@
 //! Event-time progress: per-partition watermarks and lateness at the source, and the
 //! engine watermark `W` a shard computes from what every sender reports.
 //!
-//! Rules (SEMANTICS.md): `wm_p = max ts seen in p - B`; a row is late when
+//! Rules (docs/SEMANTICS.md): `wm_p = max ts seen in p - B`; a row is late when
 //! `ts < wm_p - A` over the rows before it; `W = min` over active partitions, an ended
 //! partition counts as +infinity and an idle one is left out. `W` never goes back.
 //! All arithmetic is done in i128 so that no timestamp can overflow.

@@ -1,5 +1,5 @@
 //! Guards the batch join (`weft batch`, the validation oracle) against a tiny
-//! nested-loop model of SEMANTICS.md written here, independently of src/: per-file
+//! nested-loop model of docs/SEMANTICS.md written here, independently of src/: per-file
 //! lateness, key equality with NULL keys never matching, inclusive interval bounds
 //! (negative, zero-width, near the i64 limits), multiset duplicates, several files
 //! per input, dead letters, and every join kind. Seeded random cases print their

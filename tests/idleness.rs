@@ -2,7 +2,7 @@
 //! rate-limited generator with `idle_timeout_ms = 1` makes partitions (and the plays
 //! side of a partition that is busy with impressions) go idle and resume all the
 //! time, so the engine watermark jumps ahead of them and some resumed rows are late
-//! at their shard (SEMANTICS.md). Whatever rows end up late, the contract still
+//! at their shard (docs/SEMANTICS.md). Whatever rows end up late, the contract still
 //! fixes everything else:
 //! - every row the source decides is late (deterministic) is among the late rows;
 //! - no row vanishes: rows in = late rows + rows joined;

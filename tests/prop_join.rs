@@ -1,6 +1,6 @@
 //! Guards the join contract end to end: the streaming engine, run in process over
 //! files, produces exactly the output multiset, late rows and report counts of the
-//! nested-loop model (`common/model.rs`) of SEMANTICS.md.
+//! nested-loop model (`common/model.rs`) of docs/SEMANTICS.md.
 //!
 //! The property test draws small inputs (1-3 partitions per side, 0-40 rows each,
 //! keys from a tiny domain with NULLs, disorder, late jumps, duplicates), bounds

@@ -1,4 +1,4 @@
-//! The interval join operator of one shard, exactly per SEMANTICS.md.
+//! The interval join operator of one shard, exactly per docs/SEMANTICS.md.
 //!
 //! `on_row` probes the other side's rows of the same key for the interval
 //! `l.t + lower <= r.t <= l.t + upper`, emits one output per match, then stores the

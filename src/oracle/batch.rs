@@ -1,4 +1,4 @@
-//! The batch join: the validation oracle. It computes the join of SEMANTICS.md over
+//! The batch join: the validation oracle. It computes the join of docs/SEMANTICS.md over
 //! whole inputs, on a code path that shares nothing with the streaming engine but
 //! the sources (parsing, dead letters) and the formatters (byte-identical rows).
 //!

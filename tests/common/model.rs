@@ -1,5 +1,5 @@
 //! A tiny nested-loop reference implementation of the join contract
-//! (`../shared/SEMANTICS.md`), for the property tests to compare the engine against.
+//! (`docs/SEMANTICS.md`), for the property tests to compare the engine against.
 //!
 //! It is written to be obviously correct, not fast: lateness is decided per partition
 //! by scanning the rows before each row, then every non-late left row is compared
