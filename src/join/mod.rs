@@ -229,8 +229,8 @@ impl Join {
     /// estimated `bytes` were released or every bucket touched since its last release
     /// was. Oldest first because new rows match recent ones: the retention window is
     /// usually far longer than the span in which rows find their matches, so old buckets
-    /// are cold (read again only when they expire). The estimate
-    /// ([`SideStore::release_bucket`]'s) stands in for a per-mapping
+    /// are cold (read again only when they expire). The estimate that
+    /// [`SideStore::release_bucket`] returns stands in for a per-mapping
     /// resident count, which only a walk of /proc/self/smaps gives (`mincore` answers
     /// for the page cache, not for this process's page tables). No-op for heap state.
     pub fn release_resident(&mut self, bytes: u64) {
