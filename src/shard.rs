@@ -41,7 +41,7 @@ use crate::router::{key_hash, shard_of};
 use crate::schema::Schema;
 use crate::sink::{ShardSinks, SinkError};
 use crate::source::{self, PartitionSpec, PollStatus, Source, SourceError, SourceItem};
-use crate::state::CopyJob;
+use crate::state::copy::{self, CopyJob};
 use crate::watermark::{sender_mark, Mark, PartitionClock, ShardWatermark};
 
 /// Longest a shard sleeps when none of its sources has rows.
@@ -625,7 +625,7 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
         }
         let (_, sources) = ck.positions.take().unwrap();
         let pack = format!("state/shard-{}/c{n}.pack", c.id);
-        let (buckets, jobs) = c.join.plan_snapshot(&pack);
+        let copy::SnapshotPlan { copies: buckets, jobs } = c.join.plan_snapshot(&pack);
         let marks =
             c.wm.marks()
                 .iter()
@@ -679,29 +679,10 @@ fn try_capture(core: &Rc<RefCell<Core>>) {
         let mut c = core2.borrow_mut();
         let mut snap = snap;
         let (done, failed) = match r {
-            Ok(v) => (
-                jobs.iter()
-                    .zip(v)
-                    .map(|(j, (off, crc))| {
-                        let (side, bucket) = j.side_bucket();
-                        (side, bucket, j.is_full(), off, crc)
-                    })
-                    .collect::<Vec<_>>(),
-                None,
-            ),
+            Ok(v) => (jobs.iter().zip(v).map(|(j, (off, crc))| j.written(off, crc)).collect::<Vec<_>>(), None),
             Err(e) => (Vec::new(), Some(e)),
         };
-        for b in snap.buckets.iter_mut() {
-            for &(_, _, full, off, crc) in done.iter().filter(|d| d.0 == b.side && d.1 == b.bucket) {
-                if full && b.file == pack {
-                    b.offset = off;
-                    b.crc32 = crc;
-                } else if let Some(seg) = b.flips.as_mut().filter(|s| !full && s.file == pack) {
-                    seg.offset = off;
-                    seg.crc32 = crc;
-                }
-            }
-        }
+        copy::fill_in_all(&mut snap.buckets, &pack, &done);
         if let Err(e) = c.join.end_snapshot(&pack, &done, failed.is_some()) {
             c.error.get_or_insert(e.into());
         }

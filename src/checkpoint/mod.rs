@@ -39,6 +39,7 @@ use crate::metrics::ShardCounters;
 use crate::schema::Field;
 use crate::sink::INPROGRESS_SUFFIX;
 use crate::source::SourcePos;
+use crate::state::copy::{BucketCopy, Segment};
 
 pub const MANIFEST_FORMAT: u32 = 1;
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 10_000;
@@ -147,38 +148,6 @@ pub struct SourceState {
     pub clocks: [Option<ClockState>; 2],
 }
 
-/// One bucket's rows: a copy of its buffer's first `bytes` bytes, at `offset` in a pack,
-/// plus, when rows matched after that copy was made, the list of those rows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BucketFile {
-    pub side: u8,
-    pub bucket: i64,
-    /// The pack, relative to the checkpoint directory.
-    pub file: String,
-    pub offset: u64,
-    pub bytes: u64,
-    pub crc32: u32,
-    /// Record roots (u32 LE each) whose `matched` flag was set since the copy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flips: Option<Segment>,
-}
-
-/// Bytes at `offset` in a pack.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Segment {
-    pub file: String,
-    pub offset: u64,
-    pub bytes: u64,
-    pub crc32: u32,
-}
-
-impl BucketFile {
-    /// The packs this bucket's restore reads.
-    pub fn files(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.file.as_str()).chain(self.flips.as_ref().map(|f| f.file.as_str()))
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum MarkState {
@@ -194,7 +163,7 @@ pub struct ShardSnapshot {
     /// The watermark mark of every sender, as this shard last saw it.
     pub marks: Vec<MarkState>,
     pub sources: Vec<SourceState>,
-    pub buckets: Vec<BucketFile>,
+    pub buckets: Vec<BucketCopy>,
     /// Per side, the bucket that the index's relative bucket numbers count from (see
     /// `state`): it decides which buckets form the far units named in `buckets`.
     /// Absent in checkpoints of earlier versions (the first bucket restored sets it).
@@ -276,12 +245,8 @@ pub fn crc32_of(bytes: &[u8]) -> u32 {
 }
 
 /// Reads a bucket copy and its matched-flag list (roots), checking sizes and checksums.
-pub fn read_bucket(dir: &Path, b: &BucketFile) -> Result<(Vec<u8>, Vec<u32>), CheckpointError> {
-    let base = read_segment(
-        dir,
-        &Segment { file: b.file.clone(), offset: b.offset, bytes: b.bytes, crc32: b.crc32 },
-        b.bucket,
-    )?;
+pub fn read_bucket(dir: &Path, b: &BucketCopy) -> Result<(Vec<u8>, Vec<u32>), CheckpointError> {
+    let base = read_segment(dir, &b.rows(), b.bucket)?;
     let flips = match &b.flips {
         None => Vec::new(),
         Some(seg) => {

@@ -15,8 +15,8 @@ use std::path::Path;
 use crate::config::JoinKind;
 use crate::event::RowView;
 use crate::event::{Emit, Side};
-use crate::state::arena::StateError;
-use crate::state::{IndexAlloc, KeyIndex, SideStore};
+use crate::state::copy::{BucketCopy, SnapshotPlan, WrittenCopy};
+use crate::state::{IndexAlloc, KeyIndex, SideStore, StateError};
 
 #[derive(Clone, Copy, Debug)]
 pub struct JoinParams {
@@ -67,7 +67,7 @@ impl Join {
         Join {
             p,
             index: KeyIndex::new(dir.map_or_else(IndexAlloc::heap, IndexAlloc::mapped)),
-            sides: [SideStore::new(0, p.bucket_ms, dir), SideStore::new(1, p.bucket_ms, dir)],
+            sides: [SideStore::new(Side::Left, p.bucket_ms, dir), SideStore::new(Side::Right, p.bucket_ms, dir)],
             dropped_since_sweep: 0,
             sweeping: false,
             rows_since_sweep_step: 0,
@@ -229,8 +229,8 @@ impl Join {
     /// estimated `bytes` were released or every bucket touched since its last release
     /// was. Oldest first because new rows match recent ones: the retention window is
     /// usually far longer than the span in which rows find their matches, so old buckets
-    /// are cold (read again only when they expire). The estimate
-    /// ([`crate::state::arena::Buffer::resident_estimate`]) stands in for a per-mapping
+    /// are cold (read again only when they expire). The estimate that
+    /// [`SideStore::release_bucket`] returns stands in for a per-mapping
     /// resident count, which only a walk of /proc/self/smaps gives (`mincore` answers
     /// for the page cache, not for this process's page tables). No-op for heap state.
     pub fn release_resident(&mut self, bytes: u64) {
@@ -246,12 +246,12 @@ impl Join {
         }
     }
 
-    /// Bytes of index tables held in mapped files.
     /// Bytes of state bookkeeping on the heap besides the index (flags of cold buckets).
     pub fn cold_flips_bytes(&self) -> u64 {
         self.sides[0].cold_flips_bytes() + self.sides[1].cold_flips_bytes()
     }
 
+    /// Bytes of index tables held in mapped files.
     pub fn index_mapped_bytes(&self) -> u64 {
         self.index.mapped_bytes()
     }
@@ -312,32 +312,30 @@ impl Join {
         self.sides[0].bucket_count() + self.sides[1].bucket_count()
     }
 
-    /// Starts checkpoint `n`: which bucket copies it references and which it must write.
-    pub fn plan_snapshot(&mut self, pack: &str) -> (Vec<crate::checkpoint::BucketFile>, Vec<crate::state::CopyJob>) {
-        let (mut files, mut jobs) = (Vec::new(), Vec::new());
+    /// Starts a checkpoint whose new copies go into `pack`: which bucket copies it
+    /// references and which parts it must write. Buckets dropped from now on are kept
+    /// until [`Join::end_snapshot`].
+    pub fn plan_snapshot(&mut self, pack: &str) -> SnapshotPlan {
+        let mut plan = SnapshotPlan::default();
         for s in &mut self.sides {
-            s.plan_snapshot(pack, &mut files, &mut jobs);
+            s.plan_snapshot(pack, &mut plan);
         }
-        (files, jobs)
+        plan
     }
 
-    pub fn copy_out(&self, side: u8, bucket: i64, off: usize, dst: &mut [u8]) -> bool {
-        self.sides[side as usize].copy_out(bucket, off, dst)
+    /// Copies bytes `off..off + dst.len()` of a bucket (live, or dropped during the
+    /// copy) for a checkpoint; false if it is gone or shorter, or a read failed.
+    pub fn copy_out(&self, side: Side, bucket: i64, off: usize, dst: &mut [u8]) -> bool {
+        self.sides[side.idx()].copy_out(bucket, off, dst)
     }
 
-    /// The copies of a checkpoint are written: record their checksums, delete the
-    /// buckets that were dropped meanwhile.
-    /// `done` is empty when the pack could not be written: its buckets are then
-    /// copied again by the next checkpoint.
-    /// `done`: (side, bucket, full copy?, offset, crc) of each written segment.
-    pub fn end_snapshot(
-        &mut self,
-        pack: &str,
-        done: &[(u8, i64, bool, u64, u32)],
-        failed: bool,
-    ) -> Result<(), StateError> {
-        for (side, b, full, offset, crc) in done {
-            self.sides[*side as usize].set_copy(*b, pack, *full, *offset, *crc);
+    /// The copies of a checkpoint into `pack` are over: records where each part in
+    /// `done` was written and its checksum, and deletes the buckets dropped meanwhile.
+    /// With `failed` (the pack could not be written; `done` is then empty), every copy
+    /// that was to be in the pack is written again by the next checkpoint.
+    pub fn end_snapshot(&mut self, pack: &str, done: &[WrittenCopy], failed: bool) -> Result<(), StateError> {
+        for w in done {
+            self.sides[w.side.idx()].set_copy(pack, w);
         }
         if failed {
             self.sides[0].fail_copies(pack);
@@ -361,12 +359,12 @@ impl Join {
     /// Restores one bucket from a checkpoint copy and indexes its rows.
     pub fn restore_bucket(
         &mut self,
-        file: &crate::checkpoint::BucketFile,
+        file: &BucketCopy,
         bytes: &[u8],
         flips: &[u32],
         name_for_errors: &Path,
     ) -> Result<(), StateError> {
-        let side = file.side as usize;
+        let side = file.side.idx();
         let index = &mut self.index;
         let mut failed = None;
         self.sides[side].restore_bucket(
@@ -553,7 +551,7 @@ mod tests {
     /// A checkpoint's copies of `j`'s buckets, restored into a new join the way
     /// recovery does (bases first).
     fn snapshot_and_restore(j: &mut Join, p: JoinParams) -> Join {
-        let (files, jobs) = j.plan_snapshot("pack");
+        let SnapshotPlan { copies: files, jobs } = j.plan_snapshot("pack");
         let mut k = Join::new(p);
         k.restore_bases(j.state_bases());
         for f in &files {

@@ -1,5 +1,6 @@
 //! Append-only buffers that hold state records: on the heap, or in a memory-mapped
-//! file (an *arena*) under `engine.state_dir`. All `unsafe` of the state store is here.
+//! file (an *arena*) under `engine.state_dir`. A buffer also keeps the bookkeeping of
+//! its checkpoint copy (what changed since, see [`super::copy`]) behind methods.
 //!
 //! Arena file layout:
 //! ```text
@@ -11,8 +12,15 @@
 //! an error from [`Buffer::reserve`] naming the file, never a SIGBUS on a mapped write.
 //!
 //! Invariants: `used <= capacity`; `[64, used)` holds only whole records written by
-//! [`Buffer::append`] (or checked by [`ArenaFile::open`]); a root position handed out
-//! by `append` stays valid until the buffer is dropped.
+//! [`Buffer::append`] (or checked by [`validate`]); a [`Root`] handed out by this buffer
+//! stays valid until the buffer is dropped.
+//!
+//! Unsafe here (the state store's other unsafe is in index_alloc.rs, its table memory,
+//! and prefetch.rs, a cache hint): `mmap`/`mremap`/`madvise(DONTNEED)` of arena files,
+//! which rely on the state directory being private to the job (nothing else changes a
+//! mapped file); and the unchecked rkyv reads of [`Buffer::get`] and [`read_record`],
+//! which rely on [`Root`]: only this file makes one, for a record it wrote or
+//! validated, except [`Root::from_index`], the one place that trusts a stored `u32`.
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -23,9 +31,11 @@ use memmap2::{MmapMut, RemapOptions};
 use rkyv::rancor;
 use rkyv::ser::{Positional, Writer};
 
+use super::copy::{BucketCopy, CopyJob, Segment, WrittenCopy};
 use super::record::{
     record_bytes_max, ArchivedRecord, Record, MATCHED_OFFSET, RECORD_HEADER_BYTES, RECORD_TAG, ROOT_BYTES,
 };
+use crate::event::Side;
 
 pub const ARENA_MAGIC: &[u8; 8] = b"WEFTARN\x01";
 pub const ARENA_VERSION: u32 = 1;
@@ -43,8 +53,44 @@ pub enum StateError {
     Corrupt { path: PathBuf, offset: u64, reason: String },
     #[error("state index: {reason}")]
     Index { reason: String },
-    #[error("state bucket of side {side} at {bucket}: more than {max} bytes; lower engine.state_bucket_ms")]
-    BucketFull { side: u8, bucket: i64, max: usize },
+    #[error(
+        "state bucket of side {} at {bucket}: more than {max} bytes; lower engine.state_bucket_ms",
+        *side as u8
+    )]
+    BucketFull { side: Side, bucket: i64, max: usize },
+}
+
+/// The position of a record's root in the buffer that made it. Only this file makes
+/// one: [`Buffer::append`] for the record it wrote, [`validate`] and [`Buffer::roots`]
+/// for records they found whole, so [`Buffer::get`] reads a record without checking it
+/// again. A `u32` wrapper: free on the probe path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub struct Root(u32);
+
+impl Root {
+    /// The position, as the index and a checkpoint's matched list store it.
+    #[inline]
+    pub fn pos(self) -> u32 {
+        self.0
+    }
+
+    /// The root that [`Root::pos`] gave `pos`: the one place a stored `u32` is trusted
+    /// as a root (the index keeps roots as `u32`, see `SideStore::get`).
+    ///
+    /// # Safety
+    /// `pos` is the `pos()` of a `Root` made by the buffer that this one will be used
+    /// with, and that buffer is still alive (it was not dropped and replaced).
+    #[inline]
+    pub(super) unsafe fn from_index(pos: u32) -> Root {
+        Root(pos)
+    }
+}
+
+impl std::fmt::Display for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// A mapped arena file.
@@ -65,7 +111,7 @@ fn fallocate(file: &File, path: &Path, len: usize) -> Result<(), StateError> {
 
 impl ArenaFile {
     /// Creates a new arena file (it must not exist) with its header.
-    pub fn create(path: &Path, side: u8, bucket: i64, bucket_ms: i64) -> Result<ArenaFile, StateError> {
+    pub fn create(path: &Path, side: Side, bucket: i64, bucket_ms: i64) -> Result<ArenaFile, StateError> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path, "create"))?;
         fallocate(&file, path, ARENA_BYTES_INITIAL)?;
         // SAFETY: the file was just created by us and is only ever changed through this
@@ -77,7 +123,7 @@ impl ArenaFile {
         let h = &mut map[..ARENA_HEADER_BYTES];
         h[0..8].copy_from_slice(ARENA_MAGIC);
         h[8..12].copy_from_slice(&ARENA_VERSION.to_le_bytes());
-        h[12] = side;
+        h[12] = side as u8;
         h[16..24].copy_from_slice(&bucket.to_le_bytes());
         h[24..32].copy_from_slice(&bucket_ms.to_le_bytes());
         Ok(ArenaFile { path: path.to_path_buf(), file, map })
@@ -86,7 +132,7 @@ impl ArenaFile {
     /// Opens an existing arena and checks every record; returns it with the root
     /// positions of its records and the bytes in use. Any damage is an error naming
     /// the file and the offset.
-    pub fn open(path: &Path) -> Result<(ArenaFile, Vec<u32>, usize), StateError> {
+    pub fn open(path: &Path) -> Result<(ArenaFile, Vec<Root>, usize), StateError> {
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io(path, "open"))?;
         // SAFETY: as in `create`: the file belongs to this job's state directory.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "mmap"))?;
@@ -101,7 +147,7 @@ impl ArenaFile {
         path: &Path,
         bytes: &[u8],
         name_for_errors: &Path,
-    ) -> Result<(ArenaFile, Vec<u32>, usize), StateError> {
+    ) -> Result<(ArenaFile, Vec<Root>, usize), StateError> {
         let _ = std::fs::remove_file(path);
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path, "create"))?;
         fallocate(&file, path, bytes.len().max(ARENA_BYTES_INITIAL).next_power_of_two())?;
@@ -147,7 +193,7 @@ impl ArenaFile {
 
 /// Checks the header and every record of an arena image; returns the records' root
 /// positions and the bytes in use. Errors name `path` and the offset.
-pub fn validate(map: &[u8], path: &Path) -> Result<(Vec<u32>, usize), StateError> {
+pub fn validate(map: &[u8], path: &Path) -> Result<(Vec<Root>, usize), StateError> {
     let len = map.len();
     let corrupt =
         |offset: usize, reason: String| StateError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
@@ -179,7 +225,7 @@ pub fn validate(map: &[u8], path: &Path) -> Result<(Vec<u32>, usize), StateError
         }
         rkyv::access::<ArchivedRecord, rancor::Error>(&map[start..end])
             .map_err(|e| corrupt(at, format!("record fails validation: {e}")))?;
-        roots.push((end - ROOT_BYTES) as u32);
+        roots.push(Root((end - ROOT_BYTES) as u32));
         at = end.next_multiple_of(8);
     }
     Ok((roots, at.min(len)))
@@ -194,13 +240,13 @@ pub fn validate(map: &[u8], path: &Path) -> Result<(Vec<u32>, usize), StateError
 /// the root's end usually holds all of it; if not, validation fails and a window 8 times
 /// wider is read, until the arena's header.
 fn read_record<'s>(
-    root: u32,
+    root: Root,
     matched: bool,
     scratch: &'s mut rkyv::util::AlignedVec<16>,
     path: &Path,
     read_at: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
 ) -> Result<&'s ArchivedRecord<'static>, StateError> {
-    let end = root as usize + ROOT_BYTES;
+    let end = root.0 as usize + ROOT_BYTES;
     let mut window = COLD_READ_BYTES;
     let (start, len) = loop {
         // `end` and `window` are multiples of 8, so the copy keeps every field's
@@ -216,14 +262,14 @@ fn read_record<'s>(
             Err(e) => {
                 return Err(StateError::Corrupt {
                     path: path.to_path_buf(),
-                    offset: root as u64,
+                    offset: root.0 as u64,
                     reason: format!("record fails validation: {e}"),
                 })
             }
         }
     };
     if matched {
-        scratch[root as usize - start + MATCHED_OFFSET] = 1; // a bool stays valid
+        scratch[root.0 as usize - start + MATCHED_OFFSET] = 1; // a bool stays valid
     }
     // SAFETY: these exact `len` bytes were validated as an `ArchivedRecord` just above
     // (since then only the `matched` bool was set, to another valid value) and are not
@@ -237,18 +283,18 @@ enum Backing {
 }
 
 /// An append-only record buffer: heap or arena file.
-pub struct Buffer {
+pub(crate) struct Buffer {
     backing: Backing,
     used: usize,
     /// Appended to since the last full checkpoint copy.
-    pub dirty: bool,
+    dirty: bool,
     /// Roots whose `matched` flag was set since the last full copy (a checkpoint
     /// stores these instead of copying an unchanged bucket again).
-    pub flips: Vec<u32>,
+    flips: Vec<Root>,
     /// `flips` grew since the last checkpoint.
-    pub flips_dirty: bool,
+    flips_dirty: bool,
     /// The checkpoint copy that holds this buffer's rows as of its last clean point.
-    pub snapshot: Option<crate::checkpoint::BucketFile>,
+    snapshot: Option<BucketCopy>,
     /// What was done to a mapped buffer since its last `release_resident`, for
     /// [`Buffer::resident_estimate`].
     appended: usize,
@@ -262,7 +308,7 @@ pub struct Buffer {
     /// `flips`): a 1-byte `pwrite` per match cost more than the read (ext4's buffered
     /// write path), so flags are written in bulk when the bucket is read through its
     /// mapping again ([`Buffer::apply_cold_flips`]).
-    cold_flips: ahash::AHashSet<u32>,
+    cold_flips: ahash::AHashSet<Root>,
 }
 
 /// First window `read_cold` reads before a record's root end; most records fit in it.
@@ -309,7 +355,9 @@ impl Buffer {
         Buffer::with(Backing::File(f), ARENA_HEADER_BYTES, true)
     }
 
-    /// An opened arena with `used` bytes of checked records.
+    /// An opened arena with `used` bytes of checked records. Only tests reopen an arena
+    /// today: recovery restores buckets from checkpoint copies ([`Buffer::restore`]).
+    #[cfg(test)]
     pub fn reopened(f: ArenaFile, used: usize) -> Buffer {
         Buffer::with(Backing::File(f), used, true)
     }
@@ -343,7 +391,7 @@ impl Buffer {
         bytes: &[u8],
         path: Option<&Path>,
         name_for_errors: &Path,
-    ) -> Result<(Buffer, Vec<u32>), StateError> {
+    ) -> Result<(Buffer, Vec<Root>), StateError> {
         let (backing, roots, used) = match path {
             None => {
                 let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len().max(HEAP_BYTES_INITIAL));
@@ -409,8 +457,8 @@ impl Buffer {
         Ok(())
     }
 
-    /// Appends a record; returns the position of its root.
-    pub fn append(&mut self, rec: &Record) -> Result<u32, StateError> {
+    /// Appends a record; returns its root.
+    pub fn append(&mut self, rec: &Record) -> Result<Root, StateError> {
         let max = record_bytes_max(rec.key.len(), rec.row.len());
         self.reserve(max)?;
         let start = self.used;
@@ -429,19 +477,36 @@ impl Buffer {
         self.used = next;
         self.dirty = true;
         debug_assert!(end - ROOT_BYTES <= u32::MAX as usize);
-        Ok((end - ROOT_BYTES) as u32)
+        Ok(Root((end - ROOT_BYTES) as u32))
     }
 
     /// The record whose root is at `root`.
     #[inline]
-    pub fn get(&self, root: u32) -> &ArchivedRecord<'static> {
+    pub fn get(&self, root: Root) -> &ArchivedRecord<'static> {
         self.reads.set(self.reads.get() + 1);
-        let root = root as usize;
+        let root = root.0 as usize;
         let bytes = &self.bytes()[..root + ROOT_BYTES];
-        // SAFETY: `root` came from `append` on this buffer (or from `ArenaFile::open`,
-        // which validated the record); the bytes before it were written by rkyv and
-        // never change except the `matched` byte, which is a valid bool either way.
+        // SAFETY: a `Root` of this buffer is made only for a record that `append` wrote
+        // or that `validate` (or `roots`) found whole here; the bytes before it were
+        // written by rkyv and never change except the `matched` byte, which is a valid
+        // bool either way. (The slice above is bounds-checked: a root past the end
+        // panics.)
         unsafe { rkyv::access_unchecked::<ArchivedRecord<'static>>(bytes) }
+    }
+
+    /// The roots of the records in this buffer, in order (a walk of the record
+    /// headers, which `append` or `validate` made whole).
+    pub fn roots(&self) -> impl Iterator<Item = Root> + '_ {
+        let mut at = ARENA_HEADER_BYTES;
+        std::iter::from_fn(move || {
+            if at >= self.used {
+                return None;
+            }
+            let plen = self.record_len_at(at);
+            let end = at + RECORD_HEADER_BYTES + plen;
+            at = end.next_multiple_of(8);
+            Some(Root((end - ROOT_BYTES) as u32))
+        })
     }
 
     /// The record whose root is at `root`, read from the file into `scratch` without
@@ -450,7 +515,7 @@ impl Buffer {
     /// See [`read_record`].
     pub fn read_cold<'s>(
         &self,
-        root: u32,
+        root: Root,
         scratch: &'s mut rkyv::util::AlignedVec<16>,
     ) -> Result<&'s ArchivedRecord<'static>, StateError> {
         let Backing::File(f) = &self.backing else {
@@ -470,13 +535,13 @@ impl Buffer {
     /// Sets the `matched` flag of the record at `root` (in place; for a cold buffer, in
     /// `cold_flips` until [`Buffer::apply_cold_flips`]).
     #[inline]
-    pub fn set_matched(&mut self, root: u32) {
+    pub fn set_matched(&mut self, root: Root) {
         if self.cold {
             if !self.cold_flips.insert(root) {
                 return;
             }
         } else {
-            let at = root as usize + MATCHED_OFFSET;
+            let at = root.0 as usize + MATCHED_OFFSET;
             let b = self.bytes_mut();
             if b[at] != 0 {
                 return;
@@ -493,7 +558,7 @@ impl Buffer {
         let roots = std::mem::take(&mut self.cold_flips);
         let b = self.bytes_mut();
         for root in roots {
-            b[root as usize + MATCHED_OFFSET] = 1;
+            b[root.0 as usize + MATCHED_OFFSET] = 1;
         }
     }
 
@@ -507,7 +572,7 @@ impl Buffer {
     }
 
     /// Payload length of the record whose header is at `at` (a record boundary).
-    pub fn record_len_at(&self, at: usize) -> usize {
+    fn record_len_at(&self, at: usize) -> usize {
         u32::from_le_bytes(self.bytes()[at..at + 4].try_into().unwrap()) as usize
     }
 
@@ -540,6 +605,64 @@ impl Buffer {
         }
     }
 
+    /// The checkpoint copy of this buffer, for a checkpoint writing into `pack`: the
+    /// existing copy if no row was appended since it was made (with a job for the
+    /// matched list when rows matched since the last checkpoint), else a new full copy
+    /// and its job. Unchanged buffers cost a clone of their copy's description.
+    pub fn plan_copy(&mut self, side: Side, bucket: i64, pack: &str) -> (BucketCopy, Option<CopyJob>) {
+        match &mut self.snapshot {
+            Some(copy) if !self.dirty => {
+                let mut job = None;
+                if self.flips_dirty {
+                    // Unchanged rows, new matches: write only the matched list.
+                    let data: Vec<u8> = self.flips.iter().flat_map(|r| r.0.to_le_bytes()).collect();
+                    copy.flips = Some(Segment::unwritten(pack, data.len() as u64));
+                    job = Some(CopyJob::Flips { side, bucket, data });
+                    self.flips_dirty = false;
+                }
+                (copy.clone(), job)
+            }
+            _ => {
+                // The copy must hold every flag: it replaces the flip list.
+                self.apply_cold_flips();
+                let copy = BucketCopy::unwritten(side, bucket, pack, self.used as u64);
+                self.snapshot = Some(copy.clone());
+                self.dirty = false;
+                self.flips.clear();
+                self.flips_dirty = false;
+                (copy, Some(CopyJob::Full { side, bucket, bytes: self.used }))
+            }
+        }
+    }
+
+    /// Records where a part of this buffer's copy was written into `pack`.
+    pub fn copy_written(&mut self, pack: &str, w: &WrittenCopy) {
+        if let Some(copy) = self.snapshot.as_mut() {
+            copy.fill_in(pack, w);
+        }
+    }
+
+    /// Writing `pack` failed: forgets what of this buffer's copy was to be in it, so
+    /// that the next checkpoint writes it again (the whole copy, or the matched list).
+    pub fn copy_failed(&mut self, pack: &str) {
+        let Some(copy) = self.snapshot.as_mut() else { return };
+        if copy.file == pack {
+            self.snapshot = None;
+            self.dirty = true;
+        } else if copy.flips.as_ref().is_some_and(|s| s.file == pack) {
+            // The cumulative list is written again next time.
+            copy.flips = None;
+            self.flips_dirty = true;
+        }
+    }
+
+    /// This buffer was restored from `copy` (with its matched list applied through
+    /// `set_matched`): that copy is current, nothing needs writing.
+    pub fn restored_from(&mut self, copy: BucketCopy) {
+        self.flips_dirty = false;
+        self.snapshot = Some(copy);
+    }
+
     /// Drops the buffer and, for an arena, deletes its file (space goes back to the
     /// file system).
     pub fn delete(self) -> Result<(), StateError> {
@@ -561,7 +684,7 @@ mod tests {
     use super::*;
 
     /// A new arena file `name` in a fresh directory (kept alive by the returned guard).
-    fn arena(name: &str, side: u8, bucket: i64, bucket_ms: i64) -> (tempfile::TempDir, PathBuf, Buffer) {
+    fn arena(name: &str, side: Side, bucket: i64, bucket_ms: i64) -> (tempfile::TempDir, PathBuf, Buffer) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         let b = Buffer::file(ArenaFile::create(&path, side, bucket, bucket_ms).unwrap());
@@ -596,7 +719,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and fallocates a file: syscalls Miri cannot run")]
     fn file_round_trip_reopen_and_corruption() {
-        let (_dir, path, mut b) = arena("left-5.arena", 0, 5, 1000);
+        let (_dir, path, mut b) = arena("left-5.arena", Side::Left, 5, 1000);
         let mut roots = Vec::new();
         for i in 0..50_000u64 {
             roots.push(b.append(&rec(i, b"k", &[1, 2, 3])).unwrap()); // grows past 1 MiB
@@ -614,7 +737,7 @@ mod tests {
 
         // Truncated in the middle of a record.
         let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_len((roots[100] as u64) - 3).unwrap();
+        f.set_len((roots[100].pos() as u64) - 3).unwrap();
         drop(f);
         let e = ArenaFile::open(&path).err().unwrap().to_string();
         assert!(e.contains("left-5.arena") && e.contains("truncated"), "{e}");
@@ -634,7 +757,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and madvises a file: syscalls Miri cannot run")]
     fn delete_removes_the_file() {
-        let (_dir, path, mut b) = arena("a.arena", 1, 0, 10);
+        let (_dir, path, mut b) = arena("a.arena", Side::Right, 0, 10);
         let r = b.append(&rec(1, b"k", b"r")).unwrap();
         b.release_resident();
         assert_eq!(b.get(r).hash, 1, "released pages read back from the file");
@@ -648,7 +771,7 @@ mod tests {
         let mut b = Buffer::heap();
         let n = if cfg!(miri) { 12 } else { 60 };
         let rows: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; (i * i * 37) % 3001]).collect();
-        let roots: Vec<u32> =
+        let roots: Vec<Root> =
             rows.iter().enumerate().map(|(i, r)| b.append(&rec(i as u64, b"key", r)).unwrap()).collect();
         let image = b.bytes()[..b.used()].to_vec();
         let read_at = |dst: &mut [u8], at: u64| {
@@ -664,7 +787,7 @@ mod tests {
         }
         // A key pointer sent outside the image: an error naming the file, at every width.
         let mut bad = image.clone();
-        let at = roots[3] as usize + std::mem::offset_of!(ArchivedRecord<'static>, key);
+        let at = roots[3].pos() as usize + std::mem::offset_of!(ArchivedRecord<'static>, key);
         bad[at..at + 4].copy_from_slice(&(-(1i32 << 30)).to_le_bytes());
         let read_bad = |dst: &mut [u8], at: u64| {
             dst.copy_from_slice(&bad[at as usize..at as usize + dst.len()]);
@@ -679,10 +802,10 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and preads a file: syscalls Miri cannot run")]
     fn cold_reads_and_flags_go_through_the_file() {
-        let (_dir, _path, mut b) = arena("left-0.arena", 0, 0, 10);
+        let (_dir, _path, mut b) = arena("left-0.arena", Side::Left, 0, 10);
         // Rows from empty to 5000 bytes: some need the wider windows of `read_cold`.
         let rows: Vec<Vec<u8>> = (0..200usize).map(|i| vec![i as u8; (i * i) % 5001]).collect();
-        let roots: Vec<u32> = rows
+        let roots: Vec<Root> = rows
             .iter()
             .enumerate()
             .map(|(i, r)| b.append(&rec(i as u64, &(i as u64).to_le_bytes(), r)).unwrap())
@@ -724,13 +847,13 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and preads a file: syscalls Miri cannot run")]
     fn a_damaged_cold_record_is_an_error_naming_the_file() {
-        let (_dir, path, mut b) = arena("left-5.arena", 0, 5, 10);
+        let (_dir, path, mut b) = arena("left-5.arena", Side::Left, 5, 10);
         let r0 = b.append(&rec(1, b"k", b"row")).unwrap();
         let r1 = b.append(&rec(2, b"k", b"row")).unwrap();
         b.release_resident();
         // Point the second record's key far outside the file (a relative offset of -2^30).
         let f = OpenOptions::new().write(true).open(&path).unwrap();
-        let key_field = r1 as u64 + std::mem::offset_of!(ArchivedRecord<'static>, key) as u64;
+        let key_field = r1.pos() as u64 + std::mem::offset_of!(ArchivedRecord<'static>, key) as u64;
         f.write_all_at(&(-(1i32 << 30)).to_le_bytes(), key_field).unwrap();
         let mut scratch = rkyv::util::AlignedVec::<16>::new();
         assert_eq!(b.read_cold(r0, &mut scratch).unwrap().hash.to_native(), 1);
@@ -742,7 +865,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "creates and mmaps a file: syscalls Miri cannot run")]
     fn restore_into_a_file_checks_the_copy() {
         let mut h = Buffer::heap();
-        let roots: Vec<u32> = (0..20u64).map(|i| h.append(&rec(i, b"k", &[i as u8; 5])).unwrap()).collect();
+        let roots: Vec<Root> = (0..20u64).map(|i| h.append(&rec(i, b"k", &[i as u8; 5])).unwrap()).collect();
         let mut img = vec![0u8; h.used() + 1];
         h.copy_out(0, &mut img[1..]).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -754,7 +877,7 @@ mod tests {
         assert!(b.is_file() && b.used() == h.used() && b.get(roots[19]).hash == 19);
         drop(b);
 
-        let cut = &img[1..roots[10] as usize];
+        let cut = &img[1..roots[10].pos() as usize];
         let e = Buffer::restore(cut, Some(&path), name).err().unwrap().to_string();
         assert!(e.contains("ck/left-2.bucket") && e.contains("truncated"), "{e}");
         assert!(!path.exists(), "a copy that fails its check is deleted");
@@ -765,7 +888,7 @@ mod tests {
     // serialisation and validation, and AlignedVec's growth.
 
     /// A heap buffer with `n` records whose rows are 0..37 bytes long.
-    fn filled_heap(n: u64) -> (Buffer, Vec<u32>) {
+    fn filled_heap(n: u64) -> (Buffer, Vec<Root>) {
         let mut b = Buffer::heap();
         let roots = (0..n)
             .map(|i| {
@@ -783,7 +906,7 @@ mod tests {
         img
     }
 
-    fn check(b: &Buffer, roots: &[u32], matched: &[usize]) {
+    fn check(b: &Buffer, roots: &[Root], matched: &[usize]) {
         for (i, &r) in roots.iter().enumerate() {
             let a = b.get(r);
             assert_eq!(a.hash, i as u64);
@@ -802,7 +925,7 @@ mod tests {
         let mut roots = Vec::new();
         for i in 0..40u64 {
             let r = b.append(&rec(i, b"key", &big[..(i as usize * 75)])).unwrap();
-            assert_eq!(r as usize % std::mem::align_of::<ArchivedRecord<'static>>(), 0, "root {r} misaligned");
+            assert_eq!(r.pos() as usize % std::mem::align_of::<ArchivedRecord<'static>>(), 0, "root {r} misaligned");
             roots.push(r);
         }
         assert!(b.capacity() > cap0 && b.capacity() >= b.used(), "{} of {}", b.used(), b.capacity());
@@ -820,7 +943,7 @@ mod tests {
         assert!(b.get(r0).key.is_empty() && b.get(r0).row.is_empty());
         assert_eq!(b.get(r1).row.get(), b"x");
         let first = b.record_len_at(ARENA_HEADER_BYTES);
-        assert_eq!(ARENA_HEADER_BYTES + RECORD_HEADER_BYTES + first, r0 as usize + ROOT_BYTES);
+        assert_eq!(ARENA_HEADER_BYTES + RECORD_HEADER_BYTES + first, r0.pos() as usize + ROOT_BYTES);
     }
 
     #[test]
@@ -840,7 +963,7 @@ mod tests {
         b.set_matched(roots[5]);
         let img = image(&b);
         let mut tail = [0u8; 8];
-        b.copy_out(roots[1] as usize, &mut tail).unwrap();
+        b.copy_out(roots[1].pos() as usize, &mut tail).unwrap();
         assert_eq!(tail, 1u64.to_le_bytes(), "the root starts with the hash");
 
         let (mut r, reroots) = Buffer::restore(&img, None, Path::new("ck/left-0.bucket")).unwrap();
@@ -883,15 +1006,15 @@ mod tests {
         assert!(damaged(8, &9u32.to_le_bytes()).contains("arena version 9"));
         let e = damaged(ARENA_HEADER_BYTES + 4, b"JUNK");
         assert!(e.contains("ck/left-3.bucket") && e.contains("offset 64") && e.contains("bad record tag"), "{e}");
-        let e = err(&img[..roots[4] as usize]);
+        let e = err(&img[..roots[4].pos() as usize]);
         assert!(e.contains("truncated"), "{e}");
         // A relative pointer aimed far outside the record: rkyv's validation catches it.
-        let key_at = roots[2] as usize + std::mem::offset_of!(ArchivedRecord<'static>, key);
+        let key_at = roots[2].pos() as usize + std::mem::offset_of!(ArchivedRecord<'static>, key);
         let e = damaged(key_at, &0x4000_0000i32.to_le_bytes());
         assert!(e.contains("fails validation"), "{e}");
         // A zero header ends the records: what follows is not read.
         let mut v = img.clone();
-        let second = (roots[0] as usize + ROOT_BYTES).next_multiple_of(8);
+        let second = (roots[0].pos() as usize + ROOT_BYTES).next_multiple_of(8);
         v[second..second + 8].fill(0);
         let (_, reroots) = Buffer::restore(&v, None, name).unwrap();
         assert_eq!(reroots, &roots[..1]);

@@ -48,10 +48,14 @@ pub use super::index_alloc::IndexAlloc;
 /// `SideStore` converts), and the position of its record's root in that bucket's buffer
 /// (below [`ROOT_MAX`]). Buckets of a side are ordered by event time, so `bucket` orders
 /// refs by time at bucket granularity.
+///
+/// Only `state` makes refs and sees `root`: `SideStore` reads a record at `root`
+/// without checking it again, which is sound only for the position of a record's root
+/// that the store itself handed out (see `arena::Root`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ref {
     pub bucket: i32,
-    pub root: u32,
+    pub(super) root: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Ref>() == 8);

@@ -12,6 +12,12 @@
 //!
 //! Invariant: a pointer handed out by `allocate` from a mapping is the start of exactly
 //! one entry in `maps`, which owns the mapping until `deallocate` removes it.
+//!
+//! Unsafe here: the `mmap` of each table file (sound because the file is this shard's,
+//! unlinked at once, so nothing else can change it), the `unsafe impl Allocator`
+//! (its contract: memory stays valid, aligned and at least the layout's size until
+//! freed with the same layout, which the size rule in `uses_map` routes to the same
+//! place), and the forward of heap frees to `Global`. Each block says so beside it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -7,9 +7,22 @@
 //! the retention bound of its newest possible row: its file is deleted, so space goes
 //! back to the file system as the watermark moves; there is no compaction.
 //!
-//! Memory: with arenas, [`SideStore::release_resident`] drops the mapped pages of the
-//! buckets when mapped state exceeds `engine.state_memory_mb` (see budget.rs); the rows
-//! stay in the files and the page cache. The index ([`index::KeyIndex`], about 38 bytes
+//! Checkpoints: each buffer keeps the description of its last copy ([`copy::BucketCopy`])
+//! and what changed since; [`SideStore::plan_snapshot`] turns that into the copies a
+//! checkpoint references and the [`CopyJob`]s it writes, and the written offsets and
+//! checksums come back through [`SideStore::set_copy`]. Buckets dropped while a copy
+//! runs are held until [`SideStore::end_snapshot`]. Nothing here knows the manifest:
+//! it embeds [`copy::BucketCopy`].
+//!
+//! Unsafe: none in this file but the one trusted conversion of an index root
+//! ([`SideStore::get`]'s `root_of`); the rest is in arena.rs (mappings, unchecked record
+//! reads), index_alloc.rs (index table memory) and prefetch.rs (a cache hint), each
+//! listed in its file's doc.
+//!
+//! Memory: with arenas, [`SideStore::release_bucket`] drops the mapped pages of a
+//! bucket, which the join does, oldest first, when mapped state exceeds
+//! `engine.state_memory_mb` (see budget.rs); the rows stay in the files and the page
+//! cache. The index ([`index::KeyIndex`], about 38 bytes
 //! per live key) then lives in mapped files too (evictable page-cache pages, not
 //! anonymous memory), but is kept resident: see budget.rs for how the budget is split.
 //!
@@ -30,6 +43,7 @@
 
 pub mod arena;
 pub mod budget;
+pub mod copy;
 pub mod index;
 pub mod index_alloc;
 pub mod prefetch;
@@ -38,9 +52,13 @@ pub mod record;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use arena::{ArenaFile, Buffer, StateError};
-use record::{record_bytes_max, ArchivedRecord, Record, RECORD_HEADER_BYTES, ROOT_BYTES};
+use crate::event::Side;
+use arena::{ArenaFile, Buffer, Root};
+use copy::{BucketCopy, SnapshotPlan, WrittenCopy};
+use record::{record_bytes_max, ArchivedRecord, Record};
 
+pub use arena::StateError;
+pub use copy::CopyJob;
 pub use index::{IndexAlloc, KeyIndex, Ref};
 
 /// A bucket's buffer holds at most this many bytes: record positions are below 2^31.
@@ -53,7 +71,7 @@ pub const REL_BUCKET_MAX: i32 = i32::MAX - 1;
 
 /// The rows of one side, bucketed by event time.
 pub struct SideStore {
-    side: u8,
+    side: Side,
     bucket_ms: i64,
     /// Keyed by unit: `base + rel` (the bucket number itself, but for the far units).
     buckets: BTreeMap<i64, Buffer>,
@@ -79,37 +97,8 @@ pub struct SideStore {
     scratch: rkyv::util::AlignedVec<16>,
 }
 
-/// What a checkpoint must write for one bucket.
-#[derive(Clone, Debug)]
-pub enum CopyJob {
-    /// Its first `bytes` bytes (new or appended-to bucket).
-    Full { side: u8, bucket: i64, bytes: usize },
-    /// Only the roots that matched since its last full copy (u32 LE each).
-    Flips { side: u8, bucket: i64, data: Vec<u8> },
-}
-
-impl CopyJob {
-    pub fn len(&self) -> usize {
-        match self {
-            CopyJob::Full { bytes, .. } => *bytes,
-            CopyJob::Flips { data, .. } => data.len(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    pub fn side_bucket(&self) -> (u8, i64) {
-        match self {
-            CopyJob::Full { side, bucket, .. } | CopyJob::Flips { side, bucket, .. } => (*side, *bucket),
-        }
-    }
-    pub fn is_full(&self) -> bool {
-        matches!(self, CopyJob::Full { .. })
-    }
-}
-
 impl SideStore {
-    pub fn new(side: u8, bucket_ms: i64, dir: Option<&Path>) -> SideStore {
+    pub fn new(side: Side, bucket_ms: i64, dir: Option<&Path>) -> SideStore {
         assert!(bucket_ms > 0);
         SideStore {
             side,
@@ -190,8 +179,8 @@ impl SideStore {
     pub fn for_each_ref(&self, mut f: impl FnMut(u64, Ref)) {
         for (&b, buf) in &self.buckets {
             let bucket = self.rel_of(b);
-            for root in records(buf) {
-                f(buf.get(root).hash.to_native(), Ref { bucket, root });
+            for root in buf.roots() {
+                f(buf.get(root).hash.to_native(), Ref { bucket, root: root.pos() });
             }
         }
     }
@@ -231,7 +220,7 @@ impl SideStore {
         }
         let root = buf.append(&Record { hash, ts, matched, key, row })?;
         self.rows += 1;
-        Ok(Ref { bucket: rel, root })
+        Ok(Ref { bucket: rel, root: root.pos() })
     }
 
     /// The record of a live ref: read in place, or, from a cold bucket (its pages were
@@ -239,11 +228,12 @@ impl SideStore {
     #[inline]
     pub fn get(&mut self, r: Ref) -> Result<&ArchivedRecord<'static>, StateError> {
         let buf = &self.buckets[&self.unit_of_rel(r.bucket)];
+        let root = root_of(r);
         if buf.is_cold() {
             self.cold_reads += 1;
-            buf.read_cold(r.root, &mut self.scratch)
+            buf.read_cold(root, &mut self.scratch)
         } else {
-            Ok(buf.get(r.root))
+            Ok(buf.get(root))
         }
     }
 
@@ -251,7 +241,7 @@ impl SideStore {
     #[inline]
     pub fn set_matched(&mut self, r: Ref) {
         let b = self.unit_of_rel(r.bucket);
-        self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(r.root);
+        self.buckets.get_mut(&b).expect("a live Ref names a live bucket").set_matched(root_of(r));
     }
 
     /// Heap bytes of the bookkeeping of cold buckets (flags not yet in their files).
@@ -278,7 +268,7 @@ impl SideStore {
                 (self.live_from as i128 - base as i128).clamp(i32::MIN as i128, i32::MAX as i128) as i32;
         }
         let mut n = 0u64;
-        for root in records(&buf) {
+        for root in buf.roots() {
             each(buf.get(root));
             n += 1;
         }
@@ -295,55 +285,17 @@ impl SideStore {
         Ok(n)
     }
 
-    /// Lists what checkpoint `n` of `shard` needs from this side: every live bucket,
-    /// each either an existing copy (unchanged since it was made) or a new copy to
-    /// write. Dropped buckets are kept until [`SideStore::end_snapshot`].
-    /// New copies go into `pack`; their offsets and checksums are filled in by
-    /// [`SideStore::set_copy`] once written.
-    pub fn plan_snapshot(
-        &mut self,
-        pack: &str,
-        files: &mut Vec<crate::checkpoint::BucketFile>,
-        jobs: &mut Vec<CopyJob>,
-    ) {
+    /// Adds what a checkpoint writing into `pack` needs from this side to `plan`:
+    /// every live bucket's copy, either the existing one (unchanged since it was made)
+    /// or a new one, with a job for each part to write. Dropped buckets are kept until
+    /// [`SideStore::end_snapshot`]. The offsets and checksums of new parts are filled in
+    /// by [`SideStore::set_copy`] once written.
+    pub fn plan_snapshot(&mut self, pack: &str, plan: &mut SnapshotPlan) {
         self.hold = true;
         for (&b, buf) in self.buckets.iter_mut() {
-            match &mut buf.snapshot {
-                Some(f) if !buf.dirty => {
-                    if buf.flips_dirty {
-                        // Unchanged rows, new matches: write only the matched list.
-                        let data: Vec<u8> = buf.flips.iter().flat_map(|r| r.to_le_bytes()).collect();
-                        f.flips = Some(crate::checkpoint::Segment {
-                            file: pack.to_string(),
-                            offset: 0,
-                            bytes: data.len() as u64,
-                            crc32: 0,
-                        });
-                        jobs.push(CopyJob::Flips { side: self.side, bucket: b, data });
-                        buf.flips_dirty = false;
-                    }
-                    files.push(f.clone());
-                }
-                _ => {
-                    // The copy must hold every flag: it replaces the flip list.
-                    buf.apply_cold_flips();
-                    let f = crate::checkpoint::BucketFile {
-                        side: self.side,
-                        bucket: b,
-                        file: pack.to_string(),
-                        offset: 0,
-                        bytes: buf.used() as u64,
-                        crc32: 0,
-                        flips: None,
-                    };
-                    jobs.push(CopyJob::Full { side: self.side, bucket: b, bytes: buf.used() });
-                    buf.snapshot = Some(f.clone());
-                    buf.dirty = false;
-                    buf.flips.clear();
-                    buf.flips_dirty = false;
-                    files.push(f);
-                }
-            }
+            let (copy, job) = buf.plan_copy(self.side, b, pack);
+            plan.copies.push(copy);
+            plan.jobs.extend(job);
         }
     }
 
@@ -357,33 +309,19 @@ impl SideStore {
         }
     }
 
-    /// Records where a finished copy (full, or matched list) is and its checksum.
-    pub fn set_copy(&mut self, b: i64, file: &str, full: bool, offset: u64, crc: u32) {
-        let Some(f) = self.buckets.get_mut(&b).and_then(|buf| buf.snapshot.as_mut()) else { return };
-        if full {
-            if f.file == file {
-                f.offset = offset;
-                f.crc32 = crc;
-            }
-        } else if let Some(seg) = f.flips.as_mut().filter(|s| s.file == file) {
-            seg.offset = offset;
-            seg.crc32 = crc;
+    /// Records where a part of a bucket's copy (rows, or matched list) was written
+    /// into `pack`, and its checksum.
+    pub fn set_copy(&mut self, pack: &str, w: &WrittenCopy) {
+        debug_assert_eq!(w.side, self.side);
+        if let Some(buf) = self.buckets.get_mut(&w.bucket) {
+            buf.copy_written(pack, w);
         }
     }
 
     /// A copy into `pack` failed: its buckets must be copied again next time.
     pub fn fail_copies(&mut self, pack: &str) {
         for buf in self.buckets.values_mut() {
-            if buf.snapshot.as_ref().is_some_and(|f| f.file == pack) {
-                buf.snapshot = None;
-                buf.dirty = true;
-            } else if let Some(f) = buf.snapshot.as_mut() {
-                if f.flips.as_ref().is_some_and(|s| s.file == pack) {
-                    // The cumulative list is written again next time.
-                    f.flips = None;
-                    buf.flips_dirty = true;
-                }
-            }
+            buf.copy_failed(pack);
         }
     }
 
@@ -411,21 +349,19 @@ impl SideStore {
         }
     }
 
-    /// Adds a bucket restored from a checkpoint copy; returns the refs of its rows,
-    /// with each row's hash and key, for the index.
+    /// Adds bucket `b` restored from a checkpoint copy `file`: `bytes` its rows, `flips`
+    /// the roots of its matched list. Calls `each` with every record and its ref, for
+    /// the index. Errors name `name_for_errors` (the pack).
     pub fn restore_bucket(
         &mut self,
         b: i64,
         bytes: &[u8],
         flips: &[u32],
-        file: crate::checkpoint::BucketFile,
+        file: BucketCopy,
         name_for_errors: &Path,
         mut each: impl FnMut(&ArchivedRecord<'static>, Ref),
     ) -> Result<(), StateError> {
-        let path = self.dir.as_ref().map(|d| {
-            let name = if self.side == 0 { "left" } else { "right" };
-            d.join(format!("{name}-{b}.arena"))
-        });
+        let path = self.dir.as_ref().map(|d| d.join(arena_name(self.side, b)));
         if self.base.is_none() {
             self.set_base(b);
         }
@@ -436,25 +372,25 @@ impl SideStore {
             return Err(bad(format!("bucket {b} lies {rel} buckets from the base bucket {base}: beyond the far unit")));
         }
         if self.buckets.contains_key(&b) {
-            return Err(bad(format!("bucket {b} of side {} is restored twice", self.side)));
+            return Err(bad(format!("bucket {b} of side {} is restored twice", self.side as u8)));
         }
         let rel = rel as i32;
         let (mut buf, roots) = Buffer::restore(bytes, path.as_deref(), name_for_errors)?;
         for &r in flips {
-            if roots.binary_search(&r).is_err() {
+            // A listed position becomes a root only if it is one of a checked record.
+            let Ok(i) = roots.binary_search_by_key(&r, |x| x.pos()) else {
                 return Err(StateError::Corrupt {
                     path: name_for_errors.to_path_buf(),
                     offset: r as u64,
                     reason: "matched list names no record".into(),
                 });
-            }
-            buf.set_matched(r);
+            };
+            buf.set_matched(roots[i]);
         }
-        buf.flips_dirty = false;
-        buf.snapshot = Some(file);
+        buf.restored_from(file);
         for root in roots {
             let rec = buf.get(root);
-            each(rec, Ref { bucket: rel, root });
+            each(rec, Ref { bucket: rel, root: root.pos() });
             self.rows += 1;
         }
         self.buckets.insert(b, buf);
@@ -495,28 +431,36 @@ impl SideStore {
     }
 }
 
-fn new_buffer(dir: Option<&Path>, side: u8, b: i64, bucket_ms: i64) -> Result<Buffer, StateError> {
+/// The file name of bucket `b`'s arena.
+fn arena_name(side: Side, b: i64) -> String {
+    let name = match side {
+        Side::Left => "left",
+        Side::Right => "right",
+    };
+    format!("{name}-{b}.arena")
+}
+
+fn new_buffer(dir: Option<&Path>, side: Side, b: i64, bucket_ms: i64) -> Result<Buffer, StateError> {
     Ok(match dir {
         None => Buffer::heap(),
-        Some(d) => {
-            let name = if side == 0 { "left" } else { "right" };
-            Buffer::file(ArenaFile::create(&d.join(format!("{name}-{b}.arena")), side, b, bucket_ms)?)
-        }
+        Some(d) => Buffer::file(ArenaFile::create(&d.join(arena_name(side, b)), side, b, bucket_ms)?),
     })
 }
 
-/// Root positions of the records in a buffer, in order.
-fn records(buf: &Buffer) -> impl Iterator<Item = u32> + '_ {
-    let mut at = arena::ARENA_HEADER_BYTES;
-    std::iter::from_fn(move || {
-        if at >= buf.used() {
-            return None;
-        }
-        let plen = buf.record_len_at(at);
-        let end = at + RECORD_HEADER_BYTES + plen;
-        at = end.next_multiple_of(8);
-        Some((end - ROOT_BYTES) as u32)
-    })
+/// The root of a ref's record, for its bucket's buffer: the one place where a root the
+/// index stored as `u32` is trusted (see [`Root`]). Free: a `u32` copy.
+#[inline]
+fn root_of(r: Ref) -> Root {
+    // SAFETY: a `Ref` is made only in this module (`insert`, `for_each_ref`,
+    // `restore_bucket`), from a `Root` of the buffer of the bucket it names, and its
+    // `root` cannot be set outside `state` (the field is private to it); the index
+    // only hands back refs it was given. What the callers keep: a ref is used with
+    // the store of the side it came from, under the base it was made in (`set_base`
+    // tells the caller to rebuild the index), and only while its bucket lives (the
+    // lookup of a dropped bucket panics; the join passes only refs at or after
+    // `live_from_rel`, so a later bucket of the same number is never read through an
+    // old ref).
+    unsafe { Root::from_index(r.root) }
 }
 
 /// Prepares a shard's arena directory: creates it and removes arena files left by an
@@ -546,10 +490,9 @@ mod tests {
     #[cfg_attr(miri, ignore = "creates, mmaps and preads files: syscalls Miri cannot run")]
     fn a_checkpoint_copy_of_a_cold_bucket_holds_the_flags_set_while_cold() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = SideStore::new(0, 1000, Some(dir.path()));
+        let mut s = SideStore::new(Side::Left, 1000, Some(dir.path()));
         let refs: Vec<Ref> = (0..100).map(|i| s.insert(i, i as u64, b"k", b"row", false).unwrap()).collect();
-        let (mut files, mut jobs) = (Vec::new(), Vec::new());
-        s.plan_snapshot("p1", &mut files, &mut jobs);
+        s.plan_snapshot("p1", &mut SnapshotPlan::default());
         s.end_snapshot().unwrap();
         assert!(s.release_bucket(0) > 0, "the bucket was resident");
         s.set_matched(refs[10]);
@@ -558,13 +501,14 @@ mod tests {
         // A late row makes the cold bucket dirty: the next checkpoint copies it whole,
         // and that copy replaces the flip list, so it must hold the flag.
         s.insert(500, 7, b"k", b"late", false).unwrap();
-        let (mut files, mut jobs) = (Vec::new(), Vec::new());
-        s.plan_snapshot("p2", &mut files, &mut jobs);
+        let mut plan = SnapshotPlan::default();
+        s.plan_snapshot("p2", &mut plan);
+        let (files, jobs) = (plan.copies, plan.jobs);
         let [CopyJob::Full { bytes, .. }] = jobs[..] else { panic!("one full copy: {jobs:?}") };
         let mut img = vec![0u8; bytes];
         assert!(s.copy_out(0, 0, &mut img));
         s.end_snapshot().unwrap();
-        let mut restored = SideStore::new(0, 1000, None);
+        let mut restored = SideStore::new(Side::Left, 1000, None);
         let mut matched = Vec::new();
         restored
             .restore_bucket(0, &img, &[], files[0].clone(), Path::new("p2"), |rec, _| matched.push(rec.matched))

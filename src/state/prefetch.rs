@@ -1,4 +1,8 @@
 //! Software prefetch: start loading a cache line that will be read soon.
+//!
+//! Unsafe here: the `_mm_prefetch` intrinsic (x86_64), which relies on nothing: a
+//! prefetch never faults and changes no program state, whatever the address. Never
+//! reads or writes memory; costs one instruction per line.
 
 /// Hints the CPU to bring the cache lines of `*x` (its first and its last byte: both
 /// lines when `*x` straddles two, as a quarter of the 20-byte index slots do) into all
