@@ -339,7 +339,8 @@ struct Capture {
     /// The pack, relative to `dir`.
     pack: String,
     dir: PathBuf,
-    debug: bool,
+    /// When the capture ended, if timings are printed.
+    t0: Option<Instant>,
 }
 
 /// Captures snapshot n if barrier n came from every sender, and starts its copies.
@@ -372,12 +373,11 @@ fn capture(p: Parts, counters: ShardCounters) -> Capture {
         counters,
     };
     p.sinks.rotate(n + 1);
-    Capture { n, snap, jobs, pack, dir: p.ckpt.dir.clone(), debug: p.ckpt.debug }
+    Capture { n, snap, jobs, pack, dir: p.ckpt.dir.clone(), t0: p.ckpt.debug.then(Instant::now) }
 }
 
 /// Writes a captured snapshot's copies into its pack, then reports it.
 async fn copy<C: Host>(core: Rc<RefCell<C>>, cap: Capture) {
-    let t0 = cap.debug.then(Instant::now);
     let lens: Vec<usize> = cap.jobs.iter().map(|j| j.len()).collect();
     let r = if cap.jobs.is_empty() {
         Ok(Vec::new())
@@ -393,7 +393,7 @@ async fn copy<C: Host>(core: Rc<RefCell<C>>, cap: Capture) {
         })
         .await
     };
-    if let Some(t0) = t0 {
+    if let Some(t0) = cap.t0 {
         eprintln!(
             "shard {}: snapshot {}: {} segments ({} bytes) written in {:?}",
             cap.snap.shard,
