@@ -6,6 +6,7 @@
 //!   and routes each row into a batch per destination shard ([`Outbox::route`]);
 //!   batches for itself are joined in place, the others go over the rings;
 //! - one *receiver task* per peer ring joins the batches that peer sends.
+//!
 //! Both share the [`Core`] (join operator, sinks, watermark) through a `RefCell` that is
 //! never held across an `.await`. Every task yields after each batch, so a busy peer
 //! cannot starve the local source, and a waiting `send` (full ring) lets the
