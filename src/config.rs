@@ -29,6 +29,15 @@ pub const IO_MEMORY_KIB_DEFAULT: u32 = 1024;
 pub const STATE_MEMORY_MB_DEFAULT: u64 = 1024;
 /// Events the built-in workload runs when `--events` is not given.
 pub const BUILTIN_EVENTS_DEFAULT: u64 = 20_000_000;
+/// Time between two checkpoints when `engine.checkpoint_interval_ms` is unset.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 10_000;
+/// Complete checkpoints kept when `engine.checkpoints_retained` is unset.
+pub const CHECKPOINTS_RETAINED_DEFAULT: u32 = 3;
+/// How often a busy shard yields to reap io_uring completions (checkpoint writes, ring
+/// wake-ups), in µs. glommio's default (100 ms) stalled checkpoints that long; 1 ms made
+/// glommio lose timer wake-ups (rate-limited runs hung, 1 in ~3); 10 ms did not hang in
+/// 30 tries. `WEFT_PREEMPT_US` overrides it for experiments (read once, by the CLI).
+pub const PREEMPT_US_DEFAULT: u64 = 10_000;
 
 const _: () = assert!(BATCH_EVENTS_DEFAULT <= BATCH_EVENTS_MAX);
 const _: () = assert!(RING_SLOTS_DEFAULT <= RING_SLOTS_MAX);
@@ -514,12 +523,11 @@ impl JobConfig {
                             "\"-\" (stdout) cannot be committed exactly once; checkpointing needs a directory or \"none\"".into(),
                         ));
                     }
-                    let interval_ms =
-                        e.checkpoint_interval_ms.unwrap_or(crate::checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT);
+                    let interval_ms = e.checkpoint_interval_ms.unwrap_or(CHECKPOINT_INTERVAL_MS_DEFAULT);
                     if interval_ms == 0 {
                         return Err(invalid("engine.checkpoint_interval_ms", "must be > 0".into()));
                     }
-                    let retained = e.checkpoints_retained.unwrap_or(crate::checkpoint::CHECKPOINTS_RETAINED_DEFAULT);
+                    let retained = e.checkpoints_retained.unwrap_or(CHECKPOINTS_RETAINED_DEFAULT);
                     if retained == 0 {
                         return Err(invalid("engine.checkpoints_retained", "must be >= 1".into()));
                     }

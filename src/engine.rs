@@ -1,26 +1,27 @@
-//! Runs a job: plans partitions, wires one ring per ordered pair of shards, starts one
-//! pinned glommio executor per shard, shows progress, and merges the shard reports.
+//! Runs a job, in named steps ([`run`]): plan the start (fresh, resume, or already
+//! finished), prepare the output, wire the rings and spawn one pinned glommio executor
+//! per shard, watch (progress line, checkpoint coordinator, signals), collect the
+//! shards' results, and build the report.
 //!
-//! The calling thread only watches and coordinates: progress, and with checkpointing
-//! the checkpoint coordinator (asks for barriers every interval, writes a manifest
-//! when every shard's snapshot is durable, then commits that epoch's output). All
-//! joining happens on the shard executors.
+//! The calling thread only watches and coordinates; all joining happens on the shard
+//! executors. The coordinator itself is `checkpoint/coordinator.rs`. This file never
+//! reads environment variables: the CLI passes its knobs in [`RunOptions`].
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::shared_channel;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
 
-use crate::checkpoint::coordinator::{self as recovery, Start};
-use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
-use crate::config::{Job, OutputTarget};
+use crate::checkpoint::coordinator::{self as recovery, Coordinator, Start};
+use crate::checkpoint::{self, CheckpointError, Manifest, ShardSnapshot};
+use crate::config::{Job, OutputTarget, PREEMPT_US_DEFAULT};
 use crate::event::Side;
-use crate::exchange::Batch;
+use crate::exchange;
 use crate::metrics::{new_histogram, InputReport, LatencyReport, Progress, Report, ShardCounters};
-use crate::shard::{self, ShardCtx, ShardError};
+use crate::shard::{self, ShardCtx, ShardError, ShardResult};
 use crate::sink::{prepare_output_dir, SinkError};
 use crate::source;
 
@@ -32,6 +33,11 @@ pub struct RunOptions {
     pub force: bool,
     /// Print a live progress line to stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// Print checkpoint timings to stderr (the CLI sets it from `WEFT_DEBUG_CHECKPOINTS`).
+    pub debug_checkpoints: bool,
+    /// How often a busy shard yields to reap io_uring completions, in µs; `None`:
+    /// [`PREEMPT_US_DEFAULT`] (the CLI sets it from `WEFT_PREEMPT_US`, for experiments).
+    pub preempt_us: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,41 +56,61 @@ pub enum EngineError {
     AlreadyFinished { checkpoint: u64, dir: String },
 }
 
-/// How often a busy shard yields to reap io_uring completions (µs); see the builder.
-const PREEMPT_US_DEFAULT: u64 = 10_000;
+/// How often the watching thread looks at progress, the coordinator and signals.
+const WATCH_TICK_MS: u64 = 20;
+/// How often the live progress line is redrawn.
+const PROGRESS_LINE_EVERY_S: u64 = 1;
 
-/// Runs `job` to the end of its inputs and returns the report.
+type ShardHandle = ExecutorJoinHandle<Result<ShardResult, ShardError>>;
+
+/// Runs `job` to the end of its inputs (or to a stop at a checkpoint) and returns the report.
 pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     let start = Instant::now();
     let cpu0 = crate::sys::process_cpu_s();
-    let shards = job.shards as usize;
     let job = Arc::new(job.clone());
+    let resume = plan_start(&job)?;
+    prepare_output(&job, resume.is_some(), opts.force)?;
+    let restored = resume.as_ref().map_or(0, |m| m.checkpoint);
+    let mut coord = job.checkpoint.as_ref().map(|ck| Coordinator::new(&job, ck, restored, opts.debug_checkpoints));
+    let progress = Arc::new(Progress::new(job.shards as usize));
+    let handles = spawn_shards(&job, opts, start, &progress, coord.as_ref(), resume)?;
+    if let Some(c) = coord.as_mut() {
+        c.shards_started();
+    }
+    let show = opts.progress && std::io::stderr().is_terminal();
+    watch(&progress, coord.as_mut(), show, start, job.shards);
+    let (merged, first_err) = collect(handles);
+    let outcome = conclude(coord.as_mut(), merged.stopped_at, first_err)?;
+    Ok(report(&job, &merged, outcome, start, cpu0))
+}
 
-    // Where do we start?
-    let mut resume: Option<Box<Manifest>> = None;
-    if let Some(ck) = &job.checkpoint {
-        std::fs::create_dir_all(&ck.dir).map_err(checkpoint::io(&ck.dir, "create directory"))?;
-        match recovery::plan(&job, &ck.dir, |w| eprintln!("warning: {w}"))? {
-            Start::Fresh => {
-                recovery::clear_orphans(&ck.dir)?;
-                if let OutputTarget::Dir(d) = &job.output {
-                    crate::sink::remove_uncommitted(d)?;
-                }
+/// Where the job starts: `None` fresh (orphaned state and uncommitted output removed),
+/// or the manifest to resume from (output reset to its epoch).
+fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
+    let Some(ck) = &job.checkpoint else { return Ok(None) };
+    std::fs::create_dir_all(&ck.dir).map_err(checkpoint::io(&ck.dir, "create directory"))?;
+    match recovery::plan(job, &ck.dir, |w| eprintln!("warning: {w}"))? {
+        Start::Fresh => {
+            recovery::clear_orphans(&ck.dir)?;
+            if let OutputTarget::Dir(d) = &job.output {
+                crate::sink::remove_uncommitted(d)?;
             }
-            Start::Finished(n) => {
-                return Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() })
-            }
-            Start::Resume(m) => {
-                eprintln!("resuming from checkpoint {} in {}", m.checkpoint, ck.dir.display());
-                recovery::reset_output(&job, m.checkpoint)?;
-                resume = Some(m);
-            }
+            Ok(None)
+        }
+        Start::Finished(n) => Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() }),
+        Start::Resume(m) => {
+            eprintln!("resuming from checkpoint {} in {}", m.checkpoint, ck.dir.display());
+            recovery::reset_output(job, m.checkpoint)?;
+            Ok(Some(m))
         }
     }
+}
 
+/// A fresh output directory (or the CSV header on stdout); a resumed run keeps its own.
+fn prepare_output(job: &Job, resuming: bool, force: bool) -> Result<(), EngineError> {
     match &job.output {
-        OutputTarget::Dir(_) if resume.is_some() => {}
-        OutputTarget::Dir(d) => prepare_output_dir(d, opts.force)?,
+        OutputTarget::Dir(_) if resuming => {}
+        OutputTarget::Dir(d) => prepare_output_dir(d, force)?,
         OutputTarget::Stdout => {
             let h = crate::sink::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
                 .header();
@@ -97,221 +123,192 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         }
         OutputTarget::None => {}
     }
+    Ok(())
+}
 
-    // Partition i is read by shard i % shards.
+/// Wires the rings and starts one executor per shard, each with its partitions (plan
+/// index i goes to shard i % shards) and, when resuming, its snapshot.
+fn spawn_shards(
+    job: &Arc<Job>,
+    opts: &RunOptions,
+    start: Instant,
+    progress: &Arc<Progress>,
+    coord: Option<&Coordinator>,
+    resume: Option<Box<Manifest>>,
+) -> Result<Vec<ShardHandle>, EngineError> {
+    let shards = job.shards as usize;
     let mut specs: Vec<Vec<(u32, source::PartitionSpec)>> = vec![Vec::new(); shards];
-    for (i, s) in source::plan(&job).into_iter().enumerate() {
+    for (i, s) in source::plan(job).into_iter().enumerate() {
         specs[i % shards].push((i as u32, s));
     }
-
-    let restored = resume.as_ref().map_or(0, |m| m.checkpoint);
-    let requested = Arc::new(AtomicU64::new(restored));
-    let stop_at = Arc::new(AtomicU64::new(u64::MAX));
-    let (coord_tx, coord_rx) = std::sync::mpsc::channel::<CoordMsg>();
     let mut restore: Vec<Option<ShardSnapshot>> = vec![None; shards];
-    if let Some(m) = &resume {
-        for snap in &m.shards {
-            restore[snap.shard as usize] = Some(snap.clone());
-        }
+    for snap in resume.map(|m| m.shards).unwrap_or_default() {
+        let s = snap.shard as usize;
+        restore[s] = Some(snap);
     }
-
-    // senders[s][d] / receivers[d]: the ring s -> d.
-    let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Batch>>>> =
-        (0..shards).map(|_| (0..shards).map(|_| None).collect()).collect();
-    let mut receivers: Vec<Vec<(usize, shared_channel::SharedReceiver<Batch>)>> =
-        (0..shards).map(|_| Vec::new()).collect();
-    for (s, row) in senders.iter_mut().enumerate() {
-        for (d, slot) in row.iter_mut().enumerate() {
-            if s != d {
-                let (tx, rx) = shared_channel::new_bounded(job.ring_slots as usize);
-                *slot = Some(tx);
-                receivers[d].push((s, rx));
-            }
-        }
-    }
-
-    let progress = Arc::new(Progress::new(shards));
-    let preempt = Duration::from_micros(
-        std::env::var("WEFT_PREEMPT_US").ok().and_then(|v| v.parse().ok()).unwrap_or(PREEMPT_US_DEFAULT),
-    );
+    let rings = exchange::wire(shards, job.ring_slots as usize);
+    let preempt = Duration::from_micros(opts.preempt_us.unwrap_or(PREEMPT_US_DEFAULT));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::with_capacity(shards);
-    for (id, ((tx, rx), sp)) in senders.into_iter().zip(receivers).zip(specs).enumerate() {
+    for (id, (rings, sp)) in rings.into_iter().zip(specs).enumerate() {
         let ctx = ShardCtx {
             id: id as u32,
             job: job.clone(),
             specs: sp,
-            senders: tx,
-            receivers: rx,
+            rings,
             progress: progress.clone(),
             start,
             strict: opts.strict,
-            checkpoint: job.checkpoint.as_ref().map(|ck| shard::CheckpointCtx {
-                dir: ck.dir.clone(),
-                requested: requested.clone(),
-                stop_at: stop_at.clone(),
-                to_coordinator: coord_tx.clone(),
-                restore: restore[id].take(),
-                restored,
-            }),
+            checkpoint: coord.map(|c| c.shard_ctx(restore[id].take())),
         };
         let pin = if job.pin_cores && !cores.is_empty() { Some(cores[id % cores.len()]) } else { None };
-        let progress2 = progress.clone();
-        let builder = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&format!("weft-shard-{id}"))
-            .io_memory(job.io_memory_kib as usize * 1024)
-            // How often a busy shard stops to reap io_uring completions (checkpoint writes,
-            // ring wake-ups). glommio's default (100 ms) stalled checkpoints that long; 1 ms
-            // made glommio lose timer wake-ups (rate-limited runs hung, 1 in ~3); 10 ms did not
-            // hang in 30 tries. WEFT_PREEMPT_US overrides it for experiments.
-            .preempt_timer(preempt);
-        let handle = builder
-            .spawn(move || async move {
-                if let Some(core) = pin {
-                    core_affinity::set_for_current(core);
-                }
-                let r = shard::run(ctx).await;
-                if r.is_err() {
-                    progress2.abort.store(true, Ordering::Relaxed);
-                }
-                progress2.finished.fetch_add(1, Ordering::Relaxed);
-                r
-            })
-            .map_err(|e| EngineError::Executor { shard: id as u32, message: e.to_string() })?;
-        handles.push(handle);
+        handles.push(spawn_shard(ctx, pin, job.io_memory_kib, preempt)?);
     }
+    Ok(handles)
+}
 
-    drop(coord_tx);
-    let show = opts.progress && std::io::stderr().is_terminal();
-    let mut last_print = Instant::now();
-    let mut last_rows = 0u64;
-    let mut coord = job.checkpoint.as_ref().map(|ck| Coordinator {
-        dir: ck.dir.clone(),
-        interval: Duration::from_millis(ck.interval_ms),
-        retained: ck.retained,
-        shape: JobShape::of(&job),
-        output: job.output.clone(),
-        shards,
-        last_request: Instant::now(),
-        pending: std::collections::BTreeMap::new(),
-        failed: std::collections::BTreeSet::new(),
-        completed: restored,
-        finished: 0,
-        error: None,
-    });
-    let mut stop_sent = false;
-    while progress.finished.load(Ordering::Relaxed) < shards as u64 {
-        std::thread::sleep(Duration::from_millis(20));
-        if let Some(c) = coord.as_mut() {
-            while let Ok(msg) = coord_rx.try_recv() {
-                c.on_message(msg);
+/// One pinned executor running `shard::run`; a failure raises the abort flag.
+fn spawn_shard(
+    ctx: ShardCtx,
+    pin: Option<core_affinity::CoreId>,
+    io_memory_kib: u32,
+    preempt: Duration,
+) -> Result<ShardHandle, EngineError> {
+    let id = ctx.id;
+    let progress = ctx.progress.clone();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name(&format!("weft-shard-{id}"))
+        .io_memory(io_memory_kib as usize * 1024)
+        // See PREEMPT_US_DEFAULT for why this value.
+        .preempt_timer(preempt)
+        .spawn(move || async move {
+            if let Some(core) = pin {
+                core_affinity::set_for_current(core);
             }
-            if c.error.is_some() {
+            let r = shard::run(ctx).await;
+            if r.is_err() {
                 progress.abort.store(true, Ordering::Relaxed);
             }
-            let req = requested.load(Ordering::Relaxed);
-            if crate::sys::STOP_REQUESTED.load(Ordering::Relaxed) && !stop_sent {
-                stop_sent = true;
-                stop_at.store(req + 1, Ordering::Release);
-                requested.store(req + 1, Ordering::Release);
-            } else if !stop_sent && c.last_request.elapsed() >= c.interval && c.idle(req) {
-                requested.store(req + 1, Ordering::Release);
-                c.last_request = Instant::now();
-            }
-        } else if crate::sys::STOP_REQUESTED.load(Ordering::Relaxed) {
-            progress.abort.store(true, Ordering::Relaxed);
+            progress.finished.fetch_add(1, Ordering::Relaxed);
+            r
+        })
+        .map_err(|e| EngineError::Executor { shard: id, message: e.to_string() })
+}
+
+/// Until every shard has finished: drives the coordinator (or, without checkpoints,
+/// turns a stop signal into an abort) and redraws the progress line.
+fn watch(progress: &Progress, mut coord: Option<&mut Coordinator>, show: bool, start: Instant, shards: u32) {
+    let mut line = ProgressLine { start, last_print: Instant::now(), last_rows: 0 };
+    while progress.finished.load(Ordering::Relaxed) < shards as u64 {
+        std::thread::sleep(Duration::from_millis(WATCH_TICK_MS));
+        let stop = crate::sys::STOP_REQUESTED.load(Ordering::Relaxed);
+        match coord.as_deref_mut() {
+            Some(c) => c.tick(stop),
+            None if stop => progress.abort.store(true, Ordering::Relaxed),
+            None => {}
         }
-        if show && last_print.elapsed() >= Duration::from_secs(1) {
-            let t = progress.totals();
-            let rows = t.rows_in;
-            let dt = last_print.elapsed().as_secs_f64();
-            let wm_s = if t.watermark == i64::MIN {
-                "-".to_string()
-            } else if t.watermark == i64::MAX {
-                "end".to_string()
-            } else {
-                t.watermark.to_string()
-            };
-            let mib = |b: u64| b as f64 / 1048576.0;
-            eprint!(
-                "\r{:>7.1}s  {:>12} events  {:>10.0} ev/s  {:>12} out  state {} + {} rows, {:.0} MiB + {:.0} MiB index  W {}   ",
-                start.elapsed().as_secs_f64(),
-                rows,
-                (rows - last_rows) as f64 / dt,
-                t.output_rows,
-                t.state_rows[0],
-                t.state_rows[1],
-                mib(t.state_bytes),
-                mib(t.index_bytes),
-                wm_s
-            );
-            last_rows = rows;
-            last_print = Instant::now();
+        if show && line.last_print.elapsed() >= Duration::from_secs(PROGRESS_LINE_EVERY_S) {
+            line.print(progress);
         }
     }
     if show {
         eprintln!();
     }
+}
 
-    let mut counters = ShardCounters::default();
-    let mut latency = new_histogram();
+/// The live progress line on stderr.
+struct ProgressLine {
+    start: Instant,
+    last_print: Instant,
+    last_rows: u64,
+}
+
+impl ProgressLine {
+    fn print(&mut self, progress: &Progress) {
+        let t = progress.totals();
+        let rows = t.rows_in;
+        let dt = self.last_print.elapsed().as_secs_f64();
+        let wm_s = if t.watermark == i64::MIN {
+            "-".to_string()
+        } else if t.watermark == i64::MAX {
+            "end".to_string()
+        } else {
+            t.watermark.to_string()
+        };
+        let mib = |b: u64| b as f64 / 1048576.0;
+        eprint!(
+            "\r{:>7.1}s  {:>12} events  {:>10.0} ev/s  {:>12} out  state {} + {} rows, {:.0} MiB + {:.0} MiB index  W {}   ",
+            self.start.elapsed().as_secs_f64(),
+            rows,
+            (rows - self.last_rows) as f64 / dt,
+            t.output_rows,
+            t.state_rows[0],
+            t.state_rows[1],
+            mib(t.state_bytes),
+            mib(t.index_bytes),
+            wm_s
+        );
+        self.last_rows = rows;
+        self.last_print = Instant::now();
+    }
+}
+
+/// What the shards that succeeded report, merged.
+struct Merged {
+    counters: ShardCounters,
+    latency: Histogram<u64>,
+    stopped_at: Option<u64>,
+}
+
+/// Joins every shard; merges the results and keeps the error that explains the failure.
+fn collect(handles: Vec<ShardHandle>) -> (Merged, Option<EngineError>) {
+    let mut merged = Merged { counters: ShardCounters::default(), latency: new_histogram(), stopped_at: None };
     let mut first_err: Option<EngineError> = None;
-    let mut stopped_at = None;
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(r)) => {
-                counters.merge(&r.counters);
-                let _ = latency.add(&r.latency);
-                stopped_at = stopped_at.or(r.stopped_at);
+                merged.counters.merge(&r.counters);
+                let _ = merged.latency.add(&r.latency);
+                merged.stopped_at = merged.stopped_at.or(r.stopped_at);
             }
-            Ok(Err(e)) => {
-                // Prefer the root cause over the "stopped because another failed" echoes.
-                let aborted = matches!(e, ShardError::Aborted(_));
-                if first_err.is_none()
-                    || (!aborted && matches!(first_err, Some(EngineError::Shard(ShardError::Aborted(_)))))
-                {
-                    first_err = Some(e.into());
-                }
-            }
+            Ok(Err(e)) => rank_error(&mut first_err, e),
             Err(e) => {
                 first_err.get_or_insert(EngineError::Panic { shard: id as u32, message: e.to_string() });
             }
         }
     }
-    let mut outcome = "completed".to_string();
-    if let Some(c) = coord.as_mut() {
-        // Snapshots that became durable while the shards were ending.
-        while let Ok(msg) = coord_rx.try_recv() {
-            c.on_message(msg);
-        }
-        if let Some(e) = c.error.take() {
-            first_err.get_or_insert(e.into());
-        }
-        if first_err.is_none() {
-            match stopped_at {
-                Some(n) if c.completed >= n => outcome = format!("stopped at checkpoint {n}; run again to resume"),
-                Some(n) => {
-                    first_err = Some(EngineError::Checkpoint(CheckpointError::Invalid {
-                        path: c.dir.clone(),
-                        reason: format!(
-                            "stopping: the final checkpoint {n} did not complete; a restart resumes from {}",
-                            c.completed
-                        ),
-                    }))
-                }
-                None => {
-                    c.finish()?;
-                    outcome = format!("completed; output committed (checkpoint {})", c.completed);
-                }
-            }
-        }
-    } else if crate::sys::STOP_REQUESTED.load(Ordering::Relaxed) && first_err.is_some() {
-        outcome = "interrupted".into();
+    (merged, first_err)
+}
+
+/// Keeps the first error, except that a root cause replaces a "stopped because another
+/// shard failed" echo.
+fn rank_error(first_err: &mut Option<EngineError>, e: ShardError) {
+    let aborted = matches!(e, ShardError::Aborted(_));
+    if first_err.is_none() || (!aborted && matches!(first_err, Some(EngineError::Shard(ShardError::Aborted(_))))) {
+        *first_err = Some(e.into());
     }
+}
+
+/// How the run ends: the shards' error, or (with checkpoints) the coordinator's last
+/// word: snapshots that became durable while the shards were ending, then the final
+/// manifest and commit, or the check that the stop checkpoint completed.
+fn conclude(
+    coord: Option<&mut Coordinator>,
+    stopped_at: Option<u64>,
+    first_err: Option<EngineError>,
+) -> Result<String, EngineError> {
+    let Some(c) = coord else {
+        return first_err.map_or_else(|| Ok("completed".to_string()), Err);
+    };
+    c.drain();
     if let Some(e) = first_err {
         return Err(e);
     }
+    Ok(c.conclude(stopped_at)?)
+}
 
+fn report(job: &Job, merged: &Merged, outcome: String, start: Instant, cpu0: f64) -> Report {
+    let counters = &merged.counters;
     let wall_s = start.elapsed().as_secs_f64();
     let cpu_s = crate::sys::process_cpu_s() - cpu0;
     let events = counters.rows_in[0] + counters.rows_in[1];
@@ -328,7 +325,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             state_bytes_peak: counters.state_bytes_peak_side[i],
         }
     };
-    Ok(Report {
+    Report {
         left: input(Side::Left),
         right: input(Side::Right),
         matched_pairs: counters.pairs,
@@ -339,7 +336,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         cpu_s,
         events_per_cpu_s: events as f64 / cpu_s.max(1e-9),
         shards: job.shards,
-        latency: LatencyReport::from_histogram(&latency),
+        latency: LatencyReport::from_histogram(&merged.latency),
         state_bytes_peak: counters.state_bytes_peak,
         keys_peak: counters.keys_peak,
         index_bytes_peak: counters.index_bytes_peak,
@@ -354,111 +351,5 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             OutputTarget::Stdout => "-".into(),
             OutputTarget::None => "none".into(),
         },
-    })
-}
-
-/// The checkpoint coordinator: runs on the engine's calling thread.
-struct Coordinator {
-    dir: std::path::PathBuf,
-    interval: Duration,
-    retained: u32,
-    shape: JobShape,
-    output: OutputTarget,
-    shards: usize,
-    last_request: Instant,
-    /// Snapshots received per checkpoint, until every shard's is in.
-    pending: std::collections::BTreeMap<u64, Vec<ShardSnapshot>>,
-    failed: std::collections::BTreeSet<u64>,
-    /// Newest complete checkpoint.
-    completed: u64,
-    finished: usize,
-    error: Option<CheckpointError>,
-}
-
-impl Coordinator {
-    /// No checkpoint is under way (the next may be asked for).
-    fn idle(&self, requested: u64) -> bool {
-        requested <= self.completed || self.failed.contains(&requested)
     }
-
-    fn on_message(&mut self, msg: CoordMsg) {
-        match msg {
-            CoordMsg::Snapshot { n, snap } => {
-                if self.failed.contains(&n) {
-                    return;
-                }
-                let v = self.pending.entry(n).or_default();
-                v.push(*snap);
-                if v.len() == self.shards {
-                    let mut snaps = self.pending.remove(&n).unwrap();
-                    snaps.sort_by_key(|s| s.shard);
-                    if let Err(e) = self.complete(n, snaps) {
-                        // The previous checkpoint stays the one to restore; the job goes on.
-                        eprintln!("warning: checkpoint {n} failed: {e}");
-                        self.failed.insert(n);
-                    }
-                }
-            }
-            CoordMsg::Failed { n, shard, error } => {
-                eprintln!("warning: checkpoint {n} failed on shard {shard}: {error}");
-                self.pending.remove(&n);
-                self.failed.insert(n);
-            }
-            CoordMsg::Finished { .. } => self.finished += 1,
-        }
-    }
-
-    /// Every shard's snapshot n is durable: make the manifest durable, then commit.
-    fn complete(&mut self, n: u64, shards: Vec<ShardSnapshot>) -> Result<(), CheckpointError> {
-        if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::sync_output(d, n)?;
-        }
-        let m = Manifest {
-            format: checkpoint::MANIFEST_FORMAT,
-            checkpoint: n,
-            finished: false,
-            created_unix_ms: unix_ms(),
-            job: self.shape.clone(),
-            shards,
-        };
-        checkpoint::write_manifest(&self.dir, &m)?;
-        if std::env::var_os("WEFT_DEBUG_CHECKPOINTS").is_some() {
-            let files: usize = m.shards.iter().map(|s| s.buckets.len()).sum();
-            let bytes: u64 = m.shards.iter().flat_map(|s| &s.buckets).map(|b| b.bytes).sum();
-            eprintln!("checkpoint {n} complete at {:?}: {files} files, {bytes} bytes", self.last_request.elapsed());
-        }
-        self.completed = self.completed.max(n);
-        if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::commit_output(d, n)?;
-        }
-        checkpoint::collect_garbage(&self.dir, self.retained)?;
-        Ok(())
-    }
-
-    /// The job ran to the end: commit every epoch and record that it finished.
-    fn finish(&mut self) -> Result<(), CheckpointError> {
-        let n = self.completed.max(self.failed.iter().copied().max().unwrap_or(0)) + 1;
-        if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::sync_output(d, u64::MAX)?;
-        }
-        let m = Manifest {
-            format: checkpoint::MANIFEST_FORMAT,
-            checkpoint: n,
-            finished: true,
-            created_unix_ms: unix_ms(),
-            job: self.shape.clone(),
-            shards: Vec::new(),
-        };
-        checkpoint::write_manifest(&self.dir, &m)?;
-        self.completed = n;
-        if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::commit_output(d, u64::MAX)?;
-        }
-        checkpoint::collect_garbage(&self.dir, self.retained)?;
-        Ok(())
-    }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -8,8 +8,21 @@
 //! A [`Batch`] carries up to `engine.batch_events` events in two flat vectors (no
 //! allocation per event) and the sender's watermark [`Mark`], which applies after the
 //! batch's events.
+//!
+//! This file owns the rings' wiring ([`wire`]), the sending side of one shard
+//! ([`Outbox`]: route a row into its destination's batch, flush, broadcast a barrier)
+//! and the wake-up guard every wait on a ring goes through ([`repoll`]). It never
+//! joins: the batch for the shard itself is handed back to the caller at flush.
+//! Invariants: every ring is bounded (`engine.ring_slots`); routing a row allocates
+//! nothing once the batches have grown to their working size.
 
-use crate::event::Side;
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+
+use crate::event::{encode_key, RowView, Side};
+use crate::router::{key_hash, shard_of};
+use crate::schema::Schema;
 use crate::watermark::Mark;
 
 /// `key_len` of an event whose key has a NULL field.
@@ -88,5 +101,135 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+}
+
+/// The rings of one shard, before its executor connects them.
+pub struct Rings {
+    /// `senders[d]`: the ring to shard `d` (`None` for itself).
+    pub senders: Vec<Option<SharedSender<Batch>>>,
+    /// (peer id, ring from that peer).
+    pub receivers: Vec<(usize, SharedReceiver<Batch>)>,
+}
+
+/// One ring per ordered pair of shards, `ring_slots` batches each; element `s` holds
+/// shard `s`'s ends.
+pub fn wire(shards: usize, ring_slots: usize) -> Vec<Rings> {
+    let mut rings: Vec<Rings> =
+        (0..shards).map(|_| Rings { senders: (0..shards).map(|_| None).collect(), receivers: Vec::new() }).collect();
+    for s in 0..shards {
+        for d in (0..shards).filter(|&d| d != s) {
+            let (tx, rx) = shared_channel::new_bounded(ring_slots);
+            rings[s].senders[d] = Some(tx);
+            rings[d].receivers.push((s, rx));
+        }
+    }
+    rings
+}
+
+/// Awaits `f`, polling it again every millisecond even without a wake-up: glommio's
+/// shared-channel `connect` sometimes loses the wake-up from the peer's connect (about
+/// 7% of 2-shard starts hung), so every wait on a ring goes through this as a guard.
+pub async fn repoll<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    // The common case (data there, room in the ring) costs no timer.
+    if let Some(v) = futures_lite::future::poll_once(&mut f).await {
+        return v;
+    }
+    loop {
+        let tick = async {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            None
+        };
+        if let Some(v) = futures_lite::future::or(async { Some((&mut f).await) }, tick).await {
+            return v;
+        }
+    }
+}
+
+/// The sending side of one shard: a batch per destination shard and the connected
+/// rings. Dropping it closes the rings, which tells every peer this shard is done.
+pub struct Outbox {
+    id: u32,
+    shards: u32,
+    out: Vec<Batch>,
+    /// The mark each destination was last sent (`None`: nothing sent yet).
+    last_mark: Vec<Option<Mark>>,
+    senders: Vec<Option<ConnectedSender<Batch>>>,
+    /// Scratch for the encoded key of the row being routed (reused, never shrunk).
+    key: Vec<u8>,
+}
+
+impl Outbox {
+    /// Connects shard `id`'s rings (waits for each peer's receiver to connect).
+    pub async fn connect(id: u32, senders: Vec<Option<SharedSender<Batch>>>, batch_events: usize) -> Outbox {
+        let shards = senders.len();
+        let mut connected = Vec::with_capacity(shards);
+        for s in senders {
+            connected.push(match s {
+                Some(s) => Some(repoll(s.connect()).await),
+                None => None,
+            });
+        }
+        Outbox {
+            id,
+            shards: shards as u32,
+            out: (0..shards).map(|_| Batch::with_capacity(batch_events)).collect(),
+            last_mark: vec![None; shards],
+            senders: connected,
+            key: Vec::with_capacity(64),
+        }
+    }
+
+    /// Puts a row into the batch of the shard that owns its key; a row with a NULL key
+    /// never matches and stays on this shard. Per row: one key encoding, one hash, one
+    /// copy of the row and key into the batch.
+    #[inline]
+    pub fn route(&mut self, side: Side, ts: i64, arrival_ns: u64, row: &[u8], schema: &Schema) {
+        if encode_key(RowView(row), schema, &mut self.key) {
+            let hash = key_hash(&self.key);
+            self.out[shard_of(hash, self.shards) as usize].push(side, ts, hash, arrival_ns, row, Some(&self.key));
+        } else {
+            self.out[self.id as usize].push(side, ts, 0, arrival_ns, row, None);
+        }
+    }
+
+    /// Every destination has been told `Mark::Done`.
+    pub fn told_done(&self) -> bool {
+        self.last_mark.iter().all(|m| *m == Some(Mark::Done))
+    }
+
+    /// Sends every destination its batch (and the new mark); the batch for this shard
+    /// goes to `join_local(own id, batch)` in its turn. Skips a destination with no
+    /// rows whose mark did not change. Waits while a ring is full (the shard's
+    /// receiver tasks keep draining meanwhile).
+    pub async fn flush(&mut self, mark: Mark, mut join_local: impl FnMut(usize, &Batch)) {
+        for d in 0..self.out.len() {
+            if self.out[d].is_empty() && self.last_mark[d] == Some(mark) {
+                continue;
+            }
+            self.last_mark[d] = Some(mark);
+            self.out[d].mark = mark;
+            if d == self.id as usize {
+                join_local(d, &self.out[d]);
+                self.out[d].clear();
+            } else if let Some(tx) = &self.senders[d] {
+                let cap = self.out[d].events.capacity();
+                let batch = std::mem::replace(&mut self.out[d], Batch::with_capacity(cap));
+                if repoll(tx.send(batch)).await.is_err() {
+                    // The peer is gone (it failed); the abort flag stops us next round.
+                }
+            }
+        }
+    }
+
+    /// Sends barrier `n` (with `mark`) to every peer, after everything flushed so far.
+    pub async fn broadcast_barrier(&mut self, n: u64, mark: Mark) {
+        for tx in self.senders.iter().flatten() {
+            let mut b = Batch::with_capacity(0);
+            b.mark = mark;
+            b.barrier = Some(n);
+            let _ = repoll(tx.send(b)).await;
+        }
     }
 }

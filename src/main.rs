@@ -220,7 +220,17 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let job = cfg.resolve(&path, &base)?;
             weft::sys::check_io_uring().map_err(anyhow::Error::msg)?;
             weft::sys::install_stop_handlers();
-            let rep = match engine::run(&job, &RunOptions { strict, force, progress: !quiet }) {
+            let rep = match engine::run(
+                &job,
+                &RunOptions {
+                    strict,
+                    force,
+                    progress: !quiet,
+                    // Diagnostics knobs, read once here and passed down.
+                    debug_checkpoints: std::env::var_os("WEFT_DEBUG_CHECKPOINTS").is_some(),
+                    preempt_us: std::env::var("WEFT_PREEMPT_US").ok().and_then(|v| v.parse().ok()),
+                },
+            ) {
                 Err(e @ engine::EngineError::AlreadyFinished { .. }) => {
                     eprintln!("{e}");
                     return Ok(ExitCode::SUCCESS);

@@ -1,15 +1,29 @@
-//! Where a job starts: fresh, or from the latest complete and valid checkpoint.
+//! The engine side of checkpointing: where a job starts ([`plan`]), and the
+//! [`Coordinator`] that asks for checkpoints and completes them while the job runs.
 //!
-//! Rules: newest manifest first; a manifest that does not parse, or whose files are
+//! Start rules: newest manifest first; a manifest that does not parse, or whose files are
 //! missing, short or fail their checksum, is reported as a warning and the previous
 //! one is tried. If manifests exist but none is valid, the job does not start (it
 //! would otherwise begin again over output that was already committed). A checkpoint
 //! of a different job shape (shards, schemas, bounds, partitions) is an error.
+//!
+//! The coordinator runs on the engine's calling thread, never on a shard: it asks for
+//! checkpoint n+1 every `engine.checkpoint_interval_ms` when none is under way, asks
+//! for a last one (and a stop at it) on SIGINT/SIGTERM, and when every shard's snapshot
+//! n is durable writes manifest n, then commits output epochs <= n. A failed checkpoint
+//! is only a warning: the previous one stays the one to restore.
+//! It never blocks on a shard: it polls its channel (`try_recv`) once per watch tick.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::checkpoint::{self, CheckpointError, JobShape, Manifest};
-use crate::config::{Job, OutputTarget};
+use crate::checkpoint::barrier::CheckpointCtx;
+use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
+use crate::config::{CheckpointSettings, Job, OutputTarget};
 
 pub enum Start {
     /// No checkpoint: a new run.
@@ -69,4 +83,199 @@ pub fn clear_orphans(dir: &Path) -> Result<(), CheckpointError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(checkpoint::io(&state, "remove orphaned state")(e)),
     }
+}
+
+/// The checkpoint coordinator of one run.
+pub struct Coordinator {
+    dir: PathBuf,
+    interval: Duration,
+    retained: u32,
+    shape: JobShape,
+    output: OutputTarget,
+    shards: usize,
+    debug: bool,
+    last_request: Instant,
+    /// Raised to ask the shards for checkpoint n.
+    requested: Arc<AtomicU64>,
+    /// The checkpoint to stop at (u64::MAX = none).
+    stop_at: Arc<AtomicU64>,
+    stop_sent: bool,
+    rx: Receiver<CoordMsg>,
+    /// Cloned into each shard's context; dropped once every shard has its clone.
+    tx: Option<Sender<CoordMsg>>,
+    /// Snapshots received per checkpoint, until every shard's is in.
+    pending: BTreeMap<u64, Vec<ShardSnapshot>>,
+    failed: BTreeSet<u64>,
+    /// Newest complete checkpoint.
+    completed: u64,
+    finished: usize,
+}
+
+impl Coordinator {
+    /// For a run of `job` that starts after checkpoint `restored` (0: fresh).
+    pub fn new(job: &Job, ck: &CheckpointSettings, restored: u64, debug: bool) -> Coordinator {
+        let (tx, rx) = std::sync::mpsc::channel::<CoordMsg>();
+        Coordinator {
+            dir: ck.dir.clone(),
+            interval: Duration::from_millis(ck.interval_ms),
+            retained: ck.retained,
+            shape: JobShape::of(job),
+            output: job.output.clone(),
+            shards: job.shards as usize,
+            debug,
+            last_request: Instant::now(),
+            requested: Arc::new(AtomicU64::new(restored)),
+            stop_at: Arc::new(AtomicU64::new(u64::MAX)),
+            stop_sent: false,
+            rx,
+            tx: Some(tx),
+            pending: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            completed: restored,
+            finished: 0,
+        }
+    }
+
+    /// What a shard needs to take part; `restore` is its snapshot to resume from.
+    pub fn shard_ctx(&self, restore: Option<ShardSnapshot>) -> CheckpointCtx {
+        CheckpointCtx {
+            dir: self.dir.clone(),
+            requested: self.requested.clone(),
+            stop_at: self.stop_at.clone(),
+            to_coordinator: self.tx.clone().expect("shard contexts are made before the shards start"),
+            restore,
+            restored: self.completed,
+            debug: self.debug,
+        }
+    }
+
+    /// Every shard has its context: only the shards hold senders from now on.
+    pub fn shards_started(&mut self) {
+        self.tx = None;
+        self.last_request = Instant::now();
+    }
+
+    /// One tick of the engine's watch loop: takes the shards' messages, then asks for
+    /// the next checkpoint when one is due, or for a last one when a stop was asked.
+    pub fn tick(&mut self, stop_requested: bool) {
+        self.drain();
+        let req = self.requested.load(Ordering::Relaxed);
+        if stop_requested && !self.stop_sent {
+            self.stop_sent = true;
+            self.stop_at.store(req + 1, Ordering::Release);
+            self.requested.store(req + 1, Ordering::Release);
+        } else if !self.stop_sent && self.last_request.elapsed() >= self.interval && self.idle(req) {
+            self.requested.store(req + 1, Ordering::Release);
+            self.last_request = Instant::now();
+        }
+    }
+
+    /// Takes every message the shards have sent so far.
+    pub fn drain(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            self.on_message(msg);
+        }
+    }
+
+    /// Every shard ended without error: how the run ends. Stopped at checkpoint n: n
+    /// must be complete. Ran to the end: writes the final manifest, commits all output.
+    pub fn conclude(&mut self, stopped_at: Option<u64>) -> Result<String, CheckpointError> {
+        match stopped_at {
+            Some(n) if self.completed >= n => Ok(format!("stopped at checkpoint {n}; run again to resume")),
+            Some(n) => Err(CheckpointError::Invalid {
+                path: self.dir.clone(),
+                reason: format!(
+                    "stopping: the final checkpoint {n} did not complete; a restart resumes from {}",
+                    self.completed
+                ),
+            }),
+            None => {
+                self.finish()?;
+                Ok(format!("completed; output committed (checkpoint {})", self.completed))
+            }
+        }
+    }
+
+    /// No checkpoint is under way (the next may be asked for).
+    fn idle(&self, requested: u64) -> bool {
+        requested <= self.completed || self.failed.contains(&requested)
+    }
+
+    fn on_message(&mut self, msg: CoordMsg) {
+        match msg {
+            CoordMsg::Snapshot { n, snap } => {
+                if self.failed.contains(&n) {
+                    return;
+                }
+                let v = self.pending.entry(n).or_default();
+                v.push(*snap);
+                if v.len() == self.shards {
+                    let mut snaps = self.pending.remove(&n).unwrap();
+                    snaps.sort_by_key(|s| s.shard);
+                    if let Err(e) = self.complete(n, snaps) {
+                        // The previous checkpoint stays the one to restore; the job goes on.
+                        eprintln!("warning: checkpoint {n} failed: {e}");
+                        self.failed.insert(n);
+                    }
+                }
+            }
+            CoordMsg::Failed { n, shard, error } => {
+                eprintln!("warning: checkpoint {n} failed on shard {shard}: {error}");
+                self.pending.remove(&n);
+                self.failed.insert(n);
+            }
+            CoordMsg::Finished { .. } => self.finished += 1,
+        }
+    }
+
+    /// Every shard's snapshot n is durable: make the manifest durable, then commit.
+    fn complete(&mut self, n: u64, shards: Vec<ShardSnapshot>) -> Result<(), CheckpointError> {
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::sync_output(d, n)?;
+        }
+        let m = self.manifest(n, false, shards);
+        checkpoint::write_manifest(&self.dir, &m)?;
+        if self.debug {
+            let files: usize = m.shards.iter().map(|s| s.buckets.len()).sum();
+            let bytes: u64 = m.shards.iter().flat_map(|s| &s.buckets).map(|b| b.bytes).sum();
+            eprintln!("checkpoint {n} complete at {:?}: {files} files, {bytes} bytes", self.last_request.elapsed());
+        }
+        self.completed = self.completed.max(n);
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::commit_output(d, n)?;
+        }
+        checkpoint::collect_garbage(&self.dir, self.retained)?;
+        Ok(())
+    }
+
+    /// The job ran to the end: commit every epoch and record that it finished.
+    fn finish(&mut self) -> Result<(), CheckpointError> {
+        let n = self.completed.max(self.failed.iter().copied().max().unwrap_or(0)) + 1;
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::sync_output(d, u64::MAX)?;
+        }
+        let m = self.manifest(n, true, Vec::new());
+        checkpoint::write_manifest(&self.dir, &m)?;
+        self.completed = n;
+        if let OutputTarget::Dir(d) = &self.output {
+            checkpoint::commit_output(d, u64::MAX)?;
+        }
+        checkpoint::collect_garbage(&self.dir, self.retained)?;
+        Ok(())
+    }
+
+    fn manifest(&self, n: u64, finished: bool, shards: Vec<ShardSnapshot>) -> Manifest {
+        Manifest {
+            format: checkpoint::MANIFEST_FORMAT,
+            checkpoint: n,
+            finished,
+            created_unix_ms: unix_ms(),
+            job: self.shape.clone(),
+            shards,
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

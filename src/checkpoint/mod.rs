@@ -1,6 +1,7 @@
 //! Consistent checkpoints: what they contain, how they are made durable, verified,
-//! committed and garbage-collected. The shard side (barriers, snapshot capture, the
-//! io_uring copy) is in `shard.rs` and [`writer`]; recovery is in `recovery.rs`.
+//! committed and garbage-collected. The shard side (barrier alignment, snapshot
+//! capture, the pack copy, restore) is in [`barrier`], the io_uring pack writer and the
+//! pack's file name in [`writer`], the start plan and the coordinator in [`coordinator`].
 //!
 //! Layout of `engine.checkpoint_dir`:
 //! ```text
@@ -25,6 +26,7 @@
 //! durable; output of epoch e becomes visible only after a manifest with n >= e is
 //! durable; a bucket copy is deleted only when no retained manifest references it.
 
+pub mod barrier;
 pub mod coordinator;
 pub mod writer;
 
@@ -40,10 +42,9 @@ use crate::schema::Field;
 use crate::sink::INPROGRESS_SUFFIX;
 use crate::source::SourcePos;
 use crate::state::copy::{BucketCopy, Segment};
+use crate::watermark::Mark;
 
 pub const MANIFEST_FORMAT: u32 = 1;
-pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 10_000;
-pub const CHECKPOINTS_RETAINED_DEFAULT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -71,8 +72,9 @@ pub struct JobShape {
     /// The schemas in force when the checkpoint was taken.
     pub left_fields: Vec<Field>,
     pub right_fields: Vec<Field>,
-    pub left_key: Vec<usize>,
-    pub right_key: Vec<usize>,
+    /// Key field indexes (fixed width on disk; the JSON is the same numbers).
+    pub left_key: Vec<u32>,
+    pub right_key: Vec<u32>,
     pub kind: JoinKind,
     pub lower_ms: i64,
     pub upper_ms: i64,
@@ -91,8 +93,8 @@ impl JobShape {
             right_name: job.right.schema.name.clone(),
             left_fields: job.left.schema.fields.clone(),
             right_fields: job.right.schema.fields.clone(),
-            left_key: job.left.schema.key.clone(),
-            right_key: job.right.schema.key.clone(),
+            left_key: key_fields(&job.left.schema.key),
+            right_key: key_fields(&job.right.schema.key),
             kind: job.kind,
             lower_ms: job.lower_ms,
             upper_ms: job.upper_ms,
@@ -130,6 +132,12 @@ impl JobShape {
     }
 }
 
+/// Key field indexes as persisted: below `FIELDS_MAX`, so they fit a `u32`.
+fn key_fields(key: &[usize]) -> Vec<u32> {
+    const _: () = assert!(crate::schema::FIELDS_MAX <= u32::MAX as usize);
+    key.iter().map(|&k| k as u32).collect()
+}
+
 /// Watermark and end state of one partition.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClockState {
@@ -154,6 +162,26 @@ pub enum MarkState {
     At { ts: i64 },
     Idle,
     Done,
+}
+
+impl From<Mark> for MarkState {
+    fn from(m: Mark) -> MarkState {
+        match m {
+            Mark::At(ts) => MarkState::At { ts },
+            Mark::Idle => MarkState::Idle,
+            Mark::Done => MarkState::Done,
+        }
+    }
+}
+
+impl From<&MarkState> for Mark {
+    fn from(m: &MarkState) -> Mark {
+        match *m {
+            MarkState::At { ts } => Mark::At(ts),
+            MarkState::Idle => Mark::Idle,
+            MarkState::Done => Mark::Done,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -429,12 +457,7 @@ pub fn collect_garbage(dir: &Path, retained: u32) -> Result<(), CheckpointError>
                 // A copy of the checkpoint in progress is newer than every manifest:
                 // only files named for a checkpoint at or below the newest are collected.
                 let newest = all.first().copied().unwrap_or(0);
-                let made_by = p
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(|s| s.strip_prefix('c'))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(u64::MAX);
+                let made_by = writer::pack_checkpoint(&p).unwrap_or(u64::MAX);
                 if made_by <= newest {
                     std::fs::remove_file(&p).map_err(io(&p, "remove unreferenced state"))?;
                 }

@@ -10,10 +10,14 @@
 //! because the row that set it comes after the barrier and is replayed on recovery,
 //! setting it again. The file is padded with zeros to the alignment, which the arena
 //! format reads as "no more records".
-
-use std::path::Path;
+//!
+//! This file owns the pack's name: [`pack_path`] writes it, [`pack_checkpoint`] parses
+//! it (garbage collection, the fault hook). It never reads a pack back (`read_bucket`
+//! in `checkpoint/mod.rs` does) and never touches the state it copies except through
+//! `fetch`.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::rc::Rc;
 
 use glommio::io::DmaFile;
@@ -23,6 +27,19 @@ use super::{io, CheckpointError};
 
 /// Bytes per write: large, aligned, and a bounded pause per memcpy.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The pack shard `shard` writes for checkpoint `n`, relative to the checkpoint
+/// directory (as the manifest names it).
+pub fn pack_path(shard: u32, n: u64) -> String {
+    format!("state/shard-{shard}/c{n}.pack")
+}
+
+/// The checkpoint a pack was written for, from its file name (`c<n>.pack`); `None` if
+/// the name is not a pack's.
+pub fn pack_checkpoint(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix('c')?.strip_suffix(".pack")?.parse().ok()
+}
 
 /// Writes the segments `lens[i]` bytes each, one after another at aligned offsets, into
 /// one pack file at `path`, fetching segment `i`'s chunk `[off, off + len)` with
@@ -119,13 +136,34 @@ async fn reap(
     Ok(())
 }
 
-/// Test hook: with `WEFT_FAULT_ENOSPC_FROM_CHECKPOINT=n`, packs of checkpoints `>= n`
-/// fail with ENOSPC after their first chunk, as on a full disk.
+/// Test hook (debug builds only; the integration tests run the debug binary): with
+/// `WEFT_FAULT_ENOSPC_FROM_CHECKPOINT=n`, packs of checkpoints `>= n` fail with ENOSPC
+/// after their first chunk, as on a full disk. Read once per pack, not per chunk.
+#[cfg(debug_assertions)]
 fn injected_enospc(path: &Path) -> bool {
     let Some(from) = std::env::var("WEFT_FAULT_ENOSPC_FROM_CHECKPOINT").ok().and_then(|v| v.parse::<u64>().ok()) else {
         return false;
     };
-    let n =
-        path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.strip_prefix('c')).and_then(|n| n.parse::<u64>().ok());
-    n.is_some_and(|n| n >= from)
+    pack_checkpoint(path).is_some_and(|n| n >= from)
+}
+
+/// Release builds have no fault hook: no environment read, no branch taken.
+#[cfg(not(debug_assertions))]
+fn injected_enospc(_path: &Path) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_name_round_trips() {
+        let p = pack_path(3, 17);
+        assert_eq!(p, "state/shard-3/c17.pack");
+        assert_eq!(pack_checkpoint(Path::new(&p)), Some(17));
+        assert_eq!(pack_checkpoint(&Path::new("/ck").join(&p)), Some(17));
+        assert_eq!(pack_checkpoint(Path::new("state/shard-3/x17.pack")), None);
+        assert_eq!(pack_checkpoint(Path::new("state/shard-3/c17.json")), None);
+    }
 }
