@@ -44,22 +44,9 @@ pub enum ConfigError {
     Invalid { path: PathBuf, key: String, message: String },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Csv,
-    Jsonl,
-}
-
-impl Format {
-    pub fn ext(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Jsonl => "jsonl",
-        }
-    }
-}
+/// The text format of inputs and output; owned by `codec` (layer 3), named here
+/// because the config is where users choose it.
+pub use crate::codec::Format;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -86,7 +86,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         OutputTarget::Dir(_) if resume.is_some() => {}
         OutputTarget::Dir(d) => prepare_output_dir(d, opts.force)?,
         OutputTarget::Stdout => {
-            let h = crate::sink::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
+            let h = crate::codec::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
                 .header();
             let mut so = std::io::stdout().lock();
             so.write_all(&h).and_then(|_| so.flush()).map_err(|e| SinkError {

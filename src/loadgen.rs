@@ -6,10 +6,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::codec::format::InputFormatter;
 use crate::config::{generator_fields, Format, GenParams, JobConfig};
 use crate::event::Side;
 use crate::schema::Schema;
-use crate::sink::format::InputFormatter;
 use crate::source::generator::Generator;
 use crate::source::{PollStatus, Source, SourceItem};
 

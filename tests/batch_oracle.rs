@@ -274,7 +274,7 @@ fn check(dir: &Path, l: &ModelInput, r: &ModelInput, kind: JoinKind, bounds: [i6
     let out = dir.join("out");
     let rep = batch::run(&job, &out, true, threads).unwrap_or_else(|e| panic!("{what}: {e}"));
     let want = model(l, r, kind, lower, upper, b, a);
-    let header = weft::sink::format::output_columns(&job.left.schema, &job.right.schema).join(",");
+    let header = weft::codec::format::output_columns(&job.left.schema, &job.right.schema).join(",");
     let got = read_output(&out, &header);
     if got != want.rows {
         let only_got: Vec<_> = got.iter().filter(|x| !want.rows.contains(x)).take(5).collect();
@@ -525,7 +525,7 @@ allowed_lateness_ms = 500
     assert!(want.late[0] > 0 && want.late[1] > 0 && want.pairs > 500, "the workload exercises lateness and matches");
     let out = t.path().join("out");
     let rep = batch::run(&job, &out, false, 2).unwrap();
-    let header = weft::sink::format::output_columns(&job.left.schema, &job.right.schema).join(",");
+    let header = weft::codec::format::output_columns(&job.left.schema, &job.right.schema).join(",");
     assert_eq!(read_output(&out, &header), want.rows);
     assert_eq!([rep.left.late_rows, rep.right.late_rows], want.late);
     assert_eq!(rep.matched_pairs, want.pairs);

@@ -39,11 +39,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::codec::csv::parse_cell;
+use crate::codec::format::{InputFormatter, OutputFormatter};
+use crate::codec::json::write_dead_letter;
 use crate::config::{Format, InputSource, Job, JoinKind};
 use crate::event::Side;
-use crate::event::{encode_key, event_time, parse_cell, write_json_str, RowBuilder, RowView};
+use crate::event::{encode_key, event_time, RowBuilder, RowView};
 use crate::schema::Schema;
-use crate::sink::format::{InputFormatter, OutputFormatter};
 use crate::source::{self, PartitionSpec, PollStatus, SourceError, SourceItem};
 
 /// Rows a reader takes from its source per poll.
@@ -915,21 +917,6 @@ fn read_csv_parallel(
     Ok(Some(outs))
 }
 
-/// Appends one dead letter: `{"input","file","line","reason","raw"}`.
-pub fn write_dead_letter(out: &mut Vec<u8>, input: &str, file: &str, line: u64, reason: &str, raw: &[u8]) {
-    out.extend_from_slice(b"{\"input\":");
-    write_json_str(out, input.as_bytes());
-    out.extend_from_slice(b",\"file\":");
-    write_json_str(out, file.as_bytes());
-    out.extend_from_slice(b",\"line\":");
-    out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
-    out.extend_from_slice(b",\"reason\":");
-    write_json_str(out, reason.as_bytes());
-    out.extend_from_slice(b",\"raw\":");
-    write_json_str(out, String::from_utf8_lossy(raw).as_bytes());
-    out.extend_from_slice(b"}\n");
-}
-
 /// The bytes of an entry's row.
 #[inline]
 fn row_of<'a>(arenas: &'a [Arena], e: &Entry) -> &'a [u8] {
@@ -1227,15 +1214,5 @@ mod tests {
         assert!(!is_late(Some(10), 5, 5));
         assert!(!is_late(Some(i64::MIN), i64::MIN, i64::MAX as i128 * 2));
         assert!(is_late(Some(i64::MAX), i64::MIN, i64::MAX as i128));
-    }
-
-    #[test]
-    fn dead_letter_is_one_json_object() {
-        let mut out = Vec::new();
-        write_dead_letter(&mut out, "imp", "a \"b\".csv", 7, "bad\n", b"x,\xff");
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["line"], 7);
-        assert_eq!(v["file"], "a \"b\".csv");
-        assert!(out.ends_with(b"}\n"));
     }
 }

@@ -8,7 +8,7 @@
 //! must be the same in every file of both directories.
 //!
 //! Rows are compared as canonical text: both engines format with
-//! [`crate::sink::format::OutputFormatter`], and the DuckDB oracle writes the same
+//! [`crate::codec::format::OutputFormatter`], and the DuckDB oracle writes the same
 //! text for integer and string data. A row's kind comes from its NULL pattern:
 //! `pair` (both sides have a non-NULL field), `left-unmatched` (every right field
 //! NULL), `right-unmatched` (every left field NULL).

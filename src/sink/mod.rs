@@ -7,20 +7,19 @@
 //! reported by [`ShardSinks::take_error`], which the shard checks after every batch:
 //! the job then fails with the path and the OS error, it never loses rows silently.
 
-pub mod format;
-
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
 
+use crate::codec::format::{InputFormatter, OutputFormatter};
+use crate::codec::json::write_dead_letter;
 use crate::config::{Format, Job, OutputTarget};
 use crate::event::Emit;
+use crate::event::RowView;
 use crate::event::Side;
-use crate::event::{write_json_str, RowView};
 use crate::metrics::new_histogram;
-use format::{InputFormatter, OutputFormatter};
 
 /// Buffered bytes per file before a write.
 pub const FLUSH_BYTES: usize = 1 << 20;
@@ -237,18 +236,7 @@ impl ShardSinks {
         if !o.enabled() {
             return;
         }
-        let b = &mut o.buf;
-        b.extend_from_slice(b"{\"input\":");
-        write_json_str(b, input.as_bytes());
-        b.extend_from_slice(b",\"file\":");
-        write_json_str(b, file.as_bytes());
-        b.extend_from_slice(b",\"line\":");
-        b.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
-        b.extend_from_slice(b",\"reason\":");
-        write_json_str(b, reason.as_bytes());
-        b.extend_from_slice(b",\"raw\":");
-        write_json_str(b, String::from_utf8_lossy(raw).as_bytes());
-        b.extend_from_slice(b"}\n");
+        write_dead_letter(&mut o.buf, input, file, line, reason, raw);
         o.maybe_flush();
     }
 
