@@ -21,7 +21,8 @@ use crate::event::Side;
 use crate::exchange::Batch;
 use crate::metrics::{new_histogram, InputReport, LatencyReport, Progress, Report, ShardCounters};
 use crate::shard::{self, ShardCtx, ShardError};
-use crate::sink::{prepare_output_dir, SinkError};
+use crate::sink::layout::{self, prepare_output_dir, Claim};
+use crate::sink::SinkError;
 use crate::source;
 
 #[derive(Debug, Clone, Default)]
@@ -68,7 +69,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             Start::Fresh => {
                 recovery::clear_orphans(&ck.dir)?;
                 if let OutputTarget::Dir(d) = &job.output {
-                    crate::sink::remove_uncommitted(d)?;
+                    layout::remove_uncommitted(d)?;
                 }
             }
             Start::Finished(n) => {
@@ -84,7 +85,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
 
     match &job.output {
         OutputTarget::Dir(_) if resume.is_some() => {}
-        OutputTarget::Dir(d) => prepare_output_dir(d, opts.force)?,
+        OutputTarget::Dir(d) => prepare_output_dir(&job, d, opts.force, Claim::PartFiles).map_err(SinkError::from)?,
         OutputTarget::Stdout => {
             let h = crate::codec::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
                 .header();
@@ -411,7 +412,7 @@ impl Coordinator {
     /// Every shard's snapshot n is durable: make the manifest durable, then commit.
     fn complete(&mut self, n: u64, shards: Vec<ShardSnapshot>) -> Result<(), CheckpointError> {
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::sync_output(d, n)?;
+            layout::sync_output(d, n).map_err(ckpt_io)?;
         }
         let m = Manifest {
             format: checkpoint::MANIFEST_FORMAT,
@@ -429,7 +430,7 @@ impl Coordinator {
         }
         self.completed = self.completed.max(n);
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::commit_output(d, n)?;
+            layout::commit_output(d, n).map_err(ckpt_io)?;
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;
         Ok(())
@@ -439,7 +440,7 @@ impl Coordinator {
     fn finish(&mut self) -> Result<(), CheckpointError> {
         let n = self.completed.max(self.failed.iter().copied().max().unwrap_or(0)) + 1;
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::sync_output(d, u64::MAX)?;
+            layout::sync_output(d, u64::MAX).map_err(ckpt_io)?;
         }
         let m = Manifest {
             format: checkpoint::MANIFEST_FORMAT,
@@ -452,11 +453,16 @@ impl Coordinator {
         checkpoint::write_manifest(&self.dir, &m)?;
         self.completed = n;
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::commit_output(d, u64::MAX)?;
+            layout::commit_output(d, u64::MAX).map_err(ckpt_io)?;
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;
         Ok(())
     }
+}
+
+/// An output-directory I/O error met while checkpointing (same text as before).
+fn ckpt_io(e: SinkError) -> CheckpointError {
+    CheckpointError::Io { path: e.path, op: e.op, source: e.source }
 }
 
 fn unix_ms() -> u64 {

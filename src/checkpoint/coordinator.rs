@@ -55,7 +55,11 @@ pub fn plan(job: &Job, dir: &Path, mut warn: impl FnMut(String)) -> Result<Start
 /// epochs up to `n` committed.
 pub fn reset_output(job: &Job, n: u64) -> Result<(), CheckpointError> {
     if let OutputTarget::Dir(d) = &job.output {
-        checkpoint::reset_output(d, n)?;
+        crate::sink::layout::reset_output(d, n).map_err(|e| CheckpointError::Io {
+            path: e.path,
+            op: e.op,
+            source: e.source,
+        })?;
     }
     Ok(())
 }

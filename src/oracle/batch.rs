@@ -46,6 +46,7 @@ use crate::config::{Format, InputSource, Job, JoinKind};
 use crate::event::Side;
 use crate::event::{encode_key, event_time, RowBuilder, RowView};
 use crate::schema::Schema;
+use crate::sink::layout::{self, Claim, PrepareError};
 use crate::source::{self, PartitionSpec, PollStatus, SourceError, SourceItem};
 
 /// Rows a reader takes from its source per poll.
@@ -262,7 +263,7 @@ pub fn run_with(
         return Err(BatchError::Threads(threads));
     }
     let ext = job.output_format.ext();
-    prepare_output_dir(job, out_dir, force)?;
+    layout::prepare_output_dir(job, out_dir, force, Claim::TextFiles)?;
 
     let all_specs = source::plan(job);
     let partitions = source::partition_counts(&all_specs);
@@ -386,64 +387,14 @@ pub fn run_with(
     })
 }
 
-/// Whether `name` is a file weft writes at the top of an output directory.
-fn is_weft_output_name(name: &str) -> bool {
-    let base = name.strip_suffix(".inprogress").unwrap_or(name);
-    !name.starts_with('.') && (base.ends_with(".csv") || base.ends_with(".jsonl"))
-}
-
-/// Creates `dir` or checks it holds no weft output; with `force`, removes exactly
-/// the files weft writes (top-level `*.csv`/`*.jsonl` and their `.inprogress`
-/// files, `late/`, `dead/`). Never removes an input file of the job.
-fn prepare_output_dir(job: &Job, dir: &Path, force: bool) -> Result<(), BatchError> {
-    fs::create_dir_all(dir).map_err(io_err(dir, "create output directory"))?;
-    let canon_dir = fs::canonicalize(dir).map_err(io_err(dir, "resolve output directory"))?;
-    for side in [Side::Left, Side::Right] {
-        if let InputSource::Files { paths, .. } = &job.input(side).source {
-            for p in paths {
-                let Ok(cp) = fs::canonicalize(p) else {
-                    continue;
-                };
-                let top_level = cp.parent() == Some(canon_dir.as_path())
-                    && cp.file_name().and_then(|n| n.to_str()).is_some_and(is_weft_output_name);
-                if top_level || cp.starts_with(canon_dir.join("late")) || cp.starts_with(canon_dir.join("dead")) {
-                    return Err(BatchError::InputInOutput { path: p.clone(), dir: dir.to_path_buf() });
-                }
-            }
+impl From<PrepareError> for BatchError {
+    fn from(e: PrepareError) -> Self {
+        match e {
+            PrepareError::Io(e) => BatchError::Io { path: e.path, op: e.op, source: e.source },
+            PrepareError::Exists { dir, found } => BatchError::OutputExists { path: dir, found: found[0].clone() },
+            PrepareError::InputInOutput { input, dir } => BatchError::InputInOutput { path: input, dir },
         }
     }
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir, "list output directory"))? {
-        let entry = entry.map_err(io_err(dir, "list output directory"))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let ft = entry.file_type().map_err(io_err(&entry.path(), "stat"))?;
-        if ft.is_dir() && (name == "late" || name == "dead") {
-            let non_empty = fs::read_dir(entry.path()).map_err(io_err(&entry.path(), "list"))?.next().is_some();
-            if non_empty || force {
-                found.push((entry.path(), true));
-            }
-        } else if ft.is_file() && is_weft_output_name(name) {
-            found.push((entry.path(), false));
-        }
-    }
-    if let Some((first, _)) = found.first() {
-        if !force {
-            return Err(BatchError::OutputExists { path: dir.to_path_buf(), found: first.clone() });
-        }
-    }
-    for (path, is_dir) in found {
-        if is_dir {
-            fs::remove_dir_all(&path).map_err(io_err(&path, "remove"))?;
-        } else {
-            fs::remove_file(&path).map_err(io_err(&path, "remove"))?;
-        }
-    }
-    for sub in ["late", "dead"] {
-        let p = dir.join(sub);
-        fs::create_dir_all(&p).map_err(io_err(&p, "create"))?;
-    }
-    Ok(())
 }
 
 /// A lazily created side-output file (late rows or dead letters).
@@ -592,14 +543,6 @@ fn input_format(job: &Job, side: Side) -> Format {
     }
 }
 
-fn late_path(out_dir: &Path, name: &str, index: u32, ext: &str) -> PathBuf {
-    out_dir.join("late").join(format!("{name}-{index}.{ext}"))
-}
-
-fn dead_path(out_dir: &Path, name: &str, index: u32) -> PathBuf {
-    out_dir.join("dead").join(format!("{name}-{index}.jsonl"))
-}
-
 /// Reads partitions from the shared queue until it is empty.
 fn read_partitions(
     job: &Job,
@@ -630,10 +573,10 @@ fn read_partitions(
         for &side in sides {
             let s = side.idx();
             late[s] = Some(SideFile::new(
-                late_path(out_dir, name(side), index, input_format(job, side).ext()),
+                layout::batch_late_path(out_dir, name(side), index, input_format(job, side).ext()),
                 late_fmt[s].header(),
             ));
-            dead[s] = Some(SideFile::new(dead_path(out_dir, name(side), index), Vec::new()));
+            dead[s] = Some(SideFile::new(layout::batch_dead_path(out_dir, name(side), index), Vec::new()));
         }
         // Max event time of the rows read so far, per side of this partition.
         let mut max_ts: [Option<i64>; 2] = [None, None];
@@ -895,8 +838,8 @@ fn read_csv_parallel(
 
     // Side outputs in file order: late rows, then dead letters with absolute lines.
     let name = schema.name.as_str();
-    let mut late_file = SideFile::new(late_path(out_dir, name, index, "csv"), late_fmt.header());
-    let mut dead_file = SideFile::new(dead_path(out_dir, name, index), Vec::new());
+    let mut late_file = SideFile::new(layout::batch_late_path(out_dir, name, index, "csv"), late_fmt.header());
+    let mut dead_file = SideFile::new(layout::batch_dead_path(out_dir, name, index), Vec::new());
     let mut outs = Vec::with_capacity(results.len());
     for (r, (c, &first_line)) in results.into_iter().zip(parsed.into_iter().zip(line_before.iter())) {
         let (mut out, late) = r?;
@@ -1020,8 +963,8 @@ fn join_worker(
     out_dir: &Path,
     ext: &str,
 ) -> Result<(JoinCounts, PathBuf), BatchError> {
-    let final_path = out_dir.join(format!("part-{i}.{ext}"));
-    let path = out_dir.join(format!("part-{i}.{ext}.inprogress"));
+    let final_path = layout::batch_part_path(out_dir, i, ext, false);
+    let path = layout::batch_part_path(out_dir, i, ext, true);
     let file = File::create(&path).map_err(io_err(&path, "create"))?;
     let mut w = PartWriter { formatter, path, file, buf: formatter.header() };
     let mut counts = JoinCounts::default();
@@ -1163,14 +1106,6 @@ fn join_bucket(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weft_output_names() {
-        assert!(is_weft_output_name("part-0.csv"));
-        assert!(is_weft_output_name("part-0.jsonl.inprogress"));
-        assert!(!is_weft_output_name(".part-0.csv"));
-        assert!(!is_weft_output_name("job.toml"));
-    }
 
     /// Entries laid out as [`Router::route`] does, all with one forced hash.
     fn entries(keys: &[(&[u8], i64)]) -> (Vec<Arena>, Vec<Entry>) {

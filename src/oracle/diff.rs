@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::config::{Format, Job};
 use crate::oracle::batch::{self, BatchError, BatchReport};
+use crate::sink::layout;
 
 /// Default memory for the row table of one comparison.
 pub const MEM_BUDGET_BYTES_DEFAULT: u64 = 1 << 30;
@@ -432,33 +433,18 @@ pub fn validate_job(job: &Job, actual: &Path, show: usize) -> Result<ValidateRep
     Ok(v)
 }
 
-/// The part files of an output directory with their sizes, sorted by name.
+/// The part files of an output directory with their sizes, sorted by name (the
+/// rule is [`layout::list_text_files`]: every non-hidden `*.<ext>` file).
 pub fn list_output_files(dir: &Path, format: Format) -> Result<Vec<(PathBuf, u64)>, ValidateError> {
     if !dir.is_dir() {
         return Err(ValidateError::NotADir { path: dir.to_path_buf() });
     }
-    let suffix = format!(".{}", format.ext());
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir, "list"))? {
-        let entry = entry.map_err(io_err(dir, "list"))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(&suffix) {
-            continue;
-        }
-        let path = entry.path();
-        let meta = fs::metadata(&path).map_err(io_err(&path, "stat"))?;
-        if meta.is_file() {
-            out.push((path, meta.len()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    layout::list_text_files(dir, format).map_err(|e| ValidateError::Io { path: e.path, op: e.op, source: e.source })
 }
 
 /// Late rows per input name in `dir/late/<input>-<n>.<ext>`; None without `late/`.
 fn count_late(dir: &Path) -> Result<Option<BTreeMap<String, u64>>, ValidateError> {
-    let late_dir = dir.join("late");
+    let late_dir = dir.join(layout::LATE_DIR);
     if !late_dir.is_dir() {
         return Ok(None);
     }
@@ -482,29 +468,18 @@ fn count_late(dir: &Path) -> Result<Option<BTreeMap<String, u64>>, ValidateError
     Ok(Some(out))
 }
 
-/// The input a late file belongs to: `<input>-<n>.<ext>` or, with checkpoints,
-/// `<input>-<shard>-<epoch>.<ext>`; every trailing `-<digits>` is dropped.
-pub fn late_input_name(file_name: &str, format: Format) -> &str {
-    let mut stem = file_name.strip_suffix(format.ext()).and_then(|s| s.strip_suffix('.')).unwrap_or(file_name);
-    while let Some((name, n)) = stem.rsplit_once('-') {
-        if name.is_empty() || n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
-            break;
-        }
-        stem = name;
-    }
-    stem
-}
+pub use crate::sink::layout::late_input_name;
 
 /// Dead letters in `dir/dead/*.jsonl`; None without `dead/`.
 fn count_dead(dir: &Path) -> Result<Option<u64>, ValidateError> {
-    let dead_dir = dir.join("dead");
+    let dead_dir = dir.join(layout::DEAD_DIR);
     if !dead_dir.is_dir() {
         return Ok(None);
     }
     let mut n = 0;
     let mut header = HeaderCheck::default();
-    for (path, _) in list_output_files(&dead_dir, Format::Jsonl)? {
-        read_records(&path, Format::Jsonl, &mut header, |_, _| {
+    for (path, _) in list_output_files(&dead_dir, layout::DEAD_FORMAT)? {
+        read_records(&path, layout::DEAD_FORMAT, &mut header, |_, _| {
             n += 1;
             Ok(())
         })?;
