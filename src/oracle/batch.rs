@@ -98,9 +98,10 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Bat
     move |source| BatchError::Io { path: path.to_path_buf(), op, source }
 }
 
-/// Counts for one input.
+/// Counts for one input of a batch run (JSON field names as `weft batch` prints them;
+/// the streaming engine's counterpart is `metrics::InputReport`).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct InputReport {
+pub struct BatchInputReport {
     pub name: String,
     pub partitions: u32,
     /// Well-formed rows read (late ones included).
@@ -117,8 +118,8 @@ pub struct BatchReport {
     pub output_dir: PathBuf,
     pub kind: JoinKind,
     pub threads: u32,
-    pub left: InputReport,
-    pub right: InputReport,
+    pub left: BatchInputReport,
+    pub right: BatchInputReport,
     pub matched_pairs: u64,
     pub output_rows: u64,
     pub output_files: Vec<PathBuf>,
@@ -128,7 +129,7 @@ pub struct BatchReport {
 }
 
 impl BatchReport {
-    pub fn input(&self, side: Side) -> &InputReport {
+    pub fn input(&self, side: Side) -> &BatchInputReport {
         match side {
             Side::Left => &self.left,
             Side::Right => &self.right,
@@ -200,7 +201,7 @@ struct Bucket {
 struct ReaderOut {
     /// `buckets[side][bucket]`.
     buckets: [Vec<Bucket>; 2],
-    counts: [InputReport; 2],
+    counts: [BatchInputReport; 2],
     /// The arena that entries flagged [`LOC_SHARED`] point into: a parsed chunk of a
     /// large CSV file, whose rows are not copied again.
     shared: Option<Arc<Vec<u8>>>,
@@ -301,7 +302,7 @@ pub fn run_with(
     if 2 * outs.len() >= 1 << (64 - LOC_OFF_BITS) {
         return Err(BatchError::Threads(outs.len()));
     }
-    let mut counts: [InputReport; 2] = Default::default();
+    let mut counts: [BatchInputReport; 2] = Default::default();
     for side in [Side::Left, Side::Right] {
         let c = &mut counts[side.idx()];
         c.name = job.input(side).schema.name.clone();
@@ -441,16 +442,16 @@ impl SideFile {
 }
 
 /// Routes non-late rows of one reader into its hash buckets.
-struct Router {
+struct Bucketer {
     hasher: ahash::RandomState,
     nbuckets: usize,
     key: Vec<u8>,
     out: ReaderOut,
 }
 
-impl Router {
-    fn new(nbuckets: usize) -> Router {
-        Router {
+impl Bucketer {
+    fn new(nbuckets: usize) -> Bucketer {
+        Bucketer {
             hasher: ahash::RandomState::with_seeds(HASH_SEEDS[0], HASH_SEEDS[1], HASH_SEEDS[2], HASH_SEEDS[3]),
             nbuckets,
             key: Vec::new(),
@@ -551,7 +552,7 @@ fn read_partitions(
     nbuckets: usize,
     out_dir: &Path,
 ) -> Result<ReaderOut, BatchError> {
-    let mut router = Router::new(nbuckets);
+    let mut bucketer = Bucketer::new(nbuckets);
     let late_fmt = [
         InputFormatter::new(input_format(job, Side::Left), &job.left.schema),
         InputFormatter::new(input_format(job, Side::Right), &job.right.schema),
@@ -589,11 +590,11 @@ fn read_partitions(
                 match item {
                     SourceItem::Row { side, ts, row, .. } => {
                         let s = side.idx();
-                        router.out.counts[s].rows_in += 1;
+                        bucketer.out.counts[s].rows_in += 1;
                         let late_row = is_late(max_ts[s], ts, slack);
                         max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
                         if late_row {
-                            router.out.counts[s].late_rows += 1;
+                            bucketer.out.counts[s].late_rows += 1;
                             if let Some(f) = &mut late[s] {
                                 late_fmt[s].write(f.buf(), RowView(row));
                                 if let Err(e) = f.maybe_flush() {
@@ -602,14 +603,14 @@ fn read_partitions(
                             }
                             return;
                         }
-                        let seq = router.out.counts[s].rows_in;
-                        if let Err(e) = router.route(job, side, ts, row, seq, &describe) {
+                        let seq = bucketer.out.counts[s].rows_in;
+                        if let Err(e) = bucketer.route(job, side, ts, row, seq, &describe) {
                             failure = Some(e);
                         }
                     }
                     SourceItem::Dead { side, line, reason, raw } => {
                         let s = side.idx();
-                        router.out.counts[s].dead_rows += 1;
+                        bucketer.out.counts[s].dead_rows += 1;
                         if let Some(f) = &mut dead[s] {
                             write_dead_letter(f.buf(), name(side), &describe, line, &reason, raw);
                             if let Err(e) = f.maybe_flush() {
@@ -634,7 +635,7 @@ fn read_partitions(
             f.flush()?;
         }
     }
-    Ok(router.out)
+    Ok(bucketer.out)
 }
 
 /// Rows of one chunk of a plain CSV file, parsed but not yet judged late.
@@ -812,10 +813,10 @@ fn read_csv_parallel(
             .map(|(c, &start_max)| {
                 let (late_fmt, describe) = (&late_fmt, &describe);
                 s.spawn(move || {
-                    let mut router = Router::new(nbuckets);
+                    let mut bucketer = Bucketer::new(nbuckets);
                     let mut late = Vec::new();
                     let mut max = start_max;
-                    let counts = &mut router.out.counts[side.idx()];
+                    let counts = &mut bucketer.out.counts[side.idx()];
                     counts.rows_in = c.rows.len() as u64;
                     counts.dead_rows = c.dead.len() as u64;
                     for (n, &(ts, off, len)) in c.rows.iter().enumerate() {
@@ -823,13 +824,13 @@ fn read_csv_parallel(
                         let late_row = is_late(max, ts, slack);
                         max = Some(max.map_or(ts, |m| m.max(ts)));
                         if late_row {
-                            router.out.counts[side.idx()].late_rows += 1;
+                            bucketer.out.counts[side.idx()].late_rows += 1;
                             late_fmt.write(&mut late, RowView(row));
                         } else {
-                            router.route_shared(job, side, ts, row, off, off ^ n as u64, describe)?;
+                            bucketer.route_shared(job, side, ts, row, off, off ^ n as u64, describe)?;
                         }
                     }
-                    Ok((router.out, late))
+                    Ok((bucketer.out, late))
                 })
             })
             .collect();
@@ -1107,7 +1108,7 @@ fn join_bucket(
 mod tests {
     use super::*;
 
-    /// Entries laid out as [`Router::route`] does, all with one forced hash.
+    /// Entries laid out as [`Bucketer::route`] does, all with one forced hash.
     fn entries(keys: &[(&[u8], i64)]) -> (Vec<Arena>, Vec<Entry>) {
         let mut arena = Vec::new();
         let mut v = Vec::new();
