@@ -1,15 +1,16 @@
 //! `weft gen`: writes the generator's two streams as files (one file per generator
 //! partition and input, so replaying them gives the same partitions and therefore the
-//! same late rows) plus a `job.toml` that runs the join over them.
+//! same late rows) plus a `job.toml` that runs the join over them. The schema is the
+//! generator's (`config::generator_schema`); rows are formatted by `codec`, as the
+//! late-data sink formats them, so the files read back as the rows generated.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::codec::format::InputFormatter;
-use crate::config::{generator_fields, Format, GenParams, JobConfig};
+use crate::config::{generator_schema, Format, GenParams, JobConfig, GENERATOR_KEY, GENERATOR_TIME};
 use crate::event::Side;
-use crate::schema::Schema;
 use crate::source::generator::Generator;
 use crate::source::{PollStatus, Source, SourceItem};
 
@@ -19,15 +20,6 @@ pub struct GenError {
     pub path: PathBuf,
     pub op: &'static str,
     pub source: std::io::Error,
-}
-
-fn schema(side: Side) -> Schema {
-    let name = match side {
-        Side::Left => "impressions",
-        Side::Right => "plays",
-    };
-    Schema::new(name, generator_fields(side), &["profile_id".into(), "title_id".into()], "ts")
-        .expect("generator schema is valid")
 }
 
 /// Writes the files and the job config; returns the config's path and rows per input.
@@ -52,7 +44,7 @@ pub fn write(
                     for (side, name) in [(Side::Left, "left"), (Side::Right, "right")] {
                         let path = dir.join(format!("{name}-{p}.{ext}"));
                         let f = File::create(&path).map_err(io("create", &path))?;
-                        let fmt = InputFormatter::new(format, &schema(side));
+                        let fmt = InputFormatter::new(format, &generator_schema(side));
                         let mut w = BufWriter::with_capacity(1 << 20, f);
                         w.write_all(&fmt.header()).map_err(io("write", &path))?;
                         files.push((path, w, fmt));
@@ -97,13 +89,13 @@ pub fn write(
     }
     for (side, input) in [(Side::Left, &mut job.left), (Side::Right, &mut job.right)] {
         let name = if side == Side::Left { "left" } else { "right" };
-        let s = schema(side);
+        let s = generator_schema(side);
         input.name = s.name.clone();
         input.generator = None;
         input.format = format;
         input.paths = (0..params.partitions).map(|p| format!("{name}-{p}.{ext}")).collect();
-        input.key = vec!["profile_id".into(), "title_id".into()];
-        input.time = Some("ts".into());
+        input.key = GENERATOR_KEY.iter().map(|k| k.to_string()).collect();
+        input.time = Some(GENERATOR_TIME.into());
         input.fields = s.fields.clone();
     }
     job.output.path = "out".into();
