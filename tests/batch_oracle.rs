@@ -557,7 +557,7 @@ fn refuses_existing_output_without_force_and_never_deletes_inputs() {
     assert!(t.path().join("imp-0.csv").exists());
 }
 
-/// A manual entry point until the CLI has `weft batch`:
+/// A manual entry point to the library's batch join (the CLI's is `weft batch`):
 /// `WEFT_CONFIG=job.toml WEFT_OUT=dir cargo test --release --test batch_oracle -- --ignored --nocapture env_batch`
 #[test]
 #[ignore]
@@ -573,7 +573,8 @@ fn env_batch() {
     println!("RESULT {}", serde_json::to_string(&rep).unwrap());
 }
 
-/// A manual entry point until the CLI has `weft validate`:
+/// A manual entry point to the library's comparison (the CLI's is
+/// `weft validate --expected a --actual b`):
 /// `WEFT_EXPECTED=a WEFT_ACTUAL=b cargo test --test batch_oracle -- --ignored --nocapture env_validate`
 #[test]
 #[ignore]
@@ -589,7 +590,8 @@ fn env_validate() {
     assert!(rep.is_equal());
 }
 
-/// A manual entry point until the CLI has `weft validate --config`:
+/// A manual entry point to the library's job validation (the CLI's is
+/// `weft validate --config job.toml --output dir`):
 /// `WEFT_CONFIG=job.toml WEFT_ACTUAL=dir cargo test --test batch_oracle -- --ignored --nocapture env_validate_job`
 #[test]
 #[ignore]

@@ -7,7 +7,8 @@
 //!    end by one thread, through its [`Source`](crate::source::Source). The
 //!    per-partition lateness rule is applied in file order (`t < max(t of earlier
 //!    rows) - B - A`, in i128); late rows go to `late/<input>-<partition>.<input ext>`,
-//!    malformed rows to `dead/<input>-<partition>.jsonl`. Every other row is copied
+//!    malformed rows to `dead/<input>-<partition>.jsonl` (names from `sink::layout`,
+//!    which also prepares the directory). Every other row is copied
 //!    into the arena of the hash bucket of its key (rows with a NULL key go to a side
 //!    list: they never match). A large plain CSV file (no quotes, no carriage
 //!    returns) is instead cut into chunks of whole lines parsed by every thread with
@@ -263,15 +264,46 @@ pub fn run_with(
     if threads > THREADS_MAX {
         return Err(BatchError::Threads(threads));
     }
-    let ext = job.output_format.ext();
     layout::prepare_output_dir(job, out_dir, force, Claim::TextFiles)?;
-
     let all_specs = source::plan(job);
     let partitions = source::partition_counts(&all_specs);
     let nbuckets = threads * BUCKETS_PER_THREAD;
 
-    // Phase 1: read every partition, decide lateness, route rows to buckets. Large
-    // CSV files first, each with every thread; then the rest, a file per thread.
+    let outs = read_all(job, all_specs, threads, nbuckets, out_dir, opts)?;
+    let mut counts = input_counts(job, &outs, partitions);
+    let read_ms = t_start.elapsed().as_millis() as u64;
+
+    let works = bucket_works(outs, nbuckets);
+    let t_join = Instant::now();
+    let (total, files) = join_all(job, works, threads, out_dir)?;
+    counts[0].unmatched_rows = total.unmatched[0];
+    counts[1].unmatched_rows = total.unmatched[1];
+    let [left, right] = counts;
+    Ok(BatchReport {
+        output_dir: out_dir.to_path_buf(),
+        kind: job.kind,
+        threads: threads as u32,
+        left,
+        right,
+        matched_pairs: total.pairs,
+        output_rows: total.output_rows,
+        output_files: files,
+        read_ms,
+        join_ms: t_join.elapsed().as_millis() as u64,
+        wall_ms: t_start.elapsed().as_millis() as u64,
+    })
+}
+
+/// Phase 1: reads every partition, decides lateness, routes rows to buckets. Large
+/// CSV files first, each with every thread; then the rest, a file per thread.
+fn read_all(
+    job: &Job,
+    all_specs: Vec<PartitionSpec>,
+    threads: usize,
+    nbuckets: usize,
+    out_dir: &Path,
+    opts: BatchOptions,
+) -> Result<Vec<ReaderOut>, BatchError> {
     let mut outs = Vec::new();
     let mut specs = Vec::with_capacity(all_specs.len());
     for spec in all_specs {
@@ -302,22 +334,29 @@ pub fn run_with(
     if 2 * outs.len() >= 1 << (64 - LOC_OFF_BITS) {
         return Err(BatchError::Threads(outs.len()));
     }
+    Ok(outs)
+}
+
+/// The read counts of both inputs, summed over the readers.
+fn input_counts(job: &Job, outs: &[ReaderOut], partitions: [u32; 2]) -> [BatchInputReport; 2] {
     let mut counts: [BatchInputReport; 2] = Default::default();
     for side in [Side::Left, Side::Right] {
         let c = &mut counts[side.idx()];
         c.name = job.input(side).schema.name.clone();
         c.partitions = partitions[side.idx()];
-        for o in &outs {
+        for o in outs {
             let oc = &o.counts[side.idx()];
             c.rows_in += oc.rows_in;
             c.late_rows += oc.late_rows;
             c.dead_rows += oc.dead_rows;
         }
     }
-    let read_ms = t_start.elapsed().as_millis() as u64;
+    counts
+}
 
-    // Transpose reader outputs into per-bucket work, biggest buckets first so the
-    // last thread to finish does not start a large bucket late.
+/// Transposes reader outputs into per-bucket work, biggest buckets first so the
+/// last thread to finish does not start a large bucket late.
+fn bucket_works(outs: Vec<ReaderOut>, nbuckets: usize) -> Vec<BucketWork> {
     let nouts = outs.len();
     let mut works: Vec<BucketWork> = (0..nbuckets)
         .map(|_| BucketWork {
@@ -346,10 +385,19 @@ pub fn run_with(
         }
     }
     works.sort_by_key(|w| std::cmp::Reverse(w.rows()));
-    let queue = Mutex::new(works.into_iter());
+    works
+}
 
-    // Phase 2+3: join buckets and write part files.
-    let t_join = Instant::now();
+/// Phases 2 and 3: `threads` workers join buckets from one queue and write a part
+/// file each. Returns the summed counts and the part files.
+fn join_all(
+    job: &Job,
+    works: Vec<BucketWork>,
+    threads: usize,
+    out_dir: &Path,
+) -> Result<(JoinCounts, Vec<PathBuf>), BatchError> {
+    let ext = job.output_format.ext();
+    let queue = Mutex::new(works.into_iter());
     let formatter = OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema);
     let results: Vec<Result<(JoinCounts, PathBuf), BatchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -370,22 +418,7 @@ pub fn run_with(
         total.output_rows += c.output_rows;
         files.push(path);
     }
-    counts[0].unmatched_rows = total.unmatched[0];
-    counts[1].unmatched_rows = total.unmatched[1];
-    let [left, right] = counts;
-    Ok(BatchReport {
-        output_dir: out_dir.to_path_buf(),
-        kind: job.kind,
-        threads: threads as u32,
-        left,
-        right,
-        matched_pairs: total.pairs,
-        output_rows: total.output_rows,
-        output_files: files,
-        read_ms,
-        join_ms: t_join.elapsed().as_millis() as u64,
-        wall_ms: t_start.elapsed().as_millis() as u64,
-    })
+    Ok((total, files))
 }
 
 impl From<PrepareError> for BatchError {
@@ -754,88 +787,16 @@ fn read_csv_parallel(
     }
     let header_cells: Vec<&[u8]> = header.split(|&c| c == b',').collect();
     let cols = source::map_columns(path, schema, &header_cells)?;
-    let header_len = header_cells.len();
-
-    // Chunk boundaries just after a line end, about equal in size.
-    let body = header_end + 1;
-    let mut bounds = vec![body];
-    for k in 1..threads {
-        let target = (body + (text.len() - body) * k / threads).max(*bounds.last().unwrap_or(&body));
-        let cut = match text[target..].iter().position(|&c| c == b'\n') {
-            Some(p) => target + p + 1,
-            None => text.len(),
-        };
-        bounds.push(cut);
-    }
-    bounds.push(text.len());
-    bounds.dedup();
-
-    let parsed: Vec<ChunkRows> = std::thread::scope(|s| {
-        let handles: Vec<_> = bounds
-            .windows(2)
-            .map(|w| {
-                let chunk = &text[w[0]..w[1]];
-                let cols = &cols;
-                s.spawn(move || parse_chunk(chunk, schema, cols, header_len))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| BatchError::ThreadPanicked("reader")))
-            .collect::<Result<_, _>>()
-    })?;
+    let bounds = chunk_bounds(&text, header_end + 1, threads);
+    let parsed = parse_chunks(&text, &bounds, schema, &cols, header_cells.len())?;
     drop(text);
     if parsed.iter().any(|c| !c.plain) {
         return Ok(None);
     }
-
-    // The max time and the line number before each chunk.
-    let mut max_before = Vec::with_capacity(parsed.len());
-    let mut line_before = Vec::with_capacity(parsed.len());
-    let (mut m, mut line) = (None::<i64>, 1u64);
-    for c in &parsed {
-        max_before.push(m);
-        line_before.push(line);
-        m = match (m, c.max_ts) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        line += c.lines;
-    }
-
-    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    let (max_before, line_before) = chunk_starts(&parsed);
     let late_fmt = InputFormatter::new(Format::Csv, schema);
     let describe = path.display().to_string();
-    let results: Vec<Result<(ReaderOut, Vec<u8>), BatchError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parsed
-            .iter()
-            .zip(max_before.iter())
-            .map(|(c, &start_max)| {
-                let (late_fmt, describe) = (&late_fmt, &describe);
-                s.spawn(move || {
-                    let mut bucketer = Bucketer::new(nbuckets);
-                    let mut late = Vec::new();
-                    let mut max = start_max;
-                    let counts = &mut bucketer.out.counts[side.idx()];
-                    counts.rows_in = c.rows.len() as u64;
-                    counts.dead_rows = c.dead.len() as u64;
-                    for (n, &(ts, off, len)) in c.rows.iter().enumerate() {
-                        let row = &c.arena[off as usize..off as usize + len as usize];
-                        let late_row = is_late(max, ts, slack);
-                        max = Some(max.map_or(ts, |m| m.max(ts)));
-                        if late_row {
-                            bucketer.out.counts[side.idx()].late_rows += 1;
-                            late_fmt.write(&mut late, RowView(row));
-                        } else {
-                            bucketer.route_shared(job, side, ts, row, off, off ^ n as u64, describe)?;
-                        }
-                    }
-                    Ok((bucketer.out, late))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("reader")))).collect()
-    });
+    let results = judge_chunks(job, side, &parsed, &max_before, nbuckets, &late_fmt, &describe);
 
     // Side outputs in file order: late rows, then dead letters with absolute lines.
     let name = schema.name.as_str();
@@ -859,6 +820,108 @@ fn read_csv_parallel(
     late_file.flush()?;
     dead_file.flush()?;
     Ok(Some(outs))
+}
+
+/// Chunk boundaries of `text[body..]` just after a line end, about equal in size:
+/// at most `threads` chunks, never an empty one.
+fn chunk_bounds(text: &[u8], body: usize, threads: usize) -> Vec<usize> {
+    let mut bounds = vec![body];
+    for k in 1..threads {
+        let target = (body + (text.len() - body) * k / threads).max(*bounds.last().unwrap_or(&body));
+        let cut = match text[target..].iter().position(|&c| c == b'\n') {
+            Some(p) => target + p + 1,
+            None => text.len(),
+        };
+        bounds.push(cut);
+    }
+    bounds.push(text.len());
+    bounds.dedup();
+    bounds
+}
+
+/// Parses every chunk on its own thread.
+fn parse_chunks(
+    text: &[u8],
+    bounds: &[usize],
+    schema: &Schema,
+    cols: &[usize],
+    header_len: usize,
+) -> Result<Vec<ChunkRows>, BatchError> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let chunk = &text[w[0]..w[1]];
+                s.spawn(move || parse_chunk(chunk, schema, cols, header_len))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| BatchError::ThreadPanicked("reader")))
+            .collect::<Result<_, _>>()
+    })
+}
+
+/// The max event time and the line number before each chunk: where a sequential
+/// read would be when it reaches the chunk.
+fn chunk_starts(parsed: &[ChunkRows]) -> (Vec<Option<i64>>, Vec<u64>) {
+    let mut max_before = Vec::with_capacity(parsed.len());
+    let mut line_before = Vec::with_capacity(parsed.len());
+    let (mut m, mut line) = (None::<i64>, 1u64);
+    for c in parsed {
+        max_before.push(m);
+        line_before.push(line);
+        m = match (m, c.max_ts) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        line += c.lines;
+    }
+    (max_before, line_before)
+}
+
+/// Each chunk on its own thread: applies the lateness rule from the chunk's start
+/// max, formats its late rows, routes the others into buckets (rows stay in the
+/// chunk's arena). Returns per chunk its reader output and its late rows' text.
+fn judge_chunks(
+    job: &Job,
+    side: Side,
+    parsed: &[ChunkRows],
+    max_before: &[Option<i64>],
+    nbuckets: usize,
+    late_fmt: &InputFormatter,
+    describe: &str,
+) -> Vec<Result<(ReaderOut, Vec<u8>), BatchError>> {
+    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parsed
+            .iter()
+            .zip(max_before.iter())
+            .map(|(c, &start_max)| {
+                s.spawn(move || {
+                    let mut bucketer = Bucketer::new(nbuckets);
+                    let mut late = Vec::new();
+                    let mut max = start_max;
+                    let counts = &mut bucketer.out.counts[side.idx()];
+                    counts.rows_in = c.rows.len() as u64;
+                    counts.dead_rows = c.dead.len() as u64;
+                    for (n, &(ts, off, len)) in c.rows.iter().enumerate() {
+                        let row = &c.arena[off as usize..off as usize + len as usize];
+                        let late_row = is_late(max, ts, slack);
+                        max = Some(max.map_or(ts, |m| m.max(ts)));
+                        if late_row {
+                            bucketer.out.counts[side.idx()].late_rows += 1;
+                            late_fmt.write(&mut late, RowView(row));
+                        } else {
+                            bucketer.route_shared(job, side, ts, row, off, off ^ n as u64, describe)?;
+                        }
+                    }
+                    Ok((bucketer.out, late))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("reader")))).collect()
+    })
 }
 
 /// The bytes of an entry's row.
@@ -993,7 +1056,7 @@ fn join_bucket(
     matched: &mut Vec<bool>,
 ) -> Result<(), BatchError> {
     let emit = [job.kind.emits_unmatched(Side::Left), job.kind.emits_unmatched(Side::Right)];
-    let (lower, upper) = (job.lower_ms as i128, job.upper_ms as i128);
+    let window = (job.lower_ms as i128, job.upper_ms as i128);
     for side in 0..2 {
         sort_entries(&work.arenas[side], &mut work.keyed[side]);
         let gathered = gather(&work.arenas[side], &mut work.keyed[side], &mut work.null_key[side]);
@@ -1015,90 +1078,104 @@ fn join_bucket(
         match order {
             std::cmp::Ordering::Less => {
                 let end = run_end(la, lk, i);
-                c.unmatched[0] += (end - i) as u64;
-                if emit[0] {
-                    for e in &lk[i..end] {
-                        w.row(Some(row_of(la, e)), None)?;
-                    }
-                    c.output_rows += (end - i) as u64;
-                }
+                emit_unmatched(w, c, Side::Left, emit[0], la, &lk[i..end])?;
                 i = end;
             }
             std::cmp::Ordering::Greater => {
                 let end = run_end(ra, rk, j);
-                c.unmatched[1] += (end - j) as u64;
-                if emit[1] {
-                    for e in &rk[j..end] {
-                        w.row(None, Some(row_of(ra, e)))?;
-                    }
-                    c.output_rows += (end - j) as u64;
-                }
+                emit_unmatched(w, c, Side::Right, emit[1], ra, &rk[j..end])?;
                 j = end;
             }
             std::cmp::Ordering::Equal => {
                 let (li, rj) = (run_end(la, lk, i), run_end(ra, rk, j));
-                let rights = &rk[j..rj];
-                matched.clear();
-                matched.resize(rights.len(), false);
-                // Both window bounds only grow with l.t, so lo and hi only move
-                // forward; `marked` is how far `matched` has been set.
-                let (mut lo, mut hi, mut marked) = (0, 0, 0);
-                for l in &lk[i..li] {
-                    let (from, to) = (l.ts as i128 + lower, l.ts as i128 + upper);
-                    while lo < rights.len() && (rights[lo].ts as i128) < from {
-                        lo += 1;
-                    }
-                    hi = hi.max(lo);
-                    while hi < rights.len() && (rights[hi].ts as i128) <= to {
-                        hi += 1;
-                    }
-                    let lrow = row_of(la, l);
-                    if lo == hi {
-                        c.unmatched[0] += 1;
-                        if emit[0] {
-                            w.row(Some(lrow), None)?;
-                            c.output_rows += 1;
-                        }
-                        continue;
-                    }
-                    for r in &rights[lo..hi] {
-                        w.row(Some(lrow), Some(row_of(ra, r)))?;
-                    }
-                    let n = (hi - lo) as u64;
-                    c.pairs += n;
-                    c.output_rows += n;
-                    for m in &mut matched[marked.max(lo)..hi] {
-                        *m = true;
-                    }
-                    marked = marked.max(hi);
-                }
-                for (r, &m) in rights.iter().zip(matched.iter()) {
-                    if !m {
-                        c.unmatched[1] += 1;
-                        if emit[1] {
-                            w.row(None, Some(row_of(ra, r)))?;
-                            c.output_rows += 1;
-                        }
-                    }
-                }
+                join_key_run(w, c, emit, window, (la, &lk[i..li]), (ra, &rk[j..rj]), matched)?;
                 i = li;
                 j = rj;
             }
         }
     }
-    for (side, arenas) in [(0, la), (1, ra)] {
-        let n = work.null_key[side].len() as u64;
-        c.unmatched[side] += n;
-        if emit[side] {
-            for e in &work.null_key[side] {
-                let row = row_of(arenas, e);
-                if side == 0 {
-                    w.row(Some(row), None)?;
-                } else {
-                    w.row(None, Some(row))?;
-                }
+    emit_unmatched(w, c, Side::Left, emit[0], la, &work.null_key[0])?;
+    emit_unmatched(w, c, Side::Right, emit[1], ra, &work.null_key[1])?;
+    Ok(())
+}
+
+/// Rows of `side` that match nothing: counted, and written NULL-padded when the
+/// join kind emits them (`emit`).
+fn emit_unmatched(
+    w: &mut PartWriter,
+    c: &mut JoinCounts,
+    side: Side,
+    emit: bool,
+    arenas: &[Arena],
+    rows: &[Entry],
+) -> Result<(), BatchError> {
+    let n = rows.len() as u64;
+    c.unmatched[side.idx()] += n;
+    if emit {
+        for e in rows {
+            let row = row_of(arenas, e);
+            match side {
+                Side::Left => w.row(Some(row), None)?,
+                Side::Right => w.row(None, Some(row))?,
             }
-            c.output_rows += n;
+        }
+        c.output_rows += n;
+    }
+    Ok(())
+}
+
+/// Joins the left and right rows of one key, both sorted by time: each left row's
+/// window `[t + lower, t + upper]` is found with two pointers that only move
+/// forward (both bounds grow with `t`), so the cost is O(rows + output).
+fn join_key_run(
+    w: &mut PartWriter,
+    c: &mut JoinCounts,
+    emit: [bool; 2],
+    (lower, upper): (i128, i128),
+    (la, lefts): (&[Arena], &[Entry]),
+    (ra, rights): (&[Arena], &[Entry]),
+    matched: &mut Vec<bool>,
+) -> Result<(), BatchError> {
+    matched.clear();
+    matched.resize(rights.len(), false);
+    // `marked` is how far `matched` has been set.
+    let (mut lo, mut hi, mut marked) = (0, 0, 0);
+    for l in lefts {
+        let (from, to) = (l.ts as i128 + lower, l.ts as i128 + upper);
+        while lo < rights.len() && (rights[lo].ts as i128) < from {
+            lo += 1;
+        }
+        hi = hi.max(lo);
+        while hi < rights.len() && (rights[hi].ts as i128) <= to {
+            hi += 1;
+        }
+        let lrow = row_of(la, l);
+        if lo == hi {
+            c.unmatched[0] += 1;
+            if emit[0] {
+                w.row(Some(lrow), None)?;
+                c.output_rows += 1;
+            }
+            continue;
+        }
+        for r in &rights[lo..hi] {
+            w.row(Some(lrow), Some(row_of(ra, r)))?;
+        }
+        let n = (hi - lo) as u64;
+        c.pairs += n;
+        c.output_rows += n;
+        for m in &mut matched[marked.max(lo)..hi] {
+            *m = true;
+        }
+        marked = marked.max(hi);
+    }
+    for (r, &m) in rights.iter().zip(matched.iter()) {
+        if !m {
+            c.unmatched[1] += 1;
+            if emit[1] {
+                w.row(None, Some(row_of(ra, r)))?;
+                c.output_rows += 1;
+            }
         }
     }
     Ok(())

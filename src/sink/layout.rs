@@ -67,9 +67,8 @@ pub fn dead_base(dir: &Path, shard: u32) -> PathBuf {
 
 /// The file a shard writes for `base`: `<base>.<ext>` without checkpointing
 /// (`epoch` None), else `<base>-<epoch>.<ext>.inprogress` until committed.
-///
-/// Without an epoch the extension is set with `Path::with_extension`, as it always
-/// was: an input name with a dot loses its last `.` part there (see the report).
+/// Without an epoch the extension is set with `Path::with_extension`; input names
+/// have no `.` (the config refuses them), so nothing of the base is replaced.
 pub fn file_path(base: &Path, ext: &str, epoch: Option<u64>) -> PathBuf {
     match epoch {
         None => base.with_extension(ext),
