@@ -590,85 +590,98 @@ fn read_partitions(
         InputFormatter::new(input_format(job, Side::Left), &job.left.schema),
         InputFormatter::new(input_format(job, Side::Right), &job.right.schema),
     ];
-    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(spec) = specs.get(i) else { break };
-        let (index, sides): (u32, &[Side]) = match spec {
-            PartitionSpec::File { side: Side::Left, index, .. } => (*index, &[Side::Left]),
-            PartitionSpec::File { side: Side::Right, index, .. } => (*index, &[Side::Right]),
-            PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
-        };
-        let mut src = source::open(spec, job)?;
-        let describe = src.describe();
-        let name = |side: Side| job.input(side).schema.name.as_str();
-        let mut late: [Option<SideFile>; 2] = [None, None];
-        let mut dead: [Option<SideFile>; 2] = [None, None];
-        for &side in sides {
-            let s = side.idx();
-            late[s] = Some(SideFile::new(
-                layout::batch_late_path(out_dir, name(side), index, input_format(job, side).ext()),
-                late_fmt[s].header(),
-            ));
-            dead[s] = Some(SideFile::new(layout::batch_dead_path(out_dir, name(side), index), Vec::new()));
-        }
-        // Max event time of the rows read so far, per side of this partition.
-        let mut max_ts: [Option<i64>; 2] = [None, None];
-        let mut failure: Option<BatchError> = None;
-        loop {
-            let status = src.poll(POLL_ROWS, u64::MAX, &mut |item| {
-                if failure.is_some() {
-                    return;
-                }
-                match item {
-                    SourceItem::Row { side, ts, row, .. } => {
-                        let s = side.idx();
-                        bucketer.out.counts[s].rows_in += 1;
-                        let late_row = is_late(max_ts[s], ts, slack);
-                        max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
-                        if late_row {
-                            bucketer.out.counts[s].late_rows += 1;
-                            if let Some(f) = &mut late[s] {
-                                late_fmt[s].write(f.buf(), RowView(row));
-                                if let Err(e) = f.maybe_flush() {
-                                    failure = Some(e);
-                                }
-                            }
-                            return;
-                        }
-                        let seq = bucketer.out.counts[s].rows_in;
-                        if let Err(e) = bucketer.route(job, side, ts, row, seq, &describe) {
-                            failure = Some(e);
-                        }
-                    }
-                    SourceItem::Dead { side, line, reason, raw } => {
-                        let s = side.idx();
-                        bucketer.out.counts[s].dead_rows += 1;
-                        if let Some(f) = &mut dead[s] {
-                            write_dead_letter(f.buf(), name(side), &describe, line, &reason, raw);
+        read_partition(job, spec, &mut bucketer, &late_fmt, out_dir)?;
+    }
+    Ok(bucketer.out)
+}
+
+/// Reads one partition start to end: late rows and dead letters to its side files
+/// (created only if a row goes there), every other row into `bucketer`.
+fn read_partition(
+    job: &Job,
+    spec: &PartitionSpec,
+    bucketer: &mut Bucketer,
+    late_fmt: &[InputFormatter; 2],
+    out_dir: &Path,
+) -> Result<(), BatchError> {
+    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    let (index, sides): (u32, &[Side]) = match spec {
+        PartitionSpec::File { side: Side::Left, index, .. } => (*index, &[Side::Left]),
+        PartitionSpec::File { side: Side::Right, index, .. } => (*index, &[Side::Right]),
+        PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
+    };
+    let mut src = source::open(spec, job)?;
+    let describe = src.describe();
+    let name = |side: Side| job.input(side).schema.name.as_str();
+    let mut late: [Option<SideFile>; 2] = [None, None];
+    let mut dead: [Option<SideFile>; 2] = [None, None];
+    for &side in sides {
+        let s = side.idx();
+        late[s] = Some(SideFile::new(
+            layout::batch_late_path(out_dir, name(side), index, input_format(job, side).ext()),
+            late_fmt[s].header(),
+        ));
+        dead[s] = Some(SideFile::new(layout::batch_dead_path(out_dir, name(side), index), Vec::new()));
+    }
+    // Max event time of the rows read so far, per side of this partition.
+    let mut max_ts: [Option<i64>; 2] = [None, None];
+    let mut failure: Option<BatchError> = None;
+    loop {
+        let status = src.poll(POLL_ROWS, u64::MAX, &mut |item| {
+            if failure.is_some() {
+                return;
+            }
+            match item {
+                SourceItem::Row { side, ts, row, .. } => {
+                    let s = side.idx();
+                    bucketer.out.counts[s].rows_in += 1;
+                    let late_row = is_late(max_ts[s], ts, slack);
+                    max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
+                    if late_row {
+                        bucketer.out.counts[s].late_rows += 1;
+                        if let Some(f) = &mut late[s] {
+                            late_fmt[s].write(f.buf(), RowView(row));
                             if let Err(e) = f.maybe_flush() {
                                 failure = Some(e);
                             }
                         }
+                        return;
+                    }
+                    let seq = bucketer.out.counts[s].rows_in;
+                    if let Err(e) = bucketer.route(job, side, ts, row, seq, &describe) {
+                        failure = Some(e);
                     }
                 }
-            })?;
-            if let Some(e) = failure.take() {
-                return Err(e);
-            }
-            match status {
-                PollStatus::Rows => {}
-                PollStatus::Done => break,
-                PollStatus::Idle { retry_ns } => {
-                    std::thread::sleep(std::time::Duration::from_nanos(retry_ns.min(10_000_000)))
+                SourceItem::Dead { side, line, reason, raw } => {
+                    let s = side.idx();
+                    bucketer.out.counts[s].dead_rows += 1;
+                    if let Some(f) = &mut dead[s] {
+                        write_dead_letter(f.buf(), name(side), &describe, line, &reason, raw);
+                        if let Err(e) = f.maybe_flush() {
+                            failure = Some(e);
+                        }
+                    }
                 }
             }
+        })?;
+        if let Some(e) = failure.take() {
+            return Err(e);
         }
-        for f in late.iter_mut().chain(dead.iter_mut()).flatten() {
-            f.flush()?;
+        match status {
+            PollStatus::Rows => {}
+            PollStatus::Done => break,
+            PollStatus::Idle { retry_ns } => {
+                std::thread::sleep(std::time::Duration::from_nanos(retry_ns.min(10_000_000)))
+            }
         }
     }
-    Ok(bucketer.out)
+    for f in late.iter_mut().chain(dead.iter_mut()).flatten() {
+        f.flush()?;
+    }
+    Ok(())
 }
 
 /// Rows of one chunk of a plain CSV file, parsed but not yet judged late.
