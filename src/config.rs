@@ -53,22 +53,9 @@ pub enum ConfigError {
     Invalid { path: PathBuf, key: String, message: String },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Csv,
-    Jsonl,
-}
-
-impl Format {
-    pub fn ext(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Jsonl => "jsonl",
-        }
-    }
-}
+/// The text format of inputs and output; owned by `codec` (layer 3), named here
+/// because the config is where users choose it.
+pub use crate::codec::Format;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -316,21 +303,72 @@ impl Job {
     }
 }
 
-/// The schema the generator writes for impressions (left) and plays (right).
+// The generator's schema and defaults: owned here, once. `source/generator.rs`
+// emits rows in this schema (its tests check it) and `weft gen`, the built-in job
+// and the benches take the names from here. They are not in source/generator.rs
+// because the config (layer 4) resolves generator inputs and may not import
+// `source` (layer 7).
+
+/// Input names of the built-in job and of `weft gen` files: impressions, plays.
+pub const GENERATOR_INPUT_NAMES: [&str; 2] = ["impressions", "plays"];
+/// The generator's key fields (both inputs).
+pub const GENERATOR_KEY: [&str; 2] = ["profile_id", "title_id"];
+/// The generator's event-time field (both inputs).
+pub const GENERATOR_TIME: &str = "ts";
+/// Impressions: `profile_id, title_id, ts, row, col`, in the order the generator
+/// sets the slots.
+pub const GENERATOR_LEFT_FIELDS: [(&str, FieldType); 5] = [
+    ("profile_id", FieldType::U64),
+    ("title_id", FieldType::U32),
+    ("ts", FieldType::I64),
+    ("row", FieldType::U32),
+    ("col", FieldType::U32),
+];
+/// Plays: `profile_id, title_id, ts, duration_ms`.
+pub const GENERATOR_RIGHT_FIELDS: [(&str, FieldType); 4] = [
+    ("profile_id", FieldType::U64),
+    ("title_id", FieldType::U32),
+    ("ts", FieldType::I64),
+    ("duration_ms", FieldType::U32),
+];
+
+/// Generator defaults for a config (README, "Configuration"); `[left].generator`
+/// and `[right].generator` keys left out take these.
+pub const GEN_SEED_DEFAULT: u64 = 42;
+pub const GEN_KEYS_DEFAULT: u64 = 1_000_000;
+pub const GEN_TITLES_DEFAULT: u32 = 20_000;
+pub const GEN_ZIPF_DEFAULT: f64 = 1.0;
+pub const GEN_MATCH_RATE_DEFAULT: f64 = 0.3;
+pub const GEN_DISORDER_MS_DEFAULT: i64 = 5_000;
+pub const GEN_LATE_FRACTION_DEFAULT: f64 = 0.001;
+pub const GEN_LATE_MAX_MS_DEFAULT: i64 = 600_000;
+pub const GEN_PLAY_WINDOW_MS_DEFAULT: i64 = 3_600_000;
+pub const GEN_EVENT_TIME_RATE_DEFAULT: f64 = 200.0;
+/// 0 = as fast as possible.
+pub const GEN_RATE_LIMIT_DEFAULT: f64 = 0.0;
+/// Generator partitions per input at most.
+pub const GEN_PARTITIONS_MAX: u32 = 4096;
+/// `weft gen` defaults that differ from a config's, as `weft gen --help` shows
+/// them: files for a quick check, not the 20M-event benchmark (so fewer events
+/// and keys, and a fixed partition count since there are no shards to follow).
+pub const GEN_CLI_EVENTS_DEFAULT: u64 = 1_000_000;
+pub const GEN_CLI_KEYS_DEFAULT: u64 = 100_000;
+pub const GEN_CLI_PARTITIONS_DEFAULT: u32 = 2;
+
+/// The fields the generator writes for impressions (left) and plays (right).
 pub fn generator_fields(side: Side) -> Vec<Field> {
-    let mut f = vec![
-        Field::new("profile_id", FieldType::U64),
-        Field::new("title_id", FieldType::U32),
-        Field::new("ts", FieldType::I64),
-    ];
-    match side {
-        Side::Left => {
-            f.push(Field::new("row", FieldType::U32));
-            f.push(Field::new("col", FieldType::U32));
-        }
-        Side::Right => f.push(Field::new("duration_ms", FieldType::U32)),
-    }
-    f
+    let fields: &[(&str, FieldType)] = match side {
+        Side::Left => &GENERATOR_LEFT_FIELDS,
+        Side::Right => &GENERATOR_RIGHT_FIELDS,
+    };
+    fields.iter().map(|&(name, ty)| Field::new(name, ty)).collect()
+}
+
+/// The generator's schema for `side`, as the built-in job and `weft gen` name it.
+pub fn generator_schema(side: Side) -> Schema {
+    let key: Vec<String> = GENERATOR_KEY.iter().map(|k| k.to_string()).collect();
+    Schema::new(GENERATOR_INPUT_NAMES[side.idx()], generator_fields(side), &key, GENERATOR_TIME)
+        .expect("the generator's schema is valid")
 }
 
 pub fn available_cpus() -> u32 {
@@ -358,14 +396,14 @@ impl JobConfig {
         };
         JobConfig {
             left: gen_input(
-                "impressions",
+                GENERATOR_INPUT_NAMES[Side::Left.idx()],
                 Some(GeneratorConfig {
-                    keys: Some(1_000_000),
+                    keys: Some(GEN_KEYS_DEFAULT),
                     events: Some(BUILTIN_EVENTS_DEFAULT),
                     ..Default::default()
                 }),
             ),
-            right: gen_input("plays", None),
+            right: gen_input(GENERATOR_INPUT_NAMES[Side::Right.idx()], None),
             join: JoinConfig {
                 kind: JoinKind::Left,
                 lower_ms: 0,
@@ -552,8 +590,8 @@ fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Re
         if !c.fields.is_empty() && c.fields != gf {
             return Err((k("fields"), "the generator's fields are fixed; leave `fields` out".into()));
         }
-        let key = if c.key.is_empty() { vec!["profile_id".to_string(), "title_id".to_string()] } else { c.key.clone() };
-        (gf, key, c.time.clone().unwrap_or_else(|| "ts".into()), InputSource::Generator)
+        let key = if c.key.is_empty() { GENERATOR_KEY.iter().map(|k| k.to_string()).collect() } else { c.key.clone() };
+        (gf, key, c.time.clone().unwrap_or_else(|| GENERATOR_TIME.into()), InputSource::Generator)
     } else {
         if c.paths.is_empty() {
             return Err((k("paths"), "no input: give `paths` (one file per partition) or `generator`".into()));
@@ -594,18 +632,18 @@ fn merge_generator(l: &GeneratorConfig, r: &GeneratorConfig, shards: u32) -> Res
         };
     }
     let g = GenParams {
-        seed: pick!(seed, 42),
+        seed: pick!(seed, GEN_SEED_DEFAULT),
         events: pick!(events, BUILTIN_EVENTS_DEFAULT),
-        keys: pick!(keys, 1_000_000),
-        titles: pick!(titles, 20_000),
-        zipf: pick!(zipf, 1.0),
-        match_rate: pick!(match_rate, 0.3),
-        disorder_ms: pick!(disorder_ms, 5_000),
-        late_fraction: pick!(late_fraction, 0.001),
-        late_max_ms: pick!(late_max_ms, 600_000),
-        play_window_ms: pick!(play_window_ms, 3_600_000),
-        event_time_rate: pick!(event_time_rate, 200.0),
-        rate_limit: pick!(rate_limit, 0.0),
+        keys: pick!(keys, GEN_KEYS_DEFAULT),
+        titles: pick!(titles, GEN_TITLES_DEFAULT),
+        zipf: pick!(zipf, GEN_ZIPF_DEFAULT),
+        match_rate: pick!(match_rate, GEN_MATCH_RATE_DEFAULT),
+        disorder_ms: pick!(disorder_ms, GEN_DISORDER_MS_DEFAULT),
+        late_fraction: pick!(late_fraction, GEN_LATE_FRACTION_DEFAULT),
+        late_max_ms: pick!(late_max_ms, GEN_LATE_MAX_MS_DEFAULT),
+        play_window_ms: pick!(play_window_ms, GEN_PLAY_WINDOW_MS_DEFAULT),
+        event_time_rate: pick!(event_time_rate, GEN_EVENT_TIME_RATE_DEFAULT),
+        rate_limit: pick!(rate_limit, GEN_RATE_LIMIT_DEFAULT),
         partitions: pick!(partitions, shards),
     };
     let bad = |f: &str, m: String| Err((format!("left.generator.{f}"), m));
@@ -633,8 +671,8 @@ fn merge_generator(l: &GeneratorConfig, r: &GeneratorConfig, shards: u32) -> Res
     if !(g.rate_limit >= 0.0 && g.rate_limit.is_finite()) {
         return bad("rate_limit", format!("must be >= 0, got {}", g.rate_limit));
     }
-    if g.partitions == 0 || g.partitions > 4096 {
-        return bad("partitions", format!("must be in 1..=4096, got {}", g.partitions));
+    if g.partitions == 0 || g.partitions > GEN_PARTITIONS_MAX {
+        return bad("partitions", format!("must be in 1..={GEN_PARTITIONS_MAX}, got {}", g.partitions));
     }
     Ok(g)
 }

@@ -22,7 +22,8 @@ use crate::event::Side;
 use crate::exchange;
 use crate::metrics::{new_histogram, InputReport, LatencyReport, Progress, Report, ShardCounters};
 use crate::shard::{self, ShardCtx, ShardError, ShardResult};
-use crate::sink::{prepare_output_dir, SinkError};
+use crate::sink::layout::{self, prepare_output_dir, Claim};
+use crate::sink::SinkError;
 use crate::source;
 
 #[derive(Debug, Clone, Default)]
@@ -93,7 +94,7 @@ fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
         Start::Fresh => {
             recovery::clear_orphans(&ck.dir)?;
             if let OutputTarget::Dir(d) = &job.output {
-                crate::sink::remove_uncommitted(d)?;
+                layout::remove_uncommitted(d)?;
             }
             Ok(None)
         }
@@ -110,9 +111,9 @@ fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
 fn prepare_output(job: &Job, resuming: bool, force: bool) -> Result<(), EngineError> {
     match &job.output {
         OutputTarget::Dir(_) if resuming => {}
-        OutputTarget::Dir(d) => prepare_output_dir(d, force)?,
+        OutputTarget::Dir(d) => prepare_output_dir(job, d, force, Claim::PartFiles).map_err(SinkError::from)?,
         OutputTarget::Stdout => {
-            let h = crate::sink::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
+            let h = crate::codec::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
                 .header();
             let mut so = std::io::stdout().lock();
             so.write_all(&h).and_then(|_| so.flush()).map_err(|e| SinkError {

@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod checkpoint;
+pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod event;

@@ -99,30 +99,30 @@ enum Cmd {
     Gen {
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = weft::config::GEN_CLI_EVENTS_DEFAULT)]
         events: u64,
         #[arg(long, value_enum, default_value = "csv")]
         format: FormatArg,
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = weft::config::GEN_SEED_DEFAULT)]
         seed: u64,
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = weft::config::GEN_CLI_KEYS_DEFAULT)]
         keys: u64,
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = weft::config::GEN_TITLES_DEFAULT)]
         titles: u32,
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = weft::config::GEN_ZIPF_DEFAULT)]
         zipf: f64,
-        #[arg(long, default_value_t = 0.3)]
+        #[arg(long, default_value_t = weft::config::GEN_MATCH_RATE_DEFAULT)]
         match_rate: f64,
-        #[arg(long, default_value_t = 5_000)]
+        #[arg(long, default_value_t = weft::config::GEN_DISORDER_MS_DEFAULT)]
         disorder_ms: i64,
-        #[arg(long, default_value_t = 0.001)]
+        #[arg(long, default_value_t = weft::config::GEN_LATE_FRACTION_DEFAULT)]
         late_fraction: f64,
-        #[arg(long, default_value_t = 600_000)]
+        #[arg(long, default_value_t = weft::config::GEN_LATE_MAX_MS_DEFAULT)]
         late_max_ms: i64,
-        #[arg(long, default_value_t = 200.0)]
+        #[arg(long, default_value_t = weft::config::GEN_EVENT_TIME_RATE_DEFAULT)]
         event_time_rate: f64,
         /// Files per input.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = weft::config::GEN_CLI_PARTITIONS_DEFAULT)]
         partitions: u32,
         /// Join kind written into job.toml.
         #[arg(long, value_enum, default_value = "left")]

@@ -274,7 +274,7 @@ fn check(dir: &Path, l: &ModelInput, r: &ModelInput, kind: JoinKind, bounds: [i6
     let out = dir.join("out");
     let rep = batch::run(&job, &out, true, threads).unwrap_or_else(|e| panic!("{what}: {e}"));
     let want = model(l, r, kind, lower, upper, b, a);
-    let header = weft::sink::format::output_columns(&job.left.schema, &job.right.schema).join(",");
+    let header = weft::codec::format::output_columns(&job.left.schema, &job.right.schema).join(",");
     let got = read_output(&out, &header);
     if got != want.rows {
         let only_got: Vec<_> = got.iter().filter(|x| !want.rows.contains(x)).take(5).collect();
@@ -525,7 +525,7 @@ allowed_lateness_ms = 500
     assert!(want.late[0] > 0 && want.late[1] > 0 && want.pairs > 500, "the workload exercises lateness and matches");
     let out = t.path().join("out");
     let rep = batch::run(&job, &out, false, 2).unwrap();
-    let header = weft::sink::format::output_columns(&job.left.schema, &job.right.schema).join(",");
+    let header = weft::codec::format::output_columns(&job.left.schema, &job.right.schema).join(",");
     assert_eq!(read_output(&out, &header), want.rows);
     assert_eq!([rep.left.late_rows, rep.right.late_rows], want.late);
     assert_eq!(rep.matched_pairs, want.pairs);
@@ -557,7 +557,7 @@ fn refuses_existing_output_without_force_and_never_deletes_inputs() {
     assert!(t.path().join("imp-0.csv").exists());
 }
 
-/// A manual entry point until the CLI has `weft batch`:
+/// A manual entry point to the library's batch join (the CLI's is `weft batch`):
 /// `WEFT_CONFIG=job.toml WEFT_OUT=dir cargo test --release --test batch_oracle -- --ignored --nocapture env_batch`
 #[test]
 #[ignore]
@@ -573,7 +573,8 @@ fn env_batch() {
     println!("RESULT {}", serde_json::to_string(&rep).unwrap());
 }
 
-/// A manual entry point until the CLI has `weft validate`:
+/// A manual entry point to the library's comparison (the CLI's is
+/// `weft validate --expected a --actual b`):
 /// `WEFT_EXPECTED=a WEFT_ACTUAL=b cargo test --test batch_oracle -- --ignored --nocapture env_validate`
 #[test]
 #[ignore]
@@ -589,7 +590,8 @@ fn env_validate() {
     assert!(rep.is_equal());
 }
 
-/// A manual entry point until the CLI has `weft validate --config`:
+/// A manual entry point to the library's job validation (the CLI's is
+/// `weft validate --config job.toml --output dir`):
 /// `WEFT_CONFIG=job.toml WEFT_ACTUAL=dir cargo test --test batch_oracle -- --ignored --nocapture env_validate_job`
 #[test]
 #[ignore]

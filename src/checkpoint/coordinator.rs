@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::barrier::CheckpointCtx;
 use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
 use crate::config::{CheckpointSettings, Job, OutputTarget};
+use crate::sink::layout;
 
 pub enum Start {
     /// No checkpoint: a new run.
@@ -69,7 +70,7 @@ pub fn plan(job: &Job, dir: &Path, mut warn: impl FnMut(String)) -> Result<Start
 /// epochs up to `n` committed.
 pub fn reset_output(job: &Job, n: u64) -> Result<(), CheckpointError> {
     if let OutputTarget::Dir(d) = &job.output {
-        checkpoint::reset_output(d, n)?;
+        layout::reset_output(d, n)?;
     }
     Ok(())
 }
@@ -231,7 +232,7 @@ impl Coordinator {
     /// Every shard's snapshot n is durable: make the manifest durable, then commit.
     fn complete(&mut self, n: u64, shards: Vec<ShardSnapshot>) -> Result<(), CheckpointError> {
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::sync_output(d, n)?;
+            layout::sync_output(d, n)?;
         }
         let m = self.manifest(n, false, shards);
         checkpoint::write_manifest(&self.dir, &m)?;
@@ -242,7 +243,7 @@ impl Coordinator {
         }
         self.completed = self.completed.max(n);
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::commit_output(d, n)?;
+            layout::commit_output(d, n)?;
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;
         Ok(())
@@ -252,13 +253,13 @@ impl Coordinator {
     fn finish(&mut self) -> Result<(), CheckpointError> {
         let n = self.completed.max(self.failed.iter().copied().max().unwrap_or(0)) + 1;
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::sync_output(d, u64::MAX)?;
+            layout::sync_output(d, u64::MAX)?;
         }
         let m = self.manifest(n, true, Vec::new());
         checkpoint::write_manifest(&self.dir, &m)?;
         self.completed = n;
         if let OutputTarget::Dir(d) = &self.output {
-            checkpoint::commit_output(d, u64::MAX)?;
+            layout::commit_output(d, u64::MAX)?;
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;
         Ok(())

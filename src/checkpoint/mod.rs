@@ -39,7 +39,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Job, JoinKind};
 use crate::metrics::ShardCounters;
 use crate::schema::Field;
-use crate::sink::INPROGRESS_SUFFIX;
 use crate::source::SourcePos;
 use crate::state::copy::{BucketCopy, Segment};
 use crate::watermark::Mark;
@@ -56,6 +55,13 @@ pub enum CheckpointError {
         "checkpoint {path} was taken by a different job: {reason}; use another engine.checkpoint_dir or remove it"
     )]
     Mismatch { path: PathBuf, reason: String },
+}
+
+/// An output-directory error met while committing a checkpoint's output.
+impl From<crate::sink::SinkError> for CheckpointError {
+    fn from(e: crate::sink::SinkError) -> CheckpointError {
+        CheckpointError::Io { path: e.path, op: e.op, source: e.source }
+    }
 }
 
 pub(crate) fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointError {
@@ -347,78 +353,6 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
     }
     std::fs::rename(&tmp, &path).map_err(io(&path, "rename"))?;
     fsync_dir(dir)
-}
-
-/// Output files (top level, `late/`, `dead/`) with their epoch, committed or not.
-pub fn output_files(out: &Path) -> Result<Vec<(PathBuf, u64, bool)>, CheckpointError> {
-    let mut v = Vec::new();
-    for d in [out.to_path_buf(), out.join("late"), out.join("dead")] {
-        let rd = match std::fs::read_dir(&d) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(&d, "read directory")(e)),
-        };
-        for e in rd {
-            let p = e.map_err(io(&d, "read directory"))?.path();
-            if !p.is_file() {
-                continue;
-            }
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let (stem, inprogress) = match name.strip_suffix(INPROGRESS_SUFFIX) {
-                Some(s) => (s.to_string(), true),
-                None => (name.clone(), false),
-            };
-            // <base>-<epoch>.<ext>
-            let Some((before_ext, _ext)) = stem.rsplit_once('.') else { continue };
-            let Some((_, epoch)) = before_ext.rsplit_once('-') else { continue };
-            if let Ok(e) = epoch.parse::<u64>() {
-                v.push((p, e, inprogress));
-            }
-        }
-    }
-    Ok(v)
-}
-
-/// Makes the output of epochs `<= n` visible: fsyncs and renames their in-progress files.
-pub fn commit_output(out: &Path, n: u64) -> Result<u64, CheckpointError> {
-    let mut committed = 0;
-    let mut dirs = std::collections::BTreeSet::new();
-    for (p, e, inprogress) in output_files(out)? {
-        if inprogress && e <= n {
-            File::open(&p).and_then(|f| f.sync_data()).map_err(io(&p, "fdatasync"))?;
-            let s = p.to_string_lossy();
-            let final_path = PathBuf::from(s.strip_suffix(INPROGRESS_SUFFIX).unwrap().to_string());
-            std::fs::rename(&p, &final_path).map_err(io(&p, "commit (rename)"))?;
-            dirs.insert(p.parent().unwrap().to_path_buf());
-            committed += 1;
-        }
-    }
-    for d in dirs {
-        fsync_dir(&d)?;
-    }
-    Ok(committed)
-}
-
-/// fsyncs the in-progress files of epochs `<= n` (before their manifest is written).
-pub fn sync_output(out: &Path, n: u64) -> Result<(), CheckpointError> {
-    for (p, e, inprogress) in output_files(out)? {
-        if inprogress && e <= n {
-            File::open(&p).and_then(|f| f.sync_data()).map_err(io(&p, "fdatasync"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Recovery from checkpoint `n`: output of later epochs is discarded (it will be
-/// produced again), output of epochs `<= n` is committed.
-pub fn reset_output(out: &Path, n: u64) -> Result<(), CheckpointError> {
-    for (p, e, _) in output_files(out)? {
-        if e > n {
-            std::fs::remove_file(&p).map_err(io(&p, "remove uncommitted output"))?;
-        }
-    }
-    commit_output(out, n)?;
-    Ok(())
 }
 
 /// Keeps the newest `retained` manifests and deletes bucket copies none of them uses.

@@ -7,7 +7,8 @@
 //!    end by one thread, through its [`Source`](crate::source::Source). The
 //!    per-partition lateness rule is applied in file order (`t < max(t of earlier
 //!    rows) - B - A`, in i128); late rows go to `late/<input>-<partition>.<input ext>`,
-//!    malformed rows to `dead/<input>-<partition>.jsonl`. Every other row is copied
+//!    malformed rows to `dead/<input>-<partition>.jsonl` (names from `sink::layout`,
+//!    which also prepares the directory). Every other row is copied
 //!    into the arena of the hash bucket of its key (rows with a NULL key go to a side
 //!    list: they never match). A large plain CSV file (no quotes, no carriage
 //!    returns) is instead cut into chunks of whole lines parsed by every thread with
@@ -39,11 +40,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::codec::csv::parse_cell;
+use crate::codec::format::{InputFormatter, OutputFormatter};
+use crate::codec::json::write_dead_letter;
 use crate::config::{Format, InputSource, Job, JoinKind};
 use crate::event::Side;
-use crate::event::{encode_key, event_time, parse_cell, write_json_str, RowBuilder, RowView};
+use crate::event::{encode_key, event_time, RowBuilder, RowView};
 use crate::schema::Schema;
-use crate::sink::format::{InputFormatter, OutputFormatter};
+use crate::sink::layout::{self, Claim, PrepareError};
 use crate::source::{self, PartitionSpec, PollStatus, SourceError, SourceItem};
 
 /// Rows a reader takes from its source per poll.
@@ -95,9 +99,10 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Bat
     move |source| BatchError::Io { path: path.to_path_buf(), op, source }
 }
 
-/// Counts for one input.
+/// Counts for one input of a batch run (JSON field names as `weft batch` prints them;
+/// the streaming engine's counterpart is `metrics::InputReport`).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct InputReport {
+pub struct BatchInputReport {
     pub name: String,
     pub partitions: u32,
     /// Well-formed rows read (late ones included).
@@ -114,8 +119,8 @@ pub struct BatchReport {
     pub output_dir: PathBuf,
     pub kind: JoinKind,
     pub threads: u32,
-    pub left: InputReport,
-    pub right: InputReport,
+    pub left: BatchInputReport,
+    pub right: BatchInputReport,
     pub matched_pairs: u64,
     pub output_rows: u64,
     pub output_files: Vec<PathBuf>,
@@ -125,7 +130,7 @@ pub struct BatchReport {
 }
 
 impl BatchReport {
-    pub fn input(&self, side: Side) -> &InputReport {
+    pub fn input(&self, side: Side) -> &BatchInputReport {
         match side {
             Side::Left => &self.left,
             Side::Right => &self.right,
@@ -197,7 +202,7 @@ struct Bucket {
 struct ReaderOut {
     /// `buckets[side][bucket]`.
     buckets: [Vec<Bucket>; 2],
-    counts: [InputReport; 2],
+    counts: [BatchInputReport; 2],
     /// The arena that entries flagged [`LOC_SHARED`] point into: a parsed chunk of a
     /// large CSV file, whose rows are not copied again.
     shared: Option<Arc<Vec<u8>>>,
@@ -259,15 +264,46 @@ pub fn run_with(
     if threads > THREADS_MAX {
         return Err(BatchError::Threads(threads));
     }
-    let ext = job.output_format.ext();
-    prepare_output_dir(job, out_dir, force)?;
-
+    layout::prepare_output_dir(job, out_dir, force, Claim::TextFiles)?;
     let all_specs = source::plan(job);
     let partitions = source::partition_counts(&all_specs);
     let nbuckets = threads * BUCKETS_PER_THREAD;
 
-    // Phase 1: read every partition, decide lateness, route rows to buckets. Large
-    // CSV files first, each with every thread; then the rest, a file per thread.
+    let outs = read_all(job, all_specs, threads, nbuckets, out_dir, opts)?;
+    let mut counts = input_counts(job, &outs, partitions);
+    let read_ms = t_start.elapsed().as_millis() as u64;
+
+    let works = bucket_works(outs, nbuckets);
+    let t_join = Instant::now();
+    let (total, files) = join_all(job, works, threads, out_dir)?;
+    counts[0].unmatched_rows = total.unmatched[0];
+    counts[1].unmatched_rows = total.unmatched[1];
+    let [left, right] = counts;
+    Ok(BatchReport {
+        output_dir: out_dir.to_path_buf(),
+        kind: job.kind,
+        threads: threads as u32,
+        left,
+        right,
+        matched_pairs: total.pairs,
+        output_rows: total.output_rows,
+        output_files: files,
+        read_ms,
+        join_ms: t_join.elapsed().as_millis() as u64,
+        wall_ms: t_start.elapsed().as_millis() as u64,
+    })
+}
+
+/// Phase 1: reads every partition, decides lateness, routes rows to buckets. Large
+/// CSV files first, each with every thread; then the rest, a file per thread.
+fn read_all(
+    job: &Job,
+    all_specs: Vec<PartitionSpec>,
+    threads: usize,
+    nbuckets: usize,
+    out_dir: &Path,
+    opts: BatchOptions,
+) -> Result<Vec<ReaderOut>, BatchError> {
     let mut outs = Vec::new();
     let mut specs = Vec::with_capacity(all_specs.len());
     for spec in all_specs {
@@ -298,22 +334,29 @@ pub fn run_with(
     if 2 * outs.len() >= 1 << (64 - LOC_OFF_BITS) {
         return Err(BatchError::Threads(outs.len()));
     }
-    let mut counts: [InputReport; 2] = Default::default();
+    Ok(outs)
+}
+
+/// The read counts of both inputs, summed over the readers.
+fn input_counts(job: &Job, outs: &[ReaderOut], partitions: [u32; 2]) -> [BatchInputReport; 2] {
+    let mut counts: [BatchInputReport; 2] = Default::default();
     for side in [Side::Left, Side::Right] {
         let c = &mut counts[side.idx()];
         c.name = job.input(side).schema.name.clone();
         c.partitions = partitions[side.idx()];
-        for o in &outs {
+        for o in outs {
             let oc = &o.counts[side.idx()];
             c.rows_in += oc.rows_in;
             c.late_rows += oc.late_rows;
             c.dead_rows += oc.dead_rows;
         }
     }
-    let read_ms = t_start.elapsed().as_millis() as u64;
+    counts
+}
 
-    // Transpose reader outputs into per-bucket work, biggest buckets first so the
-    // last thread to finish does not start a large bucket late.
+/// Transposes reader outputs into per-bucket work, biggest buckets first so the
+/// last thread to finish does not start a large bucket late.
+fn bucket_works(outs: Vec<ReaderOut>, nbuckets: usize) -> Vec<BucketWork> {
     let nouts = outs.len();
     let mut works: Vec<BucketWork> = (0..nbuckets)
         .map(|_| BucketWork {
@@ -342,10 +385,19 @@ pub fn run_with(
         }
     }
     works.sort_by_key(|w| std::cmp::Reverse(w.rows()));
-    let queue = Mutex::new(works.into_iter());
+    works
+}
 
-    // Phase 2+3: join buckets and write part files.
-    let t_join = Instant::now();
+/// Phases 2 and 3: `threads` workers join buckets from one queue and write a part
+/// file each. Returns the summed counts and the part files.
+fn join_all(
+    job: &Job,
+    works: Vec<BucketWork>,
+    threads: usize,
+    out_dir: &Path,
+) -> Result<(JoinCounts, Vec<PathBuf>), BatchError> {
+    let ext = job.output_format.ext();
+    let queue = Mutex::new(works.into_iter());
     let formatter = OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema);
     let results: Vec<Result<(JoinCounts, PathBuf), BatchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -366,82 +418,17 @@ pub fn run_with(
         total.output_rows += c.output_rows;
         files.push(path);
     }
-    counts[0].unmatched_rows = total.unmatched[0];
-    counts[1].unmatched_rows = total.unmatched[1];
-    let [left, right] = counts;
-    Ok(BatchReport {
-        output_dir: out_dir.to_path_buf(),
-        kind: job.kind,
-        threads: threads as u32,
-        left,
-        right,
-        matched_pairs: total.pairs,
-        output_rows: total.output_rows,
-        output_files: files,
-        read_ms,
-        join_ms: t_join.elapsed().as_millis() as u64,
-        wall_ms: t_start.elapsed().as_millis() as u64,
-    })
+    Ok((total, files))
 }
 
-/// Whether `name` is a file weft writes at the top of an output directory.
-fn is_weft_output_name(name: &str) -> bool {
-    let base = name.strip_suffix(".inprogress").unwrap_or(name);
-    !name.starts_with('.') && (base.ends_with(".csv") || base.ends_with(".jsonl"))
-}
-
-/// Creates `dir` or checks it holds no weft output; with `force`, removes exactly
-/// the files weft writes (top-level `*.csv`/`*.jsonl` and their `.inprogress`
-/// files, `late/`, `dead/`). Never removes an input file of the job.
-fn prepare_output_dir(job: &Job, dir: &Path, force: bool) -> Result<(), BatchError> {
-    fs::create_dir_all(dir).map_err(io_err(dir, "create output directory"))?;
-    let canon_dir = fs::canonicalize(dir).map_err(io_err(dir, "resolve output directory"))?;
-    for side in [Side::Left, Side::Right] {
-        if let InputSource::Files { paths, .. } = &job.input(side).source {
-            for p in paths {
-                let Ok(cp) = fs::canonicalize(p) else {
-                    continue;
-                };
-                let top_level = cp.parent() == Some(canon_dir.as_path())
-                    && cp.file_name().and_then(|n| n.to_str()).is_some_and(is_weft_output_name);
-                if top_level || cp.starts_with(canon_dir.join("late")) || cp.starts_with(canon_dir.join("dead")) {
-                    return Err(BatchError::InputInOutput { path: p.clone(), dir: dir.to_path_buf() });
-                }
-            }
+impl From<PrepareError> for BatchError {
+    fn from(e: PrepareError) -> Self {
+        match e {
+            PrepareError::Io(e) => BatchError::Io { path: e.path, op: e.op, source: e.source },
+            PrepareError::Exists { dir, found } => BatchError::OutputExists { path: dir, found: found[0].clone() },
+            PrepareError::InputInOutput { input, dir } => BatchError::InputInOutput { path: input, dir },
         }
     }
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir, "list output directory"))? {
-        let entry = entry.map_err(io_err(dir, "list output directory"))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let ft = entry.file_type().map_err(io_err(&entry.path(), "stat"))?;
-        if ft.is_dir() && (name == "late" || name == "dead") {
-            let non_empty = fs::read_dir(entry.path()).map_err(io_err(&entry.path(), "list"))?.next().is_some();
-            if non_empty || force {
-                found.push((entry.path(), true));
-            }
-        } else if ft.is_file() && is_weft_output_name(name) {
-            found.push((entry.path(), false));
-        }
-    }
-    if let Some((first, _)) = found.first() {
-        if !force {
-            return Err(BatchError::OutputExists { path: dir.to_path_buf(), found: first.clone() });
-        }
-    }
-    for (path, is_dir) in found {
-        if is_dir {
-            fs::remove_dir_all(&path).map_err(io_err(&path, "remove"))?;
-        } else {
-            fs::remove_file(&path).map_err(io_err(&path, "remove"))?;
-        }
-    }
-    for sub in ["late", "dead"] {
-        let p = dir.join(sub);
-        fs::create_dir_all(&p).map_err(io_err(&p, "create"))?;
-    }
-    Ok(())
 }
 
 /// A lazily created side-output file (late rows or dead letters).
@@ -488,16 +475,16 @@ impl SideFile {
 }
 
 /// Routes non-late rows of one reader into its hash buckets.
-struct Router {
+struct Bucketer {
     hasher: ahash::RandomState,
     nbuckets: usize,
     key: Vec<u8>,
     out: ReaderOut,
 }
 
-impl Router {
-    fn new(nbuckets: usize) -> Router {
-        Router {
+impl Bucketer {
+    fn new(nbuckets: usize) -> Bucketer {
+        Bucketer {
             hasher: ahash::RandomState::with_seeds(HASH_SEEDS[0], HASH_SEEDS[1], HASH_SEEDS[2], HASH_SEEDS[3]),
             nbuckets,
             key: Vec::new(),
@@ -590,14 +577,6 @@ fn input_format(job: &Job, side: Side) -> Format {
     }
 }
 
-fn late_path(out_dir: &Path, name: &str, index: u32, ext: &str) -> PathBuf {
-    out_dir.join("late").join(format!("{name}-{index}.{ext}"))
-}
-
-fn dead_path(out_dir: &Path, name: &str, index: u32) -> PathBuf {
-    out_dir.join("dead").join(format!("{name}-{index}.jsonl"))
-}
-
 /// Reads partitions from the shared queue until it is empty.
 fn read_partitions(
     job: &Job,
@@ -606,90 +585,103 @@ fn read_partitions(
     nbuckets: usize,
     out_dir: &Path,
 ) -> Result<ReaderOut, BatchError> {
-    let mut router = Router::new(nbuckets);
+    let mut bucketer = Bucketer::new(nbuckets);
     let late_fmt = [
         InputFormatter::new(input_format(job, Side::Left), &job.left.schema),
         InputFormatter::new(input_format(job, Side::Right), &job.right.schema),
     ];
-    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(spec) = specs.get(i) else { break };
-        let (index, sides): (u32, &[Side]) = match spec {
-            PartitionSpec::File { side: Side::Left, index, .. } => (*index, &[Side::Left]),
-            PartitionSpec::File { side: Side::Right, index, .. } => (*index, &[Side::Right]),
-            PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
-        };
-        let mut src = source::open(spec, job)?;
-        let describe = src.describe();
-        let name = |side: Side| job.input(side).schema.name.as_str();
-        let mut late: [Option<SideFile>; 2] = [None, None];
-        let mut dead: [Option<SideFile>; 2] = [None, None];
-        for &side in sides {
-            let s = side.idx();
-            late[s] = Some(SideFile::new(
-                late_path(out_dir, name(side), index, input_format(job, side).ext()),
-                late_fmt[s].header(),
-            ));
-            dead[s] = Some(SideFile::new(dead_path(out_dir, name(side), index), Vec::new()));
-        }
-        // Max event time of the rows read so far, per side of this partition.
-        let mut max_ts: [Option<i64>; 2] = [None, None];
-        let mut failure: Option<BatchError> = None;
-        loop {
-            let status = src.poll(POLL_ROWS, u64::MAX, &mut |item| {
-                if failure.is_some() {
-                    return;
-                }
-                match item {
-                    SourceItem::Row { side, ts, row, .. } => {
-                        let s = side.idx();
-                        router.out.counts[s].rows_in += 1;
-                        let late_row = is_late(max_ts[s], ts, slack);
-                        max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
-                        if late_row {
-                            router.out.counts[s].late_rows += 1;
-                            if let Some(f) = &mut late[s] {
-                                late_fmt[s].write(f.buf(), RowView(row));
-                                if let Err(e) = f.maybe_flush() {
-                                    failure = Some(e);
-                                }
-                            }
-                            return;
-                        }
-                        let seq = router.out.counts[s].rows_in;
-                        if let Err(e) = router.route(job, side, ts, row, seq, &describe) {
-                            failure = Some(e);
-                        }
-                    }
-                    SourceItem::Dead { side, line, reason, raw } => {
-                        let s = side.idx();
-                        router.out.counts[s].dead_rows += 1;
-                        if let Some(f) = &mut dead[s] {
-                            write_dead_letter(f.buf(), name(side), &describe, line, &reason, raw);
+        read_partition(job, spec, &mut bucketer, &late_fmt, out_dir)?;
+    }
+    Ok(bucketer.out)
+}
+
+/// Reads one partition start to end: late rows and dead letters to its side files
+/// (created only if a row goes there), every other row into `bucketer`.
+fn read_partition(
+    job: &Job,
+    spec: &PartitionSpec,
+    bucketer: &mut Bucketer,
+    late_fmt: &[InputFormatter; 2],
+    out_dir: &Path,
+) -> Result<(), BatchError> {
+    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    let (index, sides): (u32, &[Side]) = match spec {
+        PartitionSpec::File { side: Side::Left, index, .. } => (*index, &[Side::Left]),
+        PartitionSpec::File { side: Side::Right, index, .. } => (*index, &[Side::Right]),
+        PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
+    };
+    let mut src = source::open(spec, job)?;
+    let describe = src.describe();
+    let name = |side: Side| job.input(side).schema.name.as_str();
+    let mut late: [Option<SideFile>; 2] = [None, None];
+    let mut dead: [Option<SideFile>; 2] = [None, None];
+    for &side in sides {
+        let s = side.idx();
+        late[s] = Some(SideFile::new(
+            layout::batch_late_path(out_dir, name(side), index, input_format(job, side).ext()),
+            late_fmt[s].header(),
+        ));
+        dead[s] = Some(SideFile::new(layout::batch_dead_path(out_dir, name(side), index), Vec::new()));
+    }
+    // Max event time of the rows read so far, per side of this partition.
+    let mut max_ts: [Option<i64>; 2] = [None, None];
+    let mut failure: Option<BatchError> = None;
+    loop {
+        let status = src.poll(POLL_ROWS, u64::MAX, &mut |item| {
+            if failure.is_some() {
+                return;
+            }
+            match item {
+                SourceItem::Row { side, ts, row, .. } => {
+                    let s = side.idx();
+                    bucketer.out.counts[s].rows_in += 1;
+                    let late_row = is_late(max_ts[s], ts, slack);
+                    max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
+                    if late_row {
+                        bucketer.out.counts[s].late_rows += 1;
+                        if let Some(f) = &mut late[s] {
+                            late_fmt[s].write(f.buf(), RowView(row));
                             if let Err(e) = f.maybe_flush() {
                                 failure = Some(e);
                             }
                         }
+                        return;
+                    }
+                    let seq = bucketer.out.counts[s].rows_in;
+                    if let Err(e) = bucketer.route(job, side, ts, row, seq, &describe) {
+                        failure = Some(e);
                     }
                 }
-            })?;
-            if let Some(e) = failure.take() {
-                return Err(e);
-            }
-            match status {
-                PollStatus::Rows => {}
-                PollStatus::Done => break,
-                PollStatus::Idle { retry_ns } => {
-                    std::thread::sleep(std::time::Duration::from_nanos(retry_ns.min(10_000_000)))
+                SourceItem::Dead { side, line, reason, raw } => {
+                    let s = side.idx();
+                    bucketer.out.counts[s].dead_rows += 1;
+                    if let Some(f) = &mut dead[s] {
+                        write_dead_letter(f.buf(), name(side), &describe, line, &reason, raw);
+                        if let Err(e) = f.maybe_flush() {
+                            failure = Some(e);
+                        }
+                    }
                 }
             }
+        })?;
+        if let Some(e) = failure.take() {
+            return Err(e);
         }
-        for f in late.iter_mut().chain(dead.iter_mut()).flatten() {
-            f.flush()?;
+        match status {
+            PollStatus::Rows => {}
+            PollStatus::Done => break,
+            PollStatus::Idle { retry_ns } => {
+                std::thread::sleep(std::time::Duration::from_nanos(retry_ns.min(10_000_000)))
+            }
         }
     }
-    Ok(router.out)
+    for f in late.iter_mut().chain(dead.iter_mut()).flatten() {
+        f.flush()?;
+    }
+    Ok(())
 }
 
 /// Rows of one chunk of a plain CSV file, parsed but not yet judged late.
@@ -808,93 +800,21 @@ fn read_csv_parallel(
     }
     let header_cells: Vec<&[u8]> = header.split(|&c| c == b',').collect();
     let cols = source::map_columns(path, schema, &header_cells)?;
-    let header_len = header_cells.len();
-
-    // Chunk boundaries just after a line end, about equal in size.
-    let body = header_end + 1;
-    let mut bounds = vec![body];
-    for k in 1..threads {
-        let target = (body + (text.len() - body) * k / threads).max(*bounds.last().unwrap_or(&body));
-        let cut = match text[target..].iter().position(|&c| c == b'\n') {
-            Some(p) => target + p + 1,
-            None => text.len(),
-        };
-        bounds.push(cut);
-    }
-    bounds.push(text.len());
-    bounds.dedup();
-
-    let parsed: Vec<ChunkRows> = std::thread::scope(|s| {
-        let handles: Vec<_> = bounds
-            .windows(2)
-            .map(|w| {
-                let chunk = &text[w[0]..w[1]];
-                let cols = &cols;
-                s.spawn(move || parse_chunk(chunk, schema, cols, header_len))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| BatchError::ThreadPanicked("reader")))
-            .collect::<Result<_, _>>()
-    })?;
+    let bounds = chunk_bounds(&text, header_end + 1, threads);
+    let parsed = parse_chunks(&text, &bounds, schema, &cols, header_cells.len())?;
     drop(text);
     if parsed.iter().any(|c| !c.plain) {
         return Ok(None);
     }
-
-    // The max time and the line number before each chunk.
-    let mut max_before = Vec::with_capacity(parsed.len());
-    let mut line_before = Vec::with_capacity(parsed.len());
-    let (mut m, mut line) = (None::<i64>, 1u64);
-    for c in &parsed {
-        max_before.push(m);
-        line_before.push(line);
-        m = match (m, c.max_ts) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        line += c.lines;
-    }
-
-    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    let (max_before, line_before) = chunk_starts(&parsed);
     let late_fmt = InputFormatter::new(Format::Csv, schema);
     let describe = path.display().to_string();
-    let results: Vec<Result<(ReaderOut, Vec<u8>), BatchError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parsed
-            .iter()
-            .zip(max_before.iter())
-            .map(|(c, &start_max)| {
-                let (late_fmt, describe) = (&late_fmt, &describe);
-                s.spawn(move || {
-                    let mut router = Router::new(nbuckets);
-                    let mut late = Vec::new();
-                    let mut max = start_max;
-                    let counts = &mut router.out.counts[side.idx()];
-                    counts.rows_in = c.rows.len() as u64;
-                    counts.dead_rows = c.dead.len() as u64;
-                    for (n, &(ts, off, len)) in c.rows.iter().enumerate() {
-                        let row = &c.arena[off as usize..off as usize + len as usize];
-                        let late_row = is_late(max, ts, slack);
-                        max = Some(max.map_or(ts, |m| m.max(ts)));
-                        if late_row {
-                            router.out.counts[side.idx()].late_rows += 1;
-                            late_fmt.write(&mut late, RowView(row));
-                        } else {
-                            router.route_shared(job, side, ts, row, off, off ^ n as u64, describe)?;
-                        }
-                    }
-                    Ok((router.out, late))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("reader")))).collect()
-    });
+    let results = judge_chunks(job, side, &parsed, &max_before, nbuckets, &late_fmt, &describe);
 
     // Side outputs in file order: late rows, then dead letters with absolute lines.
     let name = schema.name.as_str();
-    let mut late_file = SideFile::new(late_path(out_dir, name, index, "csv"), late_fmt.header());
-    let mut dead_file = SideFile::new(dead_path(out_dir, name, index), Vec::new());
+    let mut late_file = SideFile::new(layout::batch_late_path(out_dir, name, index, "csv"), late_fmt.header());
+    let mut dead_file = SideFile::new(layout::batch_dead_path(out_dir, name, index), Vec::new());
     let mut outs = Vec::with_capacity(results.len());
     for (r, (c, &first_line)) in results.into_iter().zip(parsed.into_iter().zip(line_before.iter())) {
         let (mut out, late) = r?;
@@ -915,19 +835,106 @@ fn read_csv_parallel(
     Ok(Some(outs))
 }
 
-/// Appends one dead letter: `{"input","file","line","reason","raw"}`.
-pub fn write_dead_letter(out: &mut Vec<u8>, input: &str, file: &str, line: u64, reason: &str, raw: &[u8]) {
-    out.extend_from_slice(b"{\"input\":");
-    write_json_str(out, input.as_bytes());
-    out.extend_from_slice(b",\"file\":");
-    write_json_str(out, file.as_bytes());
-    out.extend_from_slice(b",\"line\":");
-    out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
-    out.extend_from_slice(b",\"reason\":");
-    write_json_str(out, reason.as_bytes());
-    out.extend_from_slice(b",\"raw\":");
-    write_json_str(out, String::from_utf8_lossy(raw).as_bytes());
-    out.extend_from_slice(b"}\n");
+/// Chunk boundaries of `text[body..]` just after a line end, about equal in size:
+/// at most `threads` chunks, never an empty one.
+fn chunk_bounds(text: &[u8], body: usize, threads: usize) -> Vec<usize> {
+    let mut bounds = vec![body];
+    for k in 1..threads {
+        let target = (body + (text.len() - body) * k / threads).max(*bounds.last().unwrap_or(&body));
+        let cut = match text[target..].iter().position(|&c| c == b'\n') {
+            Some(p) => target + p + 1,
+            None => text.len(),
+        };
+        bounds.push(cut);
+    }
+    bounds.push(text.len());
+    bounds.dedup();
+    bounds
+}
+
+/// Parses every chunk on its own thread.
+fn parse_chunks(
+    text: &[u8],
+    bounds: &[usize],
+    schema: &Schema,
+    cols: &[usize],
+    header_len: usize,
+) -> Result<Vec<ChunkRows>, BatchError> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let chunk = &text[w[0]..w[1]];
+                s.spawn(move || parse_chunk(chunk, schema, cols, header_len))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| BatchError::ThreadPanicked("reader")))
+            .collect::<Result<_, _>>()
+    })
+}
+
+/// The max event time and the line number before each chunk: where a sequential
+/// read would be when it reaches the chunk.
+fn chunk_starts(parsed: &[ChunkRows]) -> (Vec<Option<i64>>, Vec<u64>) {
+    let mut max_before = Vec::with_capacity(parsed.len());
+    let mut line_before = Vec::with_capacity(parsed.len());
+    let (mut m, mut line) = (None::<i64>, 1u64);
+    for c in parsed {
+        max_before.push(m);
+        line_before.push(line);
+        m = match (m, c.max_ts) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        line += c.lines;
+    }
+    (max_before, line_before)
+}
+
+/// Each chunk on its own thread: applies the lateness rule from the chunk's start
+/// max, formats its late rows, routes the others into buckets (rows stay in the
+/// chunk's arena). Returns per chunk its reader output and its late rows' text.
+fn judge_chunks(
+    job: &Job,
+    side: Side,
+    parsed: &[ChunkRows],
+    max_before: &[Option<i64>],
+    nbuckets: usize,
+    late_fmt: &InputFormatter,
+    describe: &str,
+) -> Vec<Result<(ReaderOut, Vec<u8>), BatchError>> {
+    let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parsed
+            .iter()
+            .zip(max_before.iter())
+            .map(|(c, &start_max)| {
+                s.spawn(move || {
+                    let mut bucketer = Bucketer::new(nbuckets);
+                    let mut late = Vec::new();
+                    let mut max = start_max;
+                    let counts = &mut bucketer.out.counts[side.idx()];
+                    counts.rows_in = c.rows.len() as u64;
+                    counts.dead_rows = c.dead.len() as u64;
+                    for (n, &(ts, off, len)) in c.rows.iter().enumerate() {
+                        let row = &c.arena[off as usize..off as usize + len as usize];
+                        let late_row = is_late(max, ts, slack);
+                        max = Some(max.map_or(ts, |m| m.max(ts)));
+                        if late_row {
+                            bucketer.out.counts[side.idx()].late_rows += 1;
+                            late_fmt.write(&mut late, RowView(row));
+                        } else {
+                            bucketer.route_shared(job, side, ts, row, off, off ^ n as u64, describe)?;
+                        }
+                    }
+                    Ok((bucketer.out, late))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(BatchError::ThreadPanicked("reader")))).collect()
+    })
 }
 
 /// The bytes of an entry's row.
@@ -1033,8 +1040,8 @@ fn join_worker(
     out_dir: &Path,
     ext: &str,
 ) -> Result<(JoinCounts, PathBuf), BatchError> {
-    let final_path = out_dir.join(format!("part-{i}.{ext}"));
-    let path = out_dir.join(format!("part-{i}.{ext}.inprogress"));
+    let final_path = layout::batch_part_path(out_dir, i, ext, false);
+    let path = layout::batch_part_path(out_dir, i, ext, true);
     let file = File::create(&path).map_err(io_err(&path, "create"))?;
     let mut w = PartWriter { formatter, path, file, buf: formatter.header() };
     let mut counts = JoinCounts::default();
@@ -1062,7 +1069,7 @@ fn join_bucket(
     matched: &mut Vec<bool>,
 ) -> Result<(), BatchError> {
     let emit = [job.kind.emits_unmatched(Side::Left), job.kind.emits_unmatched(Side::Right)];
-    let (lower, upper) = (job.lower_ms as i128, job.upper_ms as i128);
+    let window = (job.lower_ms as i128, job.upper_ms as i128);
     for side in 0..2 {
         sort_entries(&work.arenas[side], &mut work.keyed[side]);
         let gathered = gather(&work.arenas[side], &mut work.keyed[side], &mut work.null_key[side]);
@@ -1084,90 +1091,104 @@ fn join_bucket(
         match order {
             std::cmp::Ordering::Less => {
                 let end = run_end(la, lk, i);
-                c.unmatched[0] += (end - i) as u64;
-                if emit[0] {
-                    for e in &lk[i..end] {
-                        w.row(Some(row_of(la, e)), None)?;
-                    }
-                    c.output_rows += (end - i) as u64;
-                }
+                emit_unmatched(w, c, Side::Left, emit[0], la, &lk[i..end])?;
                 i = end;
             }
             std::cmp::Ordering::Greater => {
                 let end = run_end(ra, rk, j);
-                c.unmatched[1] += (end - j) as u64;
-                if emit[1] {
-                    for e in &rk[j..end] {
-                        w.row(None, Some(row_of(ra, e)))?;
-                    }
-                    c.output_rows += (end - j) as u64;
-                }
+                emit_unmatched(w, c, Side::Right, emit[1], ra, &rk[j..end])?;
                 j = end;
             }
             std::cmp::Ordering::Equal => {
                 let (li, rj) = (run_end(la, lk, i), run_end(ra, rk, j));
-                let rights = &rk[j..rj];
-                matched.clear();
-                matched.resize(rights.len(), false);
-                // Both window bounds only grow with l.t, so lo and hi only move
-                // forward; `marked` is how far `matched` has been set.
-                let (mut lo, mut hi, mut marked) = (0, 0, 0);
-                for l in &lk[i..li] {
-                    let (from, to) = (l.ts as i128 + lower, l.ts as i128 + upper);
-                    while lo < rights.len() && (rights[lo].ts as i128) < from {
-                        lo += 1;
-                    }
-                    hi = hi.max(lo);
-                    while hi < rights.len() && (rights[hi].ts as i128) <= to {
-                        hi += 1;
-                    }
-                    let lrow = row_of(la, l);
-                    if lo == hi {
-                        c.unmatched[0] += 1;
-                        if emit[0] {
-                            w.row(Some(lrow), None)?;
-                            c.output_rows += 1;
-                        }
-                        continue;
-                    }
-                    for r in &rights[lo..hi] {
-                        w.row(Some(lrow), Some(row_of(ra, r)))?;
-                    }
-                    let n = (hi - lo) as u64;
-                    c.pairs += n;
-                    c.output_rows += n;
-                    for m in &mut matched[marked.max(lo)..hi] {
-                        *m = true;
-                    }
-                    marked = marked.max(hi);
-                }
-                for (r, &m) in rights.iter().zip(matched.iter()) {
-                    if !m {
-                        c.unmatched[1] += 1;
-                        if emit[1] {
-                            w.row(None, Some(row_of(ra, r)))?;
-                            c.output_rows += 1;
-                        }
-                    }
-                }
+                join_key_run(w, c, emit, window, (la, &lk[i..li]), (ra, &rk[j..rj]), matched)?;
                 i = li;
                 j = rj;
             }
         }
     }
-    for (side, arenas) in [(0, la), (1, ra)] {
-        let n = work.null_key[side].len() as u64;
-        c.unmatched[side] += n;
-        if emit[side] {
-            for e in &work.null_key[side] {
-                let row = row_of(arenas, e);
-                if side == 0 {
-                    w.row(Some(row), None)?;
-                } else {
-                    w.row(None, Some(row))?;
-                }
+    emit_unmatched(w, c, Side::Left, emit[0], la, &work.null_key[0])?;
+    emit_unmatched(w, c, Side::Right, emit[1], ra, &work.null_key[1])?;
+    Ok(())
+}
+
+/// Rows of `side` that match nothing: counted, and written NULL-padded when the
+/// join kind emits them (`emit`).
+fn emit_unmatched(
+    w: &mut PartWriter,
+    c: &mut JoinCounts,
+    side: Side,
+    emit: bool,
+    arenas: &[Arena],
+    rows: &[Entry],
+) -> Result<(), BatchError> {
+    let n = rows.len() as u64;
+    c.unmatched[side.idx()] += n;
+    if emit {
+        for e in rows {
+            let row = row_of(arenas, e);
+            match side {
+                Side::Left => w.row(Some(row), None)?,
+                Side::Right => w.row(None, Some(row))?,
             }
-            c.output_rows += n;
+        }
+        c.output_rows += n;
+    }
+    Ok(())
+}
+
+/// Joins the left and right rows of one key, both sorted by time: each left row's
+/// window `[t + lower, t + upper]` is found with two pointers that only move
+/// forward (both bounds grow with `t`), so the cost is O(rows + output).
+fn join_key_run(
+    w: &mut PartWriter,
+    c: &mut JoinCounts,
+    emit: [bool; 2],
+    (lower, upper): (i128, i128),
+    (la, lefts): (&[Arena], &[Entry]),
+    (ra, rights): (&[Arena], &[Entry]),
+    matched: &mut Vec<bool>,
+) -> Result<(), BatchError> {
+    matched.clear();
+    matched.resize(rights.len(), false);
+    // `marked` is how far `matched` has been set.
+    let (mut lo, mut hi, mut marked) = (0, 0, 0);
+    for l in lefts {
+        let (from, to) = (l.ts as i128 + lower, l.ts as i128 + upper);
+        while lo < rights.len() && (rights[lo].ts as i128) < from {
+            lo += 1;
+        }
+        hi = hi.max(lo);
+        while hi < rights.len() && (rights[hi].ts as i128) <= to {
+            hi += 1;
+        }
+        let lrow = row_of(la, l);
+        if lo == hi {
+            c.unmatched[0] += 1;
+            if emit[0] {
+                w.row(Some(lrow), None)?;
+                c.output_rows += 1;
+            }
+            continue;
+        }
+        for r in &rights[lo..hi] {
+            w.row(Some(lrow), Some(row_of(ra, r)))?;
+        }
+        let n = (hi - lo) as u64;
+        c.pairs += n;
+        c.output_rows += n;
+        for m in &mut matched[marked.max(lo)..hi] {
+            *m = true;
+        }
+        marked = marked.max(hi);
+    }
+    for (r, &m) in rights.iter().zip(matched.iter()) {
+        if !m {
+            c.unmatched[1] += 1;
+            if emit[1] {
+                w.row(None, Some(row_of(ra, r)))?;
+                c.output_rows += 1;
+            }
         }
     }
     Ok(())
@@ -1177,15 +1198,7 @@ fn join_bucket(
 mod tests {
     use super::*;
 
-    #[test]
-    fn weft_output_names() {
-        assert!(is_weft_output_name("part-0.csv"));
-        assert!(is_weft_output_name("part-0.jsonl.inprogress"));
-        assert!(!is_weft_output_name(".part-0.csv"));
-        assert!(!is_weft_output_name("job.toml"));
-    }
-
-    /// Entries laid out as [`Router::route`] does, all with one forced hash.
+    /// Entries laid out as [`Bucketer::route`] does, all with one forced hash.
     fn entries(keys: &[(&[u8], i64)]) -> (Vec<Arena>, Vec<Entry>) {
         let mut arena = Vec::new();
         let mut v = Vec::new();
@@ -1227,15 +1240,5 @@ mod tests {
         assert!(!is_late(Some(10), 5, 5));
         assert!(!is_late(Some(i64::MIN), i64::MIN, i64::MAX as i128 * 2));
         assert!(is_late(Some(i64::MAX), i64::MIN, i64::MAX as i128));
-    }
-
-    #[test]
-    fn dead_letter_is_one_json_object() {
-        let mut out = Vec::new();
-        write_dead_letter(&mut out, "imp", "a \"b\".csv", 7, "bad\n", b"x,\xff");
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["line"], 7);
-        assert_eq!(v["file"], "a \"b\".csv");
-        assert!(out.ends_with(b"}\n"));
     }
 }

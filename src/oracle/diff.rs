@@ -3,12 +3,13 @@
 //!
 //! An output directory holds part files directly in it (`*.csv` or `*.jsonl`; dot
 //! files, subdirectories and other names such as `*.inprogress` are ignored), late
-//! rows in `late/<input>-<n>.<ext>` and dead letters in `dead/*.jsonl`. Row order and
+//! rows in `late/<input>-<n>.<ext>` and dead letters in `dead/*.jsonl`; which files
+//! are read is `sink::layout`'s rule ([`list_output_files`]). Row order and
 //! the split into part files do not matter. CSV files start with a header line, which
 //! must be the same in every file of both directories.
 //!
 //! Rows are compared as canonical text: both engines format with
-//! [`crate::sink::format::OutputFormatter`], and the DuckDB oracle writes the same
+//! [`crate::codec::format::OutputFormatter`], and the DuckDB oracle writes the same
 //! text for integer and string data. A row's kind comes from its NULL pattern:
 //! `pair` (both sides have a non-NULL field), `left-unmatched` (every right field
 //! NULL), `right-unmatched` (every left field NULL).
@@ -29,6 +30,7 @@ use serde::Serialize;
 
 use crate::config::{Format, Job};
 use crate::oracle::batch::{self, BatchError, BatchReport};
+use crate::sink::layout;
 
 /// Default memory for the row table of one comparison.
 pub const MEM_BUDGET_BYTES_DEFAULT: u64 = 1 << 30;
@@ -283,35 +285,76 @@ pub fn compare_dirs(
     let budget = if mem_budget_bytes == 0 { MEM_BUDGET_BYTES_DEFAULT } else { mem_budget_bytes };
     let files = [list_output_files(expected, format)?, list_output_files(actual, format)?];
     let total_bytes: u64 = files.iter().flatten().map(|f| f.1).sum();
+    let mut summaries = summarize([expected, actual], &files)?;
 
+    // Pass 1, one thread per directory: count rows by kind and partition them by
+    // hash, in memory when twice the data fits the budget, else into spill files.
+    let in_memory = total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE) <= budget;
+    let threads = (crate::config::available_cpus() as u64).clamp(1, 2);
+    let nparts = partitions_for(total_bytes, in_memory, threads, budget);
+    let spill_dir = if in_memory { None } else { Some(SpillDir::create(actual)?) };
+    let spill_dir_path = spill_dir.as_ref().map(|d| d.path.clone());
+    let [p0, p1] = pass1_both(&files, format, spill_dir_path.as_deref(), nparts, budget)?;
+    let left_cols = same_header(&p0, &p1)?;
+    for (s, p) in summaries.iter_mut().zip([&p0, &p1]) {
+        s.rows = p.rows;
+        s.kinds = p.kinds;
+    }
+
+    let (missing, extra) = pass2(&p0, &p1, format, left_cols, show, nparts, threads)?;
+    drop(spill_dir);
+    let late_differences = late_differences(&summaries[0], &summaries[1]);
+    let [expected_summary, actual_summary] = summaries;
+    Ok(ValidateReport {
+        expected: expected_summary,
+        actual: actual_summary,
+        missing,
+        extra,
+        late_differences,
+        buckets: nparts,
+        batch: None,
+    })
+}
+
+/// Files, bytes, late rows and dead letters of both directories (rows come later).
+fn summarize(dirs: [&Path; 2], files: &[Vec<(PathBuf, u64)>; 2]) -> Result<[DirSummary; 2], ValidateError> {
     let mut summaries = [DirSummary::default(), DirSummary::default()];
-    for (s, (dir, list)) in summaries.iter_mut().zip([expected, actual].into_iter().zip(files.iter())) {
+    for (s, (dir, list)) in summaries.iter_mut().zip(dirs.into_iter().zip(files.iter())) {
         s.path = dir.to_path_buf();
         s.files = list.len() as u64;
         s.bytes = list.iter().map(|f| f.1).sum();
         s.late = count_late(dir)?;
         s.dead = count_dead(dir)?;
     }
-    // Pass 1, one thread per directory: count rows by kind and partition them by
-    // hash, in memory when twice the data fits the budget, else into spill files.
-    let in_memory = total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE) <= budget;
-    let threads = (crate::config::available_cpus() as u64).clamp(1, 2);
-    let nparts = if !in_memory {
-        // Each pass-2 thread holds one partition's table.
+    Ok(summaries)
+}
+
+/// Hash partitions of the comparison: one for small data, [`MEM_PARTITIONS`] in
+/// memory, else enough spill buckets that each pass-2 thread's table fits.
+fn partitions_for(total_bytes: u64, in_memory: bool, threads: u64, budget: u64) -> u64 {
+    if !in_memory {
         (total_bytes.saturating_mul(TABLE_BYTES_PER_INPUT_BYTE * threads)).div_ceil(budget).clamp(2, SPILL_BUCKETS_MAX)
     } else if total_bytes < MEM_PARTITION_BYTES_MIN {
         1
     } else {
         MEM_PARTITIONS
-    };
-    let spill_dir = if in_memory { None } else { Some(SpillDir::create(actual)?) };
-    let spill_dir_path = spill_dir.as_ref().map(|d| d.path.clone());
+    }
+}
+
+/// Pass 1 over both directories, the expected one on a second thread.
+fn pass1_both(
+    files: &[Vec<(PathBuf, u64)>; 2],
+    format: Format,
+    spill_dir: Option<&Path>,
+    nparts: u64,
+    budget: u64,
+) -> Result<[Pass1; 2], ValidateError> {
     let pass1 = |side: usize| -> Result<Pass1, ValidateError> {
         let mut p = Pass1 {
             header: HeaderCheck::default(),
             rows: 0,
             kinds: KindCounts::default(),
-            parts: Partitions::create(spill_dir_path.as_deref(), side, nparts, budget)?,
+            parts: Partitions::create(spill_dir, side, nparts, budget)?,
         };
         for (path, _) in &files[side] {
             read_records(path, format, &mut p.header, |rec, left_cols| {
@@ -328,7 +371,11 @@ pub fn compare_dirs(
         let r1 = pass1(1);
         (h.join().unwrap_or_else(|_| Err(ValidateError::Panicked)), r1)
     });
-    let (p0, p1) = (r0?, r1?);
+    Ok([r0?, r1?])
+}
+
+/// Both directories' CSV headers must be equal; returns the left input's columns.
+fn same_header(p0: &Pass1, p1: &Pass1) -> Result<usize, ValidateError> {
     if let (Some((path0, h0)), Some((path1, h1))) = (&p0.header.first, &p1.header.first) {
         if h0 != h1 {
             return Err(ValidateError::HeaderMismatch {
@@ -339,14 +386,20 @@ pub fn compare_dirs(
             });
         }
     }
-    let left_cols = if p0.header.first.is_some() { p0.header.left_cols } else { p1.header.left_cols };
-    for (s, p) in summaries.iter_mut().zip([&p0, &p1]) {
-        s.rows = p.rows;
-        s.kinds = p.kinds;
-    }
+    Ok(if p0.header.first.is_some() { p0.header.left_cols } else { p1.header.left_cols })
+}
 
-    // Pass 2: partitions in parallel, each counted in its own table; differences are
-    // merged in partition order, so the samples do not depend on thread timing.
+/// Pass 2: partitions in parallel, each counted in its own table; differences are
+/// merged in partition order, so the samples do not depend on thread timing.
+fn pass2(
+    p0: &Pass1,
+    p1: &Pass1,
+    format: Format,
+    left_cols: usize,
+    show: usize,
+    nparts: u64,
+    threads: u64,
+) -> Result<(Differences, Differences), ValidateError> {
     let next = std::sync::atomic::AtomicU64::new(0);
     let results: Vec<Result<Vec<PartDiff>, ValidateError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.min(nparts))
@@ -381,29 +434,22 @@ pub fn compare_dirs(
         missing.merge(m, show);
         extra.merge(e, show);
     }
-    drop(spill_dir);
-    let buckets = nparts;
+    Ok((missing, extra))
+}
 
-    let mut late_differences = Vec::new();
-    if let (Some(e), Some(a)) = (&summaries[0].late, &summaries[1].late) {
+/// Late-row counts per input that differ; only when both directories have `late/`.
+fn late_differences(expected: &DirSummary, actual: &DirSummary) -> Vec<LateDifference> {
+    let mut out = Vec::new();
+    if let (Some(e), Some(a)) = (&expected.late, &actual.late) {
         let names: std::collections::BTreeSet<&String> = e.keys().chain(a.keys()).collect();
         for n in names {
             let (x, y) = (e.get(n).copied().unwrap_or(0), a.get(n).copied().unwrap_or(0));
             if x != y {
-                late_differences.push(LateDifference { input: n.clone(), expected: x, actual: y });
+                out.push(LateDifference { input: n.clone(), expected: x, actual: y });
             }
         }
     }
-    let [expected_summary, actual_summary] = summaries;
-    Ok(ValidateReport {
-        expected: expected_summary,
-        actual: actual_summary,
-        missing,
-        extra,
-        late_differences,
-        buckets,
-        batch: None,
-    })
+    out
 }
 
 /// Runs the batch join of `job` into a temporary directory next to `actual`,
@@ -432,33 +478,18 @@ pub fn validate_job(job: &Job, actual: &Path, show: usize) -> Result<ValidateRep
     Ok(v)
 }
 
-/// The part files of an output directory with their sizes, sorted by name.
+/// The part files of an output directory with their sizes, sorted by name (the
+/// rule is [`layout::list_text_files`]: every non-hidden `*.<ext>` file).
 pub fn list_output_files(dir: &Path, format: Format) -> Result<Vec<(PathBuf, u64)>, ValidateError> {
     if !dir.is_dir() {
         return Err(ValidateError::NotADir { path: dir.to_path_buf() });
     }
-    let suffix = format!(".{}", format.ext());
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir, "list"))? {
-        let entry = entry.map_err(io_err(dir, "list"))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(&suffix) {
-            continue;
-        }
-        let path = entry.path();
-        let meta = fs::metadata(&path).map_err(io_err(&path, "stat"))?;
-        if meta.is_file() {
-            out.push((path, meta.len()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    layout::list_text_files(dir, format).map_err(|e| ValidateError::Io { path: e.path, op: e.op, source: e.source })
 }
 
 /// Late rows per input name in `dir/late/<input>-<n>.<ext>`; None without `late/`.
 fn count_late(dir: &Path) -> Result<Option<BTreeMap<String, u64>>, ValidateError> {
-    let late_dir = dir.join("late");
+    let late_dir = dir.join(layout::LATE_DIR);
     if !late_dir.is_dir() {
         return Ok(None);
     }
@@ -482,29 +513,18 @@ fn count_late(dir: &Path) -> Result<Option<BTreeMap<String, u64>>, ValidateError
     Ok(Some(out))
 }
 
-/// The input a late file belongs to: `<input>-<n>.<ext>` or, with checkpoints,
-/// `<input>-<shard>-<epoch>.<ext>`; every trailing `-<digits>` is dropped.
-pub fn late_input_name(file_name: &str, format: Format) -> &str {
-    let mut stem = file_name.strip_suffix(format.ext()).and_then(|s| s.strip_suffix('.')).unwrap_or(file_name);
-    while let Some((name, n)) = stem.rsplit_once('-') {
-        if name.is_empty() || n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
-            break;
-        }
-        stem = name;
-    }
-    stem
-}
+pub use crate::sink::layout::late_input_name;
 
 /// Dead letters in `dir/dead/*.jsonl`; None without `dead/`.
 fn count_dead(dir: &Path) -> Result<Option<u64>, ValidateError> {
-    let dead_dir = dir.join("dead");
+    let dead_dir = dir.join(layout::DEAD_DIR);
     if !dead_dir.is_dir() {
         return Ok(None);
     }
     let mut n = 0;
     let mut header = HeaderCheck::default();
-    for (path, _) in list_output_files(&dead_dir, Format::Jsonl)? {
-        read_records(&path, Format::Jsonl, &mut header, |_, _| {
+    for (path, _) in list_output_files(&dead_dir, layout::DEAD_FORMAT)? {
+        read_records(&path, layout::DEAD_FORMAT, &mut header, |_, _| {
             n += 1;
             Ok(())
         })?;

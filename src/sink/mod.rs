@@ -1,26 +1,28 @@
 //! Sinks of one shard: the joined output, the late-data side output and the
-//! dead-letter output. Each shard writes its own files (`part-<shard>.<ext>`,
-//! `late/<input>-<shard>.<ext>`, `dead/part-<shard>.jsonl`), so no file is shared
-//! between threads; stdout is shared under a lock, one buffer at a time.
+//! dead-letter output. Each shard writes its own files (named by [`layout`]:
+//! `part-<shard>`, `late/<input>-<shard>`, `dead/part-<shard>`), so no file is
+//! shared between threads; stdout is shared under a lock, one buffer at a time.
+//! Rows are formatted by `codec`; this module only buffers, creates and rotates.
 //!
 //! Writes are buffered ([`FLUSH_BYTES`]); an I/O error (full disk) is kept and
 //! reported by [`ShardSinks::take_error`], which the shard checks after every batch:
 //! the job then fails with the path and the OS error, it never loses rows silently.
 
-pub mod format;
+pub mod layout;
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hdrhistogram::Histogram;
 
+use crate::codec::format::{InputFormatter, OutputFormatter};
+use crate::codec::json::write_dead_letter;
 use crate::config::{Format, Job, OutputTarget};
 use crate::event::Emit;
+use crate::event::RowView;
 use crate::event::Side;
-use crate::event::{write_json_str, RowView};
 use crate::metrics::new_histogram;
-use format::{InputFormatter, OutputFormatter};
 
 /// Buffered bytes per file before a write.
 pub const FLUSH_BYTES: usize = 1 << 20;
@@ -46,16 +48,6 @@ enum Target {
         file: Option<File>,
         header: Vec<u8>,
     },
-}
-
-/// Suffix of output files not yet committed.
-pub const INPROGRESS_SUFFIX: &str = ".inprogress";
-
-/// The committed name of an epoch's file: `<base>-<epoch>.<ext>`.
-pub fn epoch_file_name(base: &std::path::Path, epoch: u64, ext: &str) -> PathBuf {
-    let mut name = base.file_name().unwrap_or_default().to_os_string();
-    name.push(format!("-{epoch}.{ext}"));
-    base.with_file_name(name)
 }
 
 fn file_target(base: PathBuf, ext: &'static str, epoch: Option<u64>, header: Vec<u8>) -> Target {
@@ -100,14 +92,7 @@ impl Out {
             }
             Target::File { base, ext, epoch, path, file, header } => {
                 if file.is_none() {
-                    *path = match epoch {
-                        None => base.with_extension(*ext),
-                        Some(e) => {
-                            let mut p = epoch_file_name(base, *e, ext).into_os_string();
-                            p.push(INPROGRESS_SUFFIX);
-                            PathBuf::from(p)
-                        }
-                    };
+                    *path = layout::file_path(base, ext, *epoch);
                     match File::create(&*path) {
                         Ok(mut f) => match f.write_all(header) {
                             Ok(()) => *file = Some(f),
@@ -196,16 +181,16 @@ impl ShardSinks {
                 let late_file = |side: Side| {
                     let s = &job.input(side).schema;
                     Out::new(file_target(
-                        d.join("late").join(format!("{}-{shard}", s.name)),
+                        layout::late_base(d, &s.name, shard),
                         late_format(side).ext(),
                         epoch,
                         late_fmt[side.idx()].header(),
                     ))
                 };
                 (
-                    Out::new(file_target(d.join(format!("part-{shard}")), ext, epoch, fmt.header())),
+                    Out::new(file_target(layout::part_base(d, shard), ext, epoch, fmt.header())),
                     [late_file(Side::Left), late_file(Side::Right)],
-                    Out::new(file_target(d.join("dead").join(format!("part-{shard}")), "jsonl", epoch, Vec::new())),
+                    Out::new(file_target(layout::dead_base(d, shard), layout::DEAD_FORMAT.ext(), epoch, Vec::new())),
                 )
             }
         };
@@ -237,18 +222,7 @@ impl ShardSinks {
         if !o.enabled() {
             return;
         }
-        let b = &mut o.buf;
-        b.extend_from_slice(b"{\"input\":");
-        write_json_str(b, input.as_bytes());
-        b.extend_from_slice(b",\"file\":");
-        write_json_str(b, file.as_bytes());
-        b.extend_from_slice(b",\"line\":");
-        b.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
-        b.extend_from_slice(b",\"reason\":");
-        write_json_str(b, reason.as_bytes());
-        b.extend_from_slice(b",\"raw\":");
-        write_json_str(b, String::from_utf8_lossy(raw).as_bytes());
-        b.extend_from_slice(b"}\n");
+        write_dead_letter(&mut o.buf, input, file, line, reason, raw);
         o.maybe_flush();
     }
 
@@ -307,78 +281,4 @@ impl Emit for ShardSinks {
             self.out.maybe_flush();
         }
     }
-}
-
-fn dir_has_files(d: &Path) -> bool {
-    std::fs::read_dir(d).map(|mut rd| rd.next().is_some()).unwrap_or(true)
-}
-
-/// Removes output files that were never committed (`*.inprogress`): a checkpointed
-/// job starting afresh (no checkpoint completed) owns nothing else.
-pub fn remove_uncommitted(dir: &Path) -> Result<(), SinkError> {
-    for d in [dir.to_path_buf(), dir.join("late"), dir.join("dead")] {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_file() && p.to_string_lossy().ends_with(INPROGRESS_SUFFIX) {
-                std::fs::remove_file(&p).map_err(|e| SinkError {
-                    path: p.clone(),
-                    op: "remove uncommitted output",
-                    source: e,
-                })?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Prepares an output directory: creates it (with `late/` and `dead/`), and refuses
-/// one that already holds output unless `force`, in which case that output is removed.
-pub fn prepare_output_dir(dir: &Path, force: bool) -> Result<(), SinkError> {
-    fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
-        let path = path.to_path_buf();
-        move |e| SinkError { path, op, source: e }
-    }
-    std::fs::create_dir_all(dir).map_err(err("create directory", dir))?;
-    let mut existing = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(err("read directory", dir))? {
-        let entry = entry.map_err(err("read directory", dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let p = entry.path();
-        let is_output = (p.is_file()
-            && name.starts_with("part-")
-            && (name.ends_with(".csv") || name.ends_with(".jsonl") || name.ends_with(INPROGRESS_SUFFIX)))
-            || (p.is_dir() && (name == "late" || name == "dead") && dir_has_files(&p));
-        if is_output {
-            existing.push(p);
-        }
-    }
-    if !existing.is_empty() {
-        if !force {
-            return Err(SinkError {
-                path: dir.to_path_buf(),
-                op: "prepare output",
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!(
-                        "holds output of an earlier run ({} entries, e.g. {}); pass --force to replace it",
-                        existing.len(),
-                        existing[0].display()
-                    ),
-                ),
-            });
-        }
-        for p in existing {
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).map_err(err("remove", &p))?;
-            } else {
-                std::fs::remove_file(&p).map_err(err("remove", &p))?;
-            }
-        }
-    }
-    for sub in ["late", "dead"] {
-        let p = dir.join(sub);
-        std::fs::create_dir_all(&p).map_err(err("create directory", &p))?;
-    }
-    Ok(())
 }

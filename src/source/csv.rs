@@ -9,8 +9,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::{io_err, map_columns, wrong_pos, PollStatus, Source, SourceError, SourceItem, SourcePos};
+use crate::codec::csv::parse_cell;
 use crate::event::Side;
-use crate::event::{event_time, parse_cell, RowBuilder, RowView};
+use crate::event::{event_time, RowBuilder, RowView};
 use crate::schema::Schema;
 
 pub struct CsvSource {

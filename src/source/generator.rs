@@ -15,6 +15,10 @@
 //!   `events`), then the plays still pending, and stops after `share` events or when
 //!   no play is pending, whichever comes first.
 //!
+//! Rows follow `config::generator_schema` (the one owner of the generator's names,
+//! fields and defaults): impressions set slots profile_id, title_id, ts, row, col;
+//! plays profile_id, title_id, ts, duration_ms; a test checks this against it.
+//!
 //! Consequence: with `max_out_of_orderness_ms >= disorder_ms` only the delayed rows
 //! are late. Per event the generator does O(1) work and allocates nothing once the
 //! calendar has grown to the play window.
@@ -26,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
 use super::{wrong_pos, PollStatus, Source, SourceError, SourceItem, SourcePos};
-use crate::config::GenParams;
+use crate::config::{GenParams, GENERATOR_LEFT_FIELDS, GENERATOR_RIGHT_FIELDS};
 use crate::event::RowBuilder;
 use crate::event::Side;
 
@@ -183,7 +187,7 @@ impl Source for Generator {
                 let p = self.ready[self.ready_pos];
                 self.ready_pos += 1;
                 let b = &mut self.builder;
-                b.begin(4);
+                b.begin(GENERATOR_RIGHT_FIELDS.len());
                 b.set_u64(0, p.profile);
                 b.set_u64(1, p.title as u64);
                 b.set_i64(2, p.ts);
@@ -225,7 +229,7 @@ impl Source for Generator {
             }
             self.next_impression += 1;
             let b = &mut self.builder;
-            b.begin(5);
+            b.begin(GENERATOR_LEFT_FIELDS.len());
             b.set_u64(0, profile);
             b.set_u64(1, title as u64);
             b.set_i64(2, ts);
@@ -332,6 +336,31 @@ mod tests {
             for r in rows.iter().filter(|r| r.0 == side) {
                 assert!(r.1 > max.saturating_sub(2000), "{side:?} row {} behind max {max} by >= disorder", r.1);
                 max = max.max(r.1);
+            }
+        }
+    }
+
+    /// Every row has exactly the generator schema's fields, all set, with values of
+    /// the field's type, and the event time in the schema's time field.
+    #[test]
+    fn rows_follow_the_generator_schema() {
+        use crate::config::generator_schema;
+        use crate::event::{event_time, RowView};
+        use crate::schema::FieldType;
+        let rows = drain(&mut Generator::new(params(2_000), 0));
+        for side in [Side::Left, Side::Right] {
+            let schema = generator_schema(side);
+            let n = schema.fields.len();
+            for (_, ts, row) in rows.iter().filter(|r| r.0 == side) {
+                assert_eq!(row.len(), 8 + 8 * n, "{side:?}: one 8-byte slot per field, no strings");
+                let view = RowView(row);
+                assert_eq!(event_time(view, &schema), Ok(*ts));
+                for (i, f) in schema.fields.iter().enumerate() {
+                    assert!(!view.is_null(i), "{side:?} {}", f.name);
+                    if f.ty == FieldType::U32 {
+                        assert!(view.slot(i) <= u32::MAX as u64, "{side:?} {}", f.name);
+                    }
+                }
             }
         }
     }

@@ -1,9 +1,16 @@
-//! Formats output rows (left fields then right fields, NULL for a missing side) and
-//! input rows (late-data output) as CSV or JSON lines. Shared by the streaming
-//! sinks and the batch join, so both write byte-identical rows.
+//! Row formatters: output rows (left fields then right fields, NULL for a missing
+//! side) and input rows (late-data output, `weft gen` files) as CSV or JSON lines.
+//! Shared by the streaming sinks, the batch join and `weft gen`, so all of them
+//! write byte-identical rows.
+//!
+//! Costs: a formatter precomputes its JSON keys, so formatting a row allocates
+//! nothing once the output buffer has grown; the header is built once per file.
+//! Never does I/O: the caller owns the buffer and the file.
 
-use crate::config::Format;
-use crate::event::{write_csv_cell, write_json_str, write_json_value, RowView};
+use super::csv::write_csv_cell;
+use super::json::{write_json_str, write_json_value};
+use super::Format;
+use crate::event::RowView;
 use crate::schema::Schema;
 
 /// The output header: `<left name>.<field>`, then `<right name>.<field>`.
