@@ -453,7 +453,7 @@ impl JobConfig {
             return Err(invalid("engine.batch_events", format!("must be in 1..={BATCH_EVENTS_MAX}")));
         }
         let ring_slots = e.ring_slots.unwrap_or(RING_SLOTS_DEFAULT);
-        if ring_slots < 2 || ring_slots > RING_SLOTS_MAX {
+        if !(2..=RING_SLOTS_MAX).contains(&ring_slots) {
             return Err(invalid("engine.ring_slots", format!("must be in 2..={RING_SLOTS_MAX}")));
         }
         let width = (j.upper_ms as i128 - j.lower_ms as i128) / 32;

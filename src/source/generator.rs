@@ -144,12 +144,9 @@ impl Generator {
         self.ready.clear();
         self.ready_pos = 0;
         while (self.base_slot + 1) * SLOT_MS <= clock {
-            match self.slots.pop_front() {
-                Some(mut v) => {
-                    self.ready.append(&mut v);
-                    self.slots.push_back(v); // keep the emptied allocation for reuse
-                }
-                None => {}
+            if let Some(mut v) = self.slots.pop_front() {
+                self.ready.append(&mut v);
+                self.slots.push_back(v); // keep the emptied allocation for reuse
             }
             self.base_slot += 1;
             if self.pending == self.ready.len() as u64 {
