@@ -5,7 +5,11 @@
 //! Everything here runs outside the timed sections; it may allocate freely.
 #![allow(dead_code)]
 
-use weft::config::{generator_fields, GenParams};
+use weft::config::{
+    generator_schema, GenParams, GEN_DISORDER_MS_DEFAULT, GEN_EVENT_TIME_RATE_DEFAULT, GEN_LATE_FRACTION_DEFAULT,
+    GEN_LATE_MAX_MS_DEFAULT, GEN_MATCH_RATE_DEFAULT, GEN_PLAY_WINDOW_MS_DEFAULT, GEN_RATE_LIMIT_DEFAULT,
+    GEN_SEED_DEFAULT, GEN_TITLES_DEFAULT, GEN_ZIPF_DEFAULT,
+};
 use weft::event::Emit;
 use weft::event::Side;
 use weft::event::{encode_key, RowView};
@@ -17,26 +21,24 @@ use weft::source::{PollStatus, Source, SourceItem};
 
 /// The schema the generator writes for `side`, keyed on (profile_id, title_id).
 pub fn schema(side: Side) -> Schema {
-    let name = if side == Side::Left { "impressions" } else { "plays" };
-    Schema::new(name, generator_fields(side), &["profile_id".into(), "title_id".into()], "ts")
-        .expect("generator schema")
+    generator_schema(side)
 }
 
 /// The built-in workload's generator parameters (see `JobConfig::builtin`), one partition.
 pub fn gen_params(events: u64, keys: u64) -> GenParams {
     GenParams {
-        seed: 42,
+        seed: GEN_SEED_DEFAULT,
         events,
         keys,
-        titles: 20_000,
-        zipf: 1.0,
-        match_rate: 0.3,
-        disorder_ms: 5_000,
-        late_fraction: 0.001,
-        late_max_ms: 600_000,
-        play_window_ms: 3_600_000,
-        event_time_rate: 200.0,
-        rate_limit: 0.0,
+        titles: GEN_TITLES_DEFAULT,
+        zipf: GEN_ZIPF_DEFAULT,
+        match_rate: GEN_MATCH_RATE_DEFAULT,
+        disorder_ms: GEN_DISORDER_MS_DEFAULT,
+        late_fraction: GEN_LATE_FRACTION_DEFAULT,
+        late_max_ms: GEN_LATE_MAX_MS_DEFAULT,
+        play_window_ms: GEN_PLAY_WINDOW_MS_DEFAULT,
+        event_time_rate: GEN_EVENT_TIME_RATE_DEFAULT,
+        rate_limit: GEN_RATE_LIMIT_DEFAULT,
         partitions: 1,
     }
 }

@@ -1,7 +1,8 @@
 //! The impressions/plays workload generator: one partition of impressions (left)
 //! and one of plays (right) per generator partition, deterministic from the seed.
 //!
-//! Model (simulated event time, like `../shared/peers/gen.py` but streaming):
+//! Model (simulated event time, the impressions/plays model of the peer engines' data
+//! generator, but streaming):
 //! - Impression j of a partition happens at `T0 + j * partitions * 1000 / event_time_rate`
 //!   ms; it is *sent* then, with event time `ts = clock - delay`: on-time rows have
 //!   `delay` in `[0, disorder_ms)`, a fraction `late_fraction` get
