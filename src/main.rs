@@ -1,4 +1,5 @@
 //! The `weft` command line. `anyhow` is used only here, at the edge.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
