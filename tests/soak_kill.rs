@@ -63,9 +63,9 @@ struct Shape {
 impl Shape {
     fn draw(rng: &mut Rng) -> Self {
         Shape {
-            format: *rng.pick(&["csv", "jsonl"]),
-            kind: *rng.pick(&["left", "full"]),
-            state: *rng.pick(&["heap", "arena", "arena-1mb"]),
+            format: rng.pick(&["csv", "jsonl"]),
+            kind: rng.pick(&["left", "full"]),
+            state: rng.pick(&["heap", "arena", "arena-1mb"]),
         }
     }
 
@@ -94,7 +94,7 @@ impl Shape {
 }
 
 /// What a finished job committed, each part a sorted multiset of lines.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Committed {
     rows: Vec<String>,
     late_left: Vec<String>,
@@ -250,7 +250,7 @@ const PHASES: [(&str, Option<&str>); 5] = [
 /// Draws the kill moment of one attempt. `resumes`: a manifest exists, so the attempt
 /// will restore it and replay (a "recovery" kill then lands after "resuming").
 fn draw_kill(rng: &mut Rng, run: Duration, resumes: bool) -> (String, KillAt) {
-    let (phase, line) = *rng.pick(&PHASES);
+    let (phase, line) = rng.pick(&PHASES);
     let run_ms = run.as_millis() as u64;
     let kill = match (phase, line) {
         // Half a run at most, so that most of these land before a resumed run ends.
@@ -286,7 +286,7 @@ struct RoundResult {
 }
 
 fn has_manifest(ckpt: &Path) -> bool {
-    std::fs::read_dir(ckpt).map_or(false, |rd| {
+    std::fs::read_dir(ckpt).is_ok_and(|rd| {
         rd.filter_map(Result::ok).any(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
             n.starts_with("chk-") && n.ends_with(".json")
@@ -317,16 +317,7 @@ fn round(c: &mut Campaign, r: u64, kills_left: u32) -> RoundResult {
     let budget = (rng.range(ROUND_KILLS_MIN, ROUND_KILLS_MAX) as u32).min(kills_left);
     let (want, ref_out, run) = {
         let (w, o, d) = c.reference(shape);
-        (
-            Committed {
-                rows: w.rows.clone(),
-                late_left: w.late_left.clone(),
-                late_right: w.late_right.clone(),
-                dead: w.dead.clone(),
-            },
-            o.clone(),
-            *d,
-        )
+        (w.clone(), o.clone(), *d)
     };
     let data = c.data(shape.format);
     let dir = c.root.join(format!("round-{r}"));
