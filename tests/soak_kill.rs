@@ -15,7 +15,7 @@
 //! round number, so a failure prints the seed, the round and its kill schedule, and
 //! `WEFT_SOAK_SEED=s WEFT_SOAK_ROUND=r` replays that round alone (the same choices; the
 //! process interleaving at each kill can differ). `scripts/soak.sh N` runs this with a
-//! release build for N kills.
+//! release build for N kills; `WEFT_SOAK_KEEP=1` keeps the work directory.
 
 mod common;
 
@@ -415,13 +415,15 @@ fn soak_kill_9_at_random_moments_loses_and_doubles_nothing() {
     let kills_wanted = env_u64("WEFT_SOAK_KILLS").map_or(KILLS_DEFAULT, |k| k as u32);
     let only_round = env_u64("WEFT_SOAK_ROUND");
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = Campaign {
-        root: tmp.path().to_path_buf(),
-        seed,
-        data: BTreeMap::new(),
-        reference: BTreeMap::new(),
-        bad_rows: 0,
+    let root = tmp.path().to_path_buf();
+    // WEFT_SOAK_KEEP=1 keeps the data, configs and a failed round's directories.
+    let _tmp = if std::env::var_os("WEFT_SOAK_KEEP").is_some() {
+        eprintln!("soak: keeping {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
     };
+    let mut c = Campaign { root, seed, data: BTreeMap::new(), reference: BTreeMap::new(), bad_rows: 0 };
     let t0 = Instant::now();
     eprintln!("soak seed {seed:#x}: {kills_wanted} kills wanted");
     let (mut kills, mut attempts, mut rows, mut rounds) = (0u32, 0u32, 0usize, 0u64);
