@@ -450,3 +450,41 @@ fn soak_kill_9_at_random_moments_loses_and_doubles_nothing() {
         assert!(kills >= kills_wanted, "seed {seed:#x}: only {kills} kills landed");
     }
 }
+
+/// The state a kill leaves when it lands between the finished manifest and the final
+/// commit (`Coordinator::finish`: `write_manifest`, then `commit_output`): the last
+/// epoch's files are still `*.inprogress`. A restart must commit them; today it says
+/// "already ran to the end ... its output is committed" and leaves them uncommitted,
+/// so their rows are lost. Found by the soak (seed 0x50a40001, round 27, under the full
+/// suite's load: 21 late impressions, 3 late plays and 5 dead letters missing).
+/// Ignored until the fix in src/ (engine's start plan on `Start::Finished`) lands.
+#[test]
+#[ignore = "src bug: a restart after a kill between the finished manifest and the final commit leaves output uncommitted"]
+fn a_kill_after_the_finished_manifest_loses_no_committed_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    crash::weft_gen(&data, &["--events", "20000", "--keys", "2000", "--partitions", "2", "--kind", "full"]);
+    let shape = Shape { format: "csv", kind: "full", state: "heap" };
+    let out = tmp.path().join("out");
+    let extra = format!("checkpoint_dir = {}\n", common::toml_str(&tmp.path().join("ckpt").display().to_string()));
+    let cfg = common::write(&data, "job-ck.toml", shape.config(&data, &out, &extra));
+    let first = common::weft_run(&cfg, &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let want = Committed::read(&out, "csv");
+    // Undo the final commit of the late and dead files, as a kill would (one epoch:
+    // no checkpoint within the default 10 s interval, so all are the final one).
+    let mut undone = 0;
+    for sub in ["late", "dead"] {
+        for e in std::fs::read_dir(out.join(sub)).unwrap().map(|e| e.unwrap().path()) {
+            let mut to = e.clone().into_os_string();
+            to.push(".inprogress");
+            std::fs::rename(&e, &to).unwrap();
+            undone += 1;
+        }
+    }
+    assert!(undone > 0, "no late or dead files to uncommit");
+    let again = common::weft_run(&cfg, &[]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(uncommitted(&out), Vec::<String>::new(), "restart left output uncommitted");
+    assert_eq!(Committed::read(&out, "csv"), want);
+}
