@@ -12,45 +12,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::crash::Rng;
+
 const HEADER: &str = "impressions.profile_id,impressions.title_id,impressions.ts,impressions.row,impressions.col,plays.profile_id,plays.title_id,plays.ts,plays.duration_ms";
 
-/// xorshift64*: enough randomness for kill moments, and reproducible from the seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 fn gen(dir: &Path, kind: &str) {
-    let out = common::weft_out(&[
-        "gen",
-        "--out",
-        dir.to_str().unwrap(),
-        "--events",
-        "200000",
-        "--keys",
-        "20000",
-        "--partitions",
-        "2",
-        "--kind",
-        kind,
-        "--seed",
-        "5",
-    ]);
-    assert!(out.status.success(), "weft gen: {}", String::from_utf8_lossy(&out.stderr));
+    let args = ["--events", "200000", "--keys", "20000", "--partitions", "2", "--kind", kind, "--seed", "5"];
+    common::crash::weft_gen(dir, &args);
 }
 
 fn write_config(dir: &Path, name: &str, extra_engine: &str, out: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(dir.join("job.toml")).unwrap();
-    let text = text.replace("path = \"out\"", &format!("path = \"{out}\""));
-    let text = text.replace("[engine]", &format!("[engine]\nshards = 2\npin_cores = false\n{extra_engine}"));
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+    common::write(dir, name, common::crash::gen_config_text(dir, out, extra_engine))
 }
 
 /// Kills land at random moments between 1/25 and 1/8 of a crash-free run's duration
@@ -59,7 +31,7 @@ fn write_config(dir: &Path, name: &str, extra_engine: &str, out: &str) -> std::p
 fn crash_until_done(config: &Path, seed: u64, kills_wanted: u32, run: Duration) -> u32 {
     let lo = (run.as_millis() as u64 / 25).max(15);
     let span = (run.as_millis() as u64 / 8).saturating_sub(lo).max(10);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut kills = 0;
     for attempt in 0..200 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
