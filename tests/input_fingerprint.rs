@@ -17,8 +17,8 @@ fn first_row_digit(text: &[u8]) -> usize {
 
 #[test]
 fn an_input_edited_before_its_position_is_refused() {
-    let f = trust::fixture(300_000);
-    trust::run_and_kill(&f, 1);
+    let f = trust::fixture(600_000);
+    trust::run_and_kill(&f, 1, true);
     let input = f.dir.join("left-0.csv");
     let original = std::fs::read(&input).unwrap();
     let mut edited = original.clone();
@@ -45,8 +45,8 @@ fn an_input_edited_before_its_position_is_refused() {
 
 #[test]
 fn an_input_appended_after_its_position_resumes() {
-    let f = trust::fixture(300_000);
-    trust::run_and_kill(&f, 1);
+    let f = trust::fixture(600_000);
+    trust::run_and_kill(&f, 1, true);
     // A growing log: rows appended after the position (copies of rows near the end).
     let input = f.dir.join("right-1.csv");
     let text = std::fs::read_to_string(&input).unwrap();

@@ -60,28 +60,28 @@ pub fn weft_ok(args: &[&str]) -> std::process::Output {
     out
 }
 
-/// Manifests of running (unfinished) checkpoints with every file read past 8 KiB.
-fn mid_input_checkpoints(ckpt: &Path) -> usize {
-    let Ok(ns) = weft::checkpoint::list(ckpt) else { return 0 };
-    ns.iter()
-        .filter(|&&n| {
-            let Ok(text) = std::fs::read_to_string(weft::checkpoint::manifest_path(ckpt, n)) else { return false };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
-            let Some(shards) = v["shards"].as_array() else { return false };
-            let bytes: Vec<u64> = shards
-                .iter()
-                .flat_map(|s| s["sources"].as_array().unwrap())
-                .map(|p| p["position"]["byte"].as_u64().unwrap())
-                .collect();
-            // Every file read past its first 8 KiB, so an edit at its start is before the position.
-            v["finished"] == false && !bytes.is_empty() && bytes.iter().all(|&b| b >= 8192)
-        })
-        .count()
+/// Checkpoint manifests that are running (unfinished) ones, newest first, and whether
+/// each is in the middle of every file: read past its first 8 KiB (an edit at its
+/// start is before the position) and not to its end (rows appended are still read).
+fn running_checkpoints(ckpt: &Path) -> Vec<bool> {
+    let Ok(ns) = weft::checkpoint::list(ckpt) else { return Vec::new() };
+    let mut out = Vec::new();
+    for n in ns {
+        let Ok(text) = std::fs::read_to_string(weft::checkpoint::manifest_path(ckpt, n)) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let Some(shards) = v["shards"].as_array() else { continue };
+        let sources: Vec<&serde_json::Value> = shards.iter().flat_map(|s| s["sources"].as_array().unwrap()).collect();
+        if v["finished"] == false && !sources.is_empty() {
+            out.push(sources.iter().all(|p| p["position"]["byte"].as_u64().unwrap() >= 8192 && p["done"] == false));
+        }
+    }
+    out
 }
 
-/// Runs the checkpointed job and kills it (-9) once `want` mid-input checkpoints
-/// exist. Panics if the job ends first (the input is then too small for this host).
-pub fn run_and_kill(f: &Fixture, want: usize) {
+/// Runs the checkpointed job and kills it (-9) once `want` running checkpoints exist
+/// (with `mid_input`, once the newest is in the middle of every file). Panics if the
+/// job ends first (the input is then too small for this host).
+pub fn run_and_kill(f: &Fixture, want: usize, mid_input: bool) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["run", "--config", f.cfg.to_str().unwrap(), "--quiet"])
         .stdout(Stdio::null())
@@ -89,13 +89,21 @@ pub fn run_and_kill(f: &Fixture, want: usize) {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while mid_input_checkpoints(&f.ckpt) < want {
-        assert!(child.try_wait().unwrap().is_none(), "the job ended before {want} checkpoints existed");
-        assert!(t0.elapsed() < Duration::from_secs(60), "no {want} checkpoints after a minute");
+    loop {
+        let r = running_checkpoints(&f.ckpt);
+        if r.len() >= want && (!mid_input || r[0]) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the job ended before the checkpoints wanted existed");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoints wanted after a minute");
         std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    if mid_input {
+        // A later checkpoint may have been written before the kill landed.
+        assert!(running_checkpoints(&f.ckpt)[0], "the newest checkpoint is not mid-input: the input is too small");
+    }
 }
 
 /// `weft run` of `cfg`: (exit code, stderr).
