@@ -74,6 +74,15 @@ pub fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates `path` for writing, failing if anything exists at that name (`O_CREAT |
+/// O_EXCL`) and never following a symlink there (`O_NOFOLLOW`): a link planted at a
+/// temp file's name is an error (`EEXIST`), not a redirection of the write. Mode 0644
+/// before the umask, like `File::create`.
+pub fn create_new_nofollow(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
 /// glommio refuses to start its executors below this `ulimit -l` (RLIMIT_MEMLOCK).
 pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 
@@ -120,6 +129,22 @@ mod tests {
         assert!(peak_rss_bytes() > 0);
         assert!(resident_file_bytes().is_some());
         assert!(process_cpu_s() >= 0.0);
+    }
+
+    #[test]
+    fn create_new_nofollow_refuses_links_and_existing_files() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create_new_nofollow(&link).is_err(), "a symlink is not followed");
+        assert!(create_new_nofollow(&target).is_err(), "an existing file is not reused");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let fresh = d.path().join("fresh");
+        use std::io::Write;
+        create_new_nofollow(&fresh).unwrap().write_all(b"x").unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"x");
     }
 
     #[test]

@@ -8,6 +8,14 @@
 //! the split into part files do not matter. CSV files start with a header line, which
 //! must be the same in every file of both directories.
 //!
+//! Dead letters are part of the answer: when the expected directory has `dead/`, both
+//! directories' dead letters are compared as a multiset of (input, file, line, reason
+//! kind) ([`reason_kind`]: the stable part of the reason, without the quoted value),
+//! whatever files hold them (streaming names them by shard, batch by partition).
+//! Other fields (`raw`, and any added later) are ignored. An expected directory
+//! without `dead/` (the DuckDB oracle writes none) means "not compared", and the
+//! report says so. Dead letters are held in memory (about 100 bytes each).
+//!
 //! Rows are compared as canonical text: both engines format with
 //! [`crate::codec::format::OutputFormatter`], and the DuckDB oracle writes the same
 //! text for integer and string data. A row's kind comes from its NULL pattern:
@@ -186,6 +194,56 @@ impl Differences {
     }
 }
 
+/// Dead letters in one directory and not (as often) in the other.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeadDifferences {
+    pub count: u64,
+    /// The first ones (at most `show`), sorted: `input file:line: reason kind`.
+    pub samples: Vec<String>,
+}
+
+/// A dead letter as compared: the fields that are the answer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DeadKey {
+    input: String,
+    file: String,
+    line: u64,
+    kind: String,
+}
+
+impl DeadKey {
+    fn show(&self) -> String {
+        format!("{} {}:{}: {}", self.input, self.file, self.line, self.kind)
+    }
+}
+
+/// A dead-letter record's fields that take part; others are ignored.
+#[derive(serde::Deserialize)]
+struct DeadRecord {
+    input: String,
+    file: String,
+    line: u64,
+    reason: String,
+}
+
+/// The stable part of a dead letter's reason: what went wrong and where (column or
+/// field), without the offending value or a parser's position. `column `x`: not a
+/// u64: "abc"` -> `column `x`: not a u64`; `expected 3 columns, found 2` -> `expected
+/// 3 columns`; `field `x`: expected u64, found "a"` -> `field `x`: expected u64`;
+/// `not valid JSON: <parser message>` -> `not valid JSON`.
+pub fn reason_kind(reason: &str) -> &str {
+    if reason.starts_with("not valid JSON") {
+        return "not valid JSON";
+    }
+    let mut end = reason.len();
+    for cut in [", found ", ": \"", ": {", ": ["] {
+        if let Some(i) = reason.find(cut) {
+            end = end.min(i);
+        }
+    }
+    reason[..end].trim_end()
+}
+
 /// Late rows of one input in each directory, when they differ.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct LateDifference {
@@ -205,6 +263,11 @@ pub struct ValidateReport {
     pub extra: Differences,
     /// Late-row counts that differ; only compared when both directories have `late/`.
     pub late_differences: Vec<LateDifference>,
+    /// Whether dead letters were compared (the expected directory has `dead/`).
+    pub dead_compared: bool,
+    /// Dead letters of `expected` missing from `actual`, and the reverse.
+    pub dead_missing: DeadDifferences,
+    pub dead_extra: DeadDifferences,
     /// Spill buckets used (1 = compared in memory).
     pub buckets: u64,
     /// The batch run that produced `expected`, for `validate --config`.
@@ -212,9 +275,14 @@ pub struct ValidateReport {
 }
 
 impl ValidateReport {
-    /// The same multiset of rows, and the same late-row counts where both are known.
+    /// The same multiset of rows, the same late-row counts where both are known, and
+    /// the same dead letters where compared.
     pub fn is_equal(&self) -> bool {
-        self.missing.counts.total() == 0 && self.extra.counts.total() == 0 && self.late_differences.is_empty()
+        self.missing.counts.total() == 0
+            && self.extra.counts.total() == 0
+            && self.late_differences.is_empty()
+            && self.dead_missing.count == 0
+            && self.dead_extra.count == 0
     }
 
     pub fn print(&self) {
@@ -234,8 +302,9 @@ impl ValidateReport {
                 Some(_) => println!("           late rows: none"),
                 None => println!("           late rows: not recorded (no late/ directory)"),
             }
-            if let Some(dead) = d.dead {
-                println!("           dead letters: {dead}");
+            match d.dead {
+                Some(dead) => println!("           dead letters: {dead}"),
+                None => println!("           dead letters: none recorded (no dead/ directory)"),
             }
         }
         if let Some(b) = &self.batch {
@@ -268,6 +337,24 @@ impl ValidateReport {
         for l in &self.late_differences {
             println!("  late rows of {} differ: expected {}, actual {}", l.input, l.expected, l.actual);
         }
+        if !self.dead_compared {
+            println!(
+                "  dead letters: not compared ({} has no dead/ directory; the DuckDB oracle writes none)",
+                self.expected.path.display()
+            );
+        }
+        for (label, d) in [
+            ("dead letters missing (in expected, not in actual)", &self.dead_missing),
+            ("dead letters extra (in actual, not in expected)", &self.dead_extra),
+        ] {
+            if d.count == 0 {
+                continue;
+            }
+            println!("  {label}: {}", d.count);
+            for s in &d.samples {
+                println!("      {s}");
+            }
+        }
     }
 }
 
@@ -286,6 +373,15 @@ pub fn compare_dirs(
     let files = [list_output_files(expected, format)?, list_output_files(actual, format)?];
     let total_bytes: u64 = files.iter().flatten().map(|f| f.1).sum();
     let mut summaries = summarize([expected, actual], &files)?;
+    let dead = [read_dead(expected)?, read_dead(actual)?];
+    for (s, d) in summaries.iter_mut().zip(&dead) {
+        s.dead = d.as_ref().map(|v| v.len() as u64);
+    }
+    let dead_compared = dead[0].is_some();
+    let (dead_missing, dead_extra) = match dead {
+        [Some(e), a] => dead_differences(e, a.unwrap_or_default(), show),
+        [None, _] => (DeadDifferences::default(), DeadDifferences::default()),
+    };
 
     // Pass 1, one thread per directory: count rows by kind and partition them by
     // hash, in memory when twice the data fits the budget, else into spill files.
@@ -311,6 +407,9 @@ pub fn compare_dirs(
         missing,
         extra,
         late_differences,
+        dead_compared,
+        dead_missing,
+        dead_extra,
         buckets: nparts,
         batch: None,
     })
@@ -324,7 +423,6 @@ fn summarize(dirs: [&Path; 2], files: &[Vec<(PathBuf, u64)>; 2]) -> Result<[DirS
         s.files = list.len() as u64;
         s.bytes = list.iter().map(|f| f.1).sum();
         s.late = count_late(dir)?;
-        s.dead = count_dead(dir)?;
     }
     Ok(summaries)
 }
@@ -515,21 +613,55 @@ fn count_late(dir: &Path) -> Result<Option<BTreeMap<String, u64>>, ValidateError
 
 pub use crate::sink::layout::late_input_name;
 
-/// Dead letters in `dir/dead/*.jsonl`; None without `dead/`.
-fn count_dead(dir: &Path) -> Result<Option<u64>, ValidateError> {
+/// Dead letters in `dir/dead/*.jsonl`, sorted; None without `dead/`.
+fn read_dead(dir: &Path) -> Result<Option<Vec<DeadKey>>, ValidateError> {
     let dead_dir = dir.join(layout::DEAD_DIR);
     if !dead_dir.is_dir() {
         return Ok(None);
     }
-    let mut n = 0;
+    let mut out = Vec::new();
     let mut header = HeaderCheck::default();
     for (path, _) in list_output_files(&dead_dir, layout::DEAD_FORMAT)? {
-        read_records(&path, layout::DEAD_FORMAT, &mut header, |_, _| {
-            n += 1;
+        let mut record = 0u64;
+        read_records(&path, layout::DEAD_FORMAT, &mut header, |rec, _| {
+            record += 1;
+            let d: DeadRecord = serde_json::from_slice(rec).map_err(|e| ValidateError::Malformed {
+                path: path.clone(),
+                line: record,
+                message: format!("not a dead-letter record ({{\"input\",\"file\",\"line\",\"reason\",...}}): {e}"),
+            })?;
+            let kind = reason_kind(&d.reason).to_string();
+            out.push(DeadKey { input: d.input, file: d.file, line: d.line, kind });
             Ok(())
         })?;
     }
-    Ok(Some(n))
+    out.sort_unstable();
+    Ok(Some(out))
+}
+
+/// Multiset difference of two sorted dead-letter lists: (expected - actual, actual -
+/// expected), each with its first `show` entries.
+fn dead_differences(expected: Vec<DeadKey>, actual: Vec<DeadKey>, show: usize) -> (DeadDifferences, DeadDifferences) {
+    let (mut missing, mut extra) = (DeadDifferences::default(), DeadDifferences::default());
+    let note = |d: &mut DeadDifferences, k: &DeadKey| {
+        d.count += 1;
+        if d.samples.len() < show {
+            d.samples.push(k.show());
+        }
+    };
+    let (mut e, mut a) = (expected.iter().peekable(), actual.iter().peekable());
+    loop {
+        match (e.peek(), a.peek()) {
+            (Some(x), Some(y)) if x == y => {
+                e.next();
+                a.next();
+            }
+            (Some(x), Some(y)) if x < y => note(&mut missing, e.next().unwrap()),
+            (Some(_), Some(_)) | (None, Some(_)) => note(&mut extra, a.next().unwrap()),
+            (Some(_), None) => note(&mut missing, e.next().unwrap()),
+            (None, None) => return (missing, extra),
+        }
+    }
 }
 
 /// The CSV header every file must carry, taken from the first file read.
@@ -1067,6 +1199,29 @@ mod tests {
         assert_eq!(late_input_name("impressions-1-000042.jsonl", Format::Jsonl), "impressions");
         assert_eq!(late_input_name("my-plays-3.csv", Format::Csv), "my-plays");
         assert_eq!(late_input_name("x.csv", Format::Csv), "x");
+    }
+
+    #[test]
+    fn reason_kinds_drop_the_value() {
+        assert_eq!(reason_kind("column `x`: not a u64: \"abc\""), "column `x`: not a u64");
+        assert_eq!(reason_kind("expected 3 columns, found 2"), "expected 3 columns");
+        assert_eq!(reason_kind("field `x`: expected u64, found \"a\""), "field `x`: expected u64");
+        assert_eq!(reason_kind("field `x`: expected u64, found {\"a\":1}"), "field `x`: expected u64");
+        assert_eq!(reason_kind("not valid JSON: EOF while parsing at line 1 column 4"), "not valid JSON");
+        assert_eq!(reason_kind("not a JSON object"), "not a JSON object");
+    }
+
+    #[test]
+    fn dead_letters_differ_as_multisets() {
+        let k = |line: u64, kind: &str| DeadKey { input: "l".into(), file: "a.csv".into(), line, kind: kind.into() };
+        let e = vec![k(2, "x"), k(2, "x"), k(5, "y")];
+        let a = vec![k(2, "x"), k(5, "y"), k(7, "z")];
+        let (m, x) = dead_differences(e.clone(), a, 10);
+        assert_eq!((m.count, x.count), (1, 1));
+        assert_eq!(m.samples, vec!["l a.csv:2: x"]);
+        assert_eq!(x.samples, vec!["l a.csv:7: z"]);
+        let (m, x) = dead_differences(e.clone(), e, 10);
+        assert_eq!((m.count, x.count), (0, 0));
     }
 
     #[test]

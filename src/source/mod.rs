@@ -189,3 +189,185 @@ pub(crate) fn trim_cell(c: &[u8]) -> &[u8] {
     let c = c.strip_suffix(b"\r").unwrap_or(c);
     c
 }
+
+/// Bytes per sampled block of a [`Fingerprint`].
+pub const FINGERPRINT_BLOCK_BYTES: u64 = 4096;
+/// Blocks spread evenly over a file's prefix, the first at byte 0; one more block ends
+/// exactly at the position. A prefix of at most this many + 1 blocks is read whole.
+pub const FINGERPRINT_SPREAD_BLOCKS: u64 = 16;
+const _: () = assert!(FINGERPRINT_BLOCK_BYTES > 0 && FINGERPRINT_SPREAD_BLOCKS >= 1);
+
+/// What a file held before a checkpoint's position, so that a restart can tell that
+/// the file it seeks into is the one the checkpoint read. Sampled, not whole: at most
+/// 17 blocks of 4 KiB (68 KiB read, whatever the file's size), covering the header,
+/// 16 points spread over the prefix and the bytes just before the position. An edit
+/// elsewhere in the prefix can go unseen; a truncation, a rewrite, a replaced file, or
+/// an edit near the start or near the position cannot. Appending is allowed: nothing
+/// at or after `bytes` is looked at.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    /// The prefix covered: bytes `[0, bytes)` (the partition's position).
+    pub bytes: u64,
+    /// The file's size when the fingerprint was taken (for messages only).
+    pub file_bytes: u64,
+    /// CRC32 of each block of [`fingerprint_blocks`]`(bytes)`, in that order.
+    pub block_crc32: Vec<u32>,
+}
+
+/// The byte ranges `(offset, len)` a fingerprint of `[0, bytes)` samples: the whole
+/// prefix in 4 KiB blocks when it is short, else 16 blocks spread from byte 0 plus the
+/// block that ends at `bytes`. Ranges are within `[0, bytes)`.
+pub fn fingerprint_blocks(bytes: u64) -> Vec<(u64, u64)> {
+    let bs = FINGERPRINT_BLOCK_BYTES;
+    if bytes <= (FINGERPRINT_SPREAD_BLOCKS + 1) * bs {
+        return (0..bytes.div_ceil(bs)).map(|i| (i * bs, bs.min(bytes - i * bs))).collect();
+    }
+    let last = bytes - bs;
+    let mut v: Vec<(u64, u64)> = (0..FINGERPRINT_SPREAD_BLOCKS)
+        .map(|k| ((k as u128 * last as u128 / FINGERPRINT_SPREAD_BLOCKS as u128) as u64, bs))
+        .collect();
+    v.push((last, bs));
+    v
+}
+
+fn block_crcs(file: &std::fs::File, blocks: &[(u64, u64)]) -> std::io::Result<Vec<u32>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; FINGERPRINT_BLOCK_BYTES as usize];
+    blocks
+        .iter()
+        .map(|&(off, len)| {
+            let b = &mut buf[..len as usize];
+            file.read_exact_at(b, off)?;
+            Ok(crc32fast::hash(b))
+        })
+        .collect()
+}
+
+/// Fingerprints the first `bytes` bytes of the file at `path` (see [`Fingerprint`]).
+/// Off the per-row path: taken when a checkpoint's manifest is written.
+pub fn fingerprint(path: &Path, bytes: u64) -> Result<Fingerprint, SourceError> {
+    let f = std::fs::File::open(path).map_err(io_err(path, "open to fingerprint"))?;
+    let file_bytes = f.metadata().map_err(io_err(path, "stat to fingerprint"))?.len();
+    if file_bytes < bytes {
+        return Err(SourceError::Format {
+            path: path.to_path_buf(),
+            message: format!("is {file_bytes} bytes, shorter than the position {bytes} just read"),
+        });
+    }
+    let block_crc32 = block_crcs(&f, &fingerprint_blocks(bytes)).map_err(io_err(path, "read to fingerprint"))?;
+    Ok(Fingerprint { bytes, file_bytes, block_crc32 })
+}
+
+/// What changed in the file at `path` since `fp` was taken, if anything: `None` when
+/// its first `fp.bytes` bytes still match (bytes appended after them are fine).
+pub fn fingerprint_change(path: &Path, fp: &Fingerprint) -> Option<String> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("cannot be opened ({e})")),
+    };
+    let now = match f.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return Some(format!("cannot be read ({e})")),
+    };
+    if now < fp.bytes {
+        return Some(format!(
+            "is now {now} bytes, shorter than the checkpoint's position {} (it was {} bytes then): truncated or rewritten",
+            fp.bytes, fp.file_bytes
+        ));
+    }
+    let blocks = fingerprint_blocks(fp.bytes);
+    let crcs = match block_crcs(&f, &blocks) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("cannot be read ({e})")),
+    };
+    if crcs.len() != fp.block_crc32.len() {
+        return Some(format!("has a fingerprint of {} blocks, expected {}", fp.block_crc32.len(), crcs.len()));
+    }
+    let (off, len) = blocks.iter().zip(crcs.iter().zip(&fp.block_crc32)).find(|(_, (a, b))| a != b)?.0;
+    Some(format!(
+        "bytes {off}..{} differ from what the checkpoint read (the file was edited before the checkpoint's position {}; \
+         only appending after it is allowed)",
+        off + len,
+        fp.bytes
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_blocks_cover_short_prefixes_whole_and_sample_long_ones() {
+        assert!(fingerprint_blocks(0).is_empty());
+        assert_eq!(fingerprint_blocks(10), vec![(0, 10)]);
+        assert_eq!(fingerprint_blocks(5000), vec![(0, 4096), (4096, 904)]);
+        let n = 1 << 30;
+        let v = fingerprint_blocks(n);
+        assert_eq!(v.len(), 17);
+        assert_eq!(v[0], (0, 4096));
+        assert_eq!(*v.last().unwrap(), (n - 4096, 4096), "the block just before the position");
+        assert!(v.windows(2).all(|w| w[0].0 < w[1].0) && v.iter().all(|&(o, l)| o + l <= n));
+    }
+
+    #[test]
+    fn appending_keeps_a_fingerprint_and_editing_or_truncating_breaks_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.csv");
+        let body: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i},x\n").into_bytes()).collect();
+        std::fs::write(&p, &body).unwrap();
+        let pos = body.len() as u64 - 1000;
+        let fp = fingerprint(&p, pos).unwrap();
+        assert_eq!(fingerprint_change(&p, &fp), None);
+        std::fs::write(&p, [&body[..], b"9,y\n"].concat()).unwrap();
+        assert_eq!(fingerprint_change(&p, &fp), None, "appended");
+        let mut edited = body.clone();
+        edited[pos as usize - 10] = b'#';
+        std::fs::write(&p, &edited).unwrap();
+        assert!(fingerprint_change(&p, &fp).unwrap().contains("differ"));
+        std::fs::write(&p, &body[..100]).unwrap();
+        assert!(fingerprint_change(&p, &fp).unwrap().contains("shorter"));
+        assert!(fingerprint(&p, pos).is_err(), "a position past the end is an error");
+    }
+
+    /// `cargo test --lib fingerprint_timing_1gb -- --ignored --nocapture`: the cost of a
+    /// fingerprint of a 1 GiB prefix, page cache warm and cold (recorded in perf/).
+    #[test]
+    #[ignore]
+    fn fingerprint_timing_1gb() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::var("WEFT_FP_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+        let p = dir.join("weft-fingerprint-1g.bin");
+        let n: u64 = 1 << 30;
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+            let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
+            for _ in 0..n / chunk.len() as u64 {
+                f.write_all(&chunk).unwrap();
+            }
+        }
+        let evict = || {
+            let f = std::fs::File::open(&p).unwrap();
+            f.sync_all().unwrap();
+            // SAFETY: plain advice call on a descriptor we own.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        };
+        for round in 0..3 {
+            evict();
+            let t = std::time::Instant::now();
+            let fp = fingerprint(&p, n - 12345).unwrap();
+            let take_cold = t.elapsed();
+            let t = std::time::Instant::now();
+            assert_eq!(fingerprint_change(&p, &fp), None);
+            let check_warm = t.elapsed();
+            evict();
+            let t = std::time::Instant::now();
+            assert_eq!(fingerprint_change(&p, &fp), None);
+            let check_cold = t.elapsed();
+            println!(
+                "round {round}: take (cold) {take_cold:?}, check (warm) {check_warm:?}, check (cold) {check_cold:?}"
+            );
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+}
