@@ -1213,6 +1213,66 @@ fn join_key_run(
 mod tests {
     use super::*;
 
+    mod chunk_parser_agrees_with_the_source {
+        use super::*;
+        use crate::schema::{Field, FieldType};
+        use crate::source::csv::CsvSource;
+        use crate::source::Source;
+        use proptest::prelude::*;
+
+        fn schema() -> Schema {
+            let fields = vec![
+                Field::new("k", FieldType::I64),
+                Field::new("ts", FieldType::I64),
+                Field::new("v", FieldType::F64),
+                Field::new("name", FieldType::String),
+            ];
+            Schema::new("l", fields, &["k".into()], "ts").unwrap()
+        }
+
+        type Dead = Vec<(u64, String, Vec<u8>)>;
+
+        /// (rows, dead letters with absolute lines) as `CsvSource` reads the file.
+        fn streaming(text: &[u8]) -> (Vec<Vec<u8>>, Dead) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.csv");
+            std::fs::write(&path, text).unwrap();
+            let mut src = CsvSource::open(&path, Side::Left, 0, schema()).unwrap();
+            let (mut rows, mut dead) = (Vec::new(), Vec::new());
+            while src
+                .poll(64, 0, &mut |it| match it {
+                    SourceItem::Row { row, .. } => rows.push(row.to_vec()),
+                    SourceItem::Dead { line, reason, raw, .. } => dead.push((line, reason, raw.to_vec())),
+                })
+                .unwrap()
+                != PollStatus::Done
+            {}
+            (rows, dead)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Plain files (no quote, no CR): the same rows and dead letters (line,
+            /// reason, raw), with every rule the source applies.
+            #[test]
+            fn on_plain_csv(body in proptest::collection::vec(
+                proptest::sample::select(b",,,\n\n1234-e.x \xff\xef\xbb\xbf".to_vec()), 0..300)
+            ) {
+                let header = b"\xef\xbb\xbfname,ts,k,v,name2\n";
+                let mut text = header.to_vec();
+                text.extend_from_slice(&body);
+                let cols = source::map_columns(Path::new("f.csv"), &schema(), &[b"\xef\xbb\xbfname", b"ts", b"k", b"v", b"name2"]).unwrap();
+                let c = parse_chunk(&text[header.len()..], &schema(), &cols, 5);
+                prop_assert!(c.plain);
+                let rows: Vec<Vec<u8>> =
+                    c.rows.iter().map(|&(_, off, len)| c.arena[off as usize..off as usize + len as usize].to_vec()).collect();
+                let dead: Dead = c.dead.iter().map(|(i, r, raw)| (i + 2, r.clone(), raw.clone())).collect();
+                prop_assert_eq!((rows, dead), streaming(&text));
+            }
+        }
+    }
+
     /// Entries laid out as [`Bucketer::route`] does, all with one forced hash.
     fn entries(keys: &[(&[u8], i64)]) -> (Vec<Arena>, Vec<Entry>) {
         let mut arena = Vec::new();

@@ -84,6 +84,8 @@ impl LineBuf {
         }
         if self.buf.len() - self.end < self.read_bytes && self.buf.len() < self.cap_max {
             let want = (self.end + self.read_bytes).max(self.buf.len() * 2).min(self.cap_max);
+            // Exact: `resize` alone may double the capacity past the cap.
+            self.buf.reserve_exact(want - self.buf.len());
             self.buf.resize(want, 0);
         }
         let stop = (self.end + self.read_bytes).min(self.buf.len());
