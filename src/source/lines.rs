@@ -76,18 +76,23 @@ impl LineBuf {
             return Ok(false);
         }
         debug_assert!(self.end - self.pos < self.cap_max);
-        if self.buf.len() - self.end < self.read_bytes && self.pos > 0 {
+        // Move the unread bytes to the front when less than half a read fits after them.
+        if self.pos > 0 && self.buf.len() - self.end < self.read_bytes.div_ceil(2) {
             self.buf.copy_within(self.pos..self.end, 0);
             self.base += self.pos as u64;
             self.end -= self.pos;
             self.pos = 0;
         }
-        if self.buf.len() - self.end < self.read_bytes && self.buf.len() < self.cap_max {
+        // Grow only for a line that fills most of the buffer: ordinary files keep the
+        // first `read_bytes`, so many partitions cost little.
+        let unread = self.end - self.pos;
+        if (unread > self.buf.len() / 2 || self.end == self.buf.len()) && self.buf.len() < self.cap_max {
             let want = (self.end + self.read_bytes).max(self.buf.len() * 2).min(self.cap_max);
             // Exact: `resize` alone may double the capacity past the cap.
             self.buf.reserve_exact(want - self.buf.len());
             self.buf.resize(want, 0);
         }
+        debug_assert!(self.end < self.buf.len());
         let stop = (self.end + self.read_bytes).min(self.buf.len());
         loop {
             match self.file.read(&mut self.buf[self.end..stop]) {
@@ -139,5 +144,59 @@ impl LineBuf {
         self.end = 0;
         self.eof = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(bytes: &[u8], line_bytes_max: usize, read_bytes: usize) -> (LineBuf, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, bytes).unwrap();
+        let limits = ReadLimits { line_bytes_max, record_lines_max: 4, read_bytes };
+        (LineBuf::new(File::open(&path).unwrap(), &limits), dir)
+    }
+
+    /// Reads every line (skipping those over the limit); returns their lengths.
+    fn lines(lb: &mut LineBuf, limit: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut keep = Vec::new();
+        loop {
+            match memchr::memchr(b'\n', lb.avail()) {
+                Some(i) if i <= limit => {
+                    out.push(i as u64);
+                    lb.consume(i + 1);
+                }
+                _ if lb.avail().len() > limit => out.push(lb.skip_line(&mut keep, 8).unwrap()),
+                _ => {
+                    if !lb.fill().unwrap() {
+                        if !lb.avail().is_empty() {
+                            out.push(lb.avail().len() as u64);
+                        }
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_lines_keep_the_first_buffer_and_long_ones_stay_under_the_cap() {
+        let text: Vec<u8> = (0..1000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let (mut lb, _d) = reader(&text, 1024, 64);
+        assert_eq!(lines(&mut lb, 1024).len(), 1000);
+        assert_eq!(lb.capacity(), 64, "no growth for short lines");
+
+        let mut text = b"a\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 5000));
+        text.extend_from_slice(b"\nb\nmiddle-sized line of 600 bytes");
+        text.extend(std::iter::repeat_n(b'y', 570));
+        for read_bytes in [1, 7, 64, 4096] {
+            let (mut lb, _d) = reader(&text, 1024, read_bytes);
+            assert_eq!(lines(&mut lb, 1024), [1, 5000, 1, 600], "read_bytes {read_bytes}");
+            assert!(lb.capacity() <= 1024 + read_bytes, "capacity {} (read_bytes {read_bytes})", lb.capacity());
+        }
     }
 }

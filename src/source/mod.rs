@@ -130,7 +130,8 @@ pub enum SourceError {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourcePos {
-    /// A CSV file: the `csv` crate's position of the next record.
+    /// A CSV file: the byte offset and physical line (1-based) where the next record
+    /// starts, and the records read so far (header included).
     Csv { byte: u64, line: u64, record: u64 },
     /// A JSON-lines file: byte offset and line number of the next line.
     Jsonl { byte: u64, line: u64 },
