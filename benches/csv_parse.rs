@@ -3,14 +3,20 @@
 //! is printed once for MB/s. The files are written once to a temp dir before timing
 //! and stay in the page cache, so this is parse + encode cost, not disk.
 //!
+//! `csv_crate/...` is the baseline: the `csv` crate reader weft used before its own
+//! (`read_byte_record` + the same cell parsing and row encoding), kept here so the
+//! two are measured side by side on the same files in the same run.
+//!
 //! Knob: `WEFT_BENCH_CSV_EVENTS` (default 1,000,000 events, both files together).
 
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use weft::codec::csv::parse_cell;
 use weft::config::{Format, JobConfig};
 use weft::event::Side;
+use weft::event::{event_time, RowBuilder, RowView};
 use weft::source::csv::CsvSource;
 use weft::source::{PollStatus, Source, SourceItem};
 
@@ -40,6 +46,35 @@ fn read_all(path: &Path, side: Side) -> u64 {
     }
 }
 
+/// The old reader: the `csv` crate, then the same parse and encode per record.
+fn read_all_csv_crate(path: &Path, side: Side) -> u64 {
+    let schema = common::schema(side);
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .buffer_capacity(1 << 20)
+        .from_path(path)
+        .expect("open csv");
+    let header = rd.byte_headers().expect("header").clone();
+    let cols: Vec<usize> =
+        schema.fields.iter().map(|f| header.iter().position(|h| h == f.name.as_bytes()).expect("column")).collect();
+    let mut rec = csv::ByteRecord::new();
+    let mut b = RowBuilder::new();
+    let (mut rows, mut acc) = (0u64, 0u64);
+    while rd.read_byte_record(&mut rec).expect("read") {
+        assert_eq!(rec.len(), header.len());
+        b.begin(schema.fields.len());
+        for (i, f) in schema.fields.iter().enumerate() {
+            parse_cell(&mut b, i, f.ty, &rec[cols[i]]).expect("cell");
+        }
+        let ts = event_time(RowView(b.bytes()), &schema).expect("time");
+        rows += 1;
+        acc = acc.wrapping_add(ts as u64 ^ b.bytes().len() as u64);
+    }
+    std::hint::black_box(acc);
+    rows
+}
+
 fn bench(c: &mut Criterion) {
     let events = common::env_u64("WEFT_BENCH_CSV_EVENTS", 1_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -54,7 +89,9 @@ fn bench(c: &mut Criterion) {
         let bytes = std::fs::metadata(&path).expect("stat").len();
         eprintln!("csv_parse/{file}: {rows} rows, {:.1} MB", bytes as f64 / 1e6);
         g.throughput(Throughput::Elements(rows));
+        assert_eq!(read_all_csv_crate(&path, side), rows, "both readers read every row");
         g.bench_function(file, |b| b.iter(|| read_all(&path, side)));
+        g.bench_function(format!("csv_crate/{file}"), |b| b.iter(|| read_all_csv_crate(&path, side)));
     }
     g.finish();
 }

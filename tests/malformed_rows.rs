@@ -160,7 +160,7 @@ fn well_formed_oddities_are_not_errors() {
 /// string, or a late row re-fed from `late/` (or any output read back) turns an
 /// empty string into NULL.
 #[test]
-#[ignore = "known limitation (README, Limits): the csv crate reads `\"\"` like an empty cell, so an empty string in CSV input is NULL"]
+#[ignore = "documented choice (README, SEMANTICS): `\"\"` in CSV input reads as NULL, like an empty cell"]
 fn a_quoted_empty_string_reads_back_as_an_empty_string() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), b"k,ts,v,name\n1,100,5,\"\"\n2,105,6,\n", RIGHT_GOOD, 1);
@@ -195,11 +195,10 @@ fn dead_letter_lines_count_multi_line_records_and_blank_jsonl_lines() {
     assert_eq!(dead_lines(left, right), [("l".to_string(), 4), ("r".to_string(), 4)]);
 }
 
-/// Blank lines in a CSV file count too: the bad row below is on line 6. (The csv
-/// crate's `Position::line` does not count the blank lines it skips, see
-/// BurntSushi/rust-csv#208; weft reports line 3 here.)
+/// Blank lines in a CSV file count too: the bad row below is on line 6. (The `csv`
+/// crate weft used to read with does not count the blank lines it skips,
+/// BurntSushi/rust-csv#208, and reported line 3 here.)
 #[test]
-#[ignore = "known limitation (README, Limits): dead-letter line numbers do not count blank lines before the row (rust-csv#208)"]
 fn dead_letter_lines_count_blank_csv_lines() {
     let left = b"k,ts,v,name\n1,100,5,a\n\n\n\n1,101,x,a\n";
     assert_eq!(dead_lines(left, RIGHT_GOOD), [("l".to_string(), 6)]);
@@ -216,4 +215,98 @@ fn a_quoted_carriage_return_is_data() {
     assert_eq!(rep.matched_pairs, 1);
     let out = std::fs::read_to_string(tmp.path().join("out").join("part-0.csv")).unwrap();
     assert!(out.contains("5,\"ab\r\",1,100,1\n"), "the string `ab\\r` was changed: {out:?}");
+}
+
+/// A header that names a configured column twice is ambiguous: the file is refused
+/// naming the column (it used to take the first silently).
+#[test]
+fn a_duplicate_header_column_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), b"k,ts,v,name,ts\n1,100,5,a,200\n", RIGHT_GOOD, 1);
+    let o = common::weft_run(&cfg, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("l.csv") && stderr.contains("`ts`"), "stderr `{stderr}` should name file and column");
+    // A duplicate column weft does not read is harmless.
+    let cfg = config(tmp.path(), b"k,ts,v,name,x,x\n1,100,5,a,1,2\n", RIGHT_GOOD, 1);
+    let o = common::weft_run(&cfg, &["--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A JSON object with a key twice is a dead letter naming the key (the last used to
+/// win silently); a UTF-8 BOM at the start of a JSONL file is skipped (it used to
+/// make the first row a dead letter).
+#[test]
+fn a_duplicate_json_key_is_a_dead_letter_and_a_jsonl_bom_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let right = "\u{feff}{\"k\":1,\"ts\":100,\"w\":1}\n{\"k\":2,\"ts\":106,\"w\":2,\"w\":3}\n";
+    let cfg = config(tmp.path(), LEFT_GOOD, right, 1);
+    let rep = common::run(&std::fs::read_to_string(&cfg).unwrap(), tmp.path());
+    let out = tmp.path().join("out");
+    assert_eq!(common::output_rows(&out, HEADER), ["1,100,5,a,1,100,1"]);
+    let dead = common::dead_letters(&out);
+    assert_eq!((rep.right.rows_in, dead.len()), (1, 1), "{dead:?}");
+    assert_eq!(dead[0]["line"], 2);
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("duplicate") && reason.contains("`w`"), "reason: {reason}");
+}
+
+/// `1e400` overflows an f64 to infinity: a dead letter in CSV and JSONL alike. The
+/// words weft itself writes for non-finite floats (`inf`, `-inf`, `NaN`) still read.
+#[test]
+fn an_f64_that_overflows_is_a_dead_letter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::write(dir, "l.csv", "k,ts,x\n1,100,1e400\n2,100,-1e400\n3,100,inf\n4,100,NaN\n5,100,1.5\n");
+    common::write(dir, "r.jsonl", "{\"k\":1,\"ts\":100,\"y\":1e400}\n{\"k\":5,\"ts\":100,\"y\":2.5}\n");
+    let left = InputToml::files("l", &["l.csv"], &[("k", "i64"), ("ts", "i64"), ("x", "f64")]);
+    let right = InputToml::files("r", &["r.jsonl"], &[("k", "i64"), ("ts", "i64"), ("y", "f64")]).format("jsonl");
+    let cfg = JobToml::new(left, right).kind("left").write(dir, "job.toml");
+    let rep = common::run(&std::fs::read_to_string(&cfg).unwrap(), dir);
+    let out = dir.join("out");
+    assert_eq!((rep.left.rows_in, rep.right.rows_in), (3, 1));
+    assert_eq!(
+        common::output_rows(&out, "l.k,l.ts,l.x,r.k,r.ts,r.y"),
+        ["3,100,inf,,,", "4,100,NaN,,,", "5,100,1.5,5,100,2.5"]
+    );
+    let mut dead: Vec<(String, u64)> = common::dead_letters(&out)
+        .iter()
+        .map(|d| (d["input"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap()))
+        .collect();
+    dead.sort();
+    assert_eq!(dead, [("l".to_string(), 2), ("l".to_string(), 3), ("r".to_string(), 1)]);
+}
+
+/// A dead letter keeps its raw bytes exactly: `raw` is lossy text (U+FFFD for bytes
+/// that are not UTF-8) and, only then, `raw_base64` holds the exact bytes.
+#[test]
+fn a_dead_letter_of_invalid_utf8_keeps_the_exact_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let left = b"k,ts,v,name\n1,100,5,a\n1,103,5,\xff\xfe\n1,104,x,a\n";
+    let cfg = config(tmp.path(), left, RIGHT_GOOD, 1);
+    common::run(&std::fs::read_to_string(&cfg).unwrap(), tmp.path());
+    let mut dead = common::dead_letters(&tmp.path().join("out"));
+    dead.sort_by_key(|d| d["line"].as_u64());
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0]["raw"], "1,103,5,\u{fffd}\u{fffd}");
+    let b64 = dead[0]["raw_base64"].as_str().expect("raw_base64 when raw is not UTF-8");
+    assert_eq!(decode_base64(b64), b"1,103,5,\xff\xfe");
+    assert!(dead[1].get("raw_base64").is_none(), "no raw_base64 for UTF-8 raw: {}", dead[1]);
+    assert_eq!(dead[1]["raw"], "1,104,x,a");
+}
+
+/// Standard base64 (RFC 4648, with padding).
+fn decode_base64(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        acc = acc << 6 | A.iter().position(|&a| a == c).expect("base64 alphabet") as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

@@ -33,8 +33,13 @@ pub fn parse_cell(b: &mut RowBuilder, i: usize, ty: FieldType, cell: &[u8]) -> R
         }
         FieldType::U64 => b.set_u64(i, parse_u64(cell).ok_or("not a u64")?),
         FieldType::F64 => {
-            let s = std::str::from_utf8(cell).map_err(|_| "not an f64")?;
-            b.set_f64(i, s.trim().parse::<f64>().map_err(|_| "not an f64")?);
+            let s = std::str::from_utf8(cell).map_err(|_| "not an f64")?.trim();
+            let v = s.parse::<f64>().map_err(|_| "not an f64")?;
+            // `1e400` parses as infinity: only the words for it (which weft writes) may.
+            if v.is_infinite() && !is_infinity_word(s) {
+                return Err("f64 out of range");
+            }
+            b.set_f64(i, v);
         }
         FieldType::Bool => b.set_bool(
             i,
@@ -50,6 +55,35 @@ pub fn parse_cell(b: &mut RowBuilder, i: usize, ty: FieldType, cell: &[u8]) -> R
         }
     }
     Ok(())
+}
+
+/// `inf` or `infinity` in any case, with an optional sign: what Rust's f64 parser
+/// takes for infinity (and `write_f64` writes as `inf`).
+fn is_infinity_word(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    s.eq_ignore_ascii_case("inf") || s.eq_ignore_ascii_case("infinity")
+}
+
+/// A value quoted in a dead-letter reason holds at most this many bytes of it.
+pub const REASON_VALUE_BYTES_MAX: usize = 64;
+
+/// `value` for a dead-letter reason: Debug-quoted text (lossy UTF-8), cut after
+/// [`REASON_VALUE_BYTES_MAX`] bytes with its true length, so a 20 MB cell does not
+/// make a 20 MB reason. Sources and the batch join build reasons with it alike.
+pub fn quote_value(value: &[u8]) -> String {
+    if value.len() <= REASON_VALUE_BYTES_MAX {
+        return format!("{:?}", String::from_utf8_lossy(value));
+    }
+    let mut cut = REASON_VALUE_BYTES_MAX;
+    while cut > 0 && (value[cut] & 0xc0) == 0x80 {
+        cut -= 1; // do not split a UTF-8 character
+    }
+    format!("{:?}... ({} bytes)", String::from_utf8_lossy(&value[..cut]), value.len())
+}
+
+/// The dead-letter reason for a cell of column `column` that does not parse.
+pub fn cell_reason(column: &str, reason: &str, cell: &[u8]) -> String {
+    format!("column `{column}`: {reason}: {}", quote_value(cell))
 }
 
 /// Plain base-10 unsigned integer, optional leading '+'; no overflow.
@@ -170,5 +204,26 @@ mod tests {
         b.begin(1);
         assert_eq!(parse_cell(&mut b, 0, FieldType::U32, b"4294967296"), Err("u32 out of range"));
         assert_eq!(parse_cell(&mut b, 0, FieldType::String, b"\xff"), Err("string is not valid UTF-8"));
+    }
+
+    #[test]
+    fn f64_overflow_is_an_error_but_infinity_words_read() {
+        let mut b = RowBuilder::new();
+        b.begin(1);
+        for bad in [&b"1e400"[..], b"-1e400", b" 2e308 "] {
+            assert_eq!(parse_cell(&mut b, 0, FieldType::F64, bad), Err("f64 out of range"), "{bad:?}");
+        }
+        for good in [&b"inf"[..], b"-inf", b"+Infinity", b"NaN", b"1e308", b"1e-400"] {
+            assert_eq!(parse_cell(&mut b, 0, FieldType::F64, good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_values_are_bounded() {
+        assert_eq!(quote_value(b"ab"), "\"ab\"");
+        let long = "é".repeat(100);
+        let q = quote_value(long.as_bytes());
+        assert!(q.len() < REASON_VALUE_BYTES_MAX + 30 && q.ends_with("... (200 bytes)"), "{q}");
+        assert!(!q.contains('\u{fffd}'), "{q}");
     }
 }

@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::codec::csv::parse_cell;
+use crate::codec::csv::{cell_reason, parse_cell};
 use crate::codec::format::{InputFormatter, OutputFormatter};
 use crate::codec::json::write_dead_letter;
 use crate::config::{Format, InputSource, Job, JoinKind};
@@ -712,6 +712,7 @@ fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) 
         max_ts: None,
         plain: true,
     };
+    // Only the first `header_len` cells are kept (more is a dead letter anyway).
     let mut cells: Vec<(usize, usize)> = Vec::with_capacity(header_len);
     let mut b = RowBuilder::new();
     let mut pos = 0;
@@ -720,12 +721,16 @@ fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) 
         let line_idx = c.lines;
         c.lines += 1;
         cells.clear();
+        let mut ncells = 0usize;
         let mut cell_start = pos;
         let mut i = pos;
         while i < text.len() {
             match text[i] {
                 b',' => {
-                    cells.push((cell_start, i));
+                    if cells.len() < header_len {
+                        cells.push((cell_start, i));
+                    }
+                    ncells += 1;
                     cell_start = i + 1;
                 }
                 b'\n' => break,
@@ -737,14 +742,23 @@ fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) 
             }
             i += 1;
         }
-        cells.push((cell_start, i));
+        if cells.len() < header_len {
+            cells.push((cell_start, i));
+        }
+        ncells += 1;
         let line = &text[line_start..i];
         pos = i + 1;
+        if line.len() > source::LINE_BYTES_MAX {
+            // As the source, which skips it while reading: its start and its length.
+            let reason = source::long_line_reason(line.len() as u64, source::LINE_BYTES_MAX);
+            c.dead.push((line_idx, reason, source::truncate_raw(line).to_vec()));
+            continue;
+        }
         if line.is_empty() {
             continue; // a blank line carries no row
         }
-        if cells.len() != header_len {
-            let reason = format!("expected {header_len} columns, found {}", cells.len());
+        if ncells != header_len {
+            let reason = format!("expected {header_len} columns, found {ncells}");
             c.dead.push((line_idx, reason, line.to_vec()));
             continue;
         }
@@ -752,9 +766,8 @@ fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) 
             b.begin(schema.fields.len());
             for (fi, f) in schema.fields.iter().enumerate() {
                 let (s, e) = cells[cols[fi]];
-                let cell = source::trim_cell(&text[s..e]);
-                parse_cell(&mut b, fi, f.ty, cell)
-                    .map_err(|r| format!("column `{}`: {r}: {:?}", f.name, String::from_utf8_lossy(cell)))?;
+                let cell = &text[s..e];
+                parse_cell(&mut b, fi, f.ty, cell).map_err(|r| cell_reason(&f.name, r, cell))?;
             }
             event_time(RowView(b.bytes()), schema)
                 .map_err(|r| format!("column `{}`: {r}", schema.fields[schema.time].name))
@@ -795,7 +808,9 @@ fn read_csv_parallel(
         return Ok(None);
     };
     let header = &text[..header_end];
-    if header.is_empty() || header.contains(&b'"') || header.contains(&b'\r') {
+    // Anything but a plain header (and the errors of a long one) is the source's.
+    let bare = header.strip_prefix(b"\xef\xbb\xbf").unwrap_or(header);
+    if bare.is_empty() || header.len() > source::LINE_BYTES_MAX || header.contains(&b'"') || header.contains(&b'\r') {
         return Ok(None);
     }
     let header_cells: Vec<&[u8]> = header.split(|&c| c == b',').collect();
@@ -1197,6 +1212,66 @@ fn join_key_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod chunk_parser_agrees_with_the_source {
+        use super::*;
+        use crate::schema::{Field, FieldType};
+        use crate::source::csv::CsvSource;
+        use crate::source::Source;
+        use proptest::prelude::*;
+
+        fn schema() -> Schema {
+            let fields = vec![
+                Field::new("k", FieldType::I64),
+                Field::new("ts", FieldType::I64),
+                Field::new("v", FieldType::F64),
+                Field::new("name", FieldType::String),
+            ];
+            Schema::new("l", fields, &["k".into()], "ts").unwrap()
+        }
+
+        type Dead = Vec<(u64, String, Vec<u8>)>;
+
+        /// (rows, dead letters with absolute lines) as `CsvSource` reads the file.
+        fn streaming(text: &[u8]) -> (Vec<Vec<u8>>, Dead) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.csv");
+            std::fs::write(&path, text).unwrap();
+            let mut src = CsvSource::open(&path, Side::Left, 0, schema()).unwrap();
+            let (mut rows, mut dead) = (Vec::new(), Vec::new());
+            while src
+                .poll(64, 0, &mut |it| match it {
+                    SourceItem::Row { row, .. } => rows.push(row.to_vec()),
+                    SourceItem::Dead { line, reason, raw, .. } => dead.push((line, reason, raw.to_vec())),
+                })
+                .unwrap()
+                != PollStatus::Done
+            {}
+            (rows, dead)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Plain files (no quote, no CR): the same rows and dead letters (line,
+            /// reason, raw), with every rule the source applies.
+            #[test]
+            fn on_plain_csv(body in proptest::collection::vec(
+                proptest::sample::select(b",,,\n\n1234-e.x \xff\xef\xbb\xbf".to_vec()), 0..300)
+            ) {
+                let header = b"\xef\xbb\xbfname,ts,k,v,name2\n";
+                let mut text = header.to_vec();
+                text.extend_from_slice(&body);
+                let cols = source::map_columns(Path::new("f.csv"), &schema(), &[b"\xef\xbb\xbfname", b"ts", b"k", b"v", b"name2"]).unwrap();
+                let c = parse_chunk(&text[header.len()..], &schema(), &cols, 5);
+                prop_assert!(c.plain);
+                let rows: Vec<Vec<u8>> =
+                    c.rows.iter().map(|&(_, off, len)| c.arena[off as usize..off as usize + len as usize].to_vec()).collect();
+                let dead: Dead = c.dead.iter().map(|(i, r, raw)| (i + 2, r.clone(), raw.clone())).collect();
+                prop_assert_eq!((rows, dead), streaming(&text));
+            }
+        }
+    }
 
     /// Entries laid out as [`Bucketer::route`] does, all with one forced hash.
     fn entries(keys: &[(&[u8], i64)]) -> (Vec<Arena>, Vec<Entry>) {

@@ -9,12 +9,91 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{Format, GenParams, Job};
-use crate::event::Side;
+use crate::event::{Side, ROW_BYTES_MAX};
 use crate::schema::Schema;
 
 pub mod csv;
 pub mod generator;
 pub mod jsonl;
+mod lines;
+
+/// A line (or a CSV record, its lines together) longer than this many bytes, line
+/// end excluded, is not held in memory: it is skipped while it is read and becomes a
+/// dead letter (a CSV header that long fails the file). It is the row limit: a
+/// longer line could not become a row anyway.
+pub const LINE_BYTES_MAX: usize = ROW_BYTES_MAX;
+
+/// The `raw` of a dead letter for a line over [`LINE_BYTES_MAX`] holds this many
+/// bytes of its start (less when that would cut a UTF-8 character); the reason gives
+/// the line's true length.
+pub const RAW_BYTES_MAX: usize = 4096;
+
+/// Columns a CSV header may have: more fails the file (it bounds the per-record cell
+/// table; a row has at most `schema::FIELDS_MAX` fields anyway).
+pub const COLUMNS_MAX: usize = 1 << 16;
+
+/// A CSV record whose quoted cells span more than this many lines is taken for an
+/// unterminated quote: its first line is a dead letter and reading goes on at the
+/// line after it.
+pub const RECORD_LINES_MAX: u32 = 64;
+
+/// Bytes a file reader asks the kernel for at a time (also its initial buffer).
+pub const READ_BYTES: usize = 1 << 20;
+
+const _: () = assert!(RAW_BYTES_MAX <= LINE_BYTES_MAX && RECORD_LINES_MAX >= 2 && COLUMNS_MAX >= 64);
+
+/// The limits of the file readers: the constants above, smaller in tests so that a
+/// fuzzer reaches every boundary with small inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// [`LINE_BYTES_MAX`].
+    pub line_bytes_max: usize,
+    /// [`RECORD_LINES_MAX`].
+    pub record_lines_max: u32,
+    /// [`READ_BYTES`]; at least 1.
+    pub read_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits { line_bytes_max: LINE_BYTES_MAX, record_lines_max: RECORD_LINES_MAX, read_bytes: READ_BYTES }
+    }
+}
+
+impl ReadLimits {
+    /// The most bytes a file reader's buffer ever holds.
+    pub fn buffer_bytes_max(&self) -> usize {
+        self.line_bytes_max + self.read_bytes.max(1)
+    }
+}
+
+/// What counting a file's lines found, for tests: every line is a header line, a
+/// blank line, the first line of a row or of a dead letter, or a further line of a
+/// multi-line CSV record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineCounts {
+    pub header: u64,
+    pub blank: u64,
+    pub continuation: u64,
+}
+
+/// The reason of a dead letter for a line over the limit.
+pub fn long_line_reason(len: u64, limit: usize) -> String {
+    format!("line of {len} bytes is longer than the row limit of {limit} bytes (raw holds its start)")
+}
+
+/// The start of `raw` kept in a dead letter of an over-long line: [`RAW_BYTES_MAX`]
+/// bytes, fewer when the cut would split a UTF-8 character of otherwise valid text.
+pub fn truncate_raw(raw: &[u8]) -> &[u8] {
+    if raw.len() <= RAW_BYTES_MAX {
+        return raw;
+    }
+    let head = &raw[..RAW_BYTES_MAX];
+    match std::str::from_utf8(head) {
+        Err(e) if e.error_len().is_none() => &head[..e.valid_up_to()],
+        _ => head,
+    }
+}
 
 /// One item read from a source.
 pub enum SourceItem<'a> {
@@ -51,7 +130,8 @@ pub enum SourceError {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourcePos {
-    /// A CSV file: the `csv` crate's position of the next record.
+    /// A CSV file: the byte offset and physical line (1-based) where the next record
+    /// starts, and the records read so far (header included).
     Csv { byte: u64, line: u64, record: u64 },
     /// A JSON-lines file: byte offset and line number of the next line.
     Jsonl { byte: u64, line: u64 },
@@ -162,26 +242,56 @@ pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::i
 }
 
 /// Checks the schema's fields against a file's header; returns the column of each
-/// field. Every schema field must be present; extra columns are ignored.
+/// field. Every schema field must be present exactly once (a field named twice is
+/// ambiguous and fails the file); extra columns are ignored, duplicates among them
+/// too. At most [`COLUMNS_MAX`] columns.
 pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Vec<usize>, SourceError> {
+    let fail = |message: String| SourceError::Format { path: path.to_path_buf(), message };
+    if header.len() > COLUMNS_MAX {
+        return Err(fail(format!("header has more than {COLUMNS_MAX} columns")));
+    }
     let mut cols = Vec::with_capacity(schema.fields.len());
     for f in &schema.fields {
-        match header.iter().position(|h| trim_cell(h) == f.name.as_bytes()) {
-            Some(c) => cols.push(c),
-            None => {
-                return Err(SourceError::Format {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "header has no column `{}` (input `{}`); header is: {}",
-                        f.name,
-                        schema.name,
-                        header.iter().map(|h| String::from_utf8_lossy(h)).collect::<Vec<_>>().join(",")
-                    ),
-                })
+        let mut at = header.iter().enumerate().filter(|(_, h)| trim_cell(h) == f.name.as_bytes()).map(|(c, _)| c);
+        match (at.next(), at.next()) {
+            (Some(c), None) => cols.push(c),
+            (Some(a), Some(b)) => {
+                return Err(fail(format!(
+                    "header has column `{}` twice (columns {} and {}; input `{}`)",
+                    f.name,
+                    a + 1,
+                    b + 1,
+                    schema.name
+                )))
+            }
+            (None, _) => {
+                return Err(fail(format!(
+                    "header has no column `{}` (input `{}`); header is: {}",
+                    f.name,
+                    schema.name,
+                    header_text(header)
+                )))
             }
         }
     }
     Ok(cols)
+}
+
+/// The header's cells joined by commas, cut after about 1 KiB (it goes into a message).
+fn header_text(header: &[&[u8]]) -> String {
+    const TEXT_BYTES_MAX: usize = 1024;
+    let mut s = String::new();
+    for (i, h) in header.iter().enumerate() {
+        if s.len() > TEXT_BYTES_MAX {
+            s.push_str(&format!("... ({} columns)", header.len()));
+            break;
+        }
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&String::from_utf8_lossy(&h[..h.len().min(TEXT_BYTES_MAX)]));
+    }
+    s
 }
 
 pub(crate) fn trim_cell(c: &[u8]) -> &[u8] {
