@@ -98,7 +98,12 @@ fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
             }
             Ok(None)
         }
-        Start::Finished(n) => Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() }),
+        Start::Finished(n) => {
+            // A kill between the finished manifest and the final commit leaves the last
+            // epochs in progress: the manifest says they are the answer, so commit them.
+            recovery::reset_output(job, u64::MAX)?;
+            Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() })
+        }
         Start::Resume(m) => {
             eprintln!("resuming from checkpoint {} in {}", m.checkpoint, ck.dir.display());
             recovery::reset_output(job, m.checkpoint)?;

@@ -457,9 +457,8 @@ fn soak_kill_9_at_random_moments_loses_and_doubles_nothing() {
 /// "already ran to the end ... its output is committed" and leaves them uncommitted,
 /// so their rows are lost. Found by the soak (seed 0x50a40001, round 27, under the full
 /// suite's load: 21 late impressions, 3 late plays and 5 dead letters missing).
-/// Ignored until the fix in src/ (engine's start plan on `Start::Finished`) lands.
+/// Fixed: engine's start plan commits every epoch on `Start::Finished`.
 #[test]
-#[ignore = "src bug: a restart after a kill between the finished manifest and the final commit leaves output uncommitted"]
 fn a_kill_after_the_finished_manifest_loses_no_committed_output() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
