@@ -1,5 +1,6 @@
 //! The operating-system calls weft makes outside the state arena's mappings: signals,
-//! CPU time, `/proc/self/status`, space reservation, the io_uring start-up check. Each is a small safe wrapper; the
+//! CPU time, `/proc/self/status`, space reservation, the io_uring start-up check, the
+//! job-directory lock ([`lock_dir`], `flock`) and the no-follow exclusive create. Each is a small safe wrapper; the
 //! `unsafe` blocks here only pass pointers and descriptors we own to libc.
 //!
 //! Never panics: a missing `/proc` reads as "unknown" (`None` or 0), a failed call is
@@ -8,14 +9,27 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Set by SIGINT/SIGTERM: take a final checkpoint and stop.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The signal that set [`STOP_REQUESTED`] (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    STOP_SIGNAL.store(sig, Ordering::SeqCst);
     STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// The name of the signal that requested the stop (`"SIGINT"`, `"SIGTERM"`), if one did.
+pub fn stop_signal_name() -> Option<&'static str> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        libc::SIGINT => Some("SIGINT"),
+        libc::SIGTERM => Some("SIGTERM"),
+        _ if STOP_REQUESTED.load(Ordering::SeqCst) => Some("a stop signal"),
+        _ => None,
+    }
 }
 
 /// SIGINT and SIGTERM request a graceful stop ([`STOP_REQUESTED`]).
@@ -91,6 +105,111 @@ pub fn create_new_nofollow(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// The lock file [`lock_dir`] keeps in each job directory. Hidden (a leading `.`), so
+/// no listing of output, state or checkpoints takes it for one of its files.
+pub const LOCK_FILE_NAME: &str = ".weft.lock";
+/// How long [`lock_dir`] waits for a holder that just took the lock to write its pid.
+const LOCK_HOLDER_WAIT_MS: u64 = 200;
+
+/// An exclusive `flock` on `<dir>/.weft.lock`, held until dropped (or the process
+/// dies: the kernel releases it, so a lock file left by a killed run never blocks).
+/// The file is never removed: unlinking it would let a second process lock a fresh
+/// inode while a third still holds the old one.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    pub dir: PathBuf,
+}
+
+/// Why a job directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{dir} is in use by another weft process ({holder}); two runs on one directory would corrupt it. \
+         Wait for that process to end, or use another directory"
+    )]
+    Held { dir: PathBuf, holder: String },
+    #[error("{path}: {op}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+}
+
+/// This process's command line, space separated (empty when `/proc` is missing).
+fn command_line() -> String {
+    let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(String::from_utf8_lossy).collect::<Vec<_>>().join(" ")
+}
+
+/// What the holder of a lock wrote into its file: `pid <n>` and its command line.
+fn lock_holder(file: &File) -> String {
+    use std::os::unix::fs::FileExt;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_HOLDER_WAIT_MS);
+    loop {
+        let mut buf = vec![0u8; 4096];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]).trim().replace('\n', ": ");
+        if !text.is_empty() {
+            return text;
+        }
+        if std::time::Instant::now() >= deadline {
+            return "pid unknown".into();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Takes the exclusive lock of job directory `dir` (created if missing), or says who
+/// holds it. Non-blocking: a second run fails at once. The lock file is opened without
+/// following a symlink and records `pid <n>` and the command line for that message.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
+    let ioe = |path: &Path, op| {
+        let path = path.to_path_buf();
+        move |source| LockError::Io { path, op, source }
+    };
+    std::fs::create_dir_all(dir).map_err(ioe(dir, "create directory"))?;
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o644)
+        .open(&path)
+        .map_err(ioe(&path, "open lock file"))?;
+    // SAFETY: plain syscall on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(LockError::Held { dir: dir.to_path_buf(), holder: lock_holder(&file) });
+        }
+        return Err(ioe(&path, "flock")(e));
+    }
+    use std::os::unix::fs::FileExt;
+    let who = format!("pid {}\n{}\n", std::process::id(), command_line());
+    file.set_len(0).and_then(|_| file.write_all_at(who.as_bytes(), 0)).map_err(ioe(&path, "write lock file"))?;
+    Ok(DirLock { _file: file, dir: dir.to_path_buf() })
+}
+
+/// Locks each of `dirs` in order, skipping one that names a directory already locked
+/// here (two `flock`s of one file conflict even within a process). All or nothing.
+pub fn lock_dirs(dirs: &[&Path]) -> Result<Vec<DirLock>, LockError> {
+    let mut locks: Vec<(PathBuf, DirLock)> = Vec::new();
+    for d in dirs {
+        std::fs::create_dir_all(d).map_err(|source| LockError::Io {
+            path: d.to_path_buf(),
+            op: "create directory",
+            source,
+        })?;
+        let canon = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+        if locks.iter().any(|(c, _)| *c == canon) {
+            continue;
+        }
+        let l = lock_dir(d)?;
+        locks.push((canon, l));
+    }
+    Ok(locks.into_iter().map(|(_, l)| l).collect())
+}
+
 /// glommio refuses to start its executors below this `ulimit -l` (RLIMIT_MEMLOCK).
 pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 
@@ -158,6 +277,21 @@ mod tests {
         use std::io::Write;
         create_new_nofollow(&fresh).unwrap().write_all(b"new").unwrap();
         assert_eq!(std::fs::read(&fresh).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_directory_is_locked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LOCK_FILE_NAME)).unwrap();
+        assert!(text.starts_with(&format!("pid {}\n", std::process::id())), "{text}");
+        match lock_dir(dir.path()) {
+            Err(LockError::Held { holder, .. }) => assert!(holder.contains(&std::process::id().to_string())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(held);
+        let again = lock_dirs(&[dir.path(), dir.path()]).unwrap();
+        assert_eq!(again.len(), 1);
     }
 
     #[test]
