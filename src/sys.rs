@@ -113,13 +113,37 @@ const LOCK_HOLDER_WAIT_MS: u64 = 200;
 
 /// An exclusive `flock` on `<dir>/.weft.lock`, held until dropped (or the process
 /// dies: the kernel releases it, so a lock file left by a killed run never blocks).
-/// The file is never removed: unlinking it would let a second process lock a fresh
-/// inode while a third still holds the old one.
+/// Dropping it removes the file while still holding the lock; a process that opened
+/// the old file meanwhile sees, once it gets the lock, that the path no longer names
+/// what it locked and starts over ([`lock_dir`]), so two holders never coexist.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
     pub dir: PathBuf,
 }
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Only our own file: if someone removed it by hand and another run made a new
+        // one, that one is not ours to remove.
+        if same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `path` (not followed) is the file open as `file`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Attempts [`lock_dir`] makes when the lock file is replaced under it.
+const LOCK_ATTEMPTS_MAX: u32 = 16;
 
 /// Why a job directory could not be locked.
 #[derive(Debug, thiserror::Error)]
@@ -167,27 +191,34 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
     };
     std::fs::create_dir_all(dir).map_err(ioe(dir, "create directory"))?;
     let path = dir.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o644)
-        .open(&path)
-        .map_err(ioe(&path, "open lock file"))?;
-    // SAFETY: plain syscall on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(LockError::Held { dir: dir.to_path_buf(), holder: lock_holder(&file) });
+    for _ in 0..LOCK_ATTEMPTS_MAX {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o644)
+            .open(&path)
+            .map_err(ioe(&path, "open lock file"))?;
+        // SAFETY: plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Held { dir: dir.to_path_buf(), holder: lock_holder(&file) });
+            }
+            return Err(ioe(&path, "flock")(e));
         }
-        return Err(ioe(&path, "flock")(e));
+        if !same_file(&file, &path) {
+            // The holder removed it as it ended: lock the file the path names now.
+            continue;
+        }
+        use std::os::unix::fs::FileExt;
+        let who = format!("pid {}\n{}\n", std::process::id(), command_line());
+        file.set_len(0).and_then(|_| file.write_all_at(who.as_bytes(), 0)).map_err(ioe(&path, "write lock file"))?;
+        return Ok(DirLock { file, path, dir: dir.to_path_buf() });
     }
-    use std::os::unix::fs::FileExt;
-    let who = format!("pid {}\n{}\n", std::process::id(), command_line());
-    file.set_len(0).and_then(|_| file.write_all_at(who.as_bytes(), 0)).map_err(ioe(&path, "write lock file"))?;
-    Ok(DirLock { _file: file, dir: dir.to_path_buf() })
+    Err(LockError::Held { dir: dir.to_path_buf(), holder: "a process that keeps replacing the lock file".into() })
 }
 
 /// Locks each of `dirs` in order, skipping one that names a directory already locked
@@ -290,6 +321,7 @@ mod tests {
             other => panic!("expected Held, got {other:?}"),
         }
         drop(held);
+        assert!(!dir.path().join(LOCK_FILE_NAME).exists(), "a released lock removes its file");
         let again = lock_dirs(&[dir.path(), dir.path()]).unwrap();
         assert_eq!(again.len(), 1);
     }
