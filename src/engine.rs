@@ -1,5 +1,6 @@
-//! Runs a job, in named steps ([`run`]): plan the start (fresh, resume, or already
-//! finished), prepare the output, wire the rings and spawn one pinned glommio executor
+//! Runs a job, in named steps ([`run`]): refuse inputs inside the job's directories
+//! and lock those directories (`sys::lock_dirs`, held for the whole run), plan the
+//! start (fresh, resume, or already finished), prepare the output, wire the rings and spawn one pinned glommio executor
 //! per shard, watch (progress line, checkpoint coordinator, signals), collect the
 //! shards' results, and build the report.
 //!

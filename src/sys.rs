@@ -113,13 +113,16 @@ const LOCK_HOLDER_WAIT_MS: u64 = 200;
 
 /// An exclusive `flock` on `<dir>/.weft.lock`, held until dropped (or the process
 /// dies: the kernel releases it, so a lock file left by a killed run never blocks).
-/// Dropping it removes the file while still holding the lock; a process that opened
+/// Dropping it removes the file it made (one a killed run left stays, so the
+/// directory is left as it was found) while still holding the lock; a process that opened
 /// the old file meanwhile sees, once it gets the lock, that the path no longer names
 /// what it locked and starts over ([`lock_dir`]), so two holders never coexist.
 #[derive(Debug)]
 pub struct DirLock {
     file: File,
     path: PathBuf,
+    /// This lock made the file (else a killed run left it): only then is it removed.
+    created: bool,
     pub dir: PathBuf,
 }
 
@@ -127,7 +130,7 @@ impl Drop for DirLock {
     fn drop(&mut self) {
         // Only our own file: if someone removed it by hand and another run made a new
         // one, that one is not ours to remove.
-        if same_file(&self.file, &self.path) {
+        if self.created && same_file(&self.file, &self.path) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -192,14 +195,24 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
     std::fs::create_dir_all(dir).map_err(ioe(dir, "create directory"))?;
     let path = dir.join(LOCK_FILE_NAME);
     for _ in 0..LOCK_ATTEMPTS_MAX {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o644)
-            .open(&path)
-            .map_err(ioe(&path, "open lock file"))?;
+        // Made here, or left by a run that was killed (then it stays after us too).
+        let (file, created) = match create_new_nofollow(&path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&path)
+                {
+                    Ok(f) => (f, false),
+                    // Its holder just removed it: try again.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(ioe(&path, "open lock file")(e)),
+                }
+            }
+            Err(e) => return Err(ioe(&path, "create lock file")(e)),
+        };
         // SAFETY: plain syscall on a file descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -216,7 +229,7 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
         use std::os::unix::fs::FileExt;
         let who = format!("pid {}\n{}\n", std::process::id(), command_line());
         file.set_len(0).and_then(|_| file.write_all_at(who.as_bytes(), 0)).map_err(ioe(&path, "write lock file"))?;
-        return Ok(DirLock { file, path, dir: dir.to_path_buf() });
+        return Ok(DirLock { file, path, created, dir: dir.to_path_buf() });
     }
     Err(LockError::Held { dir: dir.to_path_buf(), holder: "a process that keeps replacing the lock file".into() })
 }
