@@ -51,6 +51,11 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config {path}: `{key}`: {message}")]
     Invalid { path: PathBuf, key: String, message: String },
+    #[error(
+        "input file {input} lies inside the {what} {dir}; weft writes and removes files there, \
+         so it could lose the input. Move the input or choose another directory"
+    )]
+    InputInJobDir { input: PathBuf, what: &'static str, dir: PathBuf },
 }
 
 /// The text format of inputs and output; owned by `codec` (layer 3), named here
@@ -301,6 +306,41 @@ impl Job {
             Side::Right => &self.right,
         }
     }
+
+    /// The directories `weft run` of this job writes, named as the messages name them:
+    /// output, checkpoint and state directories (those the job has).
+    pub fn job_dirs(&self) -> Vec<(&'static str, &Path)> {
+        let mut v = Vec::new();
+        if let Some(ck) = &self.checkpoint {
+            v.push(("checkpoint directory", ck.dir.as_path()));
+        }
+        if let Some(d) = &self.state_dir {
+            v.push(("state directory", d.as_path()));
+        }
+        if let OutputTarget::Dir(d) = &self.output {
+            v.push(("output directory", d.as_path()));
+        }
+        v
+    }
+
+    /// Refuses an input file that lies inside one of `dirs` (canonical paths, so links
+    /// and `..` do not hide it). A directory or input that does not exist yet holds
+    /// nothing and is skipped (the source reports a missing input). Run before any of
+    /// the directories is touched: `--force` and recovery remove files there.
+    pub fn check_inputs_outside(&self, dirs: &[(&'static str, &Path)]) -> Result<(), ConfigError> {
+        let canon_dirs: Vec<_> =
+            dirs.iter().filter_map(|(what, d)| Some((*what, *d, std::fs::canonicalize(d).ok()?))).collect();
+        for side in [Side::Left, Side::Right] {
+            let InputSource::Files { paths, .. } = &self.input(side).source else { continue };
+            for p in paths {
+                let Ok(cp) = std::fs::canonicalize(p) else { continue };
+                if let Some((what, d, _)) = canon_dirs.iter().find(|(_, _, cd)| cp.starts_with(cd)) {
+                    return Err(ConfigError::InputInJobDir { input: p.clone(), what, dir: d.to_path_buf() });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 // The generator's schema and defaults: owned here, once. `source/generator.rs`
@@ -415,6 +455,20 @@ impl JobConfig {
             output: OutputConfig::default(),
             engine: EngineConfig::default(),
         }
+    }
+
+    /// Settings that are valid but have no effect, one line each (the CLI prints them
+    /// as warnings before a run).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.engine.state_memory_mb.is_some() && self.engine.state_dir.is_none() {
+            v.push(
+                "`engine.state_memory_mb` is set but `engine.state_dir` is not: the budget applies only to \
+                 state in arena files, so it has no effect on heap state"
+                    .to_string(),
+            );
+        }
+        v
     }
 
     /// Validates and resolves. `base` is the directory relative paths are taken from.

@@ -1,5 +1,6 @@
-//! Runs a job, in named steps ([`run`]): plan the start (fresh, resume, or already
-//! finished), prepare the output, wire the rings and spawn one pinned glommio executor
+//! Runs a job, in named steps ([`run`]): refuse inputs inside the job's directories
+//! and lock those directories (`sys::lock_dirs`, held for the whole run), plan the
+//! start (fresh, resume, or already finished), prepare the output, wire the rings and spawn one pinned glommio executor
 //! per shard, watch (progress line, checkpoint coordinator, signals), collect the
 //! shards' results, and build the report.
 //!
@@ -55,6 +56,16 @@ pub enum EngineError {
     Checkpoint(#[from] CheckpointError),
     #[error("the job already ran to the end (checkpoint {checkpoint} in {dir}); its output is committed. Remove the checkpoint directory to run it again")]
     AlreadyFinished { checkpoint: u64, dir: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Locked(#[from] crate::sys::LockError),
+    /// A stop signal without checkpointing: nothing of the run is kept.
+    #[error(
+        "interrupted by {signal} before the end of the input; without checkpointing nothing of this run is kept \
+         ({output}). The same command runs the job again from the start"
+    )]
+    Interrupted { signal: &'static str, output: &'static str },
 }
 
 /// How often the watching thread looks at progress, the coordinator and signals.
@@ -69,6 +80,12 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     let start = Instant::now();
     let cpu0 = crate::sys::process_cpu_s();
     let job = Arc::new(job.clone());
+    // Before anything in the job's directories is read or changed: no input may lie
+    // in them (recovery and --force remove files there), and this run must be the
+    // only one using them (held until this function returns).
+    let dirs = job.job_dirs();
+    job.check_inputs_outside(&dirs)?;
+    let _locks = crate::sys::lock_dirs(&dirs.iter().map(|(_, d)| *d).collect::<Vec<_>>())?;
     let resume = plan_start(&job)?;
     prepare_output(&job, resume.is_some(), opts.force)?;
     let restored = resume.as_ref().map_or(0, |m| m.checkpoint);
@@ -81,7 +98,10 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     let show = opts.progress && std::io::stderr().is_terminal();
     watch(&progress, coord.as_mut(), show, start, job.shards);
     let (merged, first_err) = collect(handles);
-    let outcome = conclude(coord.as_mut(), merged.stopped_at, first_err)?;
+    let outcome = match coord.as_mut() {
+        Some(c) => conclude(c, merged.stopped_at, first_err)?,
+        None => conclude_unchecked(&job, first_err)?,
+    };
     Ok(report(&job, &merged, outcome, start, cpu0))
 }
 
@@ -113,19 +133,22 @@ fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
 }
 
 /// A fresh output directory (or the CSV header on stdout); a resumed run keeps its own.
+/// Without checkpointing, in-progress files left by a run that was killed are not
+/// output (this run holds the directory's lock, so no one is writing them): removed.
 fn prepare_output(job: &Job, resuming: bool, force: bool) -> Result<(), EngineError> {
     match &job.output {
         OutputTarget::Dir(_) if resuming => {}
-        OutputTarget::Dir(d) => prepare_output_dir(job, d, force, Claim::PartFiles).map_err(SinkError::from)?,
+        OutputTarget::Dir(d) => {
+            if job.checkpoint.is_none() && d.is_dir() {
+                layout::remove_uncommitted(d)?;
+            }
+            prepare_output_dir(job, d, force, Claim::PartFiles).map_err(SinkError::from)?
+        }
         OutputTarget::Stdout => {
             let h = crate::codec::format::OutputFormatter::new(job.output_format, &job.left.schema, &job.right.schema)
                 .header();
             let mut so = std::io::stdout().lock();
-            so.write_all(&h).and_then(|_| so.flush()).map_err(|e| SinkError {
-                path: "<stdout>".into(),
-                op: "write",
-                source: e,
-            })?;
+            so.write_all(&h).and_then(|_| so.flush()).map_err(crate::sink::stdout_error)?;
         }
         OutputTarget::None => {}
     }
@@ -295,22 +318,50 @@ fn rank_error(first_err: &mut Option<EngineError>, e: ShardError) {
     }
 }
 
-/// How the run ends: the shards' error, or (with checkpoints) the coordinator's last
-/// word: snapshots that became durable while the shards were ending, then the final
+/// How a checkpointed run ends: the shards' error, or the coordinator's last word:
+/// snapshots that became durable while the shards were ending, then the final
 /// manifest and commit, or the check that the stop checkpoint completed.
 fn conclude(
-    coord: Option<&mut Coordinator>,
+    c: &mut Coordinator,
     stopped_at: Option<u64>,
     first_err: Option<EngineError>,
 ) -> Result<String, EngineError> {
-    let Some(c) = coord else {
-        return first_err.map_or_else(|| Ok("completed".to_string()), Err);
-    };
     c.drain();
     if let Some(e) = first_err {
         return Err(e);
     }
     Ok(c.conclude(stopped_at)?)
+}
+
+/// How a run without checkpointing ends. Its output files were written in progress:
+/// a success commits them all; a stop signal (the shards ended as "aborted" and
+/// nothing else failed) removes them and says so; another error leaves them in
+/// progress (never under a final name) for the next run to remove.
+fn conclude_unchecked(job: &Job, first_err: Option<EngineError>) -> Result<String, EngineError> {
+    let dir = match &job.output {
+        OutputTarget::Dir(d) => Some(d.as_path()),
+        _ => None,
+    };
+    match first_err {
+        None => {
+            if let Some(d) = dir {
+                layout::commit_all(d)?;
+            }
+            Ok("completed".to_string())
+        }
+        Some(EngineError::Shard(ShardError::Aborted(_))) if crate::sys::STOP_REQUESTED.load(Ordering::SeqCst) => {
+            let output = match dir {
+                Some(d) => {
+                    layout::remove_uncommitted(d)?;
+                    "its partial output files were removed"
+                }
+                None if job.output == OutputTarget::Stdout => "what it wrote to standard output is partial",
+                None => "it had no output",
+            };
+            Err(EngineError::Interrupted { signal: crate::sys::stop_signal_name().unwrap_or("a signal"), output })
+        }
+        Some(e) => Err(e),
+    }
 }
 
 fn report(job: &Job, merged: &Merged, outcome: String, start: Instant, cpu0: f64) -> Report {

@@ -218,6 +218,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
+            }
             let job = cfg.resolve(&path, &base)?;
             weft::sys::check_io_uring().map_err(anyhow::Error::msg)?;
             weft::sys::install_stop_handlers();
@@ -254,8 +257,12 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let (cfg, path, base) = load(Some(&config))?;
             let job = cfg.resolve(&path, &base)?;
             let threads = threads.unwrap_or_else(|| weft::config::available_cpus() as usize).max(1);
-            let rep = weft::oracle::batch::run(&job, &output, force, threads)
-                .with_context(|| format!("batch job {} failed", path.display()))?;
+            // As `weft run` does: no input inside the output (--force removes files
+            // there), and one writer per output directory, held until the job ends.
+            let fail = || format!("batch job {} failed", path.display());
+            job.check_inputs_outside(&[("output directory", output.as_path())]).with_context(fail)?;
+            let _lock = weft::sys::lock_dir(&output).with_context(fail)?;
+            let rep = weft::oracle::batch::run(&job, &output, force, threads).with_context(fail)?;
             rep.print();
             if let Some(r) = report {
                 std::fs::write(&r, serde_json::to_string_pretty(&rep)? + "\n")
@@ -287,6 +294,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(if rep.is_equal() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Checkpoints { action, dir } => {
+            if !dir.is_dir() {
+                anyhow::bail!("checkpoint directory {} does not exist (or is not a directory)", dir.display());
+            }
             let (text, ok) = weft::checkpoint::describe(&dir, matches!(action, CheckpointsAction::Verify))?;
             print!("{text}");
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -503,7 +503,14 @@ async fn source_loop(
             return end(Some(e), None);
         }
         if let Some(n) = barrier::on_round(core, outbox, partitions, || mark_of(partitions)).await {
-            return end(None, Some(n));
+            // Stop at n, unless all input was in at barrier n (every sender's mark before
+            // it was Done). Every shard decides alike, since each sender sends the same
+            // marks and barrier on all rings: either all stop at n, or all run to the
+            // end. (Stopping here then would mix with shards that already finished
+            // without snapshot n: checkpoint n could never complete.)
+            if !core.borrow().wm.all_done() {
+                return end(None, Some(n));
+            }
         }
         if partitions.iter().all(|p| p.done) {
             if !outbox.told_done() {

@@ -1,19 +1,35 @@
 //! The operating-system calls weft makes outside the state arena's mappings: signals,
-//! CPU time, `/proc/self/status`, space reservation, the io_uring start-up check. Each is a small safe wrapper; the
+//! CPU time, `/proc/self/status`, space reservation, the io_uring start-up check, the
+//! job-directory lock ([`lock_dir`], `flock`) and the no-follow exclusive create. Each is a small safe wrapper; the
 //! `unsafe` blocks here only pass pointers and descriptors we own to libc.
 //!
 //! Never panics: a missing `/proc` reads as "unknown" (`None` or 0), a failed call is
 //! an `io::Error` for the caller to name its file.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Set by SIGINT/SIGTERM: take a final checkpoint and stop.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The signal that set [`STOP_REQUESTED`] (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    STOP_SIGNAL.store(sig, Ordering::SeqCst);
     STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// The name of the signal that requested the stop (`"SIGINT"`, `"SIGTERM"`), if one did.
+pub fn stop_signal_name() -> Option<&'static str> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        libc::SIGINT => Some("SIGINT"),
+        libc::SIGTERM => Some("SIGTERM"),
+        _ if STOP_REQUESTED.load(Ordering::SeqCst) => Some("a stop signal"),
+        _ => None,
+    }
 }
 
 /// SIGINT and SIGTERM request a graceful stop ([`STOP_REQUESTED`]).
@@ -74,13 +90,168 @@ pub fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Creates `path` for writing, failing if anything exists at that name (`O_CREAT |
-/// O_EXCL`) and never following a symlink there (`O_NOFOLLOW`): a link planted at a
-/// temp file's name is an error (`EEXIST`), not a redirection of the write. Mode 0644
-/// before the umask, like `File::create`.
-pub fn create_new_nofollow(path: &std::path::Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(path)
+/// Creates `path` for writing, failing if anything (a file, a directory, a symlink, even a
+/// dangling one) already has that name: `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0644 before the
+/// umask. Every file weft creates in its output, state and checkpoint directories is made
+/// with this, so a link planted at a temp or pack path is an `AlreadyExists` error, never
+/// followed to overwrite its target.
+pub fn create_new_nofollow(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o644)
+        .open(path)
+}
+
+/// The lock file [`lock_dir`] keeps in each job directory. Hidden (a leading `.`), so
+/// no listing of output, state or checkpoints takes it for one of its files.
+pub const LOCK_FILE_NAME: &str = ".weft.lock";
+/// How long [`lock_dir`] waits for a holder that just took the lock to write its pid.
+const LOCK_HOLDER_WAIT_MS: u64 = 200;
+
+/// An exclusive `flock` on `<dir>/.weft.lock`, held until dropped (or the process
+/// dies: the kernel releases it, so a lock file left by a killed run never blocks).
+/// Dropping it removes the file it made (one a killed run left stays, so the
+/// directory is left as it was found) while still holding the lock; a process that opened
+/// the old file meanwhile sees, once it gets the lock, that the path no longer names
+/// what it locked and starts over ([`lock_dir`]), so two holders never coexist.
+#[derive(Debug)]
+pub struct DirLock {
+    file: File,
+    path: PathBuf,
+    /// This lock made the file (else a killed run left it): only then is it removed.
+    created: bool,
+    pub dir: PathBuf,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Only our own file: if someone removed it by hand and another run made a new
+        // one, that one is not ours to remove.
+        if self.created && same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `path` (not followed) is the file open as `file`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Attempts [`lock_dir`] makes when the lock file is replaced under it.
+const LOCK_ATTEMPTS_MAX: u32 = 16;
+
+/// Why a job directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{dir} is in use by another weft process ({holder}); two runs on one directory would corrupt it. \
+         Wait for that process to end, or use another directory"
+    )]
+    Held { dir: PathBuf, holder: String },
+    #[error("{path}: {op}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+}
+
+/// This process's command line, space separated (empty when `/proc` is missing).
+fn command_line() -> String {
+    let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(String::from_utf8_lossy).collect::<Vec<_>>().join(" ")
+}
+
+/// What the holder of a lock wrote into its file: `pid <n>` and its command line.
+fn lock_holder(file: &File) -> String {
+    use std::os::unix::fs::FileExt;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_HOLDER_WAIT_MS);
+    loop {
+        let mut buf = vec![0u8; 4096];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]).trim().replace('\n', ": ");
+        if !text.is_empty() {
+            return text;
+        }
+        if std::time::Instant::now() >= deadline {
+            return "pid unknown".into();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Takes the exclusive lock of job directory `dir` (created if missing), or says who
+/// holds it. Non-blocking: a second run fails at once. The lock file is opened without
+/// following a symlink and records `pid <n>` and the command line for that message.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
+    let ioe = |path: &Path, op| {
+        let path = path.to_path_buf();
+        move |source| LockError::Io { path, op, source }
+    };
+    std::fs::create_dir_all(dir).map_err(ioe(dir, "create directory"))?;
+    let path = dir.join(LOCK_FILE_NAME);
+    for _ in 0..LOCK_ATTEMPTS_MAX {
+        // Made here, or left by a run that was killed (then it stays after us too).
+        let (file, created) = match create_new_nofollow(&path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&path)
+                {
+                    Ok(f) => (f, false),
+                    // Its holder just removed it: try again.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(ioe(&path, "open lock file")(e)),
+                }
+            }
+            Err(e) => return Err(ioe(&path, "create lock file")(e)),
+        };
+        // SAFETY: plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Held { dir: dir.to_path_buf(), holder: lock_holder(&file) });
+            }
+            return Err(ioe(&path, "flock")(e));
+        }
+        if !same_file(&file, &path) {
+            // The holder removed it as it ended: lock the file the path names now.
+            continue;
+        }
+        use std::os::unix::fs::FileExt;
+        let who = format!("pid {}\n{}\n", std::process::id(), command_line());
+        file.set_len(0).and_then(|_| file.write_all_at(who.as_bytes(), 0)).map_err(ioe(&path, "write lock file"))?;
+        return Ok(DirLock { file, path, created, dir: dir.to_path_buf() });
+    }
+    Err(LockError::Held { dir: dir.to_path_buf(), holder: "a process that keeps replacing the lock file".into() })
+}
+
+/// Locks each of `dirs` in order, skipping one that names a directory already locked
+/// here (two `flock`s of one file conflict even within a process). All or nothing.
+pub fn lock_dirs(dirs: &[&Path]) -> Result<Vec<DirLock>, LockError> {
+    let mut locks: Vec<(PathBuf, DirLock)> = Vec::new();
+    for d in dirs {
+        std::fs::create_dir_all(d).map_err(|source| LockError::Io {
+            path: d.to_path_buf(),
+            op: "create directory",
+            source,
+        })?;
+        let canon = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+        if locks.iter().any(|(c, _)| *c == canon) {
+            continue;
+        }
+        let l = lock_dir(d)?;
+        locks.push((canon, l));
+    }
+    Ok(locks.into_iter().map(|(_, l)| l).collect())
 }
 
 /// glommio refuses to start its executors below this `ulimit -l` (RLIMIT_MEMLOCK).
@@ -132,19 +303,40 @@ mod tests {
     }
 
     #[test]
-    fn create_new_nofollow_refuses_links_and_existing_files() {
-        let d = tempfile::tempdir().unwrap();
-        let target = d.path().join("target");
+    fn create_new_nofollow_never_follows_or_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
         std::fs::write(&target, b"keep").unwrap();
-        let link = d.path().join("link");
+        let link = dir.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(create_new_nofollow(&link).is_err(), "a symlink is not followed");
-        assert!(create_new_nofollow(&target).is_err(), "an existing file is not reused");
+        let err = create_new_nofollow(&link).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert_eq!(create_new_nofollow(&dangling).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(!dir.path().join("nowhere").exists());
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
-        let fresh = d.path().join("fresh");
+        assert!(create_new_nofollow(&target).is_err());
+        let fresh = dir.path().join("fresh");
         use std::io::Write;
-        create_new_nofollow(&fresh).unwrap().write_all(b"x").unwrap();
-        assert_eq!(std::fs::read(&fresh).unwrap(), b"x");
+        create_new_nofollow(&fresh).unwrap().write_all(b"new").unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_directory_is_locked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LOCK_FILE_NAME)).unwrap();
+        assert!(text.starts_with(&format!("pid {}\n", std::process::id())), "{text}");
+        match lock_dir(dir.path()) {
+            Err(LockError::Held { holder, .. }) => assert!(holder.contains(&std::process::id().to_string())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(held);
+        assert!(!dir.path().join(LOCK_FILE_NAME).exists(), "a released lock removes its file");
+        let again = lock_dirs(&[dir.path(), dir.path()]).unwrap();
+        assert_eq!(again.len(), 1);
     }
 
     #[test]

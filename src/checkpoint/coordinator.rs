@@ -14,7 +14,7 @@
 //! is only a warning: the previous one stays the one to restore.
 //! It never blocks on a shard: it polls its channel (`try_recv`) once per watch tick.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -106,7 +106,8 @@ pub struct Coordinator {
     tx: Option<Sender<CoordMsg>>,
     /// Snapshots received per checkpoint, until every shard's is in.
     pending: BTreeMap<u64, Vec<ShardSnapshot>>,
-    failed: BTreeSet<u64>,
+    /// Checkpoints that failed, with the first cause (said again if it was the last).
+    failed: BTreeMap<u64, String>,
     /// Newest complete checkpoint.
     completed: u64,
     finished: usize,
@@ -131,7 +132,7 @@ impl Coordinator {
             rx,
             tx: Some(tx),
             pending: BTreeMap::new(),
-            failed: BTreeSet::new(),
+            failed: BTreeMap::new(),
             completed: restored,
             finished: 0,
         }
@@ -186,7 +187,8 @@ impl Coordinator {
             Some(n) => Err(CheckpointError::Invalid {
                 path: self.dir.clone(),
                 reason: format!(
-                    "stopping: the final checkpoint {n} did not complete; a restart resumes from {}",
+                    "stopping: the final checkpoint {n} did not complete ({}); a restart resumes from {}",
+                    self.why_incomplete(n),
                     self.completed
                 ),
             }),
@@ -199,13 +201,25 @@ impl Coordinator {
 
     /// No checkpoint is under way (the next may be asked for).
     fn idle(&self, requested: u64) -> bool {
-        requested <= self.completed || self.failed.contains(&requested)
+        requested <= self.completed || self.failed.contains_key(&requested)
+    }
+
+    /// Why checkpoint `n` is not complete: its failure, or the shards whose snapshot
+    /// never came.
+    fn why_incomplete(&self, n: u64) -> String {
+        if let Some(why) = self.failed.get(&n) {
+            return why.clone();
+        }
+        let got: Vec<u32> = self.pending.get(&n).map(|v| v.iter().map(|s| s.shard).collect()).unwrap_or_default();
+        let missing: Vec<String> =
+            (0..self.shards as u32).filter(|s| !got.contains(s)).map(|s| s.to_string()).collect();
+        format!("no snapshot {n} came from shard(s) {}", missing.join(", "))
     }
 
     fn on_message(&mut self, msg: CoordMsg) {
         match msg {
             CoordMsg::Snapshot { n, snap } => {
-                if self.failed.contains(&n) {
+                if self.failed.contains_key(&n) {
                     return;
                 }
                 let v = self.pending.entry(n).or_default();
@@ -216,14 +230,14 @@ impl Coordinator {
                     if let Err(e) = self.complete(n, snaps) {
                         // The previous checkpoint stays the one to restore; the job goes on.
                         eprintln!("warning: checkpoint {n} failed: {e}");
-                        self.failed.insert(n);
+                        self.failed.insert(n, e.to_string());
                     }
                 }
             }
             CoordMsg::Failed { n, shard, error } => {
                 eprintln!("warning: checkpoint {n} failed on shard {shard}: {error}");
                 self.pending.remove(&n);
-                self.failed.insert(n);
+                self.failed.entry(n).or_insert_with(|| format!("shard {shard}: {error}"));
             }
             CoordMsg::Finished { .. } => self.finished += 1,
         }
@@ -251,7 +265,7 @@ impl Coordinator {
 
     /// The job ran to the end: commit every epoch and record that it finished.
     fn finish(&mut self) -> Result<(), CheckpointError> {
-        let n = self.completed.max(self.failed.iter().copied().max().unwrap_or(0)) + 1;
+        let n = self.completed.max(self.failed.keys().copied().max().unwrap_or(0)) + 1;
         if let OutputTarget::Dir(d) = &self.output {
             layout::sync_output(d, u64::MAX)?;
         }

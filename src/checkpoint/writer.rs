@@ -20,7 +20,6 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 
-use glommio::io::DmaFile;
 use glommio::Task;
 
 use super::{io, CheckpointError};
@@ -53,9 +52,19 @@ pub async fn write_pack(
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent, "create directory"))?;
     }
-    // A pack left by an attempt that never completed its checkpoint is replaced.
+    // A pack left by an attempt that never completed its checkpoint is replaced (a
+    // symlink planted there is removed, never followed): the new pack is created with
+    // O_CREAT|O_EXCL|O_NOFOLLOW, so nothing but a file this call made is written.
     let _ = std::fs::remove_file(path);
-    let f = Rc::new(DmaFile::create(path).await.map_err(|e| io(path, "create")(e.into()))?);
+    let f = glommio::io::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .dma_open(path)
+        .await
+        .map_err(|e| io(path, "create")(e.into()))?;
+    let f = Rc::new(f);
     let align = f.alignment() as usize;
     let fault = injected_enospc(path);
     let mut out = Vec::with_capacity(lens.len());
@@ -104,12 +113,17 @@ pub async fn write_pack(
         }
     }
     let f = Rc::try_unwrap(f).map_err(|_| ()).expect("every write finished");
-    if let Err(e) = result {
-        let _ = f.close().await;
+    let synced = match result {
+        Ok(()) => f.fdatasync().await.map_err(|e| io(path, "fdatasync")(e.into())),
+        Err(e) => Err(e),
+    };
+    let closed = f.close().await.map_err(|e| io(path, "close")(e.into()));
+    if let Err(e) = synced.and(closed) {
+        // A failed pack (a full disk) is never referenced: remove it rather than leave a
+        // short or empty file behind until garbage collection.
+        let _ = std::fs::remove_file(path);
         return Err(e);
     }
-    f.fdatasync().await.map_err(|e| io(path, "fdatasync")(e.into()))?;
-    f.close().await.map_err(|e| io(path, "close")(e.into()))?;
     Ok(out)
 }
 

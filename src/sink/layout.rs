@@ -4,7 +4,7 @@
 //! coordinator, `weft batch` and `weft validate` all take their names from here.
 //!
 //! ```text
-//!   <dir>/part-<shard>.<ext>                      streaming output (no checkpointing)
+//!   <dir>/part-<shard>.<ext>[.inprogress]         streaming output (no checkpointing)
 //!   <dir>/part-<shard>-<epoch>.<ext>[.inprogress] streaming output, per epoch
 //!   <dir>/part-<thread>.<ext>[.inprogress]        batch output (in progress until complete)
 //!   <dir>/late/<input>-<shard>[-<epoch>].<ext>[.inprogress]   streaming late rows
@@ -17,6 +17,13 @@
 //! `*.csv` at any time. Late files are named by shard when streaming and by
 //! partition in batch; `weft validate` compares them as multisets per input (see
 //! [`late_input_name`]), so the split does not matter.
+//!
+//! Without checkpointing a run writes its files in progress too and [`commit_all`]
+//! renames them when it ends successfully, so an interrupted or failed run leaves no
+//! partial file under a final name. Files are created with `O_EXCL|O_NOFOLLOW`
+//! (`sys::create_new_nofollow`), and only regular files are listed, renamed or
+//! removed: a symlink planted in the directory is never followed. The directory's
+//! lock file (`sys::LOCK_FILE_NAME`) is hidden and matches no name here.
 //!
 //! Never touches a file that is not weft's: [`prepare_output_dir`] removes only the
 //! files it claims (never a directory, never an input of the job). Not on the hot
@@ -65,13 +72,14 @@ pub fn dead_base(dir: &Path, shard: u32) -> PathBuf {
     dir.join(DEAD_DIR).join(format!("{PART_PREFIX}{shard}"))
 }
 
-/// The file a shard writes for `base`: `<base>.<ext>` without checkpointing
-/// (`epoch` None), else `<base>-<epoch>.<ext>.inprogress` until committed.
+/// The file a shard writes for `base`: `<base>.<ext>.inprogress` without
+/// checkpointing (`epoch` None; [`commit_all`] renames it when the run succeeds), else
+/// `<base>-<epoch>.<ext>.inprogress` until its checkpoint commits it.
 /// Without an epoch the extension is set with `Path::with_extension`; input names
 /// have no `.` (the config refuses them), so nothing of the base is replaced.
 pub fn file_path(base: &Path, ext: &str, epoch: Option<u64>) -> PathBuf {
     match epoch {
-        None => base.with_extension(ext),
+        None => inprogress_path(&base.with_extension(ext)),
         Some(e) => inprogress_path(&epoch_file_name(base, e, ext)),
     }
 }
@@ -235,8 +243,10 @@ pub fn output_files(out: &Path) -> Result<Vec<EpochFile>, SinkError> {
             Err(e) => return Err(io(&d, "read directory")(e)),
         };
         for e in rd {
-            let path = e.map_err(io(&d, "read directory"))?.path();
-            if !path.is_file() {
+            let e = e.map_err(io(&d, "read directory"))?;
+            let path = e.path();
+            // Regular files only: a symlink is never renamed into output or followed.
+            if !e.file_type().map_err(io(&path, "stat"))?.is_file() {
                 continue;
             }
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -308,12 +318,47 @@ pub fn remove_uncommitted(dir: &Path) -> Result<(), SinkError> {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
             let p = e.path();
-            if p.is_file() && p.to_string_lossy().ends_with(INPROGRESS_SUFFIX) {
+            let regular = e.file_type().is_ok_and(|t| t.is_file());
+            if regular && p.to_string_lossy().ends_with(INPROGRESS_SUFFIX) {
                 std::fs::remove_file(&p).map_err(io(&p, "remove uncommitted output"))?;
             }
         }
     }
     Ok(())
+}
+
+/// A run without checkpointing ended successfully: every in-progress file weft wrote
+/// (part files at the top, side files in `late/` and `dead/`) gets its final name, then
+/// the directories are fsynced. The shards fsynced the files when they closed them.
+/// Returns how many it committed.
+pub fn commit_all(out: &Path) -> Result<u64, SinkError> {
+    let mut committed = 0;
+    for (d, top) in [(out.to_path_buf(), true), (out.join(LATE_DIR), false), (out.join(DEAD_DIR), false)] {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&d, "read directory")(e)),
+        };
+        let mut renamed = false;
+        for e in rd {
+            let e = e.map_err(io(&d, "read directory"))?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let ours = if top { is_part_file_name(name) } else { is_side_file_name(name) };
+            if !ours || !name.ends_with(INPROGRESS_SUFFIX) || !e.file_type().map_err(io(&e.path(), "stat"))?.is_file() {
+                continue;
+            }
+            let path = e.path();
+            let final_path = committed_path(&path).expect("an in-progress file has the suffix");
+            std::fs::rename(&path, &final_path).map_err(io(&path, "commit (rename)"))?;
+            renamed = true;
+            committed += 1;
+        }
+        if renamed {
+            fsync_dir(&d)?;
+        }
+    }
+    Ok(committed)
 }
 
 // ---------------------------------------------------------------------------------
@@ -468,7 +513,7 @@ mod tests {
     fn streaming_names_round_trip() {
         let dir = Path::new("/o");
         let base = part_base(dir, 3);
-        assert_eq!(file_path(&base, "csv", None), Path::new("/o/part-3.csv"));
+        assert_eq!(file_path(&base, "csv", None), Path::new("/o/part-3.csv.inprogress"));
         let p = file_path(&base, "csv", Some(12));
         assert_eq!(p, Path::new("/o/part-3-12.csv.inprogress"));
         assert_eq!(parse_epoch(p.file_name().unwrap().to_str().unwrap()), Some((12, true)));
@@ -479,7 +524,7 @@ mod tests {
         let late = file_path(&late_base(dir, "my-plays", 1), "jsonl", Some(4));
         assert_eq!(late, Path::new("/o/late/my-plays-1-4.jsonl.inprogress"));
         assert_eq!(late_input_name("my-plays-1-4.jsonl", Format::Jsonl), "my-plays");
-        assert_eq!(file_path(&dead_base(dir, 0), "jsonl", None), Path::new("/o/dead/part-0.jsonl"));
+        assert_eq!(file_path(&dead_base(dir, 0), "jsonl", None), Path::new("/o/dead/part-0.jsonl.inprogress"));
         for p in [&base.with_extension("csv"), &late, &c] {
             let name = p.file_name().unwrap().to_str().unwrap();
             assert!(is_part_file_name(name) || is_side_file_name(name), "{name}");
@@ -617,5 +662,24 @@ mod tests {
         touch(&out.join("part-1-4.csv.inprogress"));
         remove_uncommitted(out).unwrap();
         assert!(!out.join("part-1-4.csv.inprogress").exists() && out.join("part-0-2.csv").exists());
+    }
+
+    #[test]
+    fn commit_all_renames_only_weft_regular_files() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path();
+        for n in ["part-0.csv.inprogress", "late/l-1.csv.inprogress", "dead/part-0.jsonl.inprogress", "x.inprogress"] {
+            touch(&out.join(n));
+        }
+        let target = t.path().join("target.csv");
+        std::os::unix::fs::symlink(&target, out.join("part-1.csv.inprogress")).unwrap();
+        std::fs::write(out.join(crate::sys::LOCK_FILE_NAME), "pid 1\n").unwrap();
+        assert_eq!(commit_all(out).unwrap(), 3);
+        assert!(out.join("part-0.csv").exists() && out.join("late/l-1.csv").exists());
+        assert!(out.join("dead/part-0.jsonl").exists() && out.join("x.inprogress").exists());
+        assert!(out.join("part-1.csv.inprogress").symlink_metadata().is_ok(), "a link is not committed");
+        assert!(!target.exists());
+        let found = claimed_files(out, Claim::TextFiles).unwrap();
+        assert!(found.iter().all(|p| !p.ends_with(crate::sys::LOCK_FILE_NAME)), "{found:?}");
     }
 }

@@ -35,6 +35,15 @@ pub struct SinkError {
     pub source: std::io::Error,
 }
 
+/// A failed write to stdout: a reader that went away (EPIPE) is "output closed".
+pub fn stdout_error(e: std::io::Error) -> SinkError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        let source = std::io::Error::new(e.kind(), "the reader of standard output went away");
+        return SinkError { path: "<stdout>".into(), op: "output closed", source };
+    }
+    SinkError { path: "<stdout>".into(), op: "write", source: e }
+}
+
 enum Target {
     None,
     Stdout,
@@ -84,23 +93,31 @@ impl Out {
             Target::None => Ok(()),
             Target::Stdout => {
                 let mut so = std::io::stdout().lock();
-                so.write_all(&self.buf).and_then(|_| so.flush()).map_err(|e| SinkError {
-                    path: "<stdout>".into(),
-                    op: "write",
-                    source: e,
-                })
+                so.write_all(&self.buf).and_then(|_| so.flush()).map_err(stdout_error)
             }
             Target::File { base, ext, epoch, path, file, header } => {
                 if file.is_none() {
                     *path = layout::file_path(base, ext, *epoch);
-                    match File::create(&*path) {
+                    // Never follows a link planted at the path, never replaces a file.
+                    match crate::sys::create_new_nofollow(path) {
                         Ok(mut f) => match f.write_all(header) {
                             Ok(()) => *file = Some(f),
                             Err(e) => {
                                 return self.error = Some(SinkError { path: path.clone(), op: "write", source: e })
                             }
                         },
-                        Err(e) => return self.error = Some(SinkError { path: path.clone(), op: "create", source: e }),
+                        Err(e) => {
+                            let source = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                                std::io::Error::new(
+                                    e.kind(),
+                                    "something already has this name (a file or a symlink); weft never overwrites \
+                                     or follows one here",
+                                )
+                            } else {
+                                e
+                            };
+                            return self.error = Some(SinkError { path: path.clone(), op: "create", source });
+                        }
                     }
                 }
                 file.as_mut().unwrap().write_all(&self.buf).map_err(|e| SinkError {
@@ -158,8 +175,9 @@ pub struct ShardSinks {
 }
 
 impl ShardSinks {
-    /// `epoch`: `None` without checkpointing (files `part-<shard>.<ext>` written in
-    /// place), else the first output epoch (files committed per checkpoint).
+    /// `epoch`: `None` without checkpointing (files `part-<shard>.<ext>.inprogress`,
+    /// renamed by the engine when the run succeeds), else the first output epoch
+    /// (files committed per checkpoint).
     pub fn new(job: &Job, shard: u32, epoch: Option<u64>) -> ShardSinks {
         let (l, r) = (&job.left.schema, &job.right.schema);
         let fmt = OutputFormatter::new(job.output_format, l, r);

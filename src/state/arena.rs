@@ -112,7 +112,7 @@ fn fallocate(file: &File, path: &Path, len: usize) -> Result<(), StateError> {
 impl ArenaFile {
     /// Creates a new arena file (it must not exist) with its header.
     pub fn create(path: &Path, side: Side, bucket: i64, bucket_ms: i64) -> Result<ArenaFile, StateError> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path, "create"))?;
+        let file = crate::sys::create_new_nofollow(path).map_err(io(path, "create"))?;
         fallocate(&file, path, ARENA_BYTES_INITIAL)?;
         // SAFETY: the file was just created by us and is only ever changed through this
         // mapping (the state directory is private to the job); its length is fixed by
@@ -149,7 +149,7 @@ impl ArenaFile {
         name_for_errors: &Path,
     ) -> Result<(ArenaFile, Vec<Root>, usize), StateError> {
         let _ = std::fs::remove_file(path);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path, "create"))?;
+        let file = crate::sys::create_new_nofollow(path).map_err(io(path, "create"))?;
         fallocate(&file, path, bytes.len().max(ARENA_BYTES_INITIAL).next_power_of_two())?;
         // SAFETY: as in `create`.
         let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "mmap"))?;

@@ -21,7 +21,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::rc::Rc;
@@ -83,12 +82,7 @@ impl Mapped {
         let n = self.seq.get();
         self.seq.set(n + 1);
         let path = self.dir.join(format!("index-{n}.map"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| format!("{}: create: {e}", path.display()))?;
+        let file = crate::sys::create_new_nofollow(&path).map_err(|e| format!("{}: create: {e}", path.display()))?;
         let unlink = |e: String| {
             let _ = std::fs::remove_file(&path);
             e
