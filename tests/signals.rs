@@ -92,7 +92,13 @@ fn sigint_with_checkpoints_at_random_moments_never_fails() {
     for i in 0..TRIES {
         let _ = std::fs::remove_dir_all(tmp.path().join("ck"));
         let _ = std::fs::remove_dir_all(tmp.path().join("out"));
-        let c = spawn_run(&cfg);
+        let mut c = spawn_run(&cfg);
+        // Signals before weft installed its handlers would only test the default
+        // action: wait until it made its checkpoint directory (after the handlers are in).
+        let ck = tmp.path().join("ck");
+        while !ck.exists() && c.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         // Half the signals anywhere in the run, half near its end (where shards that
         // already finished meet shards asked to stop).
         let at = if i % 2 == 0 {
