@@ -473,30 +473,17 @@ impl JobConfig {
 
     /// Validates and resolves. `base` is the directory relative paths are taken from.
     pub fn resolve(&self, path: &Path, base: &Path) -> Result<Job, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
+        self.resolve_checked(base).map_err(|(key, message)| ConfigError::Invalid {
             path: path.to_path_buf(),
-            key: key.to_string(),
+            key,
             message,
-        };
-        let j = &self.join;
-        if j.lower_ms > j.upper_ms {
-            return Err(invalid(
-                "join.lower_ms",
-                format!("lower_ms ({}) is greater than upper_ms ({})", j.lower_ms, j.upper_ms),
-            ));
-        }
-        for (k, v) in [
-            ("join.max_out_of_orderness_ms", j.max_out_of_orderness_ms),
-            ("join.allowed_lateness_ms", j.allowed_lateness_ms),
-        ] {
-            if v < 0 {
-                return Err(invalid(k, format!("must be >= 0, got {v}")));
-            }
-        }
-        if j.idle_timeout_ms <= 0 {
-            return Err(invalid("join.idle_timeout_ms", format!("must be > 0, got {}", j.idle_timeout_ms)));
-        }
+        })
+    }
 
+    /// [`JobConfig::resolve`] in named steps; an error is the offending key and why.
+    fn resolve_checked(&self, base: &Path) -> Result<Job, Invalid> {
+        let j = &self.join;
+        check_join(j)?;
         let e = &self.engine;
         let shards = e.shards.unwrap_or_else(available_cpus);
         if shards == 0 || shards > SHARDS_MAX {
@@ -516,60 +503,14 @@ impl JobConfig {
             Some(b) => b,
             None => width.clamp(1000, 3_600_000) as i64,
         };
-
-        // Generator: both inputs or neither.
-        let generator = match (&self.left.generator, &self.right.generator) {
-            (None, None) => None,
-            (Some(l), Some(r)) => Some(merge_generator(l, r, shards).map_err(|(k, m)| invalid(&k, m))?),
-            (Some(_), None) => {
-                return Err(invalid(
-                    "right.generator",
-                    "the generator produces both inputs: set it on [right] too (`generator = {}`)".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "left.generator",
-                    "the generator produces both inputs: set it on [left] too (`generator = {}`)".into(),
-                ))
-            }
-        };
-
-        let left = resolve_input(&self.left, "left", Side::Left, base).map_err(|(k, m)| invalid(&k, m))?;
-        let right = resolve_input(&self.right, "right", Side::Right, base).map_err(|(k, m)| invalid(&k, m))?;
-        if left.schema.name == right.schema.name {
-            return Err(invalid(
-                "right.name",
-                format!("both inputs are named `{}`; output columns would clash", left.schema.name),
-            ));
-        }
-        let (lk, rk) = (left.schema.key_types(), right.schema.key_types());
-        if lk.len() != rk.len() {
-            return Err(invalid("right.key", format!("left key has {} fields, right key has {}", lk.len(), rk.len())));
-        }
-        for (i, (a, b)) in lk.iter().zip(&rk).enumerate() {
-            if a != b {
-                return Err(invalid(
-                    "right.key",
-                    format!(
-                        "key field {} has type {} on the left (`{}`) and {} on the right (`{}`); key types must be equal",
-                        i + 1,
-                        a.name(),
-                        self.left.key[i],
-                        b.name(),
-                        self.right.key[i]
-                    ),
-                ));
-            }
-        }
-
+        let generator = self.resolve_generator(shards)?;
+        let (left, right) = self.resolve_inputs(base)?;
         let output = match self.output.path.as_str() {
             "" => return Err(invalid("output.path", "is empty: use a directory, \"-\" or \"none\"".into())),
             "-" => OutputTarget::Stdout,
             "none" => OutputTarget::None,
             p => OutputTarget::Dir(base.join(p)),
         };
-
         Ok(Job {
             left,
             right,
@@ -597,41 +538,124 @@ impl JobConfig {
                 Some(m) => m,
                 None => STATE_MEMORY_MB_DEFAULT,
             },
-            checkpoint: match &e.checkpoint_dir {
-                None => {
-                    if e.checkpoint_interval_ms.is_some() || e.checkpoints_retained.is_some() {
-                        return Err(invalid(
-                            "engine.checkpoint_dir",
-                            "checkpoint_interval_ms / checkpoints_retained are set but checkpointing is off: set checkpoint_dir".into(),
-                        ));
-                    }
-                    None
-                }
-                Some(d) if d.is_empty() => return Err(invalid("engine.checkpoint_dir", "is empty".into())),
-                Some(d) => {
-                    if self.output.path == "-" {
-                        return Err(invalid(
-                            "output.path",
-                            "\"-\" (stdout) cannot be committed exactly once; checkpointing needs a directory or \"none\"".into(),
-                        ));
-                    }
-                    let interval_ms = e.checkpoint_interval_ms.unwrap_or(CHECKPOINT_INTERVAL_MS_DEFAULT);
-                    if interval_ms == 0 {
-                        return Err(invalid("engine.checkpoint_interval_ms", "must be > 0".into()));
-                    }
-                    let retained = e.checkpoints_retained.unwrap_or(CHECKPOINTS_RETAINED_DEFAULT);
-                    if retained == 0 {
-                        return Err(invalid("engine.checkpoints_retained", "must be >= 1".into()));
-                    }
-                    Some(CheckpointSettings { dir: base.join(d), interval_ms, retained })
-                }
-            },
+            checkpoint: self.resolve_checkpoint(base)?,
             generator,
         })
     }
+
+    /// The generator: on both inputs or neither, its two tables merged into one.
+    fn resolve_generator(&self, shards: u32) -> Result<Option<GenParams>, Invalid> {
+        match (&self.left.generator, &self.right.generator) {
+            (None, None) => Ok(None),
+            (Some(l), Some(r)) => Ok(Some(merge_generator(l, r, shards)?)),
+            (Some(_), None) => Err(invalid(
+                "right.generator",
+                "the generator produces both inputs: set it on [right] too (`generator = {}`)".into(),
+            )),
+            (None, Some(_)) => Err(invalid(
+                "left.generator",
+                "the generator produces both inputs: set it on [left] too (`generator = {}`)".into(),
+            )),
+        }
+    }
+
+    /// Both inputs, with distinct names and keys of the same types field by field.
+    fn resolve_inputs(&self, base: &Path) -> Result<(Input, Input), Invalid> {
+        let left = resolve_input(&self.left, "left", Side::Left, base)?;
+        let right = resolve_input(&self.right, "right", Side::Right, base)?;
+        if left.schema.name == right.schema.name {
+            return Err(invalid(
+                "right.name",
+                format!("both inputs are named `{}`; output columns would clash", left.schema.name),
+            ));
+        }
+        let (lk, rk) = (left.schema.key_types(), right.schema.key_types());
+        if lk.len() != rk.len() {
+            return Err(invalid("right.key", format!("left key has {} fields, right key has {}", lk.len(), rk.len())));
+        }
+        for (i, (a, b)) in lk.iter().zip(&rk).enumerate() {
+            if a != b {
+                return Err(invalid(
+                    "right.key",
+                    format!(
+                        "key field {} has type {} on the left (`{}`) and {} on the right (`{}`); key types must be equal",
+                        i + 1,
+                        a.name(),
+                        self.left.key[i],
+                        b.name(),
+                        self.right.key[i]
+                    ),
+                ));
+            }
+        }
+        Ok((left, right))
+    }
+
+    /// Checkpoint settings, or `None` when checkpointing is off (then its other keys must
+    /// be unset too); stdout output cannot be committed, so it refuses checkpointing.
+    fn resolve_checkpoint(&self, base: &Path) -> Result<Option<CheckpointSettings>, Invalid> {
+        let e = &self.engine;
+        let d = match &e.checkpoint_dir {
+            None if e.checkpoint_interval_ms.is_some() || e.checkpoints_retained.is_some() => {
+                return Err(invalid(
+                    "engine.checkpoint_dir",
+                    "checkpoint_interval_ms / checkpoints_retained are set but checkpointing is off: set checkpoint_dir"
+                        .into(),
+                ))
+            }
+            None => return Ok(None),
+            Some(d) if d.is_empty() => return Err(invalid("engine.checkpoint_dir", "is empty".into())),
+            Some(d) => d,
+        };
+        if self.output.path == "-" {
+            return Err(invalid(
+                "output.path",
+                "\"-\" (stdout) cannot be committed exactly once; checkpointing needs a directory or \"none\"".into(),
+            ));
+        }
+        let interval_ms = e.checkpoint_interval_ms.unwrap_or(CHECKPOINT_INTERVAL_MS_DEFAULT);
+        if interval_ms == 0 {
+            return Err(invalid("engine.checkpoint_interval_ms", "must be > 0".into()));
+        }
+        let retained = e.checkpoints_retained.unwrap_or(CHECKPOINTS_RETAINED_DEFAULT);
+        if retained == 0 {
+            return Err(invalid("engine.checkpoints_retained", "must be >= 1".into()));
+        }
+        Ok(Some(CheckpointSettings { dir: base.join(d), interval_ms, retained }))
+    }
 }
 
-fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Result<Input, (String, String)> {
+/// A configuration error before the file is named: the key and what is wrong with it.
+type Invalid = (String, String);
+
+fn invalid(key: &str, message: String) -> Invalid {
+    (key.to_string(), message)
+}
+
+/// The join's bounds and times: lower <= upper, no negative disorder or lateness, a
+/// positive idle timeout.
+fn check_join(j: &JoinConfig) -> Result<(), Invalid> {
+    if j.lower_ms > j.upper_ms {
+        return Err(invalid(
+            "join.lower_ms",
+            format!("lower_ms ({}) is greater than upper_ms ({})", j.lower_ms, j.upper_ms),
+        ));
+    }
+    for (k, v) in [
+        ("join.max_out_of_orderness_ms", j.max_out_of_orderness_ms),
+        ("join.allowed_lateness_ms", j.allowed_lateness_ms),
+    ] {
+        if v < 0 {
+            return Err(invalid(k, format!("must be >= 0, got {v}")));
+        }
+    }
+    if j.idle_timeout_ms <= 0 {
+        return Err(invalid("join.idle_timeout_ms", format!("must be > 0, got {}", j.idle_timeout_ms)));
+    }
+    Ok(())
+}
+
+fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Result<Input, Invalid> {
     let k = |s: &str| format!("{side_key}.{s}");
     if c.name.is_empty() || c.name.contains(['.', '/', ',', '"']) {
         return Err((k("name"), format!("`{}` is not a usable name (non-empty, no . / , \")", c.name)));
@@ -670,7 +694,7 @@ fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Re
     Ok(Input { schema, source })
 }
 
-fn merge_generator(l: &GeneratorConfig, r: &GeneratorConfig, shards: u32) -> Result<GenParams, (String, String)> {
+fn merge_generator(l: &GeneratorConfig, r: &GeneratorConfig, shards: u32) -> Result<GenParams, Invalid> {
     macro_rules! pick {
         ($f:ident, $default:expr) => {
             match (l.$f, r.$f) {

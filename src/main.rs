@@ -23,112 +23,127 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a join job (with no --config: the built-in generator workload).
-    Run {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Events (impressions + plays) for a generator input.
-        #[arg(long)]
-        events: Option<u64>,
-        /// Override engine.shards.
-        #[arg(long)]
-        shards: Option<u32>,
-        /// Write the final report as JSON to this file.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Make the first malformed input row fatal.
-        #[arg(long)]
-        strict: bool,
-        /// Replace the output of an earlier run in the output directory.
-        #[arg(long)]
-        force: bool,
-        /// No live progress line.
-        #[arg(long)]
-        quiet: bool,
-        /// Override engine.state_dir: keep join state in mmap'd arena files there.
-        #[arg(long)]
-        state_dir: Option<String>,
-        /// Override engine.state_memory_mb.
-        #[arg(long)]
-        state_memory_mb: Option<u64>,
-    },
+    Run(RunArgs),
     /// The same join as a batch job over whole inputs (the validation oracle).
-    Batch {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        output: PathBuf,
-        /// Replace weft's files in an output directory that already holds some.
-        #[arg(long)]
-        force: bool,
-        /// Worker threads (default: CPUs available).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    Batch(BatchArgs),
     /// Compare a streaming job's committed output with the batch answer (--config and
     /// --output), or two output directories (--expected and --actual). Exit status 0
     /// when equal, 1 when not, 2 on error.
-    Validate {
-        #[arg(long, requires = "output", conflicts_with_all = ["expected", "actual"])]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        output: Option<PathBuf>,
-        #[arg(long, requires = "actual")]
-        expected: Option<PathBuf>,
-        #[arg(long, requires = "expected")]
-        actual: Option<PathBuf>,
-        /// Differing rows shown per kind.
-        #[arg(long, default_value_t = 10)]
-        show: usize,
-        /// Output format of the directories compared with --expected/--actual.
-        #[arg(long, value_enum, default_value = "csv")]
-        format: FormatArg,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    Validate(ValidateArgs),
     /// Inspect a checkpoint directory: `list` reads the manifests, `verify` also checks
     /// every state file's size and checksum (exit 1 if any checkpoint is invalid).
-    Checkpoints {
-        #[arg(value_enum)]
-        action: CheckpointsAction,
-        dir: PathBuf,
-    },
+    Checkpoints(CheckpointsArgs),
     /// Write the generator's two streams as files plus a job.toml to replay them.
-    Gen {
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = weft::config::GEN_CLI_EVENTS_DEFAULT)]
-        events: u64,
-        #[arg(long, value_enum, default_value = "csv")]
-        format: FormatArg,
-        #[arg(long, default_value_t = weft::config::GEN_SEED_DEFAULT)]
-        seed: u64,
-        #[arg(long, default_value_t = weft::config::GEN_CLI_KEYS_DEFAULT)]
-        keys: u64,
-        #[arg(long, default_value_t = weft::config::GEN_TITLES_DEFAULT)]
-        titles: u32,
-        #[arg(long, default_value_t = weft::config::GEN_ZIPF_DEFAULT)]
-        zipf: f64,
-        #[arg(long, default_value_t = weft::config::GEN_MATCH_RATE_DEFAULT)]
-        match_rate: f64,
-        #[arg(long, default_value_t = weft::config::GEN_DISORDER_MS_DEFAULT)]
-        disorder_ms: i64,
-        #[arg(long, default_value_t = weft::config::GEN_LATE_FRACTION_DEFAULT)]
-        late_fraction: f64,
-        #[arg(long, default_value_t = weft::config::GEN_LATE_MAX_MS_DEFAULT)]
-        late_max_ms: i64,
-        #[arg(long, default_value_t = weft::config::GEN_EVENT_TIME_RATE_DEFAULT)]
-        event_time_rate: f64,
-        /// Files per input.
-        #[arg(long, default_value_t = weft::config::GEN_CLI_PARTITIONS_DEFAULT)]
-        partitions: u32,
-        /// Join kind written into job.toml.
-        #[arg(long, value_enum, default_value = "left")]
-        kind: KindArg,
-    },
+    Gen(GenArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Events (impressions + plays) for a generator input.
+    #[arg(long)]
+    events: Option<u64>,
+    /// Override engine.shards.
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Write the final report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Make the first malformed input row fatal.
+    #[arg(long)]
+    strict: bool,
+    /// Replace the output of an earlier run in the output directory.
+    #[arg(long)]
+    force: bool,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Override engine.state_dir: keep join state in mmap'd arena files there.
+    #[arg(long)]
+    state_dir: Option<String>,
+    /// Override engine.state_memory_mb.
+    #[arg(long)]
+    state_memory_mb: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct BatchArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+    /// Replace weft's files in an output directory that already holds some.
+    #[arg(long)]
+    force: bool,
+    /// Worker threads (default: CPUs available).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    #[arg(long, requires = "output", conflicts_with_all = ["expected", "actual"])]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, requires = "actual")]
+    expected: Option<PathBuf>,
+    #[arg(long, requires = "expected")]
+    actual: Option<PathBuf>,
+    /// Differing rows shown per kind.
+    #[arg(long, default_value_t = 10)]
+    show: usize,
+    /// Output format of the directories compared with --expected/--actual.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: FormatArg,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CheckpointsArgs {
+    #[arg(value_enum)]
+    action: CheckpointsAction,
+    dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = weft::config::GEN_CLI_EVENTS_DEFAULT)]
+    events: u64,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: FormatArg,
+    #[arg(long, default_value_t = weft::config::GEN_SEED_DEFAULT)]
+    seed: u64,
+    #[arg(long, default_value_t = weft::config::GEN_CLI_KEYS_DEFAULT)]
+    keys: u64,
+    #[arg(long, default_value_t = weft::config::GEN_TITLES_DEFAULT)]
+    titles: u32,
+    #[arg(long, default_value_t = weft::config::GEN_ZIPF_DEFAULT)]
+    zipf: f64,
+    #[arg(long, default_value_t = weft::config::GEN_MATCH_RATE_DEFAULT)]
+    match_rate: f64,
+    #[arg(long, default_value_t = weft::config::GEN_DISORDER_MS_DEFAULT)]
+    disorder_ms: i64,
+    #[arg(long, default_value_t = weft::config::GEN_LATE_FRACTION_DEFAULT)]
+    late_fraction: f64,
+    #[arg(long, default_value_t = weft::config::GEN_LATE_MAX_MS_DEFAULT)]
+    late_max_ms: i64,
+    #[arg(long, default_value_t = weft::config::GEN_EVENT_TIME_RATE_DEFAULT)]
+    event_time_rate: f64,
+    /// Files per input.
+    #[arg(long, default_value_t = weft::config::GEN_CLI_PARTITIONS_DEFAULT)]
+    partitions: u32,
+    /// Join kind written into job.toml.
+    #[arg(long, value_enum, default_value = "left")]
+    kind: KindArg,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -149,6 +164,26 @@ enum KindArg {
     Left,
     Right,
     Full,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Jsonl => Format::Jsonl,
+        }
+    }
+}
+
+impl From<KindArg> for JoinKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Inner => JoinKind::Inner,
+            KindArg::Left => JoinKind::Left,
+            KindArg::Right => JoinKind::Right,
+            KindArg::Full => JoinKind::Full,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -190,168 +225,163 @@ fn load(config: Option<&Path>) -> Result<(JobConfig, PathBuf, PathBuf)> {
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { config, events, shards, report, strict, force, quiet, state_dir, state_memory_mb } => {
-            let (mut cfg, path, base) = load(config.as_deref())?;
-            if let Some(d) = state_dir {
-                // Relative to the working directory, like every path given on the command line.
-                let abs = std::env::current_dir()?.join(d);
-                cfg.engine.state_dir = Some(abs.display().to_string());
-            }
-            if state_memory_mb.is_some() {
-                cfg.engine.state_memory_mb = state_memory_mb;
-            }
-            if let Some(n) = events {
-                match (&mut cfg.left.generator, &mut cfg.right.generator) {
-                    (Some(l), Some(r)) => {
-                        l.events = Some(n);
-                        r.events = None;
-                    }
-                    _ => anyhow::bail!("--events applies to generator inputs; {} reads files", path.display()),
-                }
-            }
-            if let Some(s) = shards {
-                cfg.engine.shards = Some(s);
-                if let (Some(l), Some(r)) = (&mut cfg.left.generator, &mut cfg.right.generator) {
-                    // One generator partition per shard unless the config fixed it.
-                    if l.partitions.is_none() && r.partitions.is_none() {
-                        l.partitions = Some(s);
-                    }
-                }
-            }
-            for w in cfg.warnings() {
-                eprintln!("warning: {w}");
-            }
-            let job = cfg.resolve(&path, &base)?;
-            weft::sys::check_io_uring().map_err(anyhow::Error::msg)?;
-            weft::sys::install_stop_handlers();
-            let rep = match engine::run(
-                &job,
-                &RunOptions {
-                    strict,
-                    force,
-                    progress: !quiet,
-                    // Diagnostics knobs, read once here and passed down.
-                    debug_checkpoints: std::env::var_os("WEFT_DEBUG_CHECKPOINTS").is_some(),
-                    preempt_us: std::env::var("WEFT_PREEMPT_US").ok().and_then(|v| v.parse().ok()),
-                },
-            ) {
-                Err(e @ engine::EngineError::AlreadyFinished { .. }) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                r => r.with_context(|| format!("job {} failed", path.display()))?,
-            };
-            let table = rep.table();
-            if job.output == weft::config::OutputTarget::Stdout {
-                eprint!("{table}");
-            } else {
-                print!("{table}");
-            }
-            if let Some(r) = report {
-                let json = serde_json::to_string_pretty(&rep)?;
-                std::fs::write(&r, json + "\n").with_context(|| format!("cannot write report {}", r.display()))?;
-            }
-            Ok(ExitCode::SUCCESS)
+        Cmd::Run(args) => run(args),
+        Cmd::Batch(args) => batch(args),
+        Cmd::Validate(args) => validate(args),
+        Cmd::Checkpoints(args) => checkpoints(args),
+        Cmd::Gen(args) => gen_files(args),
+    }
+}
+
+/// Writes a command's report as pretty JSON.
+fn write_report(path: &Path, report: &impl serde::Serialize) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, json + "\n").with_context(|| format!("cannot write report {}", path.display()))
+}
+
+/// `weft run`: the command-line overrides on top of the job file, then the engine.
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let (mut cfg, path, base) = load(args.config.as_deref())?;
+    apply_run_overrides(&mut cfg, &args, &path)?;
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let job = cfg.resolve(&path, &base)?;
+    weft::sys::check_io_uring().map_err(anyhow::Error::msg)?;
+    weft::sys::install_stop_handlers();
+    let options = RunOptions {
+        strict: args.strict,
+        force: args.force,
+        progress: !args.quiet,
+        // Diagnostics knobs, read once here and passed down.
+        debug_checkpoints: std::env::var_os("WEFT_DEBUG_CHECKPOINTS").is_some(),
+        preempt_us: std::env::var("WEFT_PREEMPT_US").ok().and_then(|v| v.parse().ok()),
+    };
+    let rep = match engine::run(&job, &options) {
+        Err(e @ engine::EngineError::AlreadyFinished { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::SUCCESS);
         }
-        Cmd::Batch { config, output, force, threads, report } => {
-            let (cfg, path, base) = load(Some(&config))?;
-            let job = cfg.resolve(&path, &base)?;
-            let threads = threads.unwrap_or_else(|| weft::config::available_cpus() as usize).max(1);
-            // As `weft run` does: no input inside the output (--force removes files
-            // there), and one writer per output directory, held until the job ends.
-            let fail = || format!("batch job {} failed", path.display());
-            job.check_inputs_outside(&[("output directory", output.as_path())]).with_context(fail)?;
-            let _lock = weft::sys::lock_dir(&output).with_context(fail)?;
-            let rep = weft::oracle::batch::run(&job, &output, force, threads).with_context(fail)?;
-            rep.print();
-            if let Some(r) = report {
-                std::fs::write(&r, serde_json::to_string_pretty(&rep)? + "\n")
-                    .with_context(|| format!("cannot write report {}", r.display()))?;
+        r => r.with_context(|| format!("job {} failed", path.display()))?,
+    };
+    let table = rep.table();
+    if job.output == weft::config::OutputTarget::Stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    if let Some(r) = &args.report {
+        write_report(r, &rep)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--state-dir`, `--state-memory-mb`, `--events` and `--shards` over the job file's values.
+fn apply_run_overrides(cfg: &mut JobConfig, args: &RunArgs, path: &Path) -> Result<()> {
+    if let Some(d) = &args.state_dir {
+        // Relative to the working directory, like every path given on the command line.
+        let abs = std::env::current_dir()?.join(d);
+        cfg.engine.state_dir = Some(abs.display().to_string());
+    }
+    if args.state_memory_mb.is_some() {
+        cfg.engine.state_memory_mb = args.state_memory_mb;
+    }
+    if let Some(n) = args.events {
+        match (&mut cfg.left.generator, &mut cfg.right.generator) {
+            (Some(l), Some(r)) => {
+                l.events = Some(n);
+                r.events = None;
             }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Validate { config, output, expected, actual, show, format, report } => {
-            let rep = match (config, output, expected, actual) {
-                (Some(config), Some(output), None, None) => {
-                    let (cfg, path, base) = load(Some(&config))?;
-                    let job = cfg.resolve(&path, &base)?;
-                    weft::oracle::diff::validate_job(&job, &output, show)?
-                }
-                (None, None, Some(e), Some(a)) => {
-                    let fmt = match format {
-                        FormatArg::Csv => Format::Csv,
-                        FormatArg::Jsonl => Format::Jsonl,
-                    };
-                    weft::oracle::diff::compare_dirs(&e, &a, fmt, show, 1 << 30)?
-                }
-                _ => anyhow::bail!("give either --config FILE --output DIR, or --expected DIR --actual DIR"),
-            };
-            rep.print();
-            if let Some(r) = report {
-                std::fs::write(&r, serde_json::to_string_pretty(&rep)? + "\n")
-                    .with_context(|| format!("cannot write report {}", r.display()))?;
-            }
-            Ok(if rep.is_equal() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-        Cmd::Checkpoints { action, dir } => {
-            if !dir.is_dir() {
-                anyhow::bail!("checkpoint directory {} does not exist (or is not a directory)", dir.display());
-            }
-            let (text, ok) = weft::checkpoint::describe(&dir, matches!(action, CheckpointsAction::Verify))?;
-            print!("{text}");
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-        Cmd::Gen {
-            out,
-            events,
-            format,
-            seed,
-            keys,
-            titles,
-            zipf,
-            match_rate,
-            disorder_ms,
-            late_fraction,
-            late_max_ms,
-            event_time_rate,
-            partitions,
-            kind,
-        } => {
-            let mut cfg = JobConfig::builtin();
-            let g = cfg.left.generator.as_mut().unwrap();
-            g.seed = Some(seed);
-            g.events = Some(events);
-            g.keys = Some(keys);
-            g.titles = Some(titles);
-            g.zipf = Some(zipf);
-            g.match_rate = Some(match_rate);
-            g.disorder_ms = Some(disorder_ms);
-            g.late_fraction = Some(late_fraction);
-            g.late_max_ms = Some(late_max_ms);
-            g.event_time_rate = Some(event_time_rate);
-            g.partitions = Some(partitions);
-            cfg.join.max_out_of_orderness_ms = disorder_ms;
-            cfg.join.kind = match kind {
-                KindArg::Inner => JoinKind::Inner,
-                KindArg::Left => JoinKind::Left,
-                KindArg::Right => JoinKind::Right,
-                KindArg::Full => JoinKind::Full,
-            };
-            let job = cfg.resolve(Path::new("<gen>"), Path::new("."))?;
-            let params = job.generator.clone().expect("generator job");
-            let fmt = match format {
-                FormatArg::Csv => Format::Csv,
-                FormatArg::Jsonl => Format::Jsonl,
-            };
-            let (path, counts) = weft::loadgen::write(&out, &params, fmt, cfg)?;
-            println!(
-                "wrote {} impressions and {} plays in {} partitions; job: {}",
-                counts[0],
-                counts[1],
-                partitions,
-                path.display()
-            );
-            Ok(ExitCode::SUCCESS)
+            _ => anyhow::bail!("--events applies to generator inputs; {} reads files", path.display()),
         }
     }
+    if let Some(s) = args.shards {
+        cfg.engine.shards = Some(s);
+        if let (Some(l), Some(r)) = (&mut cfg.left.generator, &mut cfg.right.generator) {
+            // One generator partition per shard unless the config fixed it.
+            if l.partitions.is_none() && r.partitions.is_none() {
+                l.partitions = Some(s);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `weft batch`: the oracle over whole inputs.
+fn batch(args: BatchArgs) -> Result<ExitCode> {
+    let (cfg, path, base) = load(Some(&args.config))?;
+    let job = cfg.resolve(&path, &base)?;
+    let threads = args.threads.unwrap_or_else(|| weft::config::available_cpus() as usize).max(1);
+    // As `weft run` does: no input inside the output (--force removes files
+    // there), and one writer per output directory, held until the job ends.
+    let fail = || format!("batch job {} failed", path.display());
+    job.check_inputs_outside(&[("output directory", args.output.as_path())]).with_context(fail)?;
+    let _lock = weft::sys::lock_dir(&args.output).with_context(fail)?;
+    let rep = weft::oracle::batch::run(&job, &args.output, args.force, threads).with_context(fail)?;
+    rep.print();
+    if let Some(r) = &args.report {
+        write_report(r, &rep)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weft validate`: a job's output against the batch answer, or two directories.
+fn validate(args: ValidateArgs) -> Result<ExitCode> {
+    let rep = match (args.config, args.output, args.expected, args.actual) {
+        (Some(config), Some(output), None, None) => {
+            let (cfg, path, base) = load(Some(&config))?;
+            let job = cfg.resolve(&path, &base)?;
+            weft::oracle::diff::validate_job(&job, &output, args.show)?
+        }
+        (None, None, Some(e), Some(a)) => {
+            weft::oracle::diff::compare_dirs(&e, &a, args.format.into(), args.show, 1 << 30)?
+        }
+        _ => anyhow::bail!("give either --config FILE --output DIR, or --expected DIR --actual DIR"),
+    };
+    rep.print();
+    if let Some(r) = &args.report {
+        write_report(r, &rep)?;
+    }
+    Ok(if rep.is_equal() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `weft checkpoints list|verify DIR`.
+fn checkpoints(args: CheckpointsArgs) -> Result<ExitCode> {
+    let dir = &args.dir;
+    if !dir.is_dir() {
+        anyhow::bail!("checkpoint directory {} does not exist (or is not a directory)", dir.display());
+    }
+    let (text, ok) = weft::checkpoint::describe(dir, matches!(args.action, CheckpointsAction::Verify))?;
+    print!("{text}");
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `weft gen`: the generator's streams as files, with a job.toml that replays them.
+fn gen_files(args: GenArgs) -> Result<ExitCode> {
+    let mut cfg = JobConfig::builtin();
+    let g = cfg.left.generator.as_mut().expect("the built-in job reads a generator");
+    g.seed = Some(args.seed);
+    g.events = Some(args.events);
+    g.keys = Some(args.keys);
+    g.titles = Some(args.titles);
+    g.zipf = Some(args.zipf);
+    g.match_rate = Some(args.match_rate);
+    g.disorder_ms = Some(args.disorder_ms);
+    g.late_fraction = Some(args.late_fraction);
+    g.late_max_ms = Some(args.late_max_ms);
+    g.event_time_rate = Some(args.event_time_rate);
+    g.partitions = Some(args.partitions);
+    cfg.join.max_out_of_orderness_ms = args.disorder_ms;
+    cfg.join.kind = args.kind.into();
+    let job = cfg.resolve(Path::new("<gen>"), Path::new("."))?;
+    let params = job.generator.clone().expect("generator job");
+    let (path, counts) = weft::loadgen::write(&args.out, &params, args.format.into(), cfg)?;
+    println!(
+        "wrote {} impressions and {} plays in {} partitions; job: {}",
+        counts[0],
+        counts[1],
+        args.partitions,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
