@@ -113,3 +113,24 @@ fn symlinks_where_weft_writes_are_never_followed() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "{err}");
 }
+
+#[test]
+fn symlinks_where_weft_batch_writes_are_never_followed() {
+    // weft batch writes part files under `.inprogress` names, then late and dead-letter
+    // files under their final names: a link planted at either is refused with its path.
+    for planted in ["part-0.csv.inprogress", "dead/r-0.jsonl"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = common::write(tmp.path(), "l.csv", L);
+        let r = common::write(tmp.path(), "r.csv", "k,ts\n1,100\nnot-a-number,300\n");
+        let victim = common::write(tmp.path(), "victim.txt", "precious\n");
+        let out = tmp.path().join("out");
+        std::fs::create_dir_all(out.join("dead")).unwrap();
+        std::os::unix::fs::symlink(&victim, out.join(planted)).unwrap();
+        let cfg = JobToml::k_ts(&[&l], &[&r]).write(tmp.path(), "job.toml");
+        let o = weft(&["batch", "--config", cfg.to_str().unwrap(), "--output", out.to_str().unwrap(), "--threads", "1"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "link at {planted}: {err}");
+        assert_eq!(o.status.code(), Some(2), "link at {planted}: {err}");
+        assert!(err.contains(planted.rsplit('/').next().unwrap()), "link at {planted}: {err}");
+    }
+}

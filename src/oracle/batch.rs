@@ -464,7 +464,7 @@ impl SideFile {
             return Ok(());
         }
         if self.file.is_none() {
-            self.file = Some(File::create(&self.path).map_err(io_err(&self.path, "create"))?);
+            self.file = Some(crate::sys::create_new_nofollow(&self.path).map_err(io_err(&self.path, "create"))?);
         }
         if let Some(f) = &mut self.file {
             f.write_all(&self.buf).map_err(io_err(&self.path, "write"))?;
@@ -1057,7 +1057,7 @@ fn join_worker(
 ) -> Result<(JoinCounts, PathBuf), BatchError> {
     let final_path = layout::batch_part_path(out_dir, i, ext, false);
     let path = layout::batch_part_path(out_dir, i, ext, true);
-    let file = File::create(&path).map_err(io_err(&path, "create"))?;
+    let file = crate::sys::create_new_nofollow(&path).map_err(io_err(&path, "create"))?;
     let mut w = PartWriter { formatter, path, file, buf: formatter.header() };
     let mut counts = JoinCounts::default();
     let mut matched = Vec::new();
