@@ -89,14 +89,21 @@ fn checkpointed(name: &str, interval_ms: u64) -> (PathBuf, PathBuf, PathBuf) {
     (cfg, d.join(format!("{name}-out")), d.join(format!("{name}-ck")))
 }
 
+/// `weft run` of `cfg`, its stdout (the report, which says how the run ended) to `cfg`
+/// with `.stdout` added, its stderr piped.
 fn spawn_run(cfg: &Path) -> Child {
+    let stdout = std::fs::File::create(stdout_path(cfg)).unwrap();
     Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+fn stdout_path(cfg: &Path) -> PathBuf {
+    cfg.with_extension("stdout")
 }
 
 fn signal(c: &Child, sig: libc::c_int) {
@@ -197,8 +204,9 @@ fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
     signal(&c, sig);
     let code = wait_exit(&mut c);
     let err = err.join().unwrap();
+    let report = std::fs::read_to_string(stdout_path(&cfg)).unwrap();
     assert_eq!(code, Some(0), "{name}: {err}");
-    assert!(err.contains("stopped at checkpoint"), "{name}: not stopped at a checkpoint (finished first?): {err}");
+    assert!(report.contains("stopped at checkpoint"), "{name}: not stopped at a checkpoint: {report}{err}");
     let after = *manifests(&ck).last().unwrap();
     assert!(after > before, "{name}: no manifest newer than {before} (newest {after}): {err}");
     assert!(!committed(&out).is_empty(), "{name}: nothing committed");
@@ -235,7 +243,8 @@ fn a_second_signal_stops_at_once_without_the_final_checkpoint() {
         let code = wait_exit(&mut c);
         let err = err.join().unwrap();
         if code == Some(0) {
-            assert!(err.contains("stopped at checkpoint"), "attempt {attempt}: {err}");
+            let report = std::fs::read_to_string(stdout_path(&cfg)).unwrap();
+            assert!(report.contains("stopped at checkpoint"), "attempt {attempt}: {report}{err}");
             eprintln!("attempt {attempt}: the final checkpoint completed before the second signal; again");
             continue;
         }
