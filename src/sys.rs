@@ -152,6 +152,8 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct (zeroed before, in any case).
     let st = unsafe { st.assume_init() };
+    // Both are u64 on 64-bit Linux, narrower elsewhere: the casts are for those targets.
+    #[allow(clippy::unnecessary_cast)]
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
