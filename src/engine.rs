@@ -67,7 +67,7 @@ pub enum EngineError {
     )]
     Interrupted { signal: &'static str, output: &'static str },
     /// A second stop signal: the process exits at once ([`stop_at_once`]); this is its message.
-    #[error("stopped at once by a second {signal}, without a final checkpoint; {rest}")]
+    #[error("stopped at once by a second {signal}{rest}")]
     StoppedAtOnce { signal: &'static str, rest: String },
     /// A start-up guard: a job directory this run must write cannot be written.
     #[error("{what} {dir} is not writable ({source}): {hint}")]
@@ -214,20 +214,23 @@ fn stop_at_once(job: &Job, coord: Option<&Coordinator>) -> ! {
     let signal = crate::sys::stop_signal_name().unwrap_or("stop signal");
     let rest = match coord {
         Some(c) if c.completed() > 0 => format!(
-            "the previous checkpoint {} in {} stays valid and committed output is untouched; \
-             the same command resumes from it",
+            ", without a final checkpoint; the previous checkpoint {} in {} stays valid and committed output is \
+             untouched; the same command resumes from it",
             c.completed(),
             c.dir().display()
         ),
-        Some(_) => "no checkpoint had completed yet, so the same command runs the job again from the start \
-                    (its uncommitted output is removed then)"
+        Some(_) => ", without a final checkpoint; no checkpoint had completed yet, so the same command runs the \
+                    job again from the start (its uncommitted output is removed then)"
             .to_string(),
-        None if matches!(job.output, OutputTarget::Dir(_)) => {
-            "without checkpointing nothing of this run is kept: its partial output is left as .inprogress files, \
-             which the next run removes"
-                .to_string()
-        }
-        None => "without checkpointing nothing of this run is kept".to_string(),
+        None => match job.output {
+            OutputTarget::Dir(_) => "; without checkpointing nothing of this run is kept: its partial output is \
+                                     left as .inprogress files, which the next run removes"
+                .to_string(),
+            OutputTarget::Stdout => "; without checkpointing nothing of this run is kept: what it wrote to \
+                                     standard output is partial"
+                .to_string(),
+            OutputTarget::None => "; without checkpointing nothing of this run is kept".to_string(),
+        },
     };
     eprintln!("error: {}", EngineError::StoppedAtOnce { signal, rest });
     std::process::exit(2)
