@@ -1,11 +1,14 @@
 //! Runs a job, in named steps ([`run`]): refuse inputs inside the job's directories
-//! and lock those directories (`sys::lock_dirs`, held for the whole run), plan the
+//! and lock those directories (`sys::lock_dirs`, held for the whole run), run the
+//! start-up guards ([`check_job_dirs`]: writable directories, free space), plan the
 //! start (fresh, resume, or already finished), prepare the output, wire the rings and spawn one pinned glommio executor
 //! per shard, watch (progress line, checkpoint coordinator, signals), collect the
 //! shards' results, and build the report.
 //!
 //! The calling thread only watches and coordinates; all joining happens on the shard
-//! executors. The coordinator itself is `checkpoint/coordinator.rs`. This file never
+//! executors. The coordinator itself is `checkpoint/coordinator.rs`. A second stop
+//! signal ends the process from here at once ([`stop_at_once`], the one `process::exit`
+//! outside `main`). This file never
 //! reads environment variables: the CLI passes its knobs in [`RunOptions`].
 
 use std::io::{IsTerminal, Write};
