@@ -11,6 +11,10 @@
 //!   (the whole state, ~70 MB, sits in one bucket per side, so every checkpoint copies
 //!   it all); an attempt in which it still won the race (exit 0) is detected and run
 //!   again, never judged by timing.
+//! - SIGHUP is ignored: the run goes on to its end.
+//!
+//! A single signal that came after all input was read rightly lets the job complete
+//! (exit 0, "completed"); that attempt is detected and run again too.
 //!
 //! Signals are sent only after weft made its first manifest (its handlers were
 //! installed before its checkpoint directory existed), as in `signals.rs`.
@@ -278,4 +282,22 @@ fn a_second_signal_stops_at_once_without_the_final_checkpoint() {
         return;
     }
     panic!("in {SECOND_SIGNAL_TRIES} attempts the final checkpoint always completed before the second signal");
+}
+
+#[test]
+fn sighup_is_ignored() {
+    let (cfg, out, ck) = checkpointed("sighup", 100);
+    let mut c = spawn_run(&cfg);
+    let (_lines, err) = read_stderr(&mut c);
+    assert!(wait_first_manifest(&mut c, &ck), "the run ended before its first checkpoint");
+    signal(&c, libc::SIGHUP);
+    // Not killed by it (the default action), and nothing else happens: the run goes
+    // on to its end and commits the whole answer.
+    let code = wait_exit(&mut c);
+    let err = err.join().unwrap();
+    assert_eq!(code, Some(0), "killed or failed after SIGHUP: {err}");
+    assert!(!err.contains("stopping"), "SIGHUP stopped the run: {err}");
+    let report = std::fs::read_to_string(stdout_path(&cfg)).unwrap();
+    assert!(report.contains("completed;"), "{report}{err}");
+    common::assert_same_rows("after SIGHUP", &common::output_rows(&out, HEADER), &data().want, "");
 }
