@@ -1,11 +1,14 @@
 //! Runs a job, in named steps ([`run`]): refuse inputs inside the job's directories
-//! and lock those directories (`sys::lock_dirs`, held for the whole run), plan the
+//! and lock those directories (`sys::lock_dirs`, held for the whole run), run the
+//! start-up guards ([`check_job_dirs`]: writable directories, free space), plan the
 //! start (fresh, resume, or already finished), prepare the output, wire the rings and spawn one pinned glommio executor
 //! per shard, watch (progress line, checkpoint coordinator, signals), collect the
 //! shards' results, and build the report.
 //!
 //! The calling thread only watches and coordinates; all joining happens on the shard
-//! executors. The coordinator itself is `checkpoint/coordinator.rs`. This file never
+//! executors. The coordinator itself is `checkpoint/coordinator.rs`. A second stop
+//! signal ends the process from here at once ([`stop_at_once`], the one `process::exit`
+//! outside `main`). This file never
 //! reads environment variables: the CLI passes its knobs in [`RunOptions`].
 
 use std::io::{IsTerminal, Write};
@@ -66,6 +69,21 @@ pub enum EngineError {
          ({output}). The same command runs the job again from the start"
     )]
     Interrupted { signal: &'static str, output: &'static str },
+    /// A second stop signal: the process exits at once ([`stop_at_once`]); this is its message.
+    #[error("stopped at once by a second {signal}{rest}")]
+    StoppedAtOnce { signal: &'static str, rest: String },
+    /// A start-up guard: a job directory this run must write cannot be written.
+    #[error("{what} {dir} is not writable ({source}): {hint}")]
+    NotWritable { what: &'static str, dir: String, source: std::io::Error, hint: String },
+    /// A start-up guard: the state directory's disk has less room than the state budget.
+    #[error(
+        "the disk of engine.state_dir {dir} has {free_mb} MiB free, less than the state budget \
+         engine.state_memory_mb = {budget_mb} MiB: free space there, lower engine.state_memory_mb \
+         (--state-memory-mb), or choose another engine.state_dir (--state-dir)"
+    )]
+    DiskSpace { dir: String, free_mb: u64, budget_mb: u64 },
+    #[error("{dir}: cannot read its free space (statvfs): {source}")]
+    FreeSpace { dir: String, source: std::io::Error },
 }
 
 /// How often the watching thread looks at progress, the coordinator and signals.
@@ -85,7 +103,9 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     // only one using them (held until this function returns).
     let dirs = job.job_dirs();
     job.check_inputs_outside(&dirs)?;
-    let _locks = crate::sys::lock_dirs(&dirs.iter().map(|(_, d)| *d).collect::<Vec<_>>())?;
+    let _locks = crate::sys::lock_dirs(&dirs.iter().map(|(_, d)| *d).collect::<Vec<_>>())
+        .map_err(|e| lock_error(e, &dirs))?;
+    check_job_dirs(&job, &dirs)?;
     let resume = plan_start(&job)?;
     prepare_output(&job, resume.is_some(), opts.force)?;
     let restored = resume.as_ref().map_or(0, |m| m.checkpoint);
@@ -96,13 +116,127 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         c.shards_started();
     }
     let show = opts.progress && std::io::stderr().is_terminal();
-    watch(&progress, coord.as_mut(), show, start, job.shards);
+    if !watch(&progress, coord.as_mut(), show, start, job.shards) {
+        stop_at_once(&job, coord.as_ref());
+    }
     let (merged, first_err) = collect(handles);
     let outcome = match coord.as_mut() {
-        Some(c) => conclude(c, merged.stopped_at, first_err)?,
+        Some(c) => {
+            // The shards are done, but the final checkpoint may still be in the channel.
+            if second_signal_counts(Some(c)) {
+                stop_at_once(&job, Some(c));
+            }
+            conclude(c, merged.stopped_at, first_err)?
+        }
         None => conclude_unchecked(&job, first_err)?,
     };
     Ok(report(&job, &merged, outcome, start, cpu0))
+}
+
+/// The configuration key that names each of [`Job::job_dirs`], for messages that say
+/// what to change.
+fn dir_key(what: &str) -> &'static str {
+    match what {
+        "checkpoint directory" => "engine.checkpoint_dir",
+        "state directory" => "engine.state_dir",
+        _ => "output.path",
+    }
+}
+
+/// What to change when creating a file in a job directory failed with `e`.
+fn not_writable(what: &'static str, dir: &std::path::Path, e: std::io::Error) -> EngineError {
+    let key = dir_key(what);
+    let hint = match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => format!("permission denied: chmod it or choose another {key}"),
+        Some(libc::EROFS) => format!("a read-only file system: remount it read-write or choose another {key}"),
+        Some(libc::ENOTDIR) => format!("a part of the path is not a directory: choose another {key}"),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!("the disk is full: free space there or choose another {key}"),
+        _ => format!("fix the directory or choose another {key}"),
+    };
+    EngineError::NotWritable { what, dir: dir.display().to_string(), source: e, hint }
+}
+
+/// A lock that failed because its directory or lock file could not be made is the
+/// not-writable guard's case (the lock is the first write): said the same way.
+fn lock_error(e: crate::sys::LockError, dirs: &[(&'static str, &std::path::Path)]) -> EngineError {
+    match e {
+        crate::sys::LockError::Io { path, op: op @ ("create directory" | "create lock file"), source } => {
+            let dir = if op == "create directory" { path.as_path() } else { path.parent().unwrap_or(&path) };
+            match dirs.iter().find(|(_, d)| *d == dir) {
+                Some((what, d)) => not_writable(what, d, source),
+                None => crate::sys::LockError::Io { path, op, source }.into(),
+            }
+        }
+        e => e.into(),
+    }
+}
+
+/// The start-up guards, run once the directories are locked and before anything is
+/// read or joined, so a run that could not write its results or state refuses at once
+/// with what to change, not minutes later: every job directory takes a probe file
+/// (`sys::probe_writable`), and the disk of `engine.state_dir` has at least
+/// `engine.state_memory_mb` free (a lower bound only: cold buckets may use more disk
+/// than the budget). The io_uring and `ulimit -l` guard is `sys::check_io_uring`, which
+/// the CLI runs before this.
+fn check_job_dirs(job: &Job, dirs: &[(&'static str, &std::path::Path)]) -> Result<(), EngineError> {
+    for (what, d) in dirs {
+        crate::sys::probe_writable(d).map_err(|e| not_writable(what, d, e))?;
+    }
+    if let Some(d) = &job.state_dir {
+        let free = crate::sys::free_bytes(d)
+            .map_err(|source| EngineError::FreeSpace { dir: d.display().to_string(), source })?;
+        let budget_mb = job.state_memory_mb;
+        if free < budget_mb.saturating_mul(1 << 20) {
+            return Err(EngineError::DiskSpace { dir: d.display().to_string(), free_mb: free >> 20, budget_mb });
+        }
+    }
+    Ok(())
+}
+
+/// A second SIGINT/SIGTERM came and stopping now loses something: the final
+/// checkpoint is not complete yet (with checkpointing), or the abort is not done.
+fn second_signal_counts(coord: Option<&Coordinator>) -> bool {
+    crate::sys::stop_now_requested() && !coord.is_some_and(|c| c.stop_checkpoint_complete())
+}
+
+/// Exits the process with status 2 at once, on the watching thread, without waiting
+/// for the shards or running any destructor (the directory locks stay until the exit,
+/// when the kernel releases them, so no other run can start while a shard still writes).
+///
+/// Why stopping at any point is safe (the same as a `kill -9`): a manifest is written to
+/// `chk-<n>.json.tmp`, fdatasynced and only then renamed into place
+/// (`checkpoint::write_manifest`), so an exit before the rename leaves only a temp file
+/// (removed by GC or the next write of that name) and the previous manifest is the
+/// newest; a pack that was being written belongs to no manifest and is replaced by the
+/// next attempt (`writer::write_pack`). Output of epochs after the newest manifest is
+/// still `.inprogress`, which a restart deletes; epochs up to it that an exit left
+/// uncommitted are committed by the restart (`reset_output`), so committed output is
+/// never touched and the restart is still exactly once. Without checkpointing the
+/// output is all `.inprogress`, which the next run removes.
+fn stop_at_once(job: &Job, coord: Option<&Coordinator>) -> ! {
+    let signal = crate::sys::stop_signal_name().unwrap_or("stop signal");
+    let rest = match coord {
+        Some(c) if c.completed() > 0 => format!(
+            ", without a final checkpoint; the previous checkpoint {} in {} stays valid and committed output is \
+             untouched; the same command resumes from it",
+            c.completed(),
+            c.dir().display()
+        ),
+        Some(_) => ", without a final checkpoint; no checkpoint had completed yet, so the same command runs the \
+                    job again from the start (its uncommitted output is removed then)"
+            .to_string(),
+        None => match job.output {
+            OutputTarget::Dir(_) => "; without checkpointing nothing of this run is kept: its partial output is \
+                                     left as .inprogress files, which the next run removes"
+                .to_string(),
+            OutputTarget::Stdout => "; without checkpointing nothing of this run is kept: what it wrote to \
+                                     standard output is partial"
+                .to_string(),
+            OutputTarget::None => "; without checkpointing nothing of this run is kept".to_string(),
+        },
+    };
+    eprintln!("error: {}", EngineError::StoppedAtOnce { signal, rest });
+    std::process::exit(2)
 }
 
 /// Where the job starts: `None` fresh (orphaned state and uncommitted output removed),
@@ -225,11 +359,18 @@ fn spawn_shard(
 }
 
 /// Until every shard has finished: drives the coordinator (or, without checkpoints,
-/// turns a stop signal into an abort) and redraws the progress line.
-fn watch(progress: &Progress, mut coord: Option<&mut Coordinator>, show: bool, start: Instant, shards: u32) {
+/// turns a stop signal into an abort) and redraws the progress line. False when a
+/// second stop signal asks to stop at once (seen within a tick, [`WATCH_TICK_MS`]).
+fn watch(progress: &Progress, mut coord: Option<&mut Coordinator>, show: bool, start: Instant, shards: u32) -> bool {
     let mut line = ProgressLine { start, last_print: Instant::now(), last_rows: 0 };
     while progress.finished.load(Ordering::Relaxed) < shards as u64 {
         std::thread::sleep(Duration::from_millis(WATCH_TICK_MS));
+        if second_signal_counts(coord.as_deref()) {
+            if show {
+                eprintln!();
+            }
+            return false;
+        }
         let stop = crate::sys::STOP_REQUESTED.load(Ordering::Relaxed);
         match coord.as_deref_mut() {
             Some(c) => c.tick(stop),
@@ -243,6 +384,7 @@ fn watch(progress: &Progress, mut coord: Option<&mut Coordinator>, show: bool, s
     if show {
         eprintln!();
     }
+    true
 }
 
 /// The live progress line on stderr.

@@ -1,6 +1,7 @@
 //! The operating-system calls weft makes outside the state arena's mappings: signals,
-//! CPU time, `/proc/self/status`, space reservation, the io_uring start-up check, the
-//! job-directory lock ([`lock_dir`], `flock`) and the no-follow exclusive create. Each is a small safe wrapper; the
+//! CPU time, `/proc/self/status`, space reservation, free space (`statvfs`), the
+//! io_uring start-up check, the job-directory lock ([`lock_dir`], `flock`), the
+//! no-follow exclusive create and the writable-directory probe built on it. Each is a small safe wrapper; the
 //! `unsafe` blocks here only pass pointers and descriptors we own to libc.
 //!
 //! Never panics: a missing `/proc` reads as "unknown" (`None` or 0), a failed call is
@@ -10,16 +11,26 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 /// Set by SIGINT/SIGTERM: take a final checkpoint and stop.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 /// The signal that set [`STOP_REQUESTED`] (0: none yet).
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// SIGINT/SIGTERM received so far; the second asks for a stop at once ([`stop_now_requested`]).
+static STOP_SIGNALS: AtomicU32 = AtomicU32::new(0);
 
+/// Only atomic stores and one `fetch_add` on lock-free atomics: async-signal-safe.
+/// Everything a stop does is done by the engine's watching thread, which polls these.
 extern "C" fn on_stop_signal(sig: libc::c_int) {
     STOP_SIGNAL.store(sig, Ordering::SeqCst);
+    STOP_SIGNALS.fetch_add(1, Ordering::SeqCst);
     STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// A second SIGINT/SIGTERM came: stop at once, without the final checkpoint.
+pub fn stop_now_requested() -> bool {
+    STOP_SIGNALS.load(Ordering::SeqCst) >= 2
 }
 
 /// The name of the signal that requested the stop (`"SIGINT"`, `"SIGTERM"`), if one did.
@@ -32,13 +43,20 @@ pub fn stop_signal_name() -> Option<&'static str> {
     }
 }
 
-/// SIGINT and SIGTERM request a graceful stop ([`STOP_REQUESTED`]).
+/// SIGINT and SIGTERM request a graceful stop ([`STOP_REQUESTED`]); a second one a stop
+/// at once ([`stop_now_requested`]). SIGHUP is ignored: weft has no log or config file
+/// to re-open, and a hang-up of the terminal should not kill a run that may be between
+/// checkpoints (stop it with SIGINT/SIGTERM).
 pub fn install_stop_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
         unsafe {
             libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
         }
+    }
+    // SAFETY: SIG_IGN installs no code of ours; a plain call.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }
 
@@ -103,6 +121,40 @@ pub fn create_new_nofollow(path: &Path) -> std::io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .mode(0o644)
         .open(path)
+}
+
+/// The name [`probe_writable`] creates and removes in a directory.
+const PROBE_FILE_PREFIX: &str = ".weft-probe-";
+
+/// Whether this process can create (and remove) a file in `dir`: creates
+/// `.weft-probe-<pid>` with [`create_new_nofollow`] and unlinks it. A name left by a
+/// killed run of the same pid is unlinked first (never opened, so a link there is
+/// removed, not followed). The error is the create's or the unlink's, as the OS gave it.
+pub fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(format!("{PROBE_FILE_PREFIX}{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    drop(create_new_nofollow(&path)?);
+    std::fs::remove_file(&path)
+}
+
+/// Bytes an unprivileged process may still write on the file system of `dir`
+/// (`statvfs`: `f_bavail * f_frsize`).
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated string that outlives the call; statvfs writes one
+    // whole `statvfs` into the memory we own and reads nothing else of ours.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct (zeroed before, in any case).
+    let st = unsafe { st.assume_init() };
+    // Both are u64 on 64-bit Linux, narrower elsewhere: the casts are for those targets.
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// The lock file [`lock_dir`] keeps in each job directory. Hidden (a leading `.`), so
@@ -337,6 +389,18 @@ mod tests {
         assert!(!dir.path().join(LOCK_FILE_NAME).exists(), "a released lock removes its file");
         let again = lock_dirs(&[dir.path(), dir.path()]).unwrap();
         assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn a_temp_directory_is_writable_and_has_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        probe_writable(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the probe file is removed");
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(probe_writable(&file.join("sub")).is_err());
+        assert!(free_bytes(&dir.path().join("missing")).is_err());
     }
 
     #[test]

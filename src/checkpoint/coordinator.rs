@@ -166,6 +166,11 @@ impl Coordinator {
             self.stop_sent = true;
             self.stop_at.store(req + 1, Ordering::Release);
             self.requested.store(req + 1, Ordering::Release);
+            eprintln!(
+                "{}: stopping at a final checkpoint ({}); a second signal stops at once, without it",
+                crate::sys::stop_signal_name().unwrap_or("a stop signal"),
+                req + 1
+            );
         } else if !self.stop_sent && self.last_request.elapsed() >= self.interval && self.idle(req) {
             self.requested.store(req + 1, Ordering::Release);
             self.last_request = Instant::now();
@@ -197,6 +202,22 @@ impl Coordinator {
                 Ok(format!("completed; output committed (checkpoint {})", self.completed))
             }
         }
+    }
+
+    /// The newest complete checkpoint (the one a restart resumes from; 0: none yet).
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// A stop was asked for and its final checkpoint is complete (nothing is left to
+    /// lose by stopping now).
+    pub fn stop_checkpoint_complete(&self) -> bool {
+        let n = self.stop_at.load(Ordering::Acquire);
+        n != u64::MAX && self.completed >= n
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// No checkpoint is under way (the next may be asked for).
