@@ -440,6 +440,19 @@ fn arena_name(side: Side, b: i64) -> String {
     format!("{name}-{b}.arena")
 }
 
+/// The side and bucket an arena file's name (see [`arena_name`]) says it holds; `None`
+/// when `name` is not an arena's. `weft inspect` reads names with this.
+pub fn parse_arena_name(name: &str) -> Option<(Side, i64)> {
+    let stem = name.strip_suffix(".arena")?;
+    let (side, b) = stem.split_once('-')?;
+    let side = match side {
+        "left" => Side::Left,
+        "right" => Side::Right,
+        _ => return None,
+    };
+    Some((side, b.parse().ok()?))
+}
+
 fn new_buffer(dir: Option<&Path>, side: Side, b: i64, bucket_ms: i64) -> Result<Buffer, StateError> {
     Ok(match dir {
         None => Buffer::heap(),
