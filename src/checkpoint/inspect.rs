@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{list, manifest_path, read_bucket, read_manifest, CheckpointError, JobShape, MarkState, MANIFEST_FORMAT_LEGACY};
+use super::{
+    list, manifest_path, read_bucket, read_manifest, CheckpointError, JobShape, MarkState, MANIFEST_FORMAT_LEGACY,
+};
 use crate::event::Side;
 use crate::source::SourcePos;
 use crate::state::arena::{ARENA_HEADER_BYTES, ARENA_MAGIC, ARENA_VERSION};
@@ -144,8 +146,12 @@ pub struct ArenaReport {
     /// From the header: the bucket's width, so the bucket covers event times
     /// `[bucket * bucket_ms, (bucket + 1) * bucket_ms)`.
     pub bucket_ms: Option<i64>,
-    /// A header that is not a weft arena's, or disagrees with the name.
+    /// A header that is not a weft arena's (fails the inspection).
     pub problem: Option<String>,
+    /// A header whose side or bucket differs from the name's. Not a failure: a bucket
+    /// restored from the copy of a heap buffer (a run without `state_dir`) keeps that
+    /// buffer's header, which leaves side and bucket 0.
+    pub note: Option<String>,
 }
 
 fn side_name(s: Side) -> &'static str {
@@ -167,9 +173,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
         Ok(m) if !m.is_dir() => return Err(InspectError::NotADirectory(dir.to_path_buf())),
         Ok(_) => {}
     }
-    let lock = std::fs::read_to_string(dir.join(crate::sys::LOCK_FILE_NAME))
-        .ok()
-        .map(|t| t.trim().replace('\n', ": "));
+    let lock = std::fs::read_to_string(dir.join(crate::sys::LOCK_FILE_NAME)).ok().map(|t| t.trim().replace('\n', ": "));
     let checkpoints: Vec<CheckpointReport> = list(dir)?.into_iter().map(|n| inspect_checkpoint(dir, n)).collect();
     let mut packs = list_packs(dir);
     for p in &mut packs {
@@ -214,10 +218,12 @@ fn inspect_checkpoint(dir: &Path, n: u64) -> CheckpointReport {
         }
     };
     if m.format == MANIFEST_FORMAT_LEGACY {
-        r.problems.push(format!("{}: legacy manifest (format 1, no checksum): its own bytes are not checked", r.manifest));
+        r.problems
+            .push(format!("{}: legacy manifest (format 1, no checksum): its own bytes are not checked", r.manifest));
     }
     for s in &m.shards {
-        let mut sides = [SideReport { side: "left", ..Default::default() }, SideReport { side: "right", ..Default::default() }];
+        let mut sides =
+            [SideReport { side: "left", ..Default::default() }, SideReport { side: "right", ..Default::default() }];
         for (i, side) in sides.iter_mut().enumerate() {
             side.rows = Some(0);
             side.rows_read = s.counters.rows_in[i];
@@ -346,12 +352,17 @@ fn list_arenas(dir: &Path) -> Vec<ArenaReport> {
                 allocated_bytes: md.blocks() * 512,
                 bucket_ms: None,
                 problem: None,
+                note: None,
             };
             match read_header(&path) {
                 Err(e) => a.problem = Some(format!("{}: {e}", a.path)),
                 Ok(h) => {
                     a.bucket_ms = h.bucket_ms;
-                    a.problem = header_problem(&h, parsed).map(|p| format!("{}: {p}", a.path));
+                    match header_problem(&h, parsed) {
+                        Some(HeaderIssue::Bad(p)) => a.problem = Some(format!("{}: {p}", a.path)),
+                        Some(HeaderIssue::Differs(n)) => a.note = Some(n),
+                        None => {}
+                    }
                 }
             }
             v.push(a);
@@ -377,26 +388,32 @@ fn read_header(path: &Path) -> std::io::Result<Header> {
     Ok(Header { bytes, bucket_ms })
 }
 
+enum HeaderIssue {
+    Bad(String),
+    Differs(String),
+}
+
 /// What is wrong with an arena's header (layout: `ArenaFile::create`), if anything.
-fn header_problem(h: &Header, parsed: Option<(Side, i64)>) -> Option<String> {
+fn header_problem(h: &Header, parsed: Option<(Side, i64)>) -> Option<HeaderIssue> {
     let b = &h.bytes;
     if b.len() < ARENA_HEADER_BYTES {
-        return Some(format!("{} bytes, shorter than the {ARENA_HEADER_BYTES}-byte header", b.len()));
+        return Some(HeaderIssue::Bad(format!("{} bytes, shorter than the {ARENA_HEADER_BYTES}-byte header", b.len())));
     }
     if &b[0..8] != ARENA_MAGIC {
-        return Some("not a weft arena (bad magic)".into());
+        return Some(HeaderIssue::Bad("not a weft arena (bad magic)".into()));
     }
     let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
     if version != ARENA_VERSION {
-        return Some(format!("arena version {version}, this weft reads version {ARENA_VERSION}"));
+        return Some(HeaderIssue::Bad(format!("arena version {version}, this weft reads version {ARENA_VERSION}")));
     }
     let side = b[12];
     let bucket = i64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
     match parsed {
-        None => Some("the name is not <left|right>-<bucket>.arena".into()),
-        Some((s, nb)) if s as u8 != side || nb != bucket => {
-            Some(format!("the header says side {side} bucket {bucket}, the name side {} bucket {nb}", s as u8))
-        }
+        None => Some(HeaderIssue::Bad("the name is not <left|right>-<bucket>.arena".into())),
+        Some((s, nb)) if s as u8 != side || nb != bucket => Some(HeaderIssue::Differs(format!(
+            "the header says side {side} bucket {bucket}, the name side {} bucket {nb}",
+            s as u8
+        ))),
         Some(_) => None,
     }
 }
@@ -450,7 +467,11 @@ impl Inspection {
                 let what = match (a.shard, a.side, a.bucket) {
                     (Some(sh), Some(side), Some(b)) => {
                         let range = a.bucket_ms.map_or(String::new(), |ms| {
-                            format!("  event time [{}, {})", b.saturating_mul(ms), b.saturating_add(1).saturating_mul(ms))
+                            format!(
+                                "  event time [{}, {})",
+                                b.saturating_mul(ms),
+                                b.saturating_add(1).saturating_mul(ms)
+                            )
                         });
                         format!("shard {sh} {side} bucket {b}{range}")
                     }
@@ -459,6 +480,9 @@ impl Inspection {
                 let _ = writeln!(s, "  {}  {} bytes ({} allocated)  {what}", a.path, a.bytes, a.allocated_bytes);
                 if let Some(p) = &a.problem {
                     let _ = writeln!(s, "    PROBLEM: {p}");
+                }
+                if let Some(n) = &a.note {
+                    let _ = writeln!(s, "    note: {n}");
                 }
             }
         }
@@ -548,7 +572,11 @@ fn render_checkpoint(s: &mut String, c: &CheckpointReport) {
                 side.side,
                 side.buckets,
                 side.bytes,
-                if side.flips_bytes > 0 { format!(" + {} matched-list bytes", side.flips_bytes) } else { String::new() },
+                if side.flips_bytes > 0 {
+                    format!(" + {} matched-list bytes", side.flips_bytes)
+                } else {
+                    String::new()
+                },
                 side.rows.map_or("?".into(), |r| r.to_string()),
                 side.rows_read,
                 side.state_rows_peak,
@@ -593,8 +621,13 @@ mod tests {
         let good = r.arenas.iter().find(|a| a.side == Some("right")).unwrap();
         assert_eq!((good.shard, good.bucket, good.bytes, good.bucket_ms), (Some(1), Some(7), 4096, Some(1000)));
         assert!(good.problem.is_none());
-        let bad = r.arenas.iter().find(|a| a.side == Some("left")).unwrap();
-        assert!(bad.problem.as_ref().unwrap().contains("left-7.arena"), "{:?}", bad.problem);
+        let differs = r.arenas.iter().find(|a| a.side == Some("left")).unwrap();
+        assert!(differs.note.as_ref().unwrap().contains("side 1 bucket 7, the name side 0"), "{:?}", differs.note);
+        assert!(r.ok, "a header differing from its name is a note only");
+        std::fs::write(sd.join("left-8.arena"), b"short").unwrap();
+        let r = inspect(d.path()).unwrap();
+        let bad = r.arenas.iter().find(|a| a.bucket == Some(8)).unwrap();
+        assert!(bad.problem.as_ref().unwrap().contains("left-8.arena: 5 bytes, shorter"), "{:?}", bad.problem);
         assert!(!r.ok);
         assert!(r.render().contains("shard 1 right bucket 7  event time [7000, 8000)"), "{}", r.render());
     }
