@@ -500,6 +500,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arena_names_parse_back() {
+        for (side, b) in [(Side::Left, 0), (Side::Right, 17), (Side::Left, -3)] {
+            assert_eq!(parse_arena_name(&arena_name(side, b)), Some((side, b)));
+        }
+        for bad in ["left-x.arena", "middle-1.arena", "left-1.map", "left1.arena"] {
+            assert_eq!(parse_arena_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and preads files: syscalls Miri cannot run")]
     fn a_checkpoint_copy_of_a_cold_bucket_holds_the_flags_set_while_cold() {
         let dir = tempfile::tempdir().unwrap();
