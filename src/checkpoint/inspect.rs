@@ -446,8 +446,18 @@ impl Inspection {
         if !self.checkpoints.is_empty() {
             let _ = writeln!(s, "\ncheckpoints ({}, newest first):", self.checkpoints.len());
         }
+        // Every checkpoint of one directory has one job shape (a restore refuses
+        // another), so it is printed in full once and then only when it differs.
+        let mut shown: Option<(u64, &JobShape)> = None;
         for c in &self.checkpoints {
-            render_checkpoint(&mut s, c);
+            let same = match (shown, &c.job) {
+                (Some((n, was)), Some(job)) if same_shape(was, job) => Some(n),
+                _ => None,
+            };
+            render_checkpoint(&mut s, c, same);
+            if let (None, Some(job)) = (same, &c.job) {
+                shown = Some((c.checkpoint, job));
+            }
         }
         if !self.packs.is_empty() {
             let _ = writeln!(s, "\npack files:");
@@ -491,7 +501,14 @@ impl Inspection {
     }
 }
 
-fn render_checkpoint(s: &mut String, c: &CheckpointReport) {
+/// Equal but for the input fingerprints, which are per checkpoint (its positions).
+fn same_shape(a: &JobShape, b: &JobShape) -> bool {
+    let strip = |j: &JobShape| JobShape { inputs: Vec::new(), ..j.clone() };
+    strip(a) == strip(b)
+}
+
+/// `same_job_as`: a checkpoint printed before with the same job shape.
+fn render_checkpoint(s: &mut String, c: &CheckpointReport, same_job_as: Option<u64>) {
     use std::fmt::Write;
     let state = match c.finished {
         Some(true) => "finished",
@@ -518,6 +535,17 @@ fn render_checkpoint(s: &mut String, c: &CheckpointReport) {
         c.state_bytes,
         c.packs.len()
     );
+    match same_job_as {
+        Some(n) => {
+            let _ = writeln!(s, "  job: as checkpoint {n}");
+        }
+        None => render_job(s, job),
+    }
+    render_shards(s, c);
+}
+
+fn render_job(s: &mut String, job: &JobShape) {
+    use std::fmt::Write;
     let fields = |f: &[crate::schema::Field]| {
         f.iter().map(|f| format!("{} {}", f.name, f.ty.name())).collect::<Vec<_>>().join(", ")
     };
@@ -552,6 +580,10 @@ fn render_checkpoint(s: &mut String, c: &CheckpointReport) {
     for (i, p) in job.partitions.iter().enumerate() {
         let _ = writeln!(s, "    partition {i}: {p}");
     }
+}
+
+fn render_shards(s: &mut String, c: &CheckpointReport) {
+    use std::fmt::Write;
     for sh in &c.shards {
         let marks: Vec<String> = sh.marks.iter().map(mark_text).collect();
         let _ = writeln!(s, "  shard {}: watermark {}  marks [{}]", sh.shard, sh.watermark, marks.join(", "));
@@ -568,7 +600,7 @@ fn render_checkpoint(s: &mut String, c: &CheckpointReport) {
         for side in &sh.sides {
             let _ = writeln!(
                 s,
-                "    {:<5} {} buckets  {} bytes{}  rows {}  (rows read {}, peak rows {}, peak bytes {})",
+                "    {:<5} {} buckets  {} bytes{}  rows {}  (rows read {}, peak rows {}{})",
                 side.side,
                 side.buckets,
                 side.bytes,
@@ -580,7 +612,12 @@ fn render_checkpoint(s: &mut String, c: &CheckpointReport) {
                 side.rows.map_or("?".into(), |r| r.to_string()),
                 side.rows_read,
                 side.state_rows_peak,
-                side.state_bytes_peak
+                // Left out when the manifest holds 0 (not every checkpoint fills it).
+                if side.state_bytes_peak > 0 {
+                    format!(", peak bytes {}", side.state_bytes_peak)
+                } else {
+                    String::new()
+                }
             );
         }
     }
