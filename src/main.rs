@@ -33,6 +33,11 @@ enum Cmd {
     /// Inspect a checkpoint directory: `list` reads the manifests, `verify` also checks
     /// every state file's size and checksum (exit 1 if any checkpoint is invalid).
     Checkpoints(CheckpointsArgs),
+    /// What a checkpoint directory (or a state directory) holds: checkpoints with
+    /// their watermarks, source positions, job shape and state per shard and side, and
+    /// whether each verifies; arena files of a state directory. Read-only. Exit status
+    /// 0 when everything verifies, 1 when something does not, 2 on error.
+    Inspect(InspectArgs),
     /// Write the generator's two streams as files plus a job.toml to replay them.
     Gen(GenArgs),
 }
@@ -110,6 +115,14 @@ struct CheckpointsArgs {
     #[arg(value_enum)]
     action: CheckpointsAction,
     dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    dir: PathBuf,
+    /// Print one JSON document (the same report) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -229,6 +242,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Cmd::Batch(args) => batch(args),
         Cmd::Validate(args) => validate(args),
         Cmd::Checkpoints(args) => checkpoints(args),
+        Cmd::Inspect(args) => inspect(args),
         Cmd::Gen(args) => gen_files(args),
     }
 }
@@ -354,6 +368,17 @@ fn checkpoints(args: CheckpointsArgs) -> Result<ExitCode> {
     let (text, ok) = weft::checkpoint::describe(dir, matches!(args.action, CheckpointsAction::Verify))?;
     print!("{text}");
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `weft inspect DIR [--json]`: never writes or locks anything in DIR.
+fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let report = weft::checkpoint::inspect::inspect(&args.dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `weft gen`: the generator's streams as files, with a job.toml that replays them.

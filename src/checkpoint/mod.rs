@@ -1,7 +1,8 @@
 //! Consistent checkpoints: what they contain, how they are made durable, verified,
 //! committed and garbage-collected. The shard side (barrier alignment, snapshot
 //! capture, the pack copy, restore) is in [`barrier`], the io_uring pack writer and the
-//! pack's file name in [`writer`], the start plan and the coordinator in [`coordinator`].
+//! pack's file name in [`writer`], the start plan and the coordinator in [`coordinator`],
+//! `weft inspect` (a report of a checkpoint or state directory) in [`inspect`].
 //!
 //! Layout of `engine.checkpoint_dir`:
 //! ```text
@@ -28,6 +29,7 @@
 
 pub mod barrier;
 pub mod coordinator;
+pub mod inspect;
 pub mod writer;
 
 use std::fs::File;

@@ -440,6 +440,19 @@ fn arena_name(side: Side, b: i64) -> String {
     format!("{name}-{b}.arena")
 }
 
+/// The side and bucket an arena file's name (see [`arena_name`]) says it holds; `None`
+/// when `name` is not an arena's. `weft inspect` reads names with this.
+pub fn parse_arena_name(name: &str) -> Option<(Side, i64)> {
+    let stem = name.strip_suffix(".arena")?;
+    let (side, b) = stem.split_once('-')?;
+    let side = match side {
+        "left" => Side::Left,
+        "right" => Side::Right,
+        _ => return None,
+    };
+    Some((side, b.parse().ok()?))
+}
+
 fn new_buffer(dir: Option<&Path>, side: Side, b: i64, bucket_ms: i64) -> Result<Buffer, StateError> {
     Ok(match dir {
         None => Buffer::heap(),
@@ -485,6 +498,16 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arena_names_parse_back() {
+        for (side, b) in [(Side::Left, 0), (Side::Right, 17), (Side::Left, -3)] {
+            assert_eq!(parse_arena_name(&arena_name(side, b)), Some((side, b)));
+        }
+        for bad in ["left-x.arena", "middle-1.arena", "left-1.map", "left1.arena"] {
+            assert_eq!(parse_arena_name(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     #[cfg_attr(miri, ignore = "creates, mmaps and preads files: syscalls Miri cannot run")]
