@@ -596,13 +596,11 @@ impl JobConfig {
     fn resolve_checkpoint(&self, base: &Path) -> Result<Option<CheckpointSettings>, Invalid> {
         let e = &self.engine;
         let d = match &e.checkpoint_dir {
-            None if e.checkpoint_interval_ms.is_some() || e.checkpoints_retained.is_some() => {
-                return Err(invalid(
-                    "engine.checkpoint_dir",
-                    "checkpoint_interval_ms / checkpoints_retained are set but checkpointing is off: set checkpoint_dir"
-                        .into(),
-                ))
-            }
+            None if e.checkpoint_interval_ms.is_some() || e.checkpoints_retained.is_some() => return Err(invalid(
+                "engine.checkpoint_dir",
+                "checkpoint_interval_ms / checkpoints_retained are set but checkpointing is off: set checkpoint_dir"
+                    .into(),
+            )),
             None => return Ok(None),
             Some(d) if d.is_empty() => return Err(invalid("engine.checkpoint_dir", "is empty".into())),
             Some(d) => d,

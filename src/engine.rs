@@ -103,8 +103,8 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     // only one using them (held until this function returns).
     let dirs = job.job_dirs();
     job.check_inputs_outside(&dirs)?;
-    let _locks = crate::sys::lock_dirs(&dirs.iter().map(|(_, d)| *d).collect::<Vec<_>>())
-        .map_err(|e| lock_error(e, &dirs))?;
+    let _locks =
+        crate::sys::lock_dirs(&dirs.iter().map(|(_, d)| *d).collect::<Vec<_>>()).map_err(|e| lock_error(e, &dirs))?;
     check_job_dirs(&job, &dirs)?;
     let resume = plan_start(&job)?;
     prepare_output(&job, resume.is_some(), opts.force)?;
@@ -150,7 +150,9 @@ fn not_writable(what: &'static str, dir: &std::path::Path, e: std::io::Error) ->
         Some(libc::EACCES) | Some(libc::EPERM) => format!("permission denied: chmod it or choose another {key}"),
         Some(libc::EROFS) => format!("a read-only file system: remount it read-write or choose another {key}"),
         Some(libc::ENOTDIR) => format!("a part of the path is not a directory: choose another {key}"),
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!("the disk is full: free space there or choose another {key}"),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            format!("the disk is full: free space there or choose another {key}")
+        }
         _ => format!("fix the directory or choose another {key}"),
     };
     EngineError::NotWritable { what, dir: dir.display().to_string(), source: e, hint }

@@ -127,7 +127,8 @@ fn symlinks_where_weft_batch_writes_are_never_followed() {
         std::fs::create_dir_all(out.join("dead")).unwrap();
         std::os::unix::fs::symlink(&victim, out.join(planted)).unwrap();
         let cfg = JobToml::k_ts(&[&l], &[&r]).write(tmp.path(), "job.toml");
-        let o = weft(&["batch", "--config", cfg.to_str().unwrap(), "--output", out.to_str().unwrap(), "--threads", "1"]);
+        let o =
+            weft(&["batch", "--config", cfg.to_str().unwrap(), "--output", out.to_str().unwrap(), "--threads", "1"]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "link at {planted}: {err}");
         assert_eq!(o.status.code(), Some(2), "link at {planted}: {err}");
