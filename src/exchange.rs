@@ -17,7 +17,7 @@
 //! nothing once the batches have grown to their working size.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
@@ -133,26 +133,28 @@ pub fn wire(shards: usize, ring_slots: usize) -> Vec<Rings> {
 /// shared-channel `connect` sometimes loses the wake-up from the peer's connect (about
 /// 7% of 2-shard starts hung), so every wait on a ring goes through this as a guard.
 ///
-/// glommio 0.9 keeps a clone of the waker of every poll of a pending ring future, and
-/// wakes (and drops) only as many of them, oldest first, as items arrive; it counts a
-/// task's wakers in an `i16`. Polled with the task's own waker every millisecond, the
-/// clones left behind crashed a shard after a while ("Waker invariant broken",
-/// refcount -32768). So every poll here uses a waker of our own ([`Flag`], counted by an
-/// `Arc`) that holds the task's waker only while this wait lasts; the clones glommio
-/// keeps are then a few bytes each and never the task's. The tick backs off from 1 ms to
-/// [`REPOLL_TICK_MAX`] while nothing wakes it, which bounds those clones to ~16 per
-/// second of a quiet wait (the reactor frees them as items arrive).
+/// Every poll of a pending ring future stores a clone of the waker it is given in the
+/// reactor until the ring next has data, and glommio 0.9 counts a task's wakers in an
+/// `i16`: re-polling with the task's own waker every millisecond crashed a shard whose
+/// ring stayed quiet for ~33 s ("Waker invariant broken", refcount -32768). So the
+/// re-polls after the first use a waker of our own ([`Flag`], counted by an `Arc`), and
+/// the tick backs off from 1 ms to [`REPOLL_TICK_MAX`] while nothing wakes it, which
+/// also bounds the clones a long quiet wait leaves (~16 per second).
 pub async fn repoll<F: std::future::Future>(f: F) -> F::Output {
     use std::task::{Context, Poll};
     let mut f = std::pin::pin!(f);
+    // The common case (data there, room in the ring) costs no timer.
+    if let Some(v) = futures_lite::future::poll_once(&mut f).await {
+        return v;
+    }
     let task = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-    let flag = Arc::new(Flag { woken: AtomicBool::new(false), task: Mutex::new(Some(task)) });
+    let flag = Arc::new(Flag { woken: AtomicBool::new(false), task });
     let waker = std::task::Waker::from(flag.clone());
     let mut tick = Duration::from_millis(1);
-    let v = loop {
+    loop {
         flag.woken.store(false, Ordering::Relaxed);
         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
-            break v;
+            return v;
         }
         let woken =
             std::future::poll_fn(
@@ -167,20 +169,17 @@ pub async fn repoll<F: std::future::Future>(f: F) -> F::Output {
         } else {
             tick = (tick * 2).min(REPOLL_TICK_MAX);
         }
-    };
-    // Clones of `waker` may outlive this wait in the reactor: let them hold nothing.
-    flag.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-    v
+    }
 }
 
 /// The longest a ring wait goes without re-polling (see [`repoll`]).
 const REPOLL_TICK_MAX: Duration = Duration::from_millis(64);
 
-/// The waker [`repoll`] polls with: records that the future asked to be polled again
-/// and wakes the task, while the wait lasts (`task` is `None` after it).
+/// The waker [`repoll`] polls with after its first poll: records that the future asked
+/// to be polled again and wakes the task.
 struct Flag {
     woken: AtomicBool,
-    task: Mutex<Option<std::task::Waker>>,
+    task: std::task::Waker,
 }
 
 impl std::task::Wake for Flag {
@@ -190,9 +189,7 @@ impl std::task::Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Relaxed);
-        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            t.wake_by_ref();
-        }
+        self.task.wake_by_ref();
     }
 }
 
@@ -325,7 +322,7 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
-        // 1+2+...+64 ms is 127 ms in 8 polls, then one every 64 ms: ~17 polls for 700 ms
+        // 1+2+...+64 ms is 127 ms in 7 polls, then one every 64 ms: ~17 polls for 700 ms
         // (a 1 ms tick made ~700; a loaded machine makes fewer, never more). The wait
         // ends although nothing ever woke it.
         assert!(polls <= 24, "{polls} polls in {waited:?}");
