@@ -16,8 +16,6 @@
 //! Invariants: every ring is bounded (`engine.ring_slots`); routing a row allocates
 //! nothing once the batches have grown to their working size.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
@@ -129,67 +127,23 @@ pub fn wire(shards: usize, ring_slots: usize) -> Vec<Rings> {
     rings
 }
 
-/// Awaits `f`, polling it again after a tick even without a wake-up: glommio's
+/// Awaits `f`, polling it again every millisecond even without a wake-up: glommio's
 /// shared-channel `connect` sometimes loses the wake-up from the peer's connect (about
 /// 7% of 2-shard starts hung), so every wait on a ring goes through this as a guard.
-///
-/// Every poll of a pending ring future stores a clone of the waker it is given in the
-/// reactor until the ring next has data, and glommio 0.9 counts a task's wakers in an
-/// `i16`: re-polling with the task's own waker every millisecond crashed a shard whose
-/// ring stayed quiet for ~33 s ("Waker invariant broken", refcount -32768). So the
-/// re-polls after the first use a waker of our own ([`Flag`], counted by an `Arc`), and
-/// the tick backs off from 1 ms to [`REPOLL_TICK_MAX`] while nothing wakes it, which
-/// also bounds the clones a long quiet wait leaves (~16 per second).
 pub async fn repoll<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll};
     let mut f = std::pin::pin!(f);
     // The common case (data there, room in the ring) costs no timer.
     if let Some(v) = futures_lite::future::poll_once(&mut f).await {
         return v;
     }
-    let task = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-    let flag = Arc::new(Flag { woken: AtomicBool::new(false), task });
-    let waker = std::task::Waker::from(flag.clone());
-    let mut tick = Duration::from_millis(1);
     loop {
-        flag.woken.store(false, Ordering::Relaxed);
-        if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+        let tick = async {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            None
+        };
+        if let Some(v) = futures_lite::future::or(async { Some((&mut f).await) }, tick).await {
             return v;
         }
-        let woken =
-            std::future::poll_fn(
-                |_| if flag.woken.load(Ordering::Relaxed) { Poll::Ready(true) } else { Poll::Pending },
-            );
-        let timeout = async {
-            glommio::timer::sleep(tick).await;
-            false
-        };
-        if futures_lite::future::or(woken, timeout).await {
-            tick = Duration::from_millis(1);
-        } else {
-            tick = (tick * 2).min(REPOLL_TICK_MAX);
-        }
-    }
-}
-
-/// The longest a ring wait goes without re-polling (see [`repoll`]).
-const REPOLL_TICK_MAX: Duration = Duration::from_millis(64);
-
-/// The waker [`repoll`] polls with after its first poll: records that the future asked
-/// to be polled again and wakes the task.
-struct Flag {
-    woken: AtomicBool,
-    task: std::task::Waker,
-}
-
-impl std::task::Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Relaxed);
-        self.task.wake_by_ref();
     }
 }
 
@@ -277,55 +231,5 @@ impl Outbox {
             b.barrier = Some(n);
             let _ = repoll(tx.send(b)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::{Cell, RefCell};
-    use std::rc::Rc;
-    use std::task::{Context, Poll, Waker};
-    use std::time::Instant;
-
-    /// A ring-like future: pending until `ready_at`, keeping a clone of every waker it is
-    /// polled with (as glommio's reactor does) and waking none of them (a lost wake-up).
-    struct Quiet {
-        ready_at: Instant,
-        polls: Rc<Cell<u32>>,
-        kept: Rc<RefCell<Vec<Waker>>>,
-    }
-
-    impl std::future::Future for Quiet {
-        type Output = ();
-        fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            self.polls.set(self.polls.get() + 1);
-            if Instant::now() >= self.ready_at {
-                return Poll::Ready(());
-            }
-            self.kept.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        }
-    }
-
-    #[test]
-    fn a_long_quiet_wait_polls_rarely_and_still_ends_without_a_wake_up() {
-        let (polls, waited) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(|| async {
-                let polls = Rc::new(Cell::new(0));
-                let kept = Rc::new(RefCell::new(Vec::new()));
-                let t0 = Instant::now();
-                let q = Quiet { ready_at: t0 + Duration::from_millis(700), polls: polls.clone(), kept: kept.clone() };
-                repoll(q).await;
-                (polls.get(), t0.elapsed())
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        // 1+2+...+64 ms is 127 ms in 7 polls, then one every 64 ms: ~17 polls for 700 ms
-        // (a 1 ms tick made ~700; a loaded machine makes fewer, never more). The wait
-        // ends although nothing ever woke it.
-        assert!(polls <= 24, "{polls} polls in {waited:?}");
-        assert!(waited >= Duration::from_millis(700), "{waited:?}");
     }
 }
