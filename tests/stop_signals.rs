@@ -164,6 +164,19 @@ fn wait_exit(c: &mut Child) -> Option<i32> {
     }
 }
 
+/// Waits until `ck` exists (or `c` exited: false).
+fn wait_checkpoint_dir(c: &mut Child, ck: &Path) -> bool {
+    let deadline = Instant::now() + common::timeout();
+    while !ck.is_dir() {
+        if c.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint directory within {:?}", common::timeout());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 /// Waits until `ck` holds a manifest (or `c` exited: false).
 fn wait_first_manifest(c: &mut Child, ck: &Path) -> bool {
     let deadline = Instant::now() + common::timeout();
@@ -206,8 +219,10 @@ fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
         let (cfg, out, ck) = checkpointed(name, 100);
         let mut c = spawn_run(&cfg);
         let (_lines, err) = read_stderr(&mut c);
-        assert!(wait_first_manifest(&mut c, &ck), "{name}: the run ended before its first checkpoint");
-        let before = *manifests(&ck).last().unwrap();
+        // As soon as the handlers are in (the checkpoint directory exists): on an idle
+        // machine the input is read before the first manifest appears.
+        assert!(wait_checkpoint_dir(&mut c, &ck), "{name}: the run ended before it made its checkpoint directory");
+        let before = manifests(&ck).last().copied().unwrap_or(0);
         signal(&c, sig);
         let code = wait_exit(&mut c);
         let err = err.join().unwrap();
