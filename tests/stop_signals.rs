@@ -35,7 +35,7 @@ use common::job::{InputToml, JobToml};
 const ROWS: u32 = 150_000;
 const PAD_BYTES: usize = 200;
 /// Attempts at landing a signal before all input is read.
-const STOP_TRIES: u32 = 5;
+const STOP_TRIES: u32 = 8;
 /// Attempts at landing the second signal inside the final checkpoint.
 const SECOND_SIGNAL_TRIES: u32 = 6;
 
@@ -223,6 +223,9 @@ fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
         // machine the input is read before the first manifest appears.
         assert!(wait_checkpoint_dir(&mut c, &ck), "{name}: the run ended before it made its checkpoint directory");
         let before = manifests(&ck).last().copied().unwrap_or(0);
+        // Later attempts signal a little later (too early commits nothing, too late
+        // finds all input read; either is detected and tried again).
+        std::thread::sleep(Duration::from_millis(20 * attempt as u64));
         signal(&c, sig);
         let code = wait_exit(&mut c);
         let err = err.join().unwrap();
@@ -237,11 +240,14 @@ fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
         assert!(report.contains("stopped at checkpoint"), "{name}: not stopped at a checkpoint: {report}{err}");
         let after = *manifests(&ck).last().unwrap();
         assert!(after > before, "{name}: no manifest newer than {before} (newest {after}): {err}");
-        assert!(!committed(&out).is_empty(), "{name}: nothing committed");
+        if committed(&out).is_empty() {
+            eprintln!("{name}: attempt {attempt}: stopped before any output was committed; again");
+            continue;
+        }
         restart_equals_uninterrupted(&cfg, &out, name);
         return;
     }
-    panic!("{name}: in {STOP_TRIES} attempts the input was always read to its end before the signal took effect");
+    panic!("{name}: in {STOP_TRIES} attempts the signal never landed mid-run with output committed");
 }
 
 #[test]

@@ -399,11 +399,14 @@ fn header_problem(h: &Header, parsed: Option<(Side, i64)>) -> Option<HeaderIssue
     // A run creates an arena, then writes its header: one killed (or still running) in
     // between leaves a file without one. Arenas are rebuilt from the checkpoint on a
     // restart, so that is worth a note, not a failure.
-    if b.len() < ARENA_HEADER_BYTES || b[0..8].iter().all(|&x| x == 0) {
+    if b.iter().all(|&x| x == 0) {
         return Some(HeaderIssue::Differs(format!(
             "no header yet ({} bytes): created by a run stopped before writing it; a restart rebuilds arenas from the checkpoint",
             b.len()
         )));
+    }
+    if b.len() < ARENA_HEADER_BYTES {
+        return Some(HeaderIssue::Bad(format!("{} bytes, shorter than the {ARENA_HEADER_BYTES}-byte header", b.len())));
     }
     if &b[0..8] != ARENA_MAGIC {
         return Some(HeaderIssue::Bad("not a weft arena (bad magic)".into()));
@@ -672,6 +675,12 @@ mod tests {
         let bad = r.arenas.iter().find(|a| a.bucket == Some(8)).unwrap();
         assert!(bad.problem.as_ref().unwrap().contains("left-8.arena: 5 bytes, shorter"), "{:?}", bad.problem);
         assert!(!r.ok);
+        std::fs::remove_file(sd.join("left-8.arena")).unwrap();
+        std::fs::write(sd.join("left-9.arena"), b"").unwrap();
+        let r = inspect(d.path()).unwrap();
+        let empty = r.arenas.iter().find(|a| a.bucket == Some(9)).unwrap();
+        assert!(empty.note.as_ref().unwrap().contains("no header yet (0 bytes)"), "{:?}", empty.note);
+        assert!(r.ok, "an arena a stopped run left without a header is a note only");
         assert!(r.render().contains("shard 1 right bucket 7  event time [7000, 8000)"), "{}", r.render());
     }
 }
