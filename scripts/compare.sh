@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# weft next to the peer engines on the same input files (../shared/peers harness):
+# weft next to the peer engines on the same input files (an external peers harness):
 # generates left.csv/right.csv with gen.py, runs weft (output none and CSV) and the
 # peers under measure.py (wall, CPU, peak RSS of the process tree), checks every CSV
 # output against DuckDB's with check.py, prints one Markdown table and writes it to
@@ -8,7 +8,7 @@
 # usage: scripts/compare.sh [N]            (N = events, left + right; default 2000000)
 # knobs: PEERS="duckdb" (PEERS="duckdb flink" adds Flink: ~2-3 min per run)
 #        PARS="1 2"  KEYS=100000 SEED=42 D=5000 F=0.001 M=0.3  (gen.py defaults)
-#        PEERS_DIR=../shared/peers  VENV=/tmp/peers-venv  RUN=/tmp/weft-compare-N
+#        PEERS_DIR=<peers harness checkout> (required)  VENV=/tmp/peers-venv  RUN=/tmp/weft-compare-N
 #        WEFT=path (skip the build)  OUT=perf  TIMEOUT=1800
 #        RENDER_ONLY=1: only redo the table from an earlier $RUN
 #
@@ -21,7 +21,8 @@
 set -euo pipefail
 N="${1:-2000000}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PEERS_DIR="$(cd "${PEERS_DIR:-$ROOT/../shared/peers}" && pwd)"
+[ -n "${PEERS_DIR:-}" ] || { echo "compare.sh: set PEERS_DIR to the peer engines harness (its README names the workload)" >&2; exit 2; }
+PEERS_DIR="$(cd "$PEERS_DIR" && pwd)"
 PEERS="${PEERS:-duckdb}" PARS="${PARS:-1 2}"
 KEYS="${KEYS:-100000}" SEED="${SEED:-42}" D="${D:-5000}" F="${F:-0.001}" M="${M:-0.3}"
 VENV="${VENV:-/tmp/peers-venv}" RUN="${RUN:-/tmp/weft-compare-$N}" OUT="${OUT:-$ROOT/perf}"
@@ -108,7 +109,7 @@ PYEOF
 weft_job() {  # weft_job P OUTPUT_PATH -> prints the config path
   local p="$1" out="$2" cfg="$RUN/weft_p$1_$(basename "$2").toml"
   cat > "$cfg" <<TOML
-# written by scripts/compare.sh: the peers' workload (../shared/peers/README.md)
+# written by scripts/compare.sh: the peers' workload (see the harness README)
 [left]
 name = "impressions"
 format = "csv"
