@@ -112,23 +112,12 @@ fn corrupted_or_missing_state_pack_falls_back() {
         let c = setup(&[], 2);
         let n = newest(&c);
         let ck = c.dir.join("ckpt");
-        let m = weft::checkpoint::read_manifest(&ck, n).unwrap();
-        // A pack written by checkpoint n itself (older ones may be shared with n - 1).
-        let b = m
-            .shards
-            .iter()
-            .flat_map(|s| &s.buckets)
-            .find(|b| b.file.ends_with(&format!("c{n}.pack")))
-            .expect("checkpoint n wrote a pack")
-            .clone();
-        let p = ck.join(&b.file);
         if missing {
-            std::fs::remove_file(&p).unwrap();
+            let m = weft::checkpoint::read_manifest(&ck, n).unwrap();
+            let b = m.shards.iter().flat_map(|s| &s.buckets).find(|b| b.file.ends_with(&format!("c{n}.pack")));
+            std::fs::remove_file(ck.join(&b.expect("checkpoint n wrote a pack").file)).unwrap();
         } else {
-            // A byte inside that bucket's copy (packs have alignment padding in between).
-            let mut bytes = std::fs::read(&p).unwrap();
-            bytes[(b.offset + b.bytes / 2) as usize] ^= 0x5a;
-            std::fs::write(&p, bytes).unwrap();
+            common::corrupt_own_pack(&ck, n);
         }
         finish_and_compare(&c, if missing { "open" } else { "checksum" });
     }

@@ -218,18 +218,7 @@ fn a_corrupted_pack_does_not_verify_and_arena_files_are_listed() {
 
     // A byte inside a bucket copy that the newest checkpoint wrote itself.
     let n = ns[0];
-    let m = weft::checkpoint::read_manifest(&ck, n).unwrap();
-    let b = m
-        .shards
-        .iter()
-        .flat_map(|s| &s.buckets)
-        .find(|b| b.file.ends_with(&format!("c{n}.pack")))
-        .expect("checkpoint n wrote a pack")
-        .clone();
-    let p = ck.join(&b.file);
-    let mut bytes = std::fs::read(&p).unwrap();
-    bytes[(b.offset + b.bytes / 2) as usize] ^= 0x5a;
-    std::fs::write(&p, bytes).unwrap();
+    let b = common::corrupt_own_pack(&ck, n);
     // And the oldest manifest cut in half.
     let oldest = *ns.last().unwrap();
     let mp = weft::checkpoint::manifest_path(&ck, oldest);

@@ -269,3 +269,22 @@ pub fn assert_same_rows(what: &str, actual: &[String], expected: &[String], cont
         );
     }
 }
+
+/// Flips one byte in the middle of a bucket copy that checkpoint `n` wrote itself (older
+/// packs may be shared with checkpoint `n - 1`); returns that bucket's manifest entry.
+pub fn corrupt_own_pack(ckpt: &Path, n: u64) -> weft::state::copy::BucketCopy {
+    let m = weft::checkpoint::read_manifest(ckpt, n).unwrap();
+    let b = m
+        .shards
+        .iter()
+        .flat_map(|s| &s.buckets)
+        .find(|b| b.file.ends_with(&format!("c{n}.pack")))
+        .expect("checkpoint n wrote a pack")
+        .clone();
+    let p = ckpt.join(&b.file);
+    let mut bytes = std::fs::read(&p).unwrap();
+    // Inside that bucket's copy (packs have alignment padding in between).
+    bytes[(b.offset + b.bytes / 2) as usize] ^= 0x5a;
+    std::fs::write(&p, bytes).unwrap();
+    b
+}
