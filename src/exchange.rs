@@ -11,14 +11,14 @@
 //!
 //! This file owns the rings' wiring ([`wire`]), the sending side of one shard
 //! ([`Outbox`]: route a row into its destination's batch, flush, broadcast a barrier)
-//! and the wake-up guard every wait on a ring goes through ([`repoll`]). It never
-//! joins: the batch for the shard itself is handed back to the caller at flush.
+//! and the waits on a ring ([`recv`], [`send`]; [`connect_guarded`] to connect). It
+//! never joins: the batch for the shard itself is handed back to the caller at flush.
 //! Invariants: every ring is bounded (`engine.ring_slots`); routing a row allocates
 //! nothing once the batches have grown to their working size.
 
 use std::time::Duration;
 
-use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 
 use crate::event::{encode_key, RowView, Side};
 use crate::router::{key_hash, shard_of};
@@ -127,10 +127,20 @@ pub fn wire(shards: usize, ring_slots: usize) -> Vec<Rings> {
     rings
 }
 
-/// Awaits `f`, polling it again every millisecond even without a wake-up: glommio's
-/// shared-channel `connect` sometimes loses the wake-up from the peer's connect (about
-/// 7% of 2-shard starts hung), so every wait on a ring goes through this as a guard.
-pub async fn repoll<F: std::future::Future>(f: F) -> F::Output {
+/// Awaits a ring's `connect`, polling it again every millisecond even without a
+/// wake-up: glommio's shared-channel `connect` sometimes lost the wake-up from the
+/// peer's connect (about 7% of 2-shard starts hung). Connecting is the only wait that
+/// goes through this; it ends once per ring and glommio drops every connection waker
+/// at each turn of its reactor, so re-polls leave nothing behind.
+///
+/// Never wrap `send` or `recv` in this: glommio 0.9 keeps a clone of the waker of every
+/// pending poll of a ring future until the ring has that many items (or free slots),
+/// and counts a task's wakers in an `i16`. Re-polled every millisecond, a ring that
+/// stayed quiet for ~33 s overflowed the count and crashed its shard ("Waker invariant
+/// broken", refcount -32768). Those waits are level-triggered in glommio (the reactor
+/// checks every ring with pending wakers at each turn, and before it sleeps, behind a
+/// membarrier), so they need no guard: see [`recv`] and [`send`].
+pub async fn connect_guarded<F: std::future::Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
     // The common case (data there, room in the ring) costs no timer.
     if let Some(v) = futures_lite::future::poll_once(&mut f).await {
@@ -145,6 +155,18 @@ pub async fn repoll<F: std::future::Future>(f: F) -> F::Output {
             return v;
         }
     }
+}
+
+/// The next batch from a peer's ring, `None` once the peer closed it. Polled only when
+/// glommio wakes it, so a quiet ring holds one waker however long it stays quiet.
+pub async fn recv(rx: &ConnectedReceiver<Batch>) -> Option<Batch> {
+    rx.recv().await
+}
+
+/// Puts `batch` into a peer's ring, waiting while the ring is full (backpressure);
+/// false when the peer is gone. Polled only when woken, as [`recv`].
+pub async fn send(tx: &ConnectedSender<Batch>, batch: Batch) -> bool {
+    tx.send(batch).await.is_ok()
 }
 
 /// The sending side of one shard: a batch per destination shard and the connected
@@ -167,7 +189,7 @@ impl Outbox {
         let mut connected = Vec::with_capacity(shards);
         for s in senders {
             connected.push(match s {
-                Some(s) => Some(repoll(s.connect()).await),
+                Some(s) => Some(connect_guarded(s.connect()).await),
                 None => None,
             });
         }
@@ -216,7 +238,7 @@ impl Outbox {
             } else if let Some(tx) = &self.senders[d] {
                 let cap = self.out[d].events.capacity();
                 let batch = std::mem::replace(&mut self.out[d], Batch::with_capacity(cap));
-                if repoll(tx.send(batch)).await.is_err() {
+                if !send(tx, batch).await {
                     // The peer is gone (it failed); the abort flag stops us next round.
                 }
             }
@@ -229,7 +251,78 @@ impl Outbox {
             let mut b = Batch::with_capacity(0);
             b.mark = mark;
             b.barrier = Some(n);
-            let _ = repoll(tx.send(b)).await;
+            let _ = send(tx, b).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    /// Counts the polls of the future it wraps.
+    struct Counted<F> {
+        inner: std::pin::Pin<Box<F>>,
+        polls: Rc<Cell<u32>>,
+    }
+
+    impl<F: std::future::Future> std::future::Future for Counted<F> {
+        type Output = F::Output;
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.polls.set(self.polls.get() + 1);
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    /// A receiver waits on a ring that stays quiet, then gets one batch; then a sender
+    /// waits on a full ring until the receiver drains it. Each wait must be polled only
+    /// when glommio wakes it: the old 1 ms re-poll made ~300 polls of each here, and
+    /// every one left a waker clone that a quiet ring never dropped (the overflow).
+    #[test]
+    fn ring_waits_are_polled_only_when_woken() {
+        let quiet = Duration::from_millis(300);
+        let (tx, rx) = shared_channel::new_bounded::<Batch>(1);
+        let sender = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let tx = connect_guarded(tx.connect()).await;
+                glommio::timer::sleep(quiet).await;
+                assert!(send(&tx, Batch::with_capacity(0)).await);
+                // The ring holds one batch: the second send waits for the receiver.
+                assert!(send(&tx, Batch::with_capacity(0)).await);
+                let polls = Rc::new(Cell::new(0));
+                let t0 = Instant::now();
+                let third = Counted { inner: Box::pin(send(&tx, Batch::with_capacity(0))), polls: polls.clone() };
+                assert!(third.await);
+                (polls.get(), t0.elapsed())
+            })
+            .unwrap();
+        let receiver = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let rx = connect_guarded(rx.connect()).await;
+                let polls = Rc::new(Cell::new(0));
+                let t0 = Instant::now();
+                let first = Counted { inner: Box::pin(recv(&rx)), polls: polls.clone() };
+                assert!(first.await.is_some());
+                let waited = t0.elapsed();
+                // Leave the sender waiting on a full ring for a while, then drain.
+                glommio::timer::sleep(quiet).await;
+                let mut got = 1;
+                while recv(&rx).await.is_some() {
+                    got += 1;
+                }
+                (polls.get(), waited, got)
+            })
+            .unwrap();
+        let (send_polls, send_waited) = sender.join().unwrap();
+        let (recv_polls, recv_waited, got) = receiver.join().unwrap();
+        assert_eq!(got, 3, "every batch sent arrives");
+        assert!(recv_waited >= quiet / 2, "the receiver did wait ({recv_waited:?})");
+        assert!(recv_polls <= 3, "{recv_polls} polls of a receive that waited {recv_waited:?}");
+        assert!(send_waited >= quiet / 2, "the sender did wait ({send_waited:?})");
+        assert!(send_polls <= 3, "{send_polls} polls of a send that waited {send_waited:?}");
     }
 }

@@ -36,7 +36,7 @@ use crate::checkpoint::barrier::{self, CheckpointCtx, Host, Partition, Parts, Re
 use crate::checkpoint::{self, SourceState};
 use crate::config::Job;
 use crate::event::RowView;
-use crate::exchange::{repoll, Batch, Outbox, Rings};
+use crate::exchange::{self, connect_guarded, Batch, Outbox, Rings};
 use crate::join::{Join, JoinParams};
 use crate::metrics::{Progress, ShardCounters};
 use crate::router::shard_of;
@@ -441,9 +441,9 @@ fn spawn_receivers(
 
 /// Joins what peer `from` sends until its ring closes.
 async fn receive(core: Rc<RefCell<Core>>, from: usize, rx: SharedReceiver<Batch>, start: Instant) -> bool {
-    let rx = repoll(rx.connect()).await;
+    let rx = connect_guarded(rx.connect()).await;
     let mut got_done = false;
-    while let Some(batch) = repoll(rx.recv()).await {
+    while let Some(batch) = exchange::recv(&rx).await {
         got_done = batch.mark == Mark::Done;
         core.borrow_mut().on_batch(from, &batch, start.elapsed().as_nanos() as u64);
         if let Some(n) = batch.barrier {
