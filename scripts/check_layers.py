@@ -13,7 +13,7 @@ import re
 import sys
 
 LAYERS = [
-    ["sys", "alloc"],
+    ["sys", "alloc", "log"],
     ["schema"],
     ["event"],
     ["codec"],

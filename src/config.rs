@@ -184,6 +184,10 @@ pub struct EngineConfig {
     /// Checkpoints kept. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoints_retained: Option<u32>,
+    /// Serve Prometheus metrics at `http://<metrics_addr>/metrics` (`host:port`);
+    /// off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 /// Parameters of the impressions (left) / plays (right) generator. Every field is
@@ -290,6 +294,9 @@ pub struct Job {
     pub state_memory_mb: u64,
     pub checkpoint: Option<CheckpointSettings>,
     pub generator: Option<GenParams>,
+    /// `engine.metrics_addr`: where the metrics endpoint listens (not part of the job's
+    /// shape: a restart may move it).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -540,6 +547,7 @@ impl JobConfig {
             },
             checkpoint: self.resolve_checkpoint(base)?,
             generator,
+            metrics_addr: resolve_metrics_addr(e.metrics_addr.as_deref())?,
         })
     }
 
@@ -751,6 +759,22 @@ fn merge_generator(l: &GeneratorConfig, r: &GeneratorConfig, shards: u32) -> Res
         return bad("partitions", format!("must be in 1..={GEN_PARTITIONS_MAX}, got {}", g.partitions));
     }
     Ok(g)
+}
+
+/// `engine.metrics_addr`: `host:port`, where `host` is an IP address or a name that
+/// resolves (the first address is used).
+fn resolve_metrics_addr(addr: Option<&str>) -> Result<Option<std::net::SocketAddr>, Invalid> {
+    use std::net::ToSocketAddrs;
+    let Some(a) = addr else { return Ok(None) };
+    let bad =
+        |why: String| invalid("engine.metrics_addr", format!("{a:?} {why}: use host:port, e.g. \"127.0.0.1:9464\""));
+    if a.trim().is_empty() {
+        return Err(bad("is empty".into()));
+    }
+    match a.to_socket_addrs() {
+        Ok(mut it) => it.next().map(Some).ok_or_else(|| bad("resolves to no address".into())),
+        Err(e) => Err(bad(format!("is not an address ({e})"))),
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use crate::checkpoint::{self, CheckpointError, Manifest, ShardSnapshot};
 use crate::config::{Job, OutputTarget, PREEMPT_US_DEFAULT};
 use crate::event::Side;
 use crate::exchange;
+use crate::metrics::live::Live;
 use crate::metrics::{new_histogram, InputReport, LatencyReport, Progress, Report, ShardCounters};
 use crate::shard::{self, ShardCtx, ShardError, ShardResult};
 use crate::sink::layout::{self, prepare_output_dir, Claim};
@@ -43,6 +44,9 @@ pub struct RunOptions {
     /// How often a busy shard yields to reap io_uring completions, in µs; `None`:
     /// [`PREEMPT_US_DEFAULT`] (the CLI sets it from `WEFT_PREEMPT_US`, for experiments).
     pub preempt_us: Option<u64>,
+    /// Figures for the metrics endpoint (the CLI starts it when `engine.metrics_addr` is
+    /// set; `metrics::server`): the shards and the checkpoint coordinator publish here.
+    pub live: Option<Arc<Live>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +120,8 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         c.shards_started();
     }
     let show = opts.progress && std::io::stderr().is_terminal();
-    if !watch(&progress, coord.as_mut(), show, start, job.shards) {
+    let live = opts.live.as_deref();
+    if !watch(&progress, coord.as_mut(), show, start, job.shards, live) {
         stop_at_once(&job, coord.as_ref());
     }
     let (merged, first_err) = collect(handles);
@@ -126,7 +131,11 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
             if second_signal_counts(Some(c)) {
                 stop_at_once(&job, Some(c));
             }
-            conclude(c, merged.stopped_at, first_err)?
+            let outcome = conclude(c, merged.stopped_at, first_err);
+            if let Some(l) = live {
+                l.set_checkpoints(c.stats());
+            }
+            outcome?
         }
         None => conclude_unchecked(&job, first_err)?,
     };
@@ -237,7 +246,7 @@ fn stop_at_once(job: &Job, coord: Option<&Coordinator>) -> ! {
             OutputTarget::None => "; without checkpointing nothing of this run is kept".to_string(),
         },
     };
-    eprintln!("error: {}", EngineError::StoppedAtOnce { signal, rest });
+    tracing::error!("{}", EngineError::StoppedAtOnce { signal, rest });
     std::process::exit(2)
 }
 
@@ -246,7 +255,7 @@ fn stop_at_once(job: &Job, coord: Option<&Coordinator>) -> ! {
 fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
     let Some(ck) = &job.checkpoint else { return Ok(None) };
     std::fs::create_dir_all(&ck.dir).map_err(checkpoint::io(&ck.dir, "create directory"))?;
-    match recovery::plan(job, &ck.dir, |w| eprintln!("warning: {w}"))? {
+    match recovery::plan(job, &ck.dir, |w| tracing::warn!(dir = %ck.dir.display(), "{w}"))? {
         Start::Fresh => {
             recovery::clear_orphans(&ck.dir)?;
             if let OutputTarget::Dir(d) = &job.output {
@@ -261,7 +270,13 @@ fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
             Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() })
         }
         Start::Resume(m) => {
-            eprintln!("resuming from checkpoint {} in {}", m.checkpoint, ck.dir.display());
+            tracing::info!(
+                checkpoint = m.checkpoint,
+                dir = %ck.dir.display(),
+                "resuming from checkpoint {} in {}",
+                m.checkpoint,
+                ck.dir.display()
+            );
             recovery::reset_output(job, m.checkpoint)?;
             Ok(Some(m))
         }
@@ -325,6 +340,7 @@ fn spawn_shards(
             start,
             strict: opts.strict,
             checkpoint: coord.map(|c| c.shard_ctx(restore[id].take())),
+            live: opts.live.clone(),
         };
         let pin = if job.pin_cores && !cores.is_empty() { Some(cores[id % cores.len()]) } else { None };
         handles.push(spawn_shard(ctx, pin, job.io_memory_kib, preempt)?);
@@ -363,19 +379,31 @@ fn spawn_shard(
 /// Until every shard has finished: drives the coordinator (or, without checkpoints,
 /// turns a stop signal into an abort) and redraws the progress line. False when a
 /// second stop signal asks to stop at once (seen within a tick, [`WATCH_TICK_MS`]).
-fn watch(progress: &Progress, mut coord: Option<&mut Coordinator>, show: bool, start: Instant, shards: u32) -> bool {
+fn watch(
+    progress: &Progress,
+    mut coord: Option<&mut Coordinator>,
+    show: bool,
+    start: Instant,
+    shards: u32,
+    live: Option<&Live>,
+) -> bool {
     let mut line = ProgressLine { start, last_print: Instant::now(), last_rows: 0 };
     while progress.finished.load(Ordering::Relaxed) < shards as u64 {
         std::thread::sleep(Duration::from_millis(WATCH_TICK_MS));
         if second_signal_counts(coord.as_deref()) {
             if show {
-                eprintln!();
+                let _ = writeln!(std::io::stderr());
             }
             return false;
         }
         let stop = crate::sys::STOP_REQUESTED.load(Ordering::Relaxed);
         match coord.as_deref_mut() {
-            Some(c) => c.tick(stop),
+            Some(c) => {
+                c.tick(stop);
+                if let Some(l) = live {
+                    l.set_checkpoints(c.stats());
+                }
+            }
             None if stop => progress.abort.store(true, Ordering::Relaxed),
             None => {}
         }
@@ -384,7 +412,7 @@ fn watch(progress: &Progress, mut coord: Option<&mut Coordinator>, show: bool, s
         }
     }
     if show {
-        eprintln!();
+        let _ = writeln!(std::io::stderr());
     }
     true
 }
@@ -409,7 +437,8 @@ impl ProgressLine {
             t.watermark.to_string()
         };
         let mib = |b: u64| b as f64 / 1048576.0;
-        eprint!(
+        let _ = write!(
+            std::io::stderr(),
             "\r{:>7.1}s  {:>12} events  {:>10.0} ev/s  {:>12} out  state {} + {} rows, {:.0} MiB + {:.0} MiB index  W {}   ",
             self.start.elapsed().as_secs_f64(),
             rows,

@@ -16,11 +16,15 @@
 //! Invariants: every ring is bounded (`engine.ring_slots`); routing a row allocates
 //! nothing once the batches have grown to their working size.
 
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 
 use crate::event::{encode_key, RowView, Side};
+use crate::metrics::live::Live;
 use crate::router::{key_hash, shard_of};
 use crate::schema::Schema;
 use crate::watermark::Mark;
@@ -180,11 +184,21 @@ pub struct Outbox {
     senders: Vec<Option<ConnectedSender<Batch>>>,
     /// Scratch for the encoded key of the row being routed (reused, never shrunk).
     key: Vec<u8>,
+    /// Time spent waiting for room in a full ring, since start.
+    pub blocked_ns: u64,
+    /// Batches sent per destination, shown as ring occupancy when `live` is set.
+    sent: Vec<u64>,
+    live: Option<Arc<Live>>,
 }
 
 impl Outbox {
     /// Connects shard `id`'s rings (waits for each peer's receiver to connect).
-    pub async fn connect(id: u32, senders: Vec<Option<SharedSender<Batch>>>, batch_events: usize) -> Outbox {
+    pub async fn connect(
+        id: u32,
+        senders: Vec<Option<SharedSender<Batch>>>,
+        batch_events: usize,
+        live: Option<Arc<Live>>,
+    ) -> Outbox {
         let shards = senders.len();
         let mut connected = Vec::with_capacity(shards);
         for s in senders {
@@ -200,6 +214,9 @@ impl Outbox {
             last_mark: vec![None; shards],
             senders: connected,
             key: Vec::with_capacity(64),
+            blocked_ns: 0,
+            sent: vec![0; shards],
+            live,
         }
     }
 
@@ -235,23 +252,50 @@ impl Outbox {
             if d == self.id as usize {
                 join_local(d, &self.out[d]);
                 self.out[d].clear();
-            } else if let Some(tx) = &self.senders[d] {
+            } else if self.senders[d].is_some() {
                 let cap = self.out[d].events.capacity();
                 let batch = std::mem::replace(&mut self.out[d], Batch::with_capacity(cap));
-                if !send(tx, batch).await {
-                    // The peer is gone (it failed); the abort flag stops us next round.
-                }
+                // False: the peer is gone (it failed); the abort flag stops us next round.
+                self.send_timed(d, batch).await;
             }
         }
     }
 
+    /// [`send`] to destination `d`, adding the time the ring was full to `blocked_ns`
+    /// (a wait starts at the first poll that finds no room; no extra poll is made).
+    async fn send_timed(&mut self, d: usize, batch: Batch) -> bool {
+        let Some(tx) = &self.senders[d] else { return false };
+        let mut fut = std::pin::pin!(send(tx, batch));
+        let mut waited: Option<std::time::Instant> = None;
+        let ok = std::future::poll_fn(|cx| {
+            let r = fut.as_mut().poll(cx);
+            if r.is_pending() {
+                waited.get_or_insert_with(std::time::Instant::now);
+            }
+            r
+        })
+        .await;
+        if let Some(t) = waited {
+            self.blocked_ns += t.elapsed().as_nanos() as u64;
+        }
+        if ok {
+            self.sent[d] += 1;
+            if let Some(l) = &self.live {
+                l.ring(self.id as usize, d).sent.store(self.sent[d], Ordering::Relaxed);
+            }
+        }
+        ok
+    }
+
     /// Sends barrier `n` (with `mark`) to every peer, after everything flushed so far.
     pub async fn broadcast_barrier(&mut self, n: u64, mark: Mark) {
-        for tx in self.senders.iter().flatten() {
-            let mut b = Batch::with_capacity(0);
-            b.mark = mark;
-            b.barrier = Some(n);
-            let _ = send(tx, b).await;
+        for d in 0..self.senders.len() {
+            if self.senders[d].is_some() {
+                let mut b = Batch::with_capacity(0);
+                b.mark = mark;
+                b.barrier = Some(n);
+                self.send_timed(d, b).await;
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod event;
 pub mod exchange;
 pub mod join;
 pub mod loadgen;
+pub mod log;
 pub mod metrics;
 pub mod oracle;
 pub mod router;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use weft::config::{Format, JobConfig, JoinKind};
 use weft::engine::{self, RunOptions};
+use weft::metrics::live::Live;
 
 #[global_allocator]
 static ALLOC: weft::alloc::HugeHintAlloc = weft::alloc::HugeHintAlloc;
@@ -18,6 +19,19 @@ static ALLOC: weft::alloc::HugeHintAlloc = weft::alloc::HugeHintAlloc;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log level: error, warn, info (default), debug, trace, or a filter such as
+    /// `weft=debug`. Without it, RUST_LOG is read.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log lines as human text (default) or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +215,16 @@ impl From<KindArg> for JoinKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormatArg::Text => weft::log::LogFormat::Text,
+        LogFormatArg::Json => weft::log::LogFormat::Json,
+    };
+    if let Err(e) = weft::log::init(cli.log_level.as_deref(), format) {
+        // No logger yet: this one line goes to stderr as it is.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "error: {e}");
+        return ExitCode::from(2);
+    }
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -218,7 +242,7 @@ fn main() -> ExitCode {
                 }
                 prev = text;
             }
-            eprintln!("error: {msg}");
+            tracing::error!("{msg}");
             ExitCode::from(2)
         }
     }
@@ -258,11 +282,25 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let (mut cfg, path, base) = load(args.config.as_deref())?;
     apply_run_overrides(&mut cfg, &args, &path)?;
     for w in cfg.warnings() {
-        eprintln!("warning: {w}");
+        tracing::warn!(config = %path.display(), "{w}");
     }
     let job = cfg.resolve(&path, &base)?;
     weft::sys::check_io_uring().map_err(anyhow::Error::msg)?;
     weft::sys::install_stop_handlers();
+    let live = match job.metrics_addr {
+        Some(addr) => {
+            let live = std::sync::Arc::new(Live::new(
+                [job.left.schema.name.clone(), job.right.schema.name.clone()],
+                job.shards as usize,
+                if job.state_dir.is_some() { job.state_memory_mb.saturating_mul(1 << 20) } else { 0 },
+                job.ring_slots as u64,
+            ));
+            let bound = weft::metrics::server::start(addr, live.clone())?;
+            tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+            Some(live)
+        }
+        None => None,
+    };
     let options = RunOptions {
         strict: args.strict,
         force: args.force,
@@ -270,19 +308,22 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         // Diagnostics knobs, read once here and passed down.
         debug_checkpoints: std::env::var_os("WEFT_DEBUG_CHECKPOINTS").is_some(),
         preempt_us: std::env::var("WEFT_PREEMPT_US").ok().and_then(|v| v.parse().ok()),
+        live,
     };
     let rep = match engine::run(&job, &options) {
         Err(e @ engine::EngineError::AlreadyFinished { .. }) => {
-            eprintln!("{e}");
+            tracing::info!("{e}");
             return Ok(ExitCode::SUCCESS);
         }
         r => r.with_context(|| format!("job {} failed", path.display()))?,
     };
     let table = rep.table();
+    // The report is the command's result; a closed terminal must not turn it into a panic.
+    use std::io::Write;
     if job.output == weft::config::OutputTarget::Stdout {
-        eprint!("{table}");
+        let _ = std::io::stderr().write_all(table.as_bytes());
     } else {
-        print!("{table}");
+        let _ = std::io::stdout().write_all(table.as_bytes());
     }
     if let Some(r) = &args.report {
         write_report(r, &rep)?;

@@ -2,7 +2,13 @@
 //!
 //! Each shard owns its counters and its HdrHistogram (no sharing on the hot path);
 //! the engine merges them at the end. Live progress goes through [`Progress`], a few
-//! relaxed atomics per shard that the shard stores once per round.
+//! relaxed atomics per shard that the shard stores once per round. The metrics
+//! endpoint is in `metrics/`: what shards publish for it (`live.rs`), the Prometheus
+//! families (`exposition.rs`), and the HTTP thread (`server.rs`).
+
+pub mod exposition;
+pub mod live;
+pub mod server;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 

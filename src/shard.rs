@@ -38,6 +38,7 @@ use crate::config::Job;
 use crate::event::RowView;
 use crate::exchange::{self, connect_guarded, Batch, Outbox, Rings};
 use crate::join::{Join, JoinParams};
+use crate::metrics::live::{Live, PartitionLive, ShardLive, PUBLISH_EVERY};
 use crate::metrics::{Progress, ShardCounters};
 use crate::router::shard_of;
 use crate::schema::Schema;
@@ -101,6 +102,8 @@ pub struct ShardCtx {
     pub start: Instant,
     pub strict: bool,
     pub checkpoint: Option<CheckpointCtx>,
+    /// Where the metrics endpoint reads this shard's figures (`None`: no endpoint).
+    pub live: Option<Arc<Live>>,
 }
 
 pub struct ShardResult {
@@ -127,6 +130,13 @@ struct Core {
     budget_warned: bool,
     error: Option<ShardError>,
     ckpt: Option<ShardCheckpoint>,
+    /// Of `counters.late`: rows that arrived here behind the watermark.
+    late_behind_watermark: [u64; 2],
+    /// Events joined here (routed to this shard), and the executor's task time, since start.
+    events: u64,
+    busy_ns: u64,
+    /// When the next publish to the metrics endpoint is due (ns since start).
+    next_publish_ns: u64,
 }
 
 impl Core {
@@ -143,6 +153,7 @@ impl Core {
             debug_assert!(key.is_none() || shard_of(e.hash, self.shards) == self.id, "row routed to the wrong shard");
             if (e.ts as i128) < cut {
                 self.counters.late[e.side.idx()] += 1;
+                self.late_behind_watermark[e.side.idx()] += 1;
                 self.sinks.late(e.side, RowView(row));
                 continue;
             }
@@ -151,6 +162,7 @@ impl Core {
                 return;
             }
         }
+        self.events += b.events.len() as u64;
         let before = self.wm.current();
         let w = self.wm.update(from, b.mark);
         if w > before {
@@ -180,7 +192,7 @@ impl Core {
         let index: u64 = shards.iter().map(|s| s.budget_fixed.load(Ordering::Relaxed)).sum();
         if self.id == 0 && !self.budget_warned {
             if let Some(w) = crate::state::budget::index_over_budget_warning(self.budget_bytes, index) {
-                eprintln!("warning: {w}");
+                tracing::warn!(budget_bytes = self.budget_bytes, index_bytes = index, "{w}");
                 self.budget_warned = true;
             }
         }
@@ -258,6 +270,10 @@ impl Core {
             budget_warned: false,
             error: None,
             ckpt: ctx.checkpoint.as_ref().map(|c| ShardCheckpoint::new(c, job.shards as usize)),
+            late_behind_watermark: [0; 2],
+            events: 0,
+            busy_ns: 0,
+            next_publish_ns: 0,
         })
     }
 
@@ -277,6 +293,54 @@ impl Core {
     fn publish_rows_in(&self) {
         let p = &self.progress.shards[self.id as usize];
         p.rows_in.store(self.counters.rows_in[0] + self.counters.rows_in[1], Ordering::Relaxed);
+    }
+}
+
+impl Core {
+    /// Publishes this shard's figures to the metrics endpoint every
+    /// `live::PUBLISH_EVERY`, unless a scrape is reading them (then next round).
+    fn publish_if_due(&mut self, live: &Live, partitions: &[OpenPartition], blocked_ns: u64, now_ns: u64) {
+        if now_ns < self.next_publish_ns {
+            return;
+        }
+        self.busy_ns += glommio::executor().executor_stats().executor_runtime().as_nanos() as u64;
+        if live.try_publish(self.id as usize, |s| self.fill_live(s, partitions, blocked_ns)) {
+            self.next_publish_ns = now_ns + PUBLISH_EVERY.as_nanos() as u64;
+        }
+    }
+
+    /// Everything the endpoint shows of this shard, from counters it keeps anyway.
+    fn fill_live(&self, s: &mut ShardLive, partitions: &[OpenPartition], blocked_ns: u64) {
+        s.counters = self.counters_now();
+        s.late_behind_watermark = self.late_behind_watermark;
+        s.events = self.events;
+        s.busy_ns = self.busy_ns;
+        s.blocked_ns = blocked_ns;
+        s.watermark_ms = self.wm.current();
+        s.state_rows = self.join.state_rows();
+        s.state_bytes = self.join.state_bytes();
+        s.keys = self.join.keys() as u64;
+        s.index_bytes = self.join.index_bytes();
+        s.partitions.clear();
+        for p in partitions {
+            for (side, clock) in p.clocks.iter().enumerate() {
+                let Some(clock) = clock else { continue };
+                s.partitions.push(PartitionLive {
+                    side,
+                    name: p.name.clone(),
+                    rows: p.rows[side],
+                    late: p.late[side],
+                    dead: p.dead[side],
+                    watermark_ms: clock.max_ts().map(|_| clock.watermark()),
+                    idle: clock.idle,
+                    done: clock.done,
+                });
+            }
+        }
+        match s.latency.as_mut() {
+            Some(h) => h.clone_from(&self.sinks.latency),
+            None => s.latency = Some(self.sinks.latency.clone()),
+        }
     }
 }
 
@@ -321,6 +385,10 @@ struct OpenPartition {
     /// Clock of each side this source produces (`None` if it produces no such side).
     clocks: [Option<PartitionClock>; 2],
     done: bool,
+    /// Rows read, late and dead per side, since start (for the metrics endpoint).
+    rows: [u64; 2],
+    late: [u64; 2],
+    dead: [u64; 2],
 }
 
 impl OpenPartition {
@@ -330,7 +398,16 @@ impl OpenPartition {
         for (side, _) in src.partitions() {
             clocks[side.idx()] = Some(PartitionClock::new(job.max_out_of_orderness_ms, job.allowed_lateness_ms));
         }
-        Ok(OpenPartition { plan_index, name: src.describe(), src, clocks, done: false })
+        Ok(OpenPartition {
+            plan_index,
+            name: src.describe(),
+            src,
+            clocks,
+            done: false,
+            rows: [0; 2],
+            late: [0; 2],
+            dead: [0; 2],
+        })
     }
 
     /// Updates the clocks (and what the round found) after a poll.
@@ -392,11 +469,12 @@ pub async fn run(mut ctx: ShardCtx) -> Result<ShardResult, ShardError> {
             return Err(e);
         }
     };
-    let receivers = spawn_receivers(&core, std::mem::take(&mut ctx.rings.receivers), ctx.start);
+    let receivers = spawn_receivers(&core, std::mem::take(&mut ctx.rings.receivers), ctx.start, &ctx.live);
     let senders = std::mem::take(&mut ctx.rings.senders);
-    let mut outbox = Outbox::connect(ctx.id, senders, ctx.job.batch_events as usize).await;
+    let mut outbox = Outbox::connect(ctx.id, senders, ctx.job.batch_events as usize, ctx.live.clone()).await;
     let end = source_loop(&ctx, &core, &mut partitions, &mut outbox).await;
     core.borrow().publish_rows_in();
+    let blocked_ns = outbox.blocked_ns;
     if end.fatal.is_some() {
         ctx.progress.abort.store(true, Ordering::Relaxed);
     }
@@ -412,7 +490,19 @@ pub async fn run(mut ctx: ShardCtx) -> Result<ShardResult, ShardError> {
         Ok(c) => c.into_inner(),
         Err(_) => unreachable!("every task holding the core has finished"),
     };
-    finish(&ctx, core, end, peers_complete)
+    let live = ctx.live.clone();
+    if let Some(l) = &live {
+        l.publish_final(ctx.id as usize, |s| core.fill_live(s, &partitions, blocked_ns));
+    }
+    let res = finish(&ctx, core, end, peers_complete);
+    if let (Some(l), Ok(r)) = (&live, &res) {
+        // The report's figures, from the same counters: the endpoint agrees with it.
+        l.publish_final(ctx.id as usize, |s| {
+            s.counters = r.counters.clone();
+            s.latency = Some(r.latency.clone());
+        });
+    }
+    res
 }
 
 /// Opens the partitions and the core, and restores the snapshot to resume from.
@@ -435,15 +525,31 @@ fn spawn_receivers(
     core: &Rc<RefCell<Core>>,
     receivers: Vec<(usize, SharedReceiver<Batch>)>,
     start: Instant,
+    live: &Option<Arc<Live>>,
 ) -> Vec<glommio::Task<bool>> {
-    receivers.into_iter().map(|(from, rx)| glommio::spawn_local(receive(core.clone(), from, rx, start))).collect()
+    receivers
+        .into_iter()
+        .map(|(from, rx)| glommio::spawn_local(receive(core.clone(), from, rx, start, live.clone())))
+        .collect()
 }
 
 /// Joins what peer `from` sends until its ring closes.
-async fn receive(core: Rc<RefCell<Core>>, from: usize, rx: SharedReceiver<Batch>, start: Instant) -> bool {
+async fn receive(
+    core: Rc<RefCell<Core>>,
+    from: usize,
+    rx: SharedReceiver<Batch>,
+    start: Instant,
+    live: Option<Arc<Live>>,
+) -> bool {
     let rx = connect_guarded(rx.connect()).await;
+    let me = core.borrow().id as usize;
     let mut got_done = false;
+    let mut received = 0u64;
     while let Some(batch) = exchange::recv(&rx).await {
+        received += 1;
+        if let Some(l) = &live {
+            l.ring(from, me).received.store(received, Ordering::Relaxed);
+        }
         got_done = batch.mark == Mark::Done;
         core.borrow_mut().on_batch(from, &batch, start.elapsed().as_nanos() as u64);
         if let Some(n) = batch.barrier {
@@ -496,6 +602,9 @@ async fn source_loop(
     let now_ns = || ctx.start.elapsed().as_nanos() as u64;
     let end = |fatal, stopped_at| SourceEnd { fatal, stopped_at };
     loop {
+        if let Some(l) = &ctx.live {
+            core.borrow_mut().publish_if_due(l, partitions, outbox.blocked_ns, now_ns());
+        }
         if ctx.progress.abort.load(Ordering::Relaxed) {
             return end(Some(ShardError::Aborted(ctx.id)), None);
         }
@@ -569,16 +678,18 @@ fn poll_one(
     rd: &Reader,
     now: u64,
 ) -> Result<PollStatus, ShardError> {
-    let OpenPartition { src, name, clocks, .. } = part;
+    let OpenPartition { src, name, clocks, rows, late, dead, .. } = part;
     let mut strict_err = None;
     let status = src.poll(rd.batch_events, now, &mut |item| match item {
         SourceItem::Row { side, ts, row, intended_ns } => {
             let s = side.idx();
             c.counters.rows_in[s] += 1;
+            rows[s] += 1;
             let clock = clocks[s].as_mut().expect("source emits only its own sides");
             clock.last_row_ns = now;
             if clock.observe(ts) {
                 c.counters.late[s] += 1;
+                late[s] += 1;
                 c.sinks.late(side, RowView(row));
                 return;
             }
@@ -586,6 +697,7 @@ fn poll_one(
         }
         SourceItem::Dead { side, line, reason, raw } => {
             c.counters.dead[side.idx()] += 1;
+            dead[side.idx()] += 1;
             c.sinks.dead(&rd.schemas[side.idx()].name, name, line, &reason, raw);
             if rd.strict && strict_err.is_none() {
                 strict_err = Some(SourceError::Strict { path: name.clone(), line, reason });

@@ -262,7 +262,12 @@ pub async fn on_round<C: Host, P: Partition>(
     inject(core, outbox, partitions, id, n, mark()).await;
     wait_captured(core, n).await;
     if debug {
-        eprintln!("shard {id}: barrier {n} aligned and captured {:?} after injection", t_inject.elapsed());
+        tracing::info!(
+            shard = id,
+            checkpoint = n,
+            "shard {id}: barrier {n} aligned and captured {:?} after injection",
+            t_inject.elapsed()
+        );
     }
     (stop_at.load(Ordering::Acquire) <= n).then_some(n)
 }
@@ -394,7 +399,9 @@ async fn copy<C: Host>(core: Rc<RefCell<C>>, cap: Capture) {
         .await
     };
     if let Some(t0) = cap.t0 {
-        eprintln!(
+        tracing::info!(
+            shard = cap.snap.shard,
+            checkpoint = cap.n,
             "shard {}: snapshot {}: {} segments ({} bytes) written in {:?}",
             cap.snap.shard,
             cap.n,

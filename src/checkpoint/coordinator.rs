@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::barrier::CheckpointCtx;
 use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
 use crate::config::{CheckpointSettings, Job, OutputTarget};
+use crate::metrics::live::CheckpointLive;
 use crate::sink::layout;
 
 pub enum Start {
@@ -111,6 +112,8 @@ pub struct Coordinator {
     /// Newest complete checkpoint.
     completed: u64,
     finished: usize,
+    /// This process's checkpoints, for the metrics endpoint.
+    stats: CheckpointLive,
 }
 
 impl Coordinator {
@@ -135,6 +138,7 @@ impl Coordinator {
             failed: BTreeMap::new(),
             completed: restored,
             finished: 0,
+            stats: CheckpointLive { enabled: true, last: restored, ..CheckpointLive::default() },
         }
     }
 
@@ -166,7 +170,8 @@ impl Coordinator {
             self.stop_sent = true;
             self.stop_at.store(req + 1, Ordering::Release);
             self.requested.store(req + 1, Ordering::Release);
-            eprintln!(
+            tracing::info!(
+                checkpoint = req + 1,
                 "{}: stopping at a final checkpoint ({}); a second signal stops at once, without it",
                 crate::sys::stop_signal_name().unwrap_or("a stop signal"),
                 req + 1
@@ -202,6 +207,11 @@ impl Coordinator {
                 Ok(format!("completed; output committed (checkpoint {})", self.completed))
             }
         }
+    }
+
+    /// This process's checkpoint figures (count, failures, the newest one's timing).
+    pub fn stats(&self) -> CheckpointLive {
+        self.stats.clone()
     }
 
     /// The newest complete checkpoint (the one a restart resumes from; 0: none yet).
@@ -250,13 +260,30 @@ impl Coordinator {
                     snaps.sort_by_key(|s| s.shard);
                     if let Err(e) = self.complete(n, snaps) {
                         // The previous checkpoint stays the one to restore; the job goes on.
-                        eprintln!("warning: checkpoint {n} failed: {e}");
+                        tracing::warn!(
+                            checkpoint = n,
+                            error = %e,
+                            "checkpoint {n} failed: {e}; the previous checkpoint ({}) stays the one a restart \
+                             resumes from, the job goes on and tries again at the next interval",
+                            self.completed
+                        );
+                        self.stats.failed += 1;
                         self.failed.insert(n, e.to_string());
                     }
                 }
             }
             CoordMsg::Failed { n, shard, error } => {
-                eprintln!("warning: checkpoint {n} failed on shard {shard}: {error}");
+                tracing::warn!(
+                    checkpoint = n,
+                    shard,
+                    error = %error,
+                    "checkpoint {n} failed on shard {shard}: {error}; the previous checkpoint ({}) stays the one \
+                     a restart resumes from, the job goes on and tries again at the next interval",
+                    self.completed
+                );
+                if !self.failed.contains_key(&n) {
+                    self.stats.failed += 1;
+                }
                 self.pending.remove(&n);
                 self.failed.entry(n).or_insert_with(|| format!("shard {shard}: {error}"));
             }
@@ -271,11 +298,29 @@ impl Coordinator {
         }
         let m = self.manifest(n, false, shards);
         checkpoint::write_manifest(&self.dir, &m)?;
+        let files: usize = m.shards.iter().map(|s| s.buckets.len()).sum();
+        let bytes: u64 = m.shards.iter().flat_map(|s| &s.buckets).map(|b| b.bytes).sum();
+        let took = self.last_request.elapsed();
         if self.debug {
-            let files: usize = m.shards.iter().map(|s| s.buckets.len()).sum();
-            let bytes: u64 = m.shards.iter().flat_map(|s| &s.buckets).map(|b| b.bytes).sum();
-            eprintln!("checkpoint {n} complete at {:?}: {files} files, {bytes} bytes", self.last_request.elapsed());
+            tracing::info!(
+                checkpoint = n,
+                files,
+                bytes,
+                "checkpoint {n} complete at {took:?}: {files} files, {bytes} bytes"
+            );
+        } else {
+            tracing::debug!(
+                checkpoint = n,
+                files,
+                bytes,
+                "checkpoint {n} complete at {took:?}: {files} files, {bytes} bytes"
+            );
         }
+        self.stats.completed += 1;
+        self.stats.last = n;
+        self.stats.last_duration_s = took.as_secs_f64();
+        self.stats.last_state_bytes = bytes;
+        self.stats.last_success_unix_s = unix_ms() as f64 / 1000.0;
         self.completed = self.completed.max(n);
         if let OutputTarget::Dir(d) = &self.output {
             layout::commit_output(d, n)?;
@@ -293,6 +338,9 @@ impl Coordinator {
         let m = self.manifest(n, true, Vec::new());
         checkpoint::write_manifest(&self.dir, &m)?;
         self.completed = n;
+        self.stats.completed += 1;
+        self.stats.last = n;
+        self.stats.last_success_unix_s = unix_ms() as f64 / 1000.0;
         if let OutputTarget::Dir(d) = &self.output {
             layout::commit_output(d, u64::MAX)?;
         }
