@@ -166,7 +166,7 @@ fn weft_run_serves_metrics_on_loopback_while_it_runs() {
     let cfg = rate_limited_job(dir.path())
         .engine(&format!("metrics_addr = \"127.0.0.1:{port}\""))
         .write(dir.path(), "job.toml");
-    let mut child = common::weft()
+    let child = common::weft()
         .args(["run", "--quiet", "--config"])
         .arg(&cfg)
         .stdout(std::process::Stdio::null())

@@ -62,13 +62,16 @@ struct Scrape {
     resident_bytes: Option<u64>,
 }
 
+/// Label pairs of one series: names are literals, values are computed.
+type Labels = Vec<(&'static str, String)>;
+
 /// Writes one family: `values` are (labels, value) pairs.
-fn family<'a, M: EncodeMetric>(
+fn family<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     kind: MetricType,
-    values: impl IntoIterator<Item = (Vec<(&'a str, String)>, M)>,
+    values: impl IntoIterator<Item = (Labels, M)>,
 ) -> Result<(), Error> {
     let mut m = enc.encode_descriptor(name, help, None, kind)?;
     for (labels, v) in values {
@@ -106,21 +109,15 @@ impl Scrape {
     fn per_input<'a>(
         &'a self,
         f: impl Fn(usize) -> u64 + 'a,
-    ) -> impl Iterator<Item = (Vec<(&'a str, String)>, ConstCounter<u64>)> + 'a {
+    ) -> impl Iterator<Item = (Labels, ConstCounter<u64>)> + 'a {
         (0..2).map(move |i| (vec![("input", self.inputs[i].clone())], counter(f(i))))
     }
 
-    fn per_shard<'a, M: 'a>(
-        &'a self,
-        f: impl Fn(&ShardLive) -> M + 'a,
-    ) -> impl Iterator<Item = (Vec<(&'a str, String)>, M)> + 'a {
+    fn per_shard<'a, M: 'a>(&'a self, f: impl Fn(&ShardLive) -> M + 'a) -> impl Iterator<Item = (Labels, M)> + 'a {
         self.shards.iter().enumerate().map(move |(i, s)| (vec![("shard", i.to_string())], f(s)))
     }
 
-    fn per_shard_input<'a>(
-        &'a self,
-        f: impl Fn(&ShardLive, usize) -> u64,
-    ) -> Vec<(Vec<(&'a str, String)>, ConstGauge<i64>)> {
+    fn per_shard_input(&self, f: impl Fn(&ShardLive, usize) -> u64) -> Vec<(Labels, ConstGauge<i64>)> {
         let mut out = Vec::new();
         for (i, s) in self.shards.iter().enumerate() {
             for side in 0..2 {
@@ -133,7 +130,7 @@ impl Scrape {
     fn per_partition<'a, M: 'a>(
         &'a self,
         f: impl Fn(&crate::metrics::live::PartitionLive) -> Option<M> + 'a,
-    ) -> impl Iterator<Item = (Vec<(&'a str, String)>, M)> + 'a {
+    ) -> impl Iterator<Item = (Labels, M)> + 'a {
         self.shards.iter().flat_map(|s| &s.partitions).filter_map(move |p| {
             let v = f(p)?;
             Some((vec![("input", self.inputs[p.side].clone()), ("partition", p.name.clone())], v))
