@@ -8,7 +8,7 @@ mod trust;
 
 #[test]
 fn a_flipped_digit_falls_back_to_the_previous_checkpoint() {
-    let f = trust::fixture(300_000);
+    let f = trust::fixture(1_000_000);
     trust::run_and_kill(&f, 2, false);
     let ms = trust::manifests(&f.ckpt);
     trust::flip_offset_digit(&ms[0]);
@@ -20,7 +20,7 @@ fn a_flipped_digit_falls_back_to_the_previous_checkpoint() {
 
 #[test]
 fn with_every_manifest_damaged_the_job_refuses_to_start() {
-    let f = trust::fixture(300_000);
+    let f = trust::fixture(1_000_000);
     trust::run_and_kill(&f, 1, false);
     for m in trust::manifests(&f.ckpt) {
         trust::flip_offset_digit(&m);

@@ -8,7 +8,7 @@ mod trust;
 
 #[test]
 fn a_restart_with_another_output_format_is_refused() {
-    let f = trust::fixture(300_000);
+    let f = trust::fixture(1_000_000);
     trust::run_and_kill(&f, 1, false);
     let jsonl = trust::config(
         &f.dir,
