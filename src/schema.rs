@@ -43,23 +43,70 @@ impl FieldType {
     }
 }
 
-/// One named, typed field.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A field's `default`: a TOML (or manifest JSON) literal, checked against the field's
+/// type by [`Schema::new`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Literal {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl Literal {
+    /// Whether the literal is a value of type `ty` (an integer literal is also an f64).
+    pub fn fits(&self, ty: FieldType) -> bool {
+        match (self, ty) {
+            (Literal::Bool(_), FieldType::Bool) | (Literal::Str(_), FieldType::String) => true,
+            (Literal::Int(v), FieldType::I32) => i32::try_from(*v).is_ok(),
+            (Literal::Int(v), FieldType::U32) => u32::try_from(*v).is_ok(),
+            (Literal::Int(v), FieldType::U64) => *v >= 0,
+            (Literal::Int(_), FieldType::I64 | FieldType::F64) | (Literal::Float(_), FieldType::F64) => true,
+            _ => false,
+        }
+    }
+
+    /// The literal as TOML writes it, for messages.
+    pub fn show(&self) -> String {
+        match self {
+            Literal::Bool(b) => b.to_string(),
+            Literal::Int(v) => v.to_string(),
+            Literal::Float(v) => format!("{v:?}"),
+            Literal::Str(s) => format!("{s:?}"),
+        }
+    }
+}
+
+/// One named, typed field. `default` is the value a row (or a row stored in state
+/// before the field existed) takes when it has none; without one such a row holds
+/// NULL. `aliases` are former names: an input column, a JSON key or a checkpoint's
+/// field of that name is this field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Field {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: FieldType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Literal>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl Field {
     pub fn new(name: &str, ty: FieldType) -> Field {
-        Field { name: name.to_string(), ty }
+        Field { name: name.to_string(), ty, default: None, aliases: Vec::new() }
+    }
+
+    /// Whether `name` is this field's name or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.aliases.iter().any(|a| a == name)
     }
 }
 
 /// The resolved schema of one input.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Schema {
     /// The input's name, e.g. `impressions`; prefixes output column names.
     pub name: String,
@@ -86,6 +133,31 @@ impl Schema {
             if fields[..i].iter().any(|g| g.name == f.name) {
                 return Err(format!("field `{}` is declared twice", f.name));
             }
+            for a in &f.aliases {
+                if a.is_empty() {
+                    return Err(format!("field `{}` has an empty alias", f.name));
+                }
+                if let Some(g) = fields.iter().enumerate().find(|&(j, g)| g.answers_to(a) && (j != i || g.name == *a)) {
+                    return Err(format!(
+                        "alias `{a}` of field `{}` is also a name or alias of field `{}`",
+                        f.name, g.1.name
+                    ));
+                }
+                if f.aliases.iter().filter(|b| *b == a).count() > 1 {
+                    return Err(format!("field `{}` lists alias `{a}` twice", f.name));
+                }
+            }
+            if let Some(d) = &f.default {
+                if !d.fits(f.ty) {
+                    return Err(format!(
+                        "field `{}` has type {} but its default {} is not a {} value",
+                        f.name,
+                        f.ty.name(),
+                        d.show(),
+                        f.ty.name()
+                    ));
+                }
+            }
         }
         let find = |n: &str| fields.iter().position(|f| f.name == n);
         if key.is_empty() {
@@ -105,6 +177,16 @@ impl Schema {
                 fields[time_idx].ty.name()
             ));
         }
+        for &i in key_idx.iter().chain([&time_idx]) {
+            if let Some(d) = &fields[i].default {
+                let role = if i == time_idx { "time" } else { "key" };
+                return Err(format!(
+                    "{role} field `{}` has a default ({}): a row without its {role} cannot be joined, so it is a dead letter; remove the default",
+                    fields[i].name,
+                    d.show()
+                ));
+            }
+        }
         Ok(Schema { name: name.to_string(), fields, key: key_idx, time: time_idx })
     }
 
@@ -114,6 +196,11 @@ impl Schema {
 
     pub fn field_index(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
+    }
+
+    /// The field whose name or alias is `name` (an input column, a JSON key).
+    pub fn field_answering(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.answers_to(name))
     }
 }
 
@@ -144,5 +231,40 @@ mod tests {
         assert!(Schema::new("x", fields.clone(), &["a".into()], "ts").unwrap_err().contains("integer"));
         assert!(Schema::new("x", fields.clone(), &["zz".into()], "a").unwrap_err().contains("`zz`"));
         assert!(Schema::new("x", fields, &[], "a").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn defaults_must_fit_their_type_and_not_sit_on_key_or_time() {
+        let with = |ty, d| Field { default: Some(d), ..f("d", ty) };
+        let mk = |extra: Field| {
+            Schema::new("imp", vec![f("k", FieldType::U64), f("ts", FieldType::I64), extra], &["k".into()], "ts")
+        };
+        assert!(mk(with(FieldType::String, Literal::Str("tv".into()))).is_ok());
+        assert!(mk(with(FieldType::F64, Literal::Int(3))).is_ok(), "an integer literal is an f64");
+        let e = mk(with(FieldType::U32, Literal::Int(-1))).unwrap_err();
+        assert!(e.contains("`d` has type u32") && e.contains("-1"), "{e}");
+        let e = mk(with(FieldType::I64, Literal::Str("x".into()))).unwrap_err();
+        assert!(e.contains("\"x\" is not a i64 value"), "{e}");
+        let key_default = Field { default: Some(Literal::Int(1)), ..f("k", FieldType::U64) };
+        let e = Schema::new("imp", vec![key_default, f("ts", FieldType::I64)], &["k".into()], "ts").unwrap_err();
+        assert!(e.contains("key field `k` has a default"), "{e}");
+    }
+
+    #[test]
+    fn aliases_must_not_clash() {
+        let aka = |n: &str, t, a: &[&str]| Field { aliases: a.iter().map(|s| s.to_string()).collect(), ..f(n, t) };
+        let base = |extra: Field| {
+            Schema::new("imp", vec![f("k", FieldType::U64), f("ts", FieldType::I64), extra], &["k".into()], "ts")
+        };
+        let s = base(aka("watched_ms", FieldType::I64, &["duration_ms"])).unwrap();
+        assert_eq!(s.field_answering("duration_ms"), Some(2));
+        assert_eq!(s.field_answering("watched_ms"), Some(2));
+        assert_eq!(s.field_answering("nope"), None);
+        let e = base(aka("x", FieldType::I64, &["ts"])).unwrap_err();
+        assert!(e.contains("alias `ts` of field `x`") && e.contains("field `ts`"), "{e}");
+        let e = base(aka("x", FieldType::I64, &["x"])).unwrap_err();
+        assert!(e.contains("alias `x` of field `x`"), "{e}");
+        let e = base(aka("x", FieldType::I64, &["y", "y"])).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
     }
 }
