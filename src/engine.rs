@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
+use crate::checkpoint::barrier::RestoreFrom;
 use crate::checkpoint::coordinator::{self as recovery, Coordinator, Start};
-use crate::checkpoint::{self, CheckpointError, Manifest, ShardSnapshot};
+use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::config::{Job, OutputTarget, PREEMPT_US_DEFAULT};
 use crate::event::Side;
 use crate::exchange;
@@ -321,10 +322,27 @@ fn spawn_shards(
     for (i, s) in source::plan(job).into_iter().enumerate() {
         specs[i % shards].push((i as u32, s));
     }
-    let mut restore: Vec<Option<ShardSnapshot>> = vec![None; shards];
-    for snap in resume.map(|m| m.shards).unwrap_or_default() {
-        let s = snap.shard as usize;
-        restore[s] = Some(snap);
+    let mut restore: Vec<Option<RestoreFrom>> = vec![None; shards];
+    if let Some(m) = resume {
+        match m.needs_redistribution(job.shards) {
+            None => {
+                for snap in m.shards {
+                    let s = snap.shard as usize;
+                    restore[s] = Some(RestoreFrom::Own(Box::new(snap)));
+                }
+            }
+            Some(why) => {
+                tracing::info!(
+                    checkpoint = m.checkpoint,
+                    from_shards = m.shards.len(),
+                    to_shards = shards,
+                    "re-distributing the state of checkpoint {} by key to {shards} shards: {why}",
+                    m.checkpoint
+                );
+                let old = Arc::new(m.shards);
+                restore.iter_mut().for_each(|r| *r = Some(RestoreFrom::Redistribute(old.clone())));
+            }
+        }
     }
     let rings = exchange::wire(shards, job.ring_slots as usize);
     let preempt = Duration::from_micros(opts.preempt_us.unwrap_or(PREEMPT_US_DEFAULT));

@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::SharedReceiver;
 use hdrhistogram::Histogram;
 
-use crate::checkpoint::barrier::{self, CheckpointCtx, Host, Partition, Parts, RestoreError, ShardCheckpoint};
+use crate::checkpoint::barrier::{
+    self, CheckpointCtx, Host, Partition, Parts, RestoreError, RestoreFrom, ShardCheckpoint,
+};
 use crate::checkpoint::{self, SourceState};
 use crate::config::Job;
 use crate::event::RowView;
@@ -513,8 +515,18 @@ fn open(ctx: &mut ShardCtx) -> Result<(Rc<RefCell<Core>>, Vec<OpenPartition>), S
     }
     let mut core = Core::new(ctx)?;
     if let Some(ck) = ctx.checkpoint.as_mut() {
-        if let Some(snap) = ck.restore.take() {
-            barrier::restore(&mut core, &mut partitions, &snap, &ck.dir)?;
+        match ck.restore.take() {
+            None => {}
+            Some(RestoreFrom::Own(snap)) => barrier::restore(&mut core, &mut partitions, &snap, &ck.dir)?,
+            Some(RestoreFrom::Redistribute(old)) => barrier::restore_redistributed(
+                &mut core,
+                &mut partitions,
+                &old,
+                &ck.dir,
+                ctx.id,
+                ctx.job.shards,
+                ctx.job.max_out_of_orderness_ms,
+            )?,
         }
     }
     Ok((Rc::new(RefCell::new(core)), partitions))

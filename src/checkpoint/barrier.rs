@@ -52,11 +52,23 @@ pub struct CheckpointCtx {
     /// Stop (graceful shutdown) once this checkpoint is captured; u64::MAX = never.
     pub stop_at: Arc<AtomicU64>,
     pub to_coordinator: Sender<CoordMsg>,
-    /// Restore from this snapshot of checkpoint `restored` (0 = fresh start).
-    pub restore: Option<ShardSnapshot>,
+    /// Restore from checkpoint `restored` (0 = fresh start): how.
+    pub restore: Option<RestoreFrom>,
     pub restored: u64,
     /// Print barrier and copy timings (`WEFT_DEBUG_CHECKPOINTS`, read once at start).
     pub debug: bool,
+}
+
+/// What a shard restores from.
+#[derive(Clone, Debug)]
+pub enum RestoreFrom {
+    /// Its own snapshot, taken under the same shard count and routing: restored as it
+    /// is (bucket copies become its buckets, marks and counters are its own).
+    Own(Box<ShardSnapshot>),
+    /// Every shard's snapshot of a checkpoint taken under another shard count or
+    /// another routing function: this shard keeps the rows whose keys route to it now
+    /// (see [`restore_redistributed`]).
+    Redistribute(Arc<Vec<ShardSnapshot>>),
 }
 
 /// Barrier bookkeeping of one shard: which checkpoint can be captured when.
@@ -473,6 +485,85 @@ pub fn restore<C: Host, P: Partition>(
             return Err(CheckpointError::Invalid {
                 path: dir.to_path_buf(),
                 reason: format!("shard {} has no position for partition {}", snap.shard, part.name()),
+            }
+            .into());
+        };
+        part.seek_to(st)?;
+    }
+    Ok(())
+}
+
+/// Restores this shard (`me` of `shards`) from a checkpoint of another layout: every
+/// old shard's bucket copies are read and each row whose key routes here under
+/// [`crate::router`] is re-hashed and inserted with its matched flag; so every row
+/// lands on exactly one new shard, and each new shard reads the whole state once (in
+/// parallel with the others). The partitions this shard now reads get their positions
+/// and clocks from whichever old shard read them; the marks of the new senders are
+/// computed from those clocks, and the watermark is the least of the old shards' (at
+/// an aligned checkpoint they agree unless an idle partition let one run ahead; the
+/// least never drops a row the old layout would still have joined). The job's
+/// counters are carried by shard 0 (the report sums them).
+pub fn restore_redistributed<C: Host, P: Partition>(
+    core: &mut C,
+    partitions: &mut [P],
+    old: &[ShardSnapshot],
+    dir: &Path,
+    me: u32,
+    shards: u32,
+    out_of_orderness_ms: i64,
+) -> Result<(), RestoreError> {
+    let p = core.parts().expect("restore runs only with checkpointing on");
+    let least = |side: usize| old.iter().filter_map(|s| s.base_buckets[side]).min();
+    p.join.restore_bases([least(0), least(1)]);
+    for snap in old {
+        for b in &snap.buckets {
+            let (bytes, flips) = super::read_bucket(dir, b)?;
+            let pack = dir.join(&b.file);
+            let join = &mut *p.join;
+            crate::state::each_copied_record(&bytes, &flips, &pack, |rec, matched| {
+                let key = rec.key.get();
+                let hash = crate::router::key_hash(key);
+                if crate::router::shard_of(hash, shards) != me {
+                    return Ok(());
+                }
+                join.insert_restored(b.side, rec.ts.to_native(), hash, key, rec.row.get(), matched)
+            })?;
+        }
+    }
+    let all_sources: Vec<&SourceState> = old.iter().flat_map(|s| &s.sources).collect();
+    let marks: Vec<Mark> = (0..shards)
+        .map(|sender| {
+            let clocks: Vec<PartitionClock> = all_sources
+                .iter()
+                .filter(|st| st.plan_index % shards == sender)
+                .flat_map(|st| st.clocks.iter().flatten())
+                .map(|c| {
+                    let mut clock = PartitionClock::new(out_of_orderness_ms, 0);
+                    clock.restore(c.max_ts, c.done);
+                    clock
+                })
+                .collect();
+            crate::watermark::sender_mark(clocks.iter())
+        })
+        .collect();
+    let watermark = old.iter().map(|s| s.watermark).min().unwrap_or(i64::MIN);
+    p.wm.restore(&marks, watermark);
+    if me == 0 {
+        let mut k = ShardCounters::default();
+        for s in old {
+            k.merge(&s.counters);
+        }
+        *p.counters = k.clone();
+        p.join.stats.pairs = k.pairs;
+        p.join.stats.unmatched = k.unmatched;
+        p.sinks.output_rows = k.output_rows;
+        p.sinks.unmatched_emitted = k.unmatched_emitted;
+    }
+    for part in partitions.iter_mut() {
+        let Some(st) = all_sources.iter().find(|s| s.plan_index == part.plan_index()) else {
+            return Err(CheckpointError::Invalid {
+                path: dir.to_path_buf(),
+                reason: format!("no shard of the checkpoint has a position for partition {}", part.name()),
             }
             .into());
         };

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::barrier::CheckpointCtx;
+use crate::checkpoint::barrier::RestoreFrom;
 use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
 use crate::config::{CheckpointSettings, Job, OutputTarget};
 use crate::metrics::live::CheckpointLive;
@@ -143,7 +144,7 @@ impl Coordinator {
     }
 
     /// What a shard needs to take part; `restore` is its snapshot to resume from.
-    pub fn shard_ctx(&self, restore: Option<ShardSnapshot>) -> CheckpointCtx {
+    pub fn shard_ctx(&self, restore: Option<RestoreFrom>) -> CheckpointCtx {
         CheckpointCtx {
             dir: self.dir.clone(),
             requested: self.requested.clone(),
@@ -355,6 +356,7 @@ impl Coordinator {
             finished,
             created_unix_ms: unix_ms(),
             job: self.shape.clone(),
+            routing: Some(crate::router::ROUTING.to_string()),
             shards,
         }
     }

@@ -150,7 +150,6 @@ impl JobShape {
                 }
             };
         }
-        same!(shards);
         same!(left_name);
         same!(right_name);
         same!(left_fields);
@@ -258,7 +257,31 @@ pub struct Manifest {
     pub finished: bool,
     pub created_unix_ms: u64,
     pub job: JobShape,
+    /// The routing function (`router::ROUTING`) the state's shards and key hashes
+    /// follow. Absent in checkpoints of weft before 2026-12-05, which routed by a
+    /// build-dependent ahash: those are re-distributed at restore, as are checkpoints
+    /// of another routing or another shard count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
     pub shards: Vec<ShardSnapshot>,
+}
+
+impl Manifest {
+    /// Why this checkpoint's state cannot be restored shard by shard by a job of
+    /// `shards` shards (so it is re-distributed by key), or `None` when it can.
+    pub fn needs_redistribution(&self, shards: u32) -> Option<String> {
+        if self.routing.as_deref() != Some(crate::router::ROUTING) {
+            return Some(format!(
+                "its routing is {}, this weft routes by {}",
+                self.routing.as_deref().unwrap_or("a build-dependent ahash (a weft before 2026-12-05)"),
+                crate::router::ROUTING
+            ));
+        }
+        if self.shards.len() != shards as usize {
+            return Some(format!("it has {} shards, the job has {shards}", self.shards.len()));
+        }
+        None
+    }
 }
 
 /// What shards tell the coordinator (the engine's calling thread).
@@ -624,6 +647,7 @@ mod tests {
             finished: false,
             created_unix_ms: 1_700_000_000_000,
             job: shape(vec![input.display().to_string()]),
+            routing: Some(crate::router::ROUTING.into()),
             shards: vec![ShardSnapshot {
                 shard: 0,
                 watermark: -5,

@@ -359,6 +359,28 @@ impl Join {
         self.sides[1].restore_base(bases[1]);
     }
 
+    /// Adds a row taken from a checkpoint of another shard layout or routing (see
+    /// `checkpoint::barrier::restore_redistributed`): into state and the index, with
+    /// its matched flag, probing nothing (its matches were emitted before the
+    /// checkpoint).
+    pub fn insert_restored(
+        &mut self,
+        side: Side,
+        ts: i64,
+        hash: u64,
+        key: &[u8],
+        row: &[u8],
+        matched: bool,
+    ) -> Result<(), StateError> {
+        if self.sides[side.idx()].is_far(ts) {
+            self.rebase(side, ts)?;
+        }
+        let live_own = self.sides[side.idx()].live_from_rel;
+        let r = self.sides[side.idx()].insert(ts, hash, key, row, matched)?;
+        self.index.entry(hash)?.push(side.idx(), r, live_own);
+        Ok(())
+    }
+
     /// Restores one bucket from a checkpoint copy and indexes its rows.
     pub fn restore_bucket(
         &mut self,

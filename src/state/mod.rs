@@ -432,6 +432,37 @@ impl SideStore {
 }
 
 /// The file name of bucket `b`'s arena.
+/// Calls `each` with every record of a checkpoint copy of a bucket (`bytes` its rows,
+/// `flips` the roots of its matched list) and whether it is matched, without keeping
+/// the bucket: for a restore that re-distributes rows to other shards. The copy is
+/// validated as [`SideStore::restore_bucket`] validates it; errors name
+/// `name_for_errors` (the pack).
+pub fn each_copied_record(
+    bytes: &[u8],
+    flips: &[u32],
+    name_for_errors: &Path,
+    mut each: impl FnMut(&ArchivedRecord<'static>, bool) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let (buf, roots) = Buffer::restore(bytes, None, name_for_errors)?;
+    let mut flips = flips.to_vec();
+    flips.sort_unstable();
+    for &r in &flips {
+        if roots.binary_search_by_key(&r, |x| x.pos()).is_err() {
+            return Err(StateError::Corrupt {
+                path: name_for_errors.to_path_buf(),
+                offset: r as u64,
+                reason: "matched list names no record".into(),
+            });
+        }
+    }
+    for root in roots {
+        let rec = buf.get(root);
+        let matched = rec.matched || flips.binary_search(&root.pos()).is_ok();
+        each(rec, matched)?;
+    }
+    Ok(())
+}
+
 fn arena_name(side: Side, b: i64) -> String {
     let name = match side {
         Side::Left => "left",
