@@ -16,7 +16,7 @@ LAYERS = [
     ["sys", "alloc", "log"],
     ["schema"],
     ["event"],
-    ["codec"],
+    ["codec", "evolve"],
     ["config"],
     ["router", "watermark", "metrics"],
     ["state"],

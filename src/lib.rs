@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod evolve;
 pub mod exchange;
 pub mod join;
 pub mod loadgen;
