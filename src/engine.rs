@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
-use crate::checkpoint::barrier::RestoreFrom;
+use crate::checkpoint::barrier::{Redistribution, RestoreFrom};
 use crate::checkpoint::coordinator::{self as recovery, Coordinator, Start};
-use crate::checkpoint::{self, CheckpointError, Manifest};
+use crate::checkpoint::{self, CheckpointError, Manifest, SchemaChange};
 use crate::config::{Job, OutputTarget, PREEMPT_US_DEFAULT};
 use crate::event::Side;
 use crate::exchange;
@@ -108,13 +108,16 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     // only one using them (held until this function returns).
     let dirs = job.job_dirs();
     job.check_inputs_outside(&dirs)?;
+    refuse_early(&job)?;
     let _locks =
         crate::sys::lock_dirs(&dirs.iter().map(|(_, d)| *d).collect::<Vec<_>>()).map_err(|e| lock_error(e, &dirs))?;
     check_job_dirs(&job, &dirs)?;
     let resume = plan_start(&job)?;
     prepare_output(&job, resume.is_some(), opts.force)?;
-    let restored = resume.as_ref().map_or(0, |m| m.checkpoint);
-    let mut coord = job.checkpoint.as_ref().map(|ck| Coordinator::new(&job, ck, restored, opts.debug_checkpoints));
+    let restored = resume.as_ref().map_or(0, |(m, _)| m.checkpoint);
+    let versions = resume.as_ref().map_or([1, 1], |(_, c)| c.versions);
+    let mut coord =
+        job.checkpoint.as_ref().map(|ck| Coordinator::new(&job, ck, restored, versions, opts.debug_checkpoints));
     let progress = Arc::new(Progress::new(job.shards as usize));
     let handles = spawn_shards(&job, opts, start, &progress, coord.as_ref(), resume)?;
     if let Some(c) = coord.as_mut() {
@@ -251,9 +254,21 @@ fn stop_at_once(job: &Job, coord: Option<&Coordinator>) -> ! {
     std::process::exit(2)
 }
 
+/// A restart that [`plan_start`] would refuse for the checkpoint's job shape or schemas,
+/// found before the job's directories are locked or created: such a refusal leaves the
+/// checkpoint and output directories byte-identical (the lock file included). Read-only;
+/// any other problem is left to `plan_start`, under the lock.
+fn refuse_early(job: &Job) -> Result<(), EngineError> {
+    let Some(ck) = &job.checkpoint else { return Ok(()) };
+    match recovery::plan(job, &ck.dir, |_| {}) {
+        Err(e @ (CheckpointError::Mismatch { .. } | CheckpointError::Schema { .. })) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Where the job starts: `None` fresh (orphaned state and uncommitted output removed),
-/// or the manifest to resume from (output reset to its epoch).
-fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
+/// or the manifest to resume from (output reset to its epoch) and how its schemas change.
+fn plan_start(job: &Job) -> Result<Option<(Box<Manifest>, Box<SchemaChange>)>, EngineError> {
     let Some(ck) = &job.checkpoint else { return Ok(None) };
     std::fs::create_dir_all(&ck.dir).map_err(checkpoint::io(&ck.dir, "create directory"))?;
     match recovery::plan(job, &ck.dir, |w| tracing::warn!(dir = %ck.dir.display(), "{w}"))? {
@@ -270,7 +285,7 @@ fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
             recovery::reset_output(job, u64::MAX)?;
             Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() })
         }
-        Start::Resume(m) => {
+        Start::Resume(m, change) => {
             tracing::info!(
                 checkpoint = m.checkpoint,
                 dir = %ck.dir.display(),
@@ -278,8 +293,27 @@ fn plan_start(job: &Job) -> Result<Option<Box<Manifest>>, EngineError> {
                 m.checkpoint,
                 ck.dir.display()
             );
+            for (side, schema) in [&job.left.schema, &job.right.schema].into_iter().enumerate() {
+                if !change.changed[side] {
+                    continue;
+                }
+                let verdicts: Vec<String> = change.migrations[side]
+                    .verdicts
+                    .iter()
+                    .filter(|v| v.verdict != "unchanged")
+                    .map(|v| format!("`{}` {}", v.field, v.verdict))
+                    .collect();
+                tracing::info!(
+                    input = %schema.name,
+                    version = change.versions[side],
+                    "input {} has a new schema (version {}): {}",
+                    schema.name,
+                    change.versions[side],
+                    verdicts.join("; ")
+                );
+            }
             recovery::reset_output(job, m.checkpoint)?;
-            Ok(Some(m))
+            Ok(Some((m, change)))
         }
     }
 }
@@ -315,7 +349,7 @@ fn spawn_shards(
     start: Instant,
     progress: &Arc<Progress>,
     coord: Option<&Coordinator>,
-    resume: Option<Box<Manifest>>,
+    resume: Option<(Box<Manifest>, Box<SchemaChange>)>,
 ) -> Result<Vec<ShardHandle>, EngineError> {
     let shards = job.shards as usize;
     let mut specs: Vec<Vec<(u32, source::PartitionSpec)>> = vec![Vec::new(); shards];
@@ -323,8 +357,11 @@ fn spawn_shards(
         specs[i % shards].push((i as u32, s));
     }
     let mut restore: Vec<Option<RestoreFrom>> = vec![None; shards];
-    if let Some(m) = resume {
-        match m.needs_redistribution(job.shards) {
+    if let Some((m, change)) = resume {
+        let why = m
+            .needs_redistribution(job.shards)
+            .or_else(|| change.rewrites_rows(&m.job).then(|| "its rows are migrated to the new schema".to_string()));
+        match why {
             None => {
                 for snap in m.shards {
                     let s = snap.shard as usize;
@@ -339,8 +376,18 @@ fn spawn_shards(
                     "re-distributing the state of checkpoint {} by key to {shards} shards: {why}",
                     m.checkpoint
                 );
-                let old = Arc::new(m.shards);
-                restore.iter_mut().for_each(|r| *r = Some(RestoreFrom::Redistribute(old.clone())));
+                let stored = [m.job.left_fields.len(), m.job.right_fields.len()];
+                let [left, right] = change.migrations;
+                let migrations = [(left, &job.left.schema), (right, &job.right.schema)]
+                    .into_iter()
+                    .zip(stored)
+                    .map(|((mig, schema), n)| {
+                        (!mig.is_identity(n)).then(|| (mig, schema.fields.iter().map(|f| f.ty).collect()))
+                    })
+                    .collect::<Vec<_>>();
+                let [left, right]: [_; 2] = migrations.try_into().expect("two inputs");
+                let from = Arc::new(Redistribution { old: m.shards, migrations: [left, right] });
+                restore.iter_mut().for_each(|r| *r = Some(RestoreFrom::Redistribute(from.clone())));
             }
         }
     }

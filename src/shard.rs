@@ -518,10 +518,10 @@ fn open(ctx: &mut ShardCtx) -> Result<(Rc<RefCell<Core>>, Vec<OpenPartition>), S
         match ck.restore.take() {
             None => {}
             Some(RestoreFrom::Own(snap)) => barrier::restore(&mut core, &mut partitions, &snap, &ck.dir)?,
-            Some(RestoreFrom::Redistribute(old)) => barrier::restore_redistributed(
+            Some(RestoreFrom::Redistribute(from)) => barrier::restore_redistributed(
                 &mut core,
                 &mut partitions,
-                &old,
+                &from,
                 &ck.dir,
                 ctx.id,
                 ctx.job.shards,

@@ -30,9 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{writer, CheckpointError, ClockState, CoordMsg, ShardSnapshot, SourceState};
+use crate::event::{RowBuilder, RowView};
+use crate::evolve::Migration;
 use crate::exchange::Outbox;
 use crate::join::Join;
 use crate::metrics::ShardCounters;
+use crate::schema::FieldType;
 use crate::sink::ShardSinks;
 use crate::source::{Source, SourceError};
 use crate::state::arena::StateError;
@@ -66,9 +69,18 @@ pub enum RestoreFrom {
     /// is (bucket copies become its buckets, marks and counters are its own).
     Own(Box<ShardSnapshot>),
     /// Every shard's snapshot of a checkpoint taken under another shard count or
-    /// another routing function: this shard keeps the rows whose keys route to it now
-    /// (see [`restore_redistributed`]).
-    Redistribute(Arc<Vec<ShardSnapshot>>),
+    /// another routing function, or whose rows must be migrated to a new schema: this
+    /// shard keeps the rows whose keys route to it now (see [`restore_redistributed`]).
+    Redistribute(Arc<Redistribution>),
+}
+
+/// A checkpoint's state as each shard of a re-distributing restore reads it.
+#[derive(Debug)]
+pub struct Redistribution {
+    pub old: Vec<ShardSnapshot>,
+    /// Per side (left, right): how stored rows become rows of the job's schema, with
+    /// that schema's field types; `None` when they are kept as stored.
+    pub migrations: [Option<(Migration, Vec<FieldType>)>; 2],
 }
 
 /// Barrier bookkeeping of one shard: which checkpoint can be captured when.
@@ -506,27 +518,40 @@ pub fn restore<C: Host, P: Partition>(
 pub fn restore_redistributed<C: Host, P: Partition>(
     core: &mut C,
     partitions: &mut [P],
-    old: &[ShardSnapshot],
+    from: &Redistribution,
     dir: &Path,
     me: u32,
     shards: u32,
     out_of_orderness_ms: i64,
 ) -> Result<(), RestoreError> {
+    let old = &from.old[..];
     let p = core.parts().expect("restore runs only with checkpointing on");
     let least = |side: usize| old.iter().filter_map(|s| s.base_buckets[side]).min();
     p.join.restore_bases([least(0), least(1)]);
+    let mut migrated = RowBuilder::new();
     for snap in old {
         for b in &snap.buckets {
             let (bytes, flips) = super::read_bucket(dir, b)?;
             let pack = dir.join(&b.file);
             let join = &mut *p.join;
+            let migration = from.migrations[b.side.idx()].as_ref();
             crate::state::each_copied_record(&bytes, &flips, &pack, |rec, matched| {
                 let key = rec.key.get();
                 let hash = crate::router::key_hash(key);
                 if crate::router::shard_of(hash, shards) != me {
                     return Ok(());
                 }
-                join.insert_restored(b.side, rec.ts.to_native(), hash, key, rec.row.get(), matched)
+                // The key's fields and types are unchanged by any migration (evolve
+                // refuses otherwise), so its bytes and hash stay valid.
+                let row = match migration {
+                    None => rec.row.get(),
+                    Some((m, types)) => {
+                        m.apply(RowView(rec.row.get()), types, &mut migrated)
+                            .map_err(|e| StateError::Migrate { path: pack.clone(), reason: e.to_string() })?;
+                        migrated.bytes()
+                    }
+                };
+                join.insert_restored(b.side, rec.ts.to_native(), hash, key, row, matched)
             })?;
         }
     }

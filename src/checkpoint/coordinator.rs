@@ -5,7 +5,9 @@
 //! missing, short or fail their checksum, is reported as a warning and the previous
 //! one is tried. If manifests exist but none is valid, the job does not start (it
 //! would otherwise begin again over output that was already committed). A checkpoint
-//! of a different job shape (shards, schemas, bounds, partitions) is an error.
+//! of a different job shape (join kind, bounds, partitions, output format) is an error, as
+//! is a schema change that `evolve` finds incompatible; another shard count or routing
+//! re-distributes the state, a compatible schema change migrates it.
 //!
 //! The coordinator runs on the engine's calling thread, never on a shard: it asks for
 //! checkpoint n+1 every `engine.checkpoint_interval_ms` when none is under way, asks
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::barrier::CheckpointCtx;
 use crate::checkpoint::barrier::RestoreFrom;
-use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, ShardSnapshot};
+use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, SchemaChange, ShardSnapshot};
 use crate::config::{CheckpointSettings, Job, OutputTarget};
 use crate::metrics::live::CheckpointLive;
 use crate::sink::layout;
@@ -31,8 +33,9 @@ use crate::sink::layout;
 pub enum Start {
     /// No checkpoint: a new run.
     Fresh,
-    /// Resume from this checkpoint.
-    Resume(Box<Manifest>),
+    /// Resume from this checkpoint, its stored rows carried into the job's schemas as
+    /// `change` says.
+    Resume(Box<Manifest>, Box<SchemaChange>),
     /// The job already ran to the end (its final checkpoint says so).
     Finished(u64),
 }
@@ -47,13 +50,15 @@ pub fn plan(job: &Job, dir: &Path, mut warn: impl FnMut(String)) -> Result<Start
     for n in &all {
         match checkpoint::verify(dir, *n) {
             Ok(m) => {
+                let path = checkpoint::manifest_path(dir, *n);
                 if let Some(why) = m.job.mismatch(&shape) {
-                    return Err(CheckpointError::Mismatch { path: checkpoint::manifest_path(dir, *n), reason: why });
+                    return Err(CheckpointError::Mismatch { path, reason: why });
                 }
                 if m.finished {
                     return Ok(Start::Finished(*n));
                 }
-                return Ok(Start::Resume(Box::new(m)));
+                let change = m.job.schema_change(job).map_err(|error| CheckpointError::Schema { path, error })?;
+                return Ok(Start::Resume(Box::new(m), Box::new(change)));
             }
             Err(e) => warn(format!("checkpoint {n} is unusable, trying an older one: {e}")),
         }
@@ -118,14 +123,23 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// For a run of `job` that starts after checkpoint `restored` (0: fresh).
-    pub fn new(job: &Job, ck: &CheckpointSettings, restored: u64, debug: bool) -> Coordinator {
+    /// For a run of `job` that starts after checkpoint `restored` (0: fresh), whose
+    /// inputs' schemas have `schema_versions` (see [`SchemaChange::versions`]).
+    pub fn new(
+        job: &Job,
+        ck: &CheckpointSettings,
+        restored: u64,
+        schema_versions: [u32; 2],
+        debug: bool,
+    ) -> Coordinator {
         let (tx, rx) = std::sync::mpsc::channel::<CoordMsg>();
+        let mut shape = JobShape::of(job);
+        shape.schema_versions = schema_versions;
         Coordinator {
             dir: ck.dir.clone(),
             interval: Duration::from_millis(ck.interval_ms),
             retained: ck.retained,
-            shape: JobShape::of(job),
+            shape,
             output: job.output.clone(),
             shards: job.shards as usize,
             debug,

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Format, Job, JoinKind};
+use crate::evolve::{self, Incompatible, Migration, Stored};
 use crate::metrics::ShardCounters;
 use crate::schema::Field;
 use crate::source::{Fingerprint, SourcePos};
@@ -63,6 +64,12 @@ pub enum CheckpointError {
         "checkpoint {path} was taken by a different job: {reason}; use another engine.checkpoint_dir or remove it"
     )]
     Mismatch { path: PathBuf, reason: String },
+    #[error(
+        "checkpoint {path}: its state cannot be carried into the new schema: {error}. Nothing was changed; \
+         restart with the checkpoint's schema (see `weft schema check`), or run the job afresh in another \
+         engine.checkpoint_dir"
+    )]
+    Schema { path: PathBuf, error: Incompatible },
 }
 
 /// An output-directory error met while committing a checkpoint's output.
@@ -89,6 +96,17 @@ pub struct JobShape {
     /// Key field indexes (fixed width on disk; the JSON is the same numbers).
     pub left_key: Vec<u32>,
     pub right_key: Vec<u32>,
+    /// The time field's index per input. Absent in manifests written before schema
+    /// evolution (2026-12-05): the restoring job's time field is then looked up by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_time: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right_time: Option<u32>,
+    /// Per input (left, right), the version of its schema: 1 for the schema the job
+    /// started with, raised by each restart that changed it (see `evolve`). Written only
+    /// once a schema changed, so older manifests (and their checksums) read as [1, 1].
+    #[serde(default = "first_versions", skip_serializing_if = "is_first_versions")]
+    pub schema_versions: [u32; 2],
     pub kind: JoinKind,
     pub lower_ms: i64,
     pub upper_ms: i64,
@@ -126,6 +144,9 @@ impl JobShape {
             right_fields: job.right.schema.fields.clone(),
             left_key: key_fields(&job.left.schema.key),
             right_key: key_fields(&job.right.schema.key),
+            left_time: Some(job.left.schema.time as u32),
+            right_time: Some(job.right.schema.time as u32),
+            schema_versions: first_versions(),
             kind: job.kind,
             lower_ms: job.lower_ms,
             upper_ms: job.upper_ms,
@@ -150,12 +171,10 @@ impl JobShape {
                 }
             };
         }
+        // The schemas (fields, key, time) are not compared here: `evolve::plan` decides
+        // per field whether the state can be carried over (see `schema_change`).
         same!(left_name);
         same!(right_name);
-        same!(left_fields);
-        same!(right_fields);
-        same!(left_key);
-        same!(right_key);
         same!(kind);
         same!(lower_ms);
         same!(upper_ms);
@@ -179,6 +198,56 @@ impl JobShape {
         }
         None
     }
+}
+
+impl JobShape {
+    /// The schema of input `side` (0 left, 1 right) as this checkpoint stored it.
+    pub fn stored(&self, side: usize) -> Stored<'_> {
+        match side {
+            0 => Stored { fields: &self.left_fields, key: &self.left_key, time: self.left_time },
+            _ => Stored { fields: &self.right_fields, key: &self.right_key, time: self.right_time },
+        }
+    }
+
+    /// How the rows this checkpoint stored become rows of `job`'s schemas, per input
+    /// (left, right); the first incompatible field refuses the restore.
+    pub fn schema_change(&self, job: &Job) -> Result<SchemaChange, Incompatible> {
+        let mut migrations = Vec::with_capacity(2);
+        for (side, schema) in [&job.left.schema, &job.right.schema].into_iter().enumerate() {
+            migrations.push(evolve::plan(&schema.name, &self.stored(side), schema)?);
+        }
+        let [left, right]: [Migration; 2] = migrations.try_into().expect("two inputs");
+        let changed = [left.changes_anything(self.left_fields.len()), right.changes_anything(self.right_fields.len())];
+        let versions = [0, 1].map(|i| self.schema_versions[i] + changed[i] as u32);
+        Ok(SchemaChange { migrations: [left, right], changed, versions })
+    }
+}
+
+/// What a restart does to the schemas of a checkpoint's inputs (see [`JobShape::schema_change`]).
+#[derive(Clone, Debug)]
+pub struct SchemaChange {
+    /// Per input (left, right).
+    pub migrations: [Migration; 2],
+    /// Per input: any field renamed, retyped, added, dropped or moved.
+    pub changed: [bool; 2],
+    /// The schema versions the restarted job's checkpoints record.
+    pub versions: [u32; 2],
+}
+
+impl SchemaChange {
+    /// True when stored rows must be rewritten (not only renamed) for `shape`'s job.
+    pub fn rewrites_rows(&self, shape: &JobShape) -> bool {
+        !self.migrations[0].is_identity(shape.left_fields.len())
+            || !self.migrations[1].is_identity(shape.right_fields.len())
+    }
+}
+
+fn first_versions() -> [u32; 2] {
+    [1, 1]
+}
+
+fn is_first_versions(v: &[u32; 2]) -> bool {
+    *v == [1, 1]
 }
 
 /// Key field indexes as persisted: below `FIELDS_MAX`, so they fit a `u32`.
@@ -627,6 +696,9 @@ mod tests {
             right_fields: Vec::new(),
             left_key: vec![0],
             right_key: vec![0],
+            left_time: None,
+            right_time: None,
+            schema_versions: [1, 1],
             kind: JoinKind::Inner,
             lower_ms: 0,
             upper_ms: 10,

@@ -58,6 +58,8 @@ pub enum StateError {
         *side as u8
     )]
     BucketFull { side: Side, bucket: i64, max: usize },
+    #[error("checkpoint pack {path}: a stored row cannot be migrated to the new schema: {reason}")]
+    Migrate { path: PathBuf, reason: String },
 }
 
 /// The position of a record's root in the buffer that made it. Only this file makes
