@@ -270,11 +270,26 @@ fn a_second_signal_stops_at_once_without_the_final_checkpoint() {
         signal(&c, libc::SIGTERM);
         // The coordinator says which checkpoint it stops at as it asks for it; the
         // second signal goes right after, while the shards copy their state.
-        let final_n: u64 = loop {
-            let line = lines.recv_timeout(common::timeout()).expect("no 'stopping at a final checkpoint' line");
-            if let Some(rest) = line.split("stopping at a final checkpoint (").nth(1) {
-                break rest.split(')').next().unwrap().parse().unwrap();
+        let final_n: Option<u64> = loop {
+            match lines.recv_timeout(common::timeout()) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("stopping at a final checkpoint (").nth(1) {
+                        break Some(rest.split(')').next().unwrap().parse().unwrap());
+                    }
+                }
+                // weft closed its stderr: it ended before it saw the signal.
+                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                Err(e) => panic!("attempt {attempt}: no 'stopping at a final checkpoint' line: {e}"),
             }
+        };
+        let Some(final_n) = final_n else {
+            let code = wait_exit(&mut c);
+            let err = err.join().unwrap();
+            let report = std::fs::read_to_string(stdout_path(&cfg)).unwrap();
+            assert_eq!(code, Some(0), "attempt {attempt}: weft ended without a stop line: {err}");
+            assert!(report.contains("completed;"), "attempt {attempt}: ended, not completed: {report}{err}");
+            eprintln!("attempt {attempt}: all input was read before the first signal; again");
+            continue;
         };
         signal(&c, libc::SIGTERM);
         let code = wait_exit(&mut c);
