@@ -54,6 +54,30 @@ enum Cmd {
     Inspect(InspectArgs),
     /// Write the generator's two streams as files plus a job.toml to replay them.
     Gen(GenArgs),
+    /// Schema evolution: `check` says what a restart of the job in --config would do
+    /// with the newest checkpoint, per input and field (compatible as is, migrated
+    /// how, incompatible why). Read-only. Exit status 0 when a restart would resume, 1
+    /// when it would be refused, 2 on error.
+    Schema(SchemaArgs),
+}
+
+#[derive(clap::Args)]
+struct SchemaArgs {
+    #[command(subcommand)]
+    action: SchemaAction,
+}
+
+#[derive(Subcommand)]
+enum SchemaAction {
+    /// Judge the (changed) job against the newest usable checkpoint.
+    Check {
+        /// The job file as it will be restarted.
+        #[arg(long)]
+        config: PathBuf,
+        /// The checkpoint directory; default: the job's engine.checkpoint_dir.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -268,6 +292,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Cmd::Checkpoints(args) => checkpoints(args),
         Cmd::Inspect(args) => inspect(args),
         Cmd::Gen(args) => gen_files(args),
+        Cmd::Schema(args) => schema(args),
     }
 }
 
@@ -420,6 +445,24 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         print!("{}", report.render());
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `weft schema check`: never writes or locks anything.
+fn schema(args: SchemaArgs) -> Result<ExitCode> {
+    let SchemaAction::Check { config, checkpoint } = args.action;
+    let (cfg, path, base) = load(Some(&config))?;
+    let job = cfg.resolve(&path, &base)?;
+    let dir = match (checkpoint, &job.checkpoint) {
+        (Some(d), _) => d,
+        (None, Some(ck)) => ck.dir.clone(),
+        (None, None) => anyhow::bail!(
+            "{}: the job has no engine.checkpoint_dir; name the checkpoint directory with --checkpoint DIR",
+            path.display()
+        ),
+    };
+    let verdict = weft::checkpoint::compat::check(&job, &dir, |w| tracing::warn!(dir = %dir.display(), "{w}"))?;
+    print!("{}", verdict.render(&dir));
+    Ok(if verdict.compatible() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `weft gen`: the generator's streams as files, with a job.toml that replays them.

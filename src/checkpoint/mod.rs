@@ -2,7 +2,8 @@
 //! committed and garbage-collected. The shard side (barrier alignment, snapshot
 //! capture, the pack copy, restore) is in [`barrier`], the io_uring pack writer and the
 //! pack's file name in [`writer`], the start plan and the coordinator in [`coordinator`],
-//! `weft inspect` (a report of a checkpoint or state directory) in [`inspect`].
+//! `weft inspect` (a report of a checkpoint or state directory) in [`inspect`], `weft
+//! schema check` (what a restart of a changed job would do) in [`compat`].
 //!
 //! Layout of `engine.checkpoint_dir`:
 //! ```text
@@ -28,6 +29,7 @@
 //! durable; a bucket copy is deleted only when no retained manifest references it.
 
 pub mod barrier;
+pub mod compat;
 pub mod coordinator;
 pub mod inspect;
 pub mod writer;
