@@ -266,9 +266,12 @@ fn refuse_early(job: &Job) -> Result<(), EngineError> {
     }
 }
 
+/// A checkpoint to resume from and how its schemas change.
+type Resume = (Box<Manifest>, Box<SchemaChange>);
+
 /// Where the job starts: `None` fresh (orphaned state and uncommitted output removed),
 /// or the manifest to resume from (output reset to its epoch) and how its schemas change.
-fn plan_start(job: &Job) -> Result<Option<(Box<Manifest>, Box<SchemaChange>)>, EngineError> {
+fn plan_start(job: &Job) -> Result<Option<Resume>, EngineError> {
     let Some(ck) = &job.checkpoint else { return Ok(None) };
     std::fs::create_dir_all(&ck.dir).map_err(checkpoint::io(&ck.dir, "create directory"))?;
     match recovery::plan(job, &ck.dir, |w| tracing::warn!(dir = %ck.dir.display(), "{w}"))? {

@@ -57,7 +57,10 @@ pub fn plan(job: &Job, dir: &Path, mut warn: impl FnMut(String)) -> Result<Start
                 if m.finished {
                     return Ok(Start::Finished(*n));
                 }
-                let change = m.job.schema_change(job).map_err(|error| CheckpointError::Schema { path, error })?;
+                let change = m
+                    .job
+                    .schema_change(job)
+                    .map_err(|error| CheckpointError::Schema { path, error: Box::new(error) })?;
                 return Ok(Start::Resume(Box::new(m), Box::new(change)));
             }
             Err(e) => warn(format!("checkpoint {n} is unusable, trying an older one: {e}")),

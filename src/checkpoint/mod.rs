@@ -71,7 +71,7 @@ pub enum CheckpointError {
          restart with the checkpoint's schema (see `weft schema check`), or run the job afresh in another \
          engine.checkpoint_dir"
     )]
-    Schema { path: PathBuf, error: Incompatible },
+    Schema { path: PathBuf, error: Box<Incompatible> },
 }
 
 /// An output-directory error met while committing a checkpoint's output.
