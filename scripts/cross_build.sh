@@ -6,11 +6,11 @@
 # Each finished output must equal `weft batch` on the same files (`weft validate`).
 # The routing unit tests (recorded hash values) also run under the native build.
 #
-# usage: scripts/cross_build.sh [EVENTS]      (default 1000000)
+# usage: scripts/cross_build.sh [EVENTS]      (default 3000000)
 # env:   KEEP=1 keep the work directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EVENTS=${1:-1000000}
+EVENTS=${1:-3000000}
 TARGET=${CARGO_TARGET_DIR:-target}
 
 cargo build --release --locked --bin weft
@@ -42,7 +42,12 @@ kill_after_checkpoint() {
             [ "$rc" = 137 ]   # killed by SIGKILL; anything else ran to its end first
             return
         fi
-        if ! kill -0 "$pid" 2>/dev/null; then wait "$pid" || true; return 1; fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            local rc=0
+            wait "$pid" || rc=$?
+            if [ "$rc" != 0 ]; then echo "cross_build: the run failed (exit $rc):" >&2; tail -20 "$log" >&2; exit 1; fi
+            return 1
+        fi
         sleep 0.005
     done
     kill -9 "$pid"; echo "cross_build: no checkpoint within 30 s" >&2; exit 1
@@ -52,10 +57,11 @@ for order in "$NATIVE $DEFAULT native-then-default" "$DEFAULT $NATIVE default-th
     set -- $order
     first=$1 second=$2 name=$3
     ok=0
-    for try in 1 2 3 4; do
+    for try in 1 2 3 4 5 6; do
         rm -rf ckpt out
         if kill_after_checkpoint "$first" "first.log"; then ok=1; break; fi
-        echo "cross_build: $name try $try ran to its end before the kill; again" >&2
+        echo "cross_build: $name try $try ran to its end before the kill; again. Its log ends:" >&2
+        tail -3 first.log >&2
     done
     [ $ok = 1 ] || { echo "cross_build: $name: never killed mid-run (input too small?)" >&2; exit 1; }
     "$second" run --quiet --config job.toml 2>second.log || { cat second.log >&2; exit 1; }

@@ -107,6 +107,11 @@ fn widening(from: FieldType, to: FieldType) -> Result<Widen, String> {
     }
 }
 
+/// The value a row without field `f` takes: its default, or `None` (NULL).
+pub fn field_default(f: &Field) -> Option<Value> {
+    f.default.as_ref().map(|d| default_value(d, f.ty))
+}
+
 /// A default literal as the row value of a field of type `ty` (checked to fit by
 /// `Schema::new`).
 fn default_value(l: &Literal, ty: FieldType) -> Value {

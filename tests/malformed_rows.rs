@@ -121,14 +121,24 @@ fn strict_mode_passes_clean_input() {
 }
 
 #[test]
-fn a_header_without_a_configured_column_names_file_and_column() {
+fn a_header_without_a_key_column_names_file_and_column() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), b"k,ts,name\n1,100,a\n", RIGHT_GOOD, 1);
+    let cfg = config(tmp.path(), b"ts,v,name\n100,1,a\n", RIGHT_GOOD, 1);
     let o = common::weft_run(&cfg, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("l.csv"), "stderr `{stderr}` should name the file");
-    assert!(stderr.contains("`v`"), "stderr `{stderr}` should name the missing column");
+    assert!(stderr.contains("no column `k`, the key field of input `l`"), "stderr `{stderr}` should name the column");
+}
+
+#[test]
+fn a_header_without_a_value_column_reads_the_field_as_null() {
+    // A file of an older schema version: `v` is not in it (and has no default).
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), b"k,ts,name\n1,100,a\n", RIGHT_GOOD, 1);
+    let o = common::weft_run(&cfg, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(common::output_rows(&tmp.path().join("out"), HEADER), vec!["1,100,,a,1,100,1".to_string()]);
 }
 
 #[test]

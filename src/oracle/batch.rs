@@ -703,7 +703,8 @@ struct ChunkRows {
 /// [`CsvSource`](crate::source::csv::CsvSource) parses those lines: cells split at
 /// commas, blank lines skipped, a wrong cell count or a cell that does not parse is
 /// a dead letter with the same reason text.
-fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) -> ChunkRows {
+fn parse_chunk(text: &[u8], schema: &Schema, cols: &[Option<usize>], header_len: usize) -> ChunkRows {
+    let defaults: Vec<_> = schema.fields.iter().map(crate::evolve::field_default).collect();
     let mut c = ChunkRows {
         arena: Vec::with_capacity(text.len() / 2 * 3),
         rows: Vec::new(),
@@ -765,7 +766,14 @@ fn parse_chunk(text: &[u8], schema: &Schema, cols: &[usize], header_len: usize) 
         let encoded = (|| {
             b.begin(schema.fields.len());
             for (fi, f) in schema.fields.iter().enumerate() {
-                let (s, e) = cells[cols[fi]];
+                let Some(col) = cols[fi] else {
+                    // Not in this file: the field's default, or NULL (as the source).
+                    if let Some(v) = &defaults[fi] {
+                        b.set_value(fi, v).map_err(|e| format!("field `{}`: default: {e}", f.name))?;
+                    }
+                    continue;
+                };
+                let (s, e) = cells[col];
                 let cell = &text[s..e];
                 parse_cell(&mut b, fi, f.ty, cell).map_err(|r| cell_reason(&f.name, r, cell))?;
             }
@@ -872,7 +880,7 @@ fn parse_chunks(
     text: &[u8],
     bounds: &[usize],
     schema: &Schema,
-    cols: &[usize],
+    cols: &[Option<usize>],
     header_len: usize,
 ) -> Result<Vec<ChunkRows>, BatchError> {
     std::thread::scope(|s| {

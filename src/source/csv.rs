@@ -35,7 +35,7 @@ use super::{
 };
 use crate::codec::csv::{cell_reason, parse_cell};
 use crate::event::Side;
-use crate::event::{event_time, RowBuilder, RowView};
+use crate::event::{event_time, RowBuilder, RowView, Value};
 use crate::schema::Schema;
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
@@ -258,7 +258,10 @@ pub struct CsvSource {
     limits: ReadLimits,
     lb: LineBuf,
     cells: Cells,
-    cols: Vec<usize>,
+    /// Column of each field; `None`: not in this file, the field's default applies.
+    cols: Vec<Option<usize>>,
+    /// Each field's default (`None` = NULL), for fields this file has no column for.
+    defaults: Vec<Option<Value>>,
     header_len: usize,
     builder: RowBuilder,
     /// The kept start of an over-long line.
@@ -317,6 +320,7 @@ impl CsvSource {
         let text = &lb.avail()[..text_len];
         let header: Vec<&[u8]> = (0..cells.ranges.len()).map(|i| cells.get(text, i)).collect();
         let cols = map_columns(path, &schema, &header)?;
+        let defaults = schema.fields.iter().map(crate::evolve::field_default).collect();
         let header_len = cells.count;
         lb.consume(consume);
         counts.header = lines as u64;
@@ -330,6 +334,7 @@ impl CsvSource {
             limits,
             lb,
             cells,
+            defaults,
             cols,
             header_len,
             builder: RowBuilder::new(),
@@ -356,7 +361,8 @@ impl CsvSource {
 /// Encodes a record's cells into `b`; Err is the dead-letter reason.
 fn encode(
     schema: &Schema,
-    cols: &[usize],
+    cols: &[Option<usize>],
+    defaults: &[Option<Value>],
     header_len: usize,
     cells: &Cells,
     text: &[u8],
@@ -367,8 +373,17 @@ fn encode(
     }
     b.begin(schema.fields.len());
     for (i, f) in schema.fields.iter().enumerate() {
-        let cell = cells.get(text, cols[i]);
-        parse_cell(b, i, f.ty, cell).map_err(|r| cell_reason(&f.name, r, cell))?;
+        match cols[i] {
+            Some(c) => {
+                let cell = cells.get(text, c);
+                parse_cell(b, i, f.ty, cell).map_err(|r| cell_reason(&f.name, r, cell))?;
+            }
+            None => {
+                if let Some(v) = &defaults[i] {
+                    b.set_value(i, v).map_err(|e| format!("field `{}`: default: {e}", f.name))?;
+                }
+            }
+        }
     }
     event_time(RowView(b.bytes()), schema).map_err(|r| format!("column `{}`: {r}", schema.fields[schema.time].name))
 }
@@ -401,7 +416,15 @@ impl Source for CsvSource {
                 }
                 Scan::Record { text, consume, lines } => {
                     let t = &self.lb.avail()[..text];
-                    match encode(&self.schema, &self.cols, self.header_len, &self.cells, t, &mut self.builder) {
+                    match encode(
+                        &self.schema,
+                        &self.cols,
+                        &self.defaults,
+                        self.header_len,
+                        &self.cells,
+                        t,
+                        &mut self.builder,
+                    ) {
                         Ok(ts) => out(SourceItem::Row { side, ts, row: self.builder.bytes(), intended_ns: None }),
                         Err(reason) => out(SourceItem::Dead { side, line, reason, raw: t }),
                     }

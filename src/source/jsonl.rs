@@ -157,7 +157,12 @@ pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Res
     };
     b.begin(schema.fields.len());
     for (i, f) in schema.fields.iter().enumerate() {
-        let Some(v) = obj.get(&f.name) else { continue };
+        let Some(v) = json_value(&obj, f)? else {
+            if let Some(d) = crate::evolve::field_default(f) {
+                b.set_value(i, &d).map_err(|e| format!("field `{}`: default: {e}", f.name))?;
+            }
+            continue;
+        };
         let wrong = || format!("field `{}`: expected {}, found {}", f.name, f.ty.name(), quote_json(v));
         match (f.ty, v) {
             (_, J::Null) => {}
@@ -179,6 +184,19 @@ pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Res
         }
     }
     event_time(RowView(b.bytes()), schema).map_err(|r| format!("field `{}`: {r}", schema.fields[schema.time].name))
+}
+
+/// The value of field `f` in `obj`, under its name or one of its `aliases` (a line
+/// written before a rename); `None` when absent (the field's default or NULL). Two
+/// keys answering one field are ambiguous: Err is the dead-letter reason.
+fn json_value<'a>(obj: &'a serde_json::Map<String, J>, f: &crate::schema::Field) -> Result<Option<&'a J>, String> {
+    let mut found = std::iter::once(&f.name).chain(&f.aliases).filter_map(|n| obj.get_key_value(n.as_str()));
+    match (found.next(), found.next()) {
+        (Some((a, _)), Some((b, _))) => {
+            Err(format!("keys {} and {} both answer to field `{}`", quote_key(a), quote_key(b), f.name))
+        }
+        (v, _) => Ok(v.map(|(_, v)| v)),
+    }
 }
 
 /// A key for a reason: `k` in backquotes, cut like a quoted value when long.

@@ -242,36 +242,43 @@ pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::i
 }
 
 /// Checks the schema's fields against a file's header; returns the column of each
-/// field. Every schema field must be present exactly once (a field named twice is
-/// ambiguous and fails the file); extra columns are ignored, duplicates among them
-/// too. At most [`COLUMNS_MAX`] columns.
-pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Vec<usize>, SourceError> {
+/// field, matched by the field's name or one of its `aliases` (a file written before a
+/// rename). A field with no column is `None`: its rows take the field's default, or
+/// NULL; but a key or time field must have its column. A field two columns answer to
+/// (named twice, or by its name and an alias) is ambiguous and fails the file; extra
+/// columns are ignored, duplicates among them too. At most [`COLUMNS_MAX`] columns.
+pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Vec<Option<usize>>, SourceError> {
     let fail = |message: String| SourceError::Format { path: path.to_path_buf(), message };
     if header.len() > COLUMNS_MAX {
         return Err(fail(format!("header has more than {COLUMNS_MAX} columns")));
     }
     let mut cols = Vec::with_capacity(schema.fields.len());
-    for f in &schema.fields {
-        let mut at = header.iter().enumerate().filter(|(_, h)| trim_cell(h) == f.name.as_bytes()).map(|(c, _)| c);
+    for (i, f) in schema.fields.iter().enumerate() {
+        let answers = |h: &&[u8]| std::str::from_utf8(trim_cell(h)).is_ok_and(|n| f.answers_to(n));
+        let mut at = header.iter().enumerate().filter(|(_, h)| answers(h)).map(|(c, _)| c);
         match (at.next(), at.next()) {
-            (Some(c), None) => cols.push(c),
+            (Some(c), None) => cols.push(Some(c)),
             (Some(a), Some(b)) => {
                 return Err(fail(format!(
-                    "header has column `{}` twice (columns {} and {}; input `{}`)",
+                    "header has two columns for field `{}` (columns {} `{}` and {} `{}`; input `{}`)",
                     f.name,
                     a + 1,
+                    String::from_utf8_lossy(trim_cell(header[a])),
                     b + 1,
+                    String::from_utf8_lossy(trim_cell(header[b])),
                     schema.name
                 )))
             }
-            (None, _) => {
+            (None, _) if schema.key.contains(&i) || schema.time == i => {
+                let role = if schema.time == i { "time" } else { "key" };
                 return Err(fail(format!(
-                    "header has no column `{}` (input `{}`); header is: {}",
+                    "header has no column `{}`, the {role} field of input `{}`; header is: {}",
                     f.name,
                     schema.name,
                     header_text(header)
-                )))
+                )));
             }
+            (None, _) => cols.push(None),
         }
     }
     Ok(cols)
@@ -405,6 +412,27 @@ pub fn fingerprint_change(path: &Path, fp: &Fingerprint) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_match_by_name_or_alias_and_only_key_and_time_columns_are_required() {
+        use crate::schema::{Field, FieldType, Literal};
+        let mut watched = Field::new("watched_ms", FieldType::I64);
+        watched.aliases = vec!["duration_ms".into()];
+        let mut device = Field::new("device", FieldType::String);
+        device.default = Some(Literal::Str("tv".into()));
+        let fields = vec![Field::new("k", FieldType::U64), Field::new("ts", FieldType::I64), watched, device];
+        let schema = Schema::new("plays", fields, &["k".into()], "ts").unwrap();
+        let p = Path::new("f.csv");
+        // Reordered, renamed through the alias, `device` missing, an extra column.
+        let cols = map_columns(p, &schema, &[b"duration_ms", b"extra", b"ts", b"k"]).unwrap();
+        assert_eq!(cols, vec![Some(3), Some(2), Some(0), None]);
+        let both = map_columns(p, &schema, &[b"k", b"ts", b"duration_ms", b"watched_ms"]).unwrap_err().to_string();
+        assert!(both.contains("two columns for field `watched_ms`") && both.contains("3 `duration_ms`"), "{both}");
+        let no_key = map_columns(p, &schema, &[b"ts", b"watched_ms"]).unwrap_err().to_string();
+        assert!(no_key.contains("no column `k`, the key field of input `plays`"), "{no_key}");
+        let no_time = map_columns(p, &schema, &[b"k", b"watched_ms"]).unwrap_err().to_string();
+        assert!(no_time.contains("no column `ts`, the time field"), "{no_time}");
+    }
 
     #[test]
     fn fingerprint_blocks_cover_short_prefixes_whole_and_sample_long_ones() {
