@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-3000000}
-TARGET=${CARGO_TARGET_DIR:-target}
+TARGET=$(realpath -m "${CARGO_TARGET_DIR:-target}")   # absolute: the runs below cd into a work directory
 
 cargo build --release --locked --bin weft
 RUSTFLAGS="-C target-cpu=native" cargo build --release --locked --bin weft --target-dir "$TARGET/native"
