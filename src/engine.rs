@@ -617,6 +617,7 @@ fn report(job: &Job, merged: &Merged, outcome: String, start: Instant, cpu0: f64
             rows_in: counters.rows_in[i],
             late: counters.late[i],
             dead_letters: counters.dead[i],
+            extra_fields: counters.extra_fields[i],
             unmatched: counters.unmatched[i],
             unmatched_emitted: counters.unmatched_emitted[i],
             state_rows_peak: counters.state_rows_peak[i],

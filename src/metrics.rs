@@ -51,6 +51,10 @@ pub struct ShardCounters {
     /// (before it released anything); process-wide, so shards merge it by max.
     #[serde(default)]
     pub resident_file_peak: u64,
+    /// Values of rows read that no field answers to (extra CSV columns, unknown JSON
+    /// keys), per side: ignored, counted.
+    #[serde(default)]
+    pub extra_fields: [u64; 2],
 }
 
 impl ShardCounters {
@@ -59,6 +63,7 @@ impl ShardCounters {
             self.rows_in[i] += o.rows_in[i];
             self.late[i] += o.late[i];
             self.dead[i] += o.dead[i];
+            self.extra_fields[i] += o.extra_fields[i];
             self.unmatched[i] += o.unmatched[i];
             self.unmatched_emitted[i] += o.unmatched_emitted[i];
             self.state_rows_peak[i] += o.state_rows_peak[i];
@@ -83,6 +88,10 @@ pub struct InputReport {
     pub rows_in: u64,
     pub late: u64,
     pub dead_letters: u64,
+    /// Values of rows read that no field answers to: extra CSV columns (counted once
+    /// per row) and unknown JSON keys. Ignored, as a file of an older or newer schema
+    /// version carries them.
+    pub extra_fields: u64,
     pub unmatched: u64,
     pub unmatched_emitted: u64,
     pub state_rows_peak: u64,
@@ -167,6 +176,9 @@ impl Report {
         s += &format!("{:<24}{:>16}{:>16}\n", "rows in", l.rows_in, r.rows_in);
         s += &format!("{:<24}{:>16}{:>16}\n", "late", l.late, r.late);
         s += &format!("{:<24}{:>16}{:>16}\n", "dead letters", l.dead_letters, r.dead_letters);
+        if l.extra_fields + r.extra_fields > 0 {
+            s += &format!("{:<24}{:>16}{:>16}\n", "extra fields ignored", l.extra_fields, r.extra_fields);
+        }
         s += &format!("{:<24}{:>16}{:>16}\n", "unmatched", l.unmatched, r.unmatched);
         s += &format!("{:<24}{:>16}{:>16}\n", "unmatched emitted", l.unmatched_emitted, r.unmatched_emitted);
         s += &format!("{:<24}{:>16}{:>16}\n", "state rows (peak)", l.state_rows_peak, r.state_rows_peak);

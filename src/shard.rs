@@ -693,9 +693,10 @@ fn poll_one(
     let OpenPartition { src, name, clocks, rows, late, dead, .. } = part;
     let mut strict_err = None;
     let status = src.poll(rd.batch_events, now, &mut |item| match item {
-        SourceItem::Row { side, ts, row, intended_ns } => {
+        SourceItem::Row { side, ts, row, intended_ns, extra } => {
             let s = side.idx();
             c.counters.rows_in[s] += 1;
+            c.counters.extra_fields[s] += u64::from(extra);
             rows[s] += 1;
             let clock = clocks[s].as_mut().expect("source emits only its own sides");
             clock.last_row_ns = now;

@@ -3,8 +3,9 @@
 //! object, a wrong-typed value, bad JSON, a NULL time) goes to `dead/` with its
 //! input, file, line, reason and raw text, is counted in the report, and never stops
 //! the good rows from being joined. With `--strict` the first one fails the run
-//! (status 2) naming file and line. A CSV header without a configured column, or an
-//! empty CSV file, fails the run naming the file (and the column). Well-formed
+//! (status 2) naming file and line. A CSV header without the key column makes its
+//! rows dead letters (with a warning naming file and column); an empty CSV file fails
+//! the run naming the file. Well-formed
 //! oddities (CRLF, a BOM, quoted commas, extra columns, blank lines) are not errors.
 
 mod common;
@@ -121,14 +122,19 @@ fn strict_mode_passes_clean_input() {
 }
 
 #[test]
-fn a_header_without_a_key_column_names_file_and_column() {
+fn a_header_without_a_key_column_makes_its_rows_dead_letters_and_warns() {
+    // A file of another schema version without the key: its rows cannot be joined.
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), b"ts,v,name\n100,1,a\n", RIGHT_GOOD, 1);
     let o = common::weft_run(&cfg, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
+    assert!(o.status.success(), "stderr: {stderr}");
     assert!(stderr.contains("l.csv"), "stderr `{stderr}` should name the file");
     assert!(stderr.contains("no column `k`, the key field of input `l`"), "stderr `{stderr}` should name the column");
+    let dead = common::dead_letters(&tmp.path().join("out"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "the file has no column `k`, the key field of input `l`");
+    assert_eq!(dead[0]["line"], 2);
 }
 
 #[test]

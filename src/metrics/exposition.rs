@@ -161,6 +161,13 @@ impl Scrape {
             c,
             self.per_input(|i| t.dead[i]),
         )?;
+        family(
+            enc,
+            "weft_input_extra_fields",
+            "Values of rows read that no field answers to (extra CSV columns, unknown JSON keys): ignored",
+            c,
+            self.per_input(|i| t.extra_fields[i]),
+        )?;
         let behind = |i: usize| self.shards.iter().map(|s| s.late_behind_watermark[i]).sum::<u64>();
         family(enc, "weft_late_behind_watermark_rows", "Of the late rows: those that reached their shard behind its watermark (after an idle partition), since start", c, self.per_input(behind))?;
         family(

@@ -109,6 +109,9 @@ pub struct BatchInputReport {
     pub rows_in: u64,
     pub late_rows: u64,
     pub dead_rows: u64,
+    /// Values of rows read that no field answers to (extra CSV columns once per row,
+    /// unknown JSON keys): ignored, counted.
+    pub extra_fields: u64,
     /// Non-late rows that matched no row of the other input (emitted or not).
     pub unmatched_rows: u64,
 }
@@ -349,6 +352,7 @@ fn input_counts(job: &Job, outs: &[ReaderOut], partitions: [u32; 2]) -> [BatchIn
             c.rows_in += oc.rows_in;
             c.late_rows += oc.late_rows;
             c.dead_rows += oc.dead_rows;
+            c.extra_fields += oc.extra_fields;
         }
     }
     counts
@@ -635,9 +639,10 @@ fn read_partition(
                 return;
             }
             match item {
-                SourceItem::Row { side, ts, row, .. } => {
+                SourceItem::Row { side, ts, row, extra, .. } => {
                     let s = side.idx();
                     bucketer.out.counts[s].rows_in += 1;
+                    bucketer.out.counts[s].extra_fields += u64::from(extra);
                     let late_row = is_late(max_ts[s], ts, slack);
                     max_ts[s] = Some(max_ts[s].map_or(ts, |m| m.max(ts)));
                     if late_row {
@@ -767,7 +772,11 @@ fn parse_chunk(text: &[u8], schema: &Schema, cols: &[Option<usize>], header_len:
             b.begin(schema.fields.len());
             for (fi, f) in schema.fields.iter().enumerate() {
                 let Some(col) = cols[fi] else {
-                    // Not in this file: the field's default, or NULL (as the source).
+                    // Not in this file: a dead letter for a key or time field, else the
+                    // field's default, or NULL (as the source).
+                    if let Some(role) = source::absent_role(schema, fi) {
+                        return Err(source::no_column_reason(schema, fi, role));
+                    }
                     if let Some(v) = &defaults[fi] {
                         b.set_value(fi, v).map_err(|e| format!("field `{}`: default: {e}", f.name))?;
                     }
@@ -824,7 +833,7 @@ fn read_csv_parallel(
     let header_cells: Vec<&[u8]> = header.split(|&c| c == b',').collect();
     let cols = source::map_columns(path, schema, &header_cells)?;
     let bounds = chunk_bounds(&text, header_end + 1, threads);
-    let parsed = parse_chunks(&text, &bounds, schema, &cols, header_cells.len())?;
+    let parsed = parse_chunks(&text, &bounds, schema, &cols.of_field, header_cells.len())?;
     drop(text);
     if parsed.iter().any(|c| !c.plain) {
         return Ok(None);
@@ -841,6 +850,7 @@ fn read_csv_parallel(
     let mut outs = Vec::with_capacity(results.len());
     for (r, (c, &first_line)) in results.into_iter().zip(parsed.into_iter().zip(line_before.iter())) {
         let (mut out, late) = r?;
+        out.counts[side.idx()].extra_fields = c.rows.len() as u64 * u64::from(cols.extra);
         if !late.is_empty() {
             late_file.buf().extend_from_slice(&late);
             late_file.maybe_flush()?;
@@ -1271,7 +1281,7 @@ mod tests {
                 let mut text = header.to_vec();
                 text.extend_from_slice(&body);
                 let cols = source::map_columns(Path::new("f.csv"), &schema(), &[b"\xef\xbb\xbfname", b"ts", b"k", b"v", b"name2"]).unwrap();
-                let c = parse_chunk(&text[header.len()..], &schema(), &cols, 5);
+                let c = parse_chunk(&text[header.len()..], &schema(), &cols.of_field, 5);
                 prop_assert!(c.plain);
                 let rows: Vec<Vec<u8>> =
                     c.rows.iter().map(|&(_, off, len)| c.arena[off as usize..off as usize + len as usize].to_vec()).collect();

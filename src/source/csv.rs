@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 
 use super::lines::LineBuf;
 use super::{
-    io_err, long_line_reason, map_columns, truncate_raw, wrong_pos, LineCounts, PollStatus, ReadLimits, Source,
-    SourceError, SourceItem, SourcePos, COLUMNS_MAX, RAW_BYTES_MAX,
+    absent_role, io_err, long_line_reason, map_columns, no_column_reason, truncate_raw, wrong_pos, Columns, LineCounts,
+    PollStatus, ReadLimits, Source, SourceError, SourceItem, SourcePos, COLUMNS_MAX, RAW_BYTES_MAX,
 };
 use crate::codec::csv::{cell_reason, parse_cell};
 use crate::event::Side;
@@ -259,7 +259,7 @@ pub struct CsvSource {
     lb: LineBuf,
     cells: Cells,
     /// Column of each field; `None`: not in this file, the field's default applies.
-    cols: Vec<Option<usize>>,
+    cols: Columns,
     /// Each field's default (`None` = NULL), for fields this file has no column for.
     defaults: Vec<Option<Value>>,
     header_len: usize,
@@ -379,6 +379,9 @@ fn encode(
                 parse_cell(b, i, f.ty, cell).map_err(|r| cell_reason(&f.name, r, cell))?;
             }
             None => {
+                if let Some(role) = absent_role(schema, i) {
+                    return Err(no_column_reason(schema, i, role));
+                }
                 if let Some(v) = &defaults[i] {
                     b.set_value(i, v).map_err(|e| format!("field `{}`: default: {e}", f.name))?;
                 }
@@ -418,14 +421,20 @@ impl Source for CsvSource {
                     let t = &self.lb.avail()[..text];
                     match encode(
                         &self.schema,
-                        &self.cols,
+                        &self.cols.of_field,
                         &self.defaults,
                         self.header_len,
                         &self.cells,
                         t,
                         &mut self.builder,
                     ) {
-                        Ok(ts) => out(SourceItem::Row { side, ts, row: self.builder.bytes(), intended_ns: None }),
+                        Ok(ts) => out(SourceItem::Row {
+                            side,
+                            ts,
+                            row: self.builder.bytes(),
+                            intended_ns: None,
+                            extra: self.cols.extra,
+                        }),
                         Err(reason) => out(SourceItem::Dead { side, line, reason, raw: t }),
                     }
                     self.lb.consume(consume);

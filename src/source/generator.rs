@@ -190,7 +190,7 @@ impl Source for Generator {
                 b.set_u64(1, p.title as u64);
                 b.set_i64(2, p.ts);
                 b.set_u64(3, p.duration as u64);
-                out(SourceItem::Row { side: Side::Right, ts: p.ts, row: b.bytes(), intended_ns });
+                out(SourceItem::Row { side: Side::Right, ts: p.ts, row: b.bytes(), intended_ns, extra: 0 });
                 self.emitted += 1;
                 n += 1;
                 continue;
@@ -233,7 +233,7 @@ impl Source for Generator {
             b.set_i64(2, ts);
             b.set_u64(3, row as u64);
             b.set_u64(4, col as u64);
-            out(SourceItem::Row { side: Side::Left, ts, row: b.bytes(), intended_ns });
+            out(SourceItem::Row { side: Side::Left, ts, row: b.bytes(), intended_ns, extra: 0 });
             self.emitted += 1;
             n += 1;
         }

@@ -1,5 +1,7 @@
-//! JSON-lines partitions: one object per line; a missing key or `null` is NULL;
-//! unknown keys are ignored (as extra CSV columns are). A line that is not a JSON
+//! JSON-lines partitions: one object per line; keys match fields by name or alias;
+//! a field's missing key takes its default, else NULL, as `null` does; a line with
+//! no key for a key or the time field is a dead letter; unknown keys are ignored (as
+//! extra CSV columns are) and counted. A line that is not a JSON
 //! object, an object with a key twice (which value is meant?), or a value of the
 //! wrong type, becomes a dead letter naming the line. A UTF-8 BOM at the start of
 //! the file is ignored; blank lines count as lines but carry no row.
@@ -148,21 +150,28 @@ impl<'de> Deserialize<'de> for Line {
     }
 }
 
-/// Encodes one JSON line into `b`; Err is the dead-letter reason.
-pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Result<i64, String> {
+/// Encodes one JSON line into `b`: its event time, and how many of its keys no field
+/// answers to (ignored, counted in the report). Err is the dead-letter reason: also a
+/// line with no key (nor alias) for a key or the time field.
+pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Result<(i64, u32), String> {
     let obj = match serde_json::from_slice::<Line>(line).map_err(|e| format!("not valid JSON: {e}"))? {
         Line::Object(m) => m,
         Line::NotObject => return Err("not a JSON object".into()),
         Line::Duplicate(k) => return Err(format!("duplicate key {}", quote_key(&k))),
     };
     b.begin(schema.fields.len());
+    let mut found = 0usize;
     for (i, f) in schema.fields.iter().enumerate() {
         let Some(v) = json_value(&obj, f)? else {
+            if let Some(role) = super::absent_role(schema, i) {
+                return Err(format!("no key `{}`, the {role} field of input `{}`", f.name, schema.name));
+            }
             if let Some(d) = crate::evolve::field_default(f) {
                 b.set_value(i, &d).map_err(|e| format!("field `{}`: default: {e}", f.name))?;
             }
             continue;
         };
+        found += 1;
         let wrong = || format!("field `{}`: expected {}, found {}", f.name, f.ty.name(), quote_json(v));
         match (f.ty, v) {
             (_, J::Null) => {}
@@ -183,7 +192,9 @@ pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Res
             _ => return Err(wrong()),
         }
     }
-    event_time(RowView(b.bytes()), schema).map_err(|r| format!("field `{}`: {r}", schema.fields[schema.time].name))
+    let ts = event_time(RowView(b.bytes()), schema)
+        .map_err(|r| format!("field `{}`: {r}", schema.fields[schema.time].name))?;
+    Ok((ts, (obj.len() - found) as u32))
 }
 
 /// The value of field `f` in `obj`, under its name or one of its `aliases` (a line
@@ -290,9 +301,13 @@ impl Source for JsonlSource {
                 self.blank_lines += 1;
             } else {
                 match encode_json_line(line, &self.schema, &mut self.builder) {
-                    Ok(ts) => {
-                        out(SourceItem::Row { side: self.side, ts, row: self.builder.bytes(), intended_ns: None })
-                    }
+                    Ok((ts, extra)) => out(SourceItem::Row {
+                        side: self.side,
+                        ts,
+                        row: self.builder.bytes(),
+                        intended_ns: None,
+                        extra,
+                    }),
                     Err(reason) => out(SourceItem::Dead { side: self.side, line: self.line_no, reason, raw: line }),
                 }
             }

@@ -98,8 +98,10 @@ pub fn truncate_raw(raw: &[u8]) -> &[u8] {
 /// One item read from a source.
 pub enum SourceItem<'a> {
     /// A well-formed row of `side` with event time `ts`. `intended_ns` is the moment
-    /// (ns since job start) a rate-limited generator meant to send it, if any.
-    Row { side: Side, ts: i64, row: &'a [u8], intended_ns: Option<u64> },
+    /// (ns since job start) a rate-limited generator meant to send it, if any. `extra`
+    /// counts the values the row came with that no field answers to (extra CSV columns,
+    /// unknown JSON keys): ignored, and counted in the report's `extra_fields`.
+    Row { side: Side, ts: i64, row: &'a [u8], intended_ns: Option<u64>, extra: u32 },
     /// A malformed row: it goes to the dead-letter output, never into the join.
     Dead { side: Side, line: u64, reason: String, raw: &'a [u8] },
 }
@@ -241,13 +243,26 @@ pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::i
     move |e| SourceError::Io { path: path.to_path_buf(), op, source: e }
 }
 
+/// How a CSV file's columns answer to the schema's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Columns {
+    /// The column of each field, `None` when the file has none for it (see
+    /// [`absent_role`] for what a row then gets).
+    pub of_field: Vec<Option<usize>>,
+    /// Columns no field answers to: ignored, and counted per row in the report's
+    /// `extra_fields`.
+    pub extra: u32,
+}
+
 /// Checks the schema's fields against a file's header; returns the column of each
 /// field, matched by the field's name or one of its `aliases` (a file written before a
 /// rename). A field with no column is `None`: its rows take the field's default, or
-/// NULL; but a key or time field must have its column. A field two columns answer to
+/// NULL; a key or time field without a column makes every row of the file a dead
+/// letter ([`absent_role`]; a warning at open says so). A field two columns answer to
 /// (named twice, or by its name and an alias) is ambiguous and fails the file; extra
-/// columns are ignored, duplicates among them too. At most [`COLUMNS_MAX`] columns.
-pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Vec<Option<usize>>, SourceError> {
+/// columns are ignored (and counted), duplicates among them too. At most
+/// [`COLUMNS_MAX`] columns.
+pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Result<Columns, SourceError> {
     let fail = |message: String| SourceError::Format { path: path.to_path_buf(), message };
     if header.len() > COLUMNS_MAX {
         return Err(fail(format!("header has more than {COLUMNS_MAX} columns")));
@@ -269,19 +284,47 @@ pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Res
                     schema.name
                 )))
             }
-            (None, _) if schema.key.contains(&i) || schema.time == i => {
-                let role = if schema.time == i { "time" } else { "key" };
-                return Err(fail(format!(
-                    "header has no column `{}`, the {role} field of input `{}`; header is: {}",
-                    f.name,
-                    schema.name,
-                    header_text(header)
-                )));
+            (None, _) => {
+                if let Some(role) = absent_role(schema, i) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        input = %schema.name,
+                        field = %f.name,
+                        "{}: header has no column `{}`, the {role} field of input `{}`: every row of the file \
+                         is a dead letter; header is: {}",
+                        path.display(),
+                        f.name,
+                        schema.name,
+                        header_text(header)
+                    );
+                }
+                cols.push(None)
             }
-            (None, _) => cols.push(None),
         }
     }
-    Ok(cols)
+    let matched = cols.iter().flatten().count();
+    Ok(Columns { of_field: cols, extra: (header.len() - matched) as u32 })
+}
+
+/// `Some("key")` or `Some("time")` when field `i` is a key or the time field of
+/// `schema`: a row with no value at all for it (no column in its CSV file, no key in
+/// its JSON line, under the name or an alias) is a dead letter, since it cannot be
+/// joined or placed in time. `None` for any other field: it takes its default, or NULL.
+/// (A value that is present but NULL is another matter: a NULL key matches nothing, a
+/// NULL time is malformed; see SEMANTICS.md.)
+pub(crate) fn absent_role(schema: &Schema, i: usize) -> Option<&'static str> {
+    if schema.time == i {
+        Some("time")
+    } else if schema.key.contains(&i) {
+        Some("key")
+    } else {
+        None
+    }
+}
+
+/// The dead-letter reason of a CSV row whose file has no column for key or time field `i`.
+pub(crate) fn no_column_reason(schema: &Schema, i: usize, role: &str) -> String {
+    format!("the file has no column `{}`, the {role} field of input `{}`", schema.fields[i].name, schema.name)
 }
 
 /// The header's cells joined by commas, cut after about 1 KiB (it goes into a message).
@@ -414,7 +457,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn columns_match_by_name_or_alias_and_only_key_and_time_columns_are_required() {
+    fn columns_match_by_name_or_alias_and_extra_ones_are_counted() {
         use crate::schema::{Field, FieldType, Literal};
         let mut watched = Field::new("watched_ms", FieldType::I64);
         watched.aliases = vec!["duration_ms".into()];
@@ -425,13 +468,17 @@ mod tests {
         let p = Path::new("f.csv");
         // Reordered, renamed through the alias, `device` missing, an extra column.
         let cols = map_columns(p, &schema, &[b"duration_ms", b"extra", b"ts", b"k"]).unwrap();
-        assert_eq!(cols, vec![Some(3), Some(2), Some(0), None]);
+        assert_eq!(cols, Columns { of_field: vec![Some(3), Some(2), Some(0), None], extra: 1 });
         let both = map_columns(p, &schema, &[b"k", b"ts", b"duration_ms", b"watched_ms"]).unwrap_err().to_string();
         assert!(both.contains("two columns for field `watched_ms`") && both.contains("3 `duration_ms`"), "{both}");
-        let no_key = map_columns(p, &schema, &[b"ts", b"watched_ms"]).unwrap_err().to_string();
-        assert!(no_key.contains("no column `k`, the key field of input `plays`"), "{no_key}");
-        let no_time = map_columns(p, &schema, &[b"k", b"watched_ms"]).unwrap_err().to_string();
-        assert!(no_time.contains("no column `ts`, the time field"), "{no_time}");
+        // A key or time column missing: the file opens, its rows become dead letters.
+        let no_key = map_columns(p, &schema, &[b"ts", b"watched_ms", b"x", b"x"]).unwrap();
+        assert_eq!(no_key, Columns { of_field: vec![None, Some(0), Some(1), None], extra: 2 });
+        assert_eq!(
+            (absent_role(&schema, 0), absent_role(&schema, 1), absent_role(&schema, 2)),
+            (Some("key"), Some("time"), None)
+        );
+        assert_eq!(no_column_reason(&schema, 0, "key"), "the file has no column `k`, the key field of input `plays`");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct InputToml {
     key: Vec<String>,
     time: String,
     fields: Vec<(String, String)>,
+    /// Further keys of a field's inline table, verbatim (`default = "tv"`), by field name.
+    attrs: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +47,7 @@ impl InputToml {
             key: vec!["k".to_string()],
             time: "ts".to_string(),
             fields: fields.iter().map(|&(n, t)| (n.to_string(), t.to_string())).collect(),
+            attrs: Vec::new(),
         }
     }
 
@@ -64,6 +67,7 @@ impl InputToml {
             key: Vec::new(),
             time: String::new(),
             fields: Vec::new(),
+            attrs: Vec::new(),
         }
     }
 
@@ -76,6 +80,13 @@ impl InputToml {
     /// `key = [...]` (default `["k"]`).
     pub fn key(mut self, key: &[&str]) -> Self {
         self.key = key.iter().map(|k| k.to_string()).collect();
+        self
+    }
+
+    /// Adds `attr` (TOML, e.g. `default = "tv"` or `aliases = ["duration_ms"]`) to the
+    /// inline table of field `field`.
+    pub fn field_attr(mut self, field: &str, attr: &str) -> Self {
+        self.attrs.push((field.to_string(), attr.to_string()));
         self
     }
 
@@ -93,7 +104,11 @@ impl InputToml {
                 let fields: Vec<String> = self
                     .fields
                     .iter()
-                    .map(|(n, t)| format!("{{ name = {}, type = {} }}", toml_str(n), toml_str(t)))
+                    .map(|(n, t)| {
+                        let more: String =
+                            self.attrs.iter().filter(|(a, _)| a == n).map(|(_, v)| format!(", {v}")).collect();
+                        format!("{{ name = {}, type = {}{more} }}", toml_str(n), toml_str(t))
+                    })
                     .collect();
                 writeln!(f, "paths = {}\nkey = {}", list(paths), list(&key))?;
                 writeln!(f, "time = {}\nfields = {}", toml_str(&self.time), list(&fields))
