@@ -378,6 +378,42 @@ mod tests {
         assert_eq!(values(&new_fields, b.bytes())[3..5], [Value::Null, Value::Null]);
     }
 
+    /// One case per type pair: exactly the five widenings migrate (values kept exactly,
+    /// the extremes of the old type included); every other change of type is refused.
+    #[test]
+    fn exactly_the_five_widenings_migrate_and_keep_every_value() {
+        use FieldType::*;
+        let all = [I32, I64, U32, U64, F64, Bool, String];
+        let extremes = |t: FieldType| match t {
+            I32 => vec![Value::Int(i32::MIN as i64), Value::Int(-1), Value::Int(i32::MAX as i64)],
+            U32 => vec![Value::UInt(0), Value::UInt(u32::MAX as u64)],
+            _ => vec![],
+        };
+        for from in all {
+            for to in all.into_iter().filter(|&t| t != from) {
+                let old = vec![field("profile_id", U64), field("ts", I64), field("v", from)];
+                let new = vec![field("profile_id", U64), field("ts", I64), field("v", to)];
+                let verdict = plan("plays", &stored(&old), &schema(new.clone()));
+                let widens = matches!((from, to), (I32, I64) | (U32, U64) | (U32, I64) | (I32, F64) | (U32, F64));
+                assert_eq!(verdict.is_ok(), widens, "{from:?} -> {to:?}");
+                let Ok(m) = verdict else { continue };
+                let types: Vec<FieldType> = new.iter().map(|f| f.ty).collect();
+                let mut b = RowBuilder::new();
+                for v in extremes(from) {
+                    let bytes = row(&old, &[Value::UInt(1), Value::Int(2), v.clone()]);
+                    m.apply(RowView(&bytes), &types, &mut b).unwrap();
+                    let want = match (&v, to) {
+                        (Value::Int(x), F64) => Value::Float(*x as f64),
+                        (Value::UInt(x), F64) => Value::Float(*x as f64),
+                        (Value::UInt(x), I64) => Value::Int(*x as i64),
+                        _ => v.clone(),
+                    };
+                    assert_eq!(values(&new, b.bytes())[2], want, "{from:?} -> {to:?} of {v:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn same_types_in_place_is_identity_even_renamed() {
         let old = v1();

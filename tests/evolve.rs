@@ -9,6 +9,8 @@
 //!   naming input, field, types and rule, and leaves the checkpoint and output
 //!   directories byte-identical (compared by a hash of every file's name and bytes);
 //!   join bounds stay refused as a job-shape change;
+//! - the same across a field added with a default (and one without), a rename through
+//!   `aliases` and a widening: rows in state at the change carry the default;
 //! - `weft schema check` says the same, with exit 0 / 1, and changes nothing.
 
 mod common;
@@ -35,8 +37,26 @@ fn gen(dir: &Path) {
     common::crash::weft_gen(dir, &args);
 }
 
-fn fields_toml(fields: &[(&str, &str)]) -> String {
-    let f: Vec<String> = fields.iter().map(|(n, t)| format!("{{ name = \"{n}\", type = \"{t}\" }}")).collect();
+/// v3 of the full cycle with new fields: left gains `device` (default "tv") and `note`
+/// (no default: NULL), `row` widened; right's `duration_ms` renamed `watched_ms` (the old
+/// name its alias) and widened u32 -> i64.
+const V3_LEFT: &[(&str, &str)] = &[
+    ("profile_id", "u64"),
+    ("title_id", "u32"),
+    ("ts", "i64"),
+    ("row", "u64"),
+    ("col", "u32"),
+    ("device", "string"),
+    ("note", "string"),
+];
+const V3_RIGHT: &[(&str, &str)] = &[("profile_id", "u64"), ("title_id", "u32"), ("ts", "i64"), ("watched_ms", "i64")];
+const V3_ATTRS: &[(&str, &str)] = &[("device", "default = \"tv\""), ("watched_ms", "aliases = [\"duration_ms\"]")];
+
+/// The TOML list of `fields`, with the further keys `attrs` gives a field (by name).
+fn fields_toml(fields: &[(&str, &str)], attrs: &[(&str, &str)]) -> String {
+    let more = |n: &str| -> String { attrs.iter().filter(|(a, _)| *a == n).map(|(_, v)| format!(", {v}")).collect() };
+    let f: Vec<String> =
+        fields.iter().map(|(n, t)| format!("{{ name = \"{n}\", type = \"{t}\"{} }}", more(n))).collect();
     format!("[{}]", f.join(", "))
 }
 
@@ -49,6 +69,8 @@ struct Job<'a> {
     left_key: &'a str,
     right_key: &'a str,
     upper_ms: i64,
+    /// Further keys of fields' inline tables, by field name (`default`, `aliases`).
+    attrs: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Job<'a> {
@@ -59,6 +81,7 @@ impl<'a> Job<'a> {
             left_key: "[\"profile_id\", \"title_id\"]",
             right_key: "[\"profile_id\", \"title_id\"]",
             upper_ms: 3_600_000,
+            attrs: &[],
         }
     }
 
@@ -78,9 +101,9 @@ impl<'a> Job<'a> {
              [output]\npath = \"{out}\"\nformat = \"csv\"\n\n\
              [engine]\nshards = 2\npin_cores = false\n{engine}",
             self.left_key,
-            fields_toml(self.left),
+            fields_toml(self.left, self.attrs),
             self.right_key,
-            fields_toml(self.right),
+            fields_toml(self.right, self.attrs),
             self.upper_ms
         );
         common::write(dir, name, text)
@@ -109,10 +132,19 @@ fn checkpointed_and_killed(dir: &Path, cfg: &Path) {
     panic!("the job always ended before its second checkpoint: the input is too small for this host");
 }
 
+/// How a file of an older version maps to the current columns: `renamed` gives the
+/// former name of a column, `missing` the value of a column the file lacks (its
+/// default, or "" for NULL).
+#[derive(Default)]
+struct Older {
+    renamed: BTreeMap<String, String>,
+    missing: BTreeMap<String, String>,
+}
+
 /// Every committed CSV file `prefix*.csv` under `dir`, its rows mapped to `columns`:
 /// a column is taken from the file's column of the same name, or else from the column
-/// `renamed` maps it from; one a file lacks is `missing` (the default, or "" = NULL).
-fn rows_as(dir: &Path, prefix: &str, columns: &[String], renamed: &BTreeMap<String, String>) -> Vec<String> {
+/// `older` says it was renamed from, or else is `older`'s value for a missing one.
+fn rows_as(dir: &Path, prefix: &str, columns: &[String], older: &Older) -> Vec<String> {
     let mut rows = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -129,19 +161,22 @@ fn rows_as(dir: &Path, prefix: &str, columns: &[String], renamed: &BTreeMap<Stri
         let mut lines = text.lines();
         let Some(header) = lines.next() else { continue };
         let header: Vec<&str> = header.split(',').collect();
-        let at: Vec<usize> = columns
+        let at: Vec<Result<usize, &String>> = columns
             .iter()
             .map(|c| {
-                let from = renamed.get(c).unwrap_or(c);
-                header
-                    .iter()
-                    .position(|h| h == c || h == from)
-                    .unwrap_or_else(|| panic!("{}: no column {c} (or {from}) in {header:?}", f.display()))
+                let from = older.renamed.get(c).unwrap_or(c);
+                match header.iter().position(|h| h == c || h == from) {
+                    Some(i) => Ok(i),
+                    None => Err(older
+                        .missing
+                        .get(c)
+                        .unwrap_or_else(|| panic!("{}: no column {c} (or {from}) in {header:?}", f.display()))),
+                }
             })
             .collect();
         for line in lines {
             let cells: Vec<&str> = line.split(',').collect();
-            rows.push(at.iter().map(|&i| cells[i]).collect::<Vec<_>>().join(","));
+            rows.push(at.iter().map(|a| a.map_or_else(|v| v.as_str(), |i| cells[i])).collect::<Vec<_>>().join(","));
         }
     }
     rows.sort();
@@ -243,15 +278,76 @@ fn widened_dropped_and_reordered_fields_across_kill_9_give_the_batch_answer_of_v
     ]);
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     let cols = columns(V2_LEFT, V2_RIGHT);
-    let want = rows_as(&dir.join("out-batch"), "part-", &cols, &BTreeMap::new());
-    let got = rows_as(&dir.join("out"), "part-", &cols, &BTreeMap::new());
+    let want = rows_as(&dir.join("out-batch"), "part-", &cols, &Older::default());
+    let got = rows_as(&dir.join("out"), "part-", &cols, &Older::default());
     assert!(want.len() > 50_000, "{}", want.len());
     common::assert_same_rows("joined rows across the schema change", &got, &want, "");
     let late_cols: Vec<String> = V2_LEFT.iter().map(|(n, _)| n.to_string()).collect();
-    let want_late = rows_as(&dir.join("out-batch").join("late"), "impressions-", &late_cols, &BTreeMap::new());
-    let got_late = rows_as(&dir.join("out").join("late"), "impressions-", &late_cols, &BTreeMap::new());
+    let want_late = rows_as(&dir.join("out-batch").join("late"), "impressions-", &late_cols, &Older::default());
+    let got_late = rows_as(&dir.join("out").join("late"), "impressions-", &late_cols, &Older::default());
     assert!(!want_late.is_empty());
     common::assert_same_rows("late rows across the schema change", &got_late, &want_late, "");
+}
+
+/// The full cycle of the issue: v1 checkpointed and killed (-9) mid-run, finished
+/// under v3 (a field added with a default, one without, a type widened, a field renamed
+/// through an alias). The input files are still v1's, so `weft batch` under v3 reads
+/// every row with `device` = "tv" and `note` NULL: the committed output equals it only
+/// if the rows that were in state at the change were migrated to carry the default too.
+#[test]
+fn added_renamed_and_widened_fields_across_kill_9_give_the_batch_answer_of_v3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gen(dir);
+    let v1 = Job::new(V1_LEFT, V1_RIGHT).write(dir, "v1.toml", "out", true);
+    let v3 = Job { attrs: V3_ATTRS, ..Job::new(V3_LEFT, V3_RIGHT) }.write(dir, "v3.toml", "out", true);
+    checkpointed_and_killed(dir, &v1);
+
+    let (code, stdout, stderr) = schema_check(&v3);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for line in [
+        "device      added: rows in state take the default \"tv\"",
+        "note        added: rows in state hold NULL (no default)",
+        "row         widened u32 -> u64",
+        "watched_ms  renamed from `duration_ms` (alias), widened u32 -> i64",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+
+    let last = run(&v3, None);
+    assert!(last.status.success(), "{}", last.stderr);
+    let v3_header = columns(V3_LEFT, V3_RIGHT).join(",");
+    assert!(headers(&dir.join("out")).contains(&v3_header), "no file with the v3 columns");
+
+    let batch = Job { attrs: V3_ATTRS, ..Job::new(V3_LEFT, V3_RIGHT) }.write(dir, "v3-batch.toml", "out-batch", false);
+    let b = common::weft_out(&[
+        "batch",
+        "--config",
+        batch.to_str().unwrap(),
+        "--output",
+        dir.join("out-batch").to_str().unwrap(),
+    ]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    // Files of epochs before the change have v1's columns: `plays.duration_ms` is
+    // `plays.watched_ms`, and the added fields are what v3 gives a row without them.
+    let older = |prefix: &str| Older {
+        renamed: [(format!("{prefix}watched_ms"), format!("{prefix}duration_ms"))].into_iter().collect(),
+        missing: [(format!("{prefix}device"), "tv".to_string()), (format!("{prefix}note"), String::new())]
+            .into_iter()
+            .collect(),
+    };
+    let cols = columns(V3_LEFT, V3_RIGHT);
+    let out_older = Older { renamed: older("plays.").renamed, missing: older("impressions.").missing };
+    let want = rows_as(&dir.join("out-batch"), "part-", &cols, &Older::default());
+    let got = rows_as(&dir.join("out"), "part-", &cols, &out_older);
+    assert!(want.len() > 50_000, "{}", want.len());
+    assert!(want.iter().all(|r| r.split(',').nth(5) == Some("tv")), "batch rows carry the default");
+    common::assert_same_rows("joined rows across the change", &got, &want, "");
+    let late_cols: Vec<String> = V3_LEFT.iter().map(|(n, _)| n.to_string()).collect();
+    let want_late = rows_as(&dir.join("out-batch").join("late"), "impressions-", &late_cols, &Older::default());
+    let got_late = rows_as(&dir.join("out").join("late"), "impressions-", &late_cols, &older(""));
+    assert!(!want_late.is_empty());
+    common::assert_same_rows("late rows across the change", &got_late, &want_late, "");
 }
 
 /// v1 with one field of `side` (0 left, 1 right) changed to `to`.
