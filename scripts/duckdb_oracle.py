@@ -22,7 +22,15 @@ With --late-dir, late rows go to DIR/<input>-<file index>.csv as weft writes the
 Malformed rows (a cell that does not cast to its type, a NULL event time, a line
 with the wrong number of cells) are dropped, as weft sends them to dead letters;
 DuckDB's casts are a little more lenient than weft's parser (e.g. it trims spaces),
-so inputs with malformed rows may differ at the margins. f64 values may be
+so inputs with malformed rows may differ at the margins.
+
+Files of several schema versions: CSV columns and JSON keys are matched by name or by
+one of the field's `aliases`; a field a CSV file has no column for takes its `default`,
+else NULL, and a file without a key or time column has all its rows malformed, as in
+weft. In JSON lines DuckDB cannot tell a missing key from `null`: both take the default
+(weft gives the default only to a missing key, and makes a line without a key or time
+field a dead letter), and a line with a field under both its name and an alias takes
+the name's value (weft: a dead letter). f64 values may be
 formatted differently; the oracle is meant for integer and string data.
 Shares no code with weft. Needs Python >= 3.11 (tomllib) and the duckdb package.
 """
@@ -71,6 +79,16 @@ def csv_header(path):
     return [c.rstrip("\r") for c in row]
 
 
+def default_text(f):
+    """A field's `default` as the text of a CSV cell (None: no default, NULL)."""
+    d = f.get("default")
+    if d is None:
+        return None
+    if isinstance(d, bool):
+        return "true" if d else "false"
+    return str(d)
+
+
 def load_input(con, side, inp, base):
     """Creates table `<side>_rows` (fidx, rn, typed fields, t, late) for one input."""
     if "generator" in inp:
@@ -79,6 +97,8 @@ def load_input(con, side, inp, base):
     paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in inp["paths"]]
     fields = [(f["name"], f["type"]) for f in inp["fields"]]
     names = [n for n, _ in fields]
+    answers = {f["name"]: [f["name"]] + list(f.get("aliases", [])) for f in inp["fields"]}
+    required = set(inp["key"]) | {inp["time"]}
     time_field = inp["time"]
     parts = []
     for i, path in enumerate(paths):
@@ -86,17 +106,40 @@ def load_input(con, side, inp, base):
             fail(f"{path}: no such input file")
         if fmt == "csv":
             header = csv_header(path)
-            missing = [n for n in names if n not in header]
-            if missing:
-                fail(f"{path}: header has no column {missing[0]!r}")
+            # Each field's column, by name or alias (files of older schema versions); a
+            # field without one takes its default, or NULL, unless it is a key or the
+            # time field: then every row of the file is malformed (a dead letter).
+            exprs, absent = [], False
+            for f in inp["fields"]:
+                hits = [h for h in header if h in answers[f["name"]]]
+                if len(hits) > 1:
+                    fail(f"{path}: header has two columns for field {f['name']!r}: {hits}")
+                if hits:
+                    exprs.append(f"{q(hits[0])} AS {q(f['name'])}")
+                else:
+                    absent |= f["name"] in required
+                    d = default_text(f)
+                    exprs.append(f"{'NULL' if d is None else lit(d)}::VARCHAR AS {q(f['name'])}")
             cols = "{" + ", ".join(f"{lit(h)}: 'VARCHAR'" for h in header) + "}"
             src = (
-                f"read_csv({lit(path)}, header=true, auto_detect=false, columns={cols}, "
-                "delim=',', quote='\"', escape='\"', ignore_errors=true, parallel=false)"
+                f"(SELECT {', '.join(exprs)}, {'true' if absent else 'false'} AS __absent "
+                f"FROM read_csv({lit(path)}, header=true, auto_detect=false, columns={cols}, "
+                "delim=',', quote='\"', escape='\"', ignore_errors=true, parallel=false))"
             )
         elif fmt == "jsonl":
-            cols = "{" + ", ".join(f"{lit(n)}: 'VARCHAR'" for n in names) + "}"
-            src = f"read_json({lit(path)}, format='newline_delimited', columns={cols}, ignore_errors=true)"
+            # Keys by name or alias; a missing key takes the default (DuckDB cannot tell
+            # a missing key from `null`, see the note at the top).
+            every = sorted({a for n in names for a in answers[n]})
+            cols = "{" + ", ".join(f"{lit(n)}: 'VARCHAR'" for n in every) + "}"
+            exprs = []
+            for f in inp["fields"]:
+                d = default_text(f)
+                got = f"COALESCE({', '.join(q(a) for a in answers[f['name']])})"
+                exprs.append(f"{got if d is None else f'COALESCE({got}, {lit(d)})'} AS {q(f['name'])}")
+            src = (
+                f"(SELECT {', '.join(exprs)}, false AS __absent FROM "
+                f"read_json({lit(path)}, format='newline_delimited', columns={cols}, ignore_errors=true))"
+            )
         else:
             fail(f"[{side}] format {fmt!r} is not supported")
         # One thread while numbering rows, so row_number() follows the file order.
@@ -113,7 +156,7 @@ def load_input(con, side, inp, base):
     con.execute(
         f"""CREATE TABLE {side}_typed AS
         SELECT fidx, rn, {', '.join(casts)}, {t_expr} AS __t,
-               ({' OR '.join(bad)} OR {t_expr} IS NULL) AS __dead
+               ({' OR '.join(bad)} OR {t_expr} IS NULL OR __absent) AS __dead
         FROM ({' UNION ALL '.join(parts)})"""
     )
     for i in range(len(paths)):
