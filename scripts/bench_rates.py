@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load-generator benchmark of the weft binary: max throughput, then open-loop
 latency at fixed fractions of it. Called by scripts/bench.sh (which builds weft);
-standard library only, so it runs on a fresh machine with just python3.
+the measurement uses the standard library only; the picture needs matplotlib.
 
 usage: bench_rates.py --weft PATH --out-json FILE --out-svg FILE [--work DIR]
        bench_rates.py --weft - --out-json - --out-svg FILE --replot RESULT.json
@@ -22,7 +22,10 @@ time, so a backlog shows up in the latency (no coordinated omission). The run ke
 up when its wall time is within 5% (+0.5 s start-up) of events / rate; if it is much
 longer, the engine fell behind and the backlog grew.
 Latency = weft's report: emit time minus the arrival of the later row of a matched
-pair (p50, p99, p99.9, max; the report has no p90).
+pair (p50, p90, p99, p99.9, max), shown in ms; each level is also checked against the
+latency goal (p99 <= 1 ms, p99.9 <= 5 ms). The picture (--out-svg) needs matplotlib,
+which scripts/bench.sh installs into a venv; the measurement needs only the standard
+library.
 """
 import argparse
 import datetime
@@ -147,93 +150,90 @@ def machine(root):
     }
 
 
-# ---- a small hand-written SVG (no plotting library needed) ----
+# ---- the picture (matplotlib; scripts/bench.sh installs it into a venv) ----
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+P99_GOAL_MS = 1.0     # #16: p99 at most 1 ms at 80% of the max rate
+P999_GOAL_MS = 5.0    # and p99.9 at most 5 ms
+PER_CORE_GOAL = 2.5e6  # events per CPU-second per core
 
 
-def nice_max(v):
-    if v <= 0:
-        return 1.0
-    e = 10 ** len(str(int(v))) / 10
-    for m in (1, 2, 2.5, 5, 10):
-        if m * e >= v:
-            return m * e
-    return 10 * e
-
-
-def fmt_si(v):
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:g}{suf}"
-    return f"{v:g}"
-
-
-def panel(x0, y0, w, h, title, xlabel, ylabel, series, log_y=False):
-    """series: list of (label, color, [(x, y)]) ; returns SVG elements."""
-    import math
-    out = [f'<text x="{x0 + w / 2}" y="{y0 - 12}" text-anchor="middle" font-size="14" font-weight="bold">{title}</text>',
-           f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#888"/>']
-    xs = [x for _, _, pts in series for x, _ in pts] or [1]
-    ys = [y for _, _, pts in series for _, y in pts if y is not None and y > 0] or [1]
-    xmax = nice_max(max(xs) * 1.05)
-    if log_y:
-        lo = 10 ** math.floor(math.log10(min(ys)))
-        hi = 10 ** math.ceil(math.log10(max(ys)))
-        if hi <= lo:
-            hi = lo * 10
-        ty = lambda y: y0 + h - (math.log10(y) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * h
-        ticks = [lo * 10 ** i for i in range(int(round(math.log10(hi / lo))) + 1)]
-    else:
-        ymax = nice_max(max(ys) * 1.05)
-        ty = lambda y: y0 + h - y / ymax * h
-        ticks = [ymax * i / 5 for i in range(6)]
-    tx = lambda x: x0 + x / xmax * w
-    for t in ticks:
-        y = ty(t)
-        out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + w}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{fmt_si(t)}</text>')
-    for i in range(6):
-        x = xmax * i / 5
-        out.append(f'<text x="{tx(x):.1f}" y="{y0 + h + 16}" text-anchor="middle" font-size="11">{fmt_si(x)}</text>')
-    out.append(f'<text x="{x0 + w / 2}" y="{y0 + h + 34}" text-anchor="middle" font-size="12">{xlabel}</text>')
-    out.append(f'<text x="{x0 - 52}" y="{y0 + h / 2}" text-anchor="middle" font-size="12" '
-               f'transform="rotate(-90 {x0 - 52} {y0 + h / 2})">{ylabel}</text>')
-    for k, (label, color, pts) in enumerate(series):
-        pts = [(x, y) for x, y in pts if y is not None and (y > 0 or not log_y)]
-        if not pts:
-            continue
-        path = " ".join(f"{tx(x):.1f},{ty(y):.1f}" for x, y in pts)
-        dash = ' stroke-dasharray="5,4"' if ("offered" in label or "p50" in label) else ""
-        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
-        for x, y in pts:
-            out.append(f'<circle cx="{tx(x):.1f}" cy="{ty(y):.1f}" r="3.5" fill="{color}"/>')
-        ly = y0 + 16 + 16 * k
-        out.append(f'<line x1="{x0 + 10}" y1="{ly - 4}" x2="{x0 + 30}" y2="{ly - 4}" stroke="{color}" stroke-width="2"{dash}/>')
-        out.append(f'<text x="{x0 + 36}" y="{ly}" font-size="11">{label}</text>')
-    return out
+def ms(us):
+    return None if us is None else us / 1000.0
 
 
 def write_svg(path, res, subtitle):
-    tp, lat = [], []
+    """One figure, two panels: open-loop latency (p50/p99/p99.9, ms, log scale) against
+    the offered load as % of the closed-loop maximum, with the goals drawn; and the
+    closed-loop maximum per shard count (events/s and events per CPU-second)."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display; saves .svg or .png by the file name
+    import matplotlib.pyplot as plt
+
+    fig, (lat, tp) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    fig.suptitle(subtitle, fontsize=9)
+    styles = {"p50": ":", "p99": "-", "p999": "--"}
     for i, s in enumerate(res["shards"]):
-        c = COLORS[i % len(COLORS)]
-        runs = res["open_loop"][str(s)]
-        tp.append((f"{s} shard(s): achieved", c, [(r["rate"], r["events_per_s"]) for r in runs]))
-        lat.append((f"{s} shard(s): p99", c, [(r["rate"], r["latency_us"]["p99"]) for r in runs]))
-        lat.append((f"{s} shard(s): p50", c, [(r["rate"], r["latency_us"]["p50"]) for r in runs]))
-    allr = [r["rate"] for s in res["shards"] for r in res["open_loop"][str(s)]]
-    if allr:
-        tp.append(("offered = achieved", "#999", [(0, 0), (max(allr), max(allr))]))
-    W, H = 1000, 430
-    els = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="12">{subtitle}</text>']
-    els += panel(90, 60, 370, 290, "throughput per offered rate", "offered rate (events/s)", "achieved events/s", tp)
-    els += panel(590, 60, 370, 290, "latency per offered rate", "offered rate (events/s)", "latency (us, log)", lat, log_y=True)
-    els.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(els) + "\n")
+        color = COLORS[i % len(COLORS)]
+        runs = [r for r in res["open_loop"][str(s)] if "failed" not in r]
+        for q, ls in styles.items():
+            pts = [(r["pct_of_max"], ms(r["latency_us"][q])) for r in runs if r["latency_us"].get(q)]
+            if pts:
+                lat.plot([x for x, _ in pts], [y for _, y in pts], ls, marker="o", color=color,
+                         label=f"{s} shard{'s' if s > 1 else ''} {q.replace('p999', 'p99.9')}")
+        for r in runs:
+            if not r["kept_up"]:
+                lat.annotate("fell behind", (r["pct_of_max"], ms(r["latency_us"]["p99"])), fontsize=7,
+                             color=color, xytext=(4, 4), textcoords="offset points")
+    lat.axhline(P99_GOAL_MS, color="#444", lw=0.8)
+    lat.axhline(P999_GOAL_MS, color="#444", lw=0.8, ls="--")
+    lat.text(1, P99_GOAL_MS, " p99 goal 1 ms", fontsize=7, va="bottom", transform=lat.get_yaxis_transform())
+    lat.text(1, P999_GOAL_MS, " p99.9 goal 5 ms", fontsize=7, va="bottom", transform=lat.get_yaxis_transform())
+    lat.set_yscale("log")
+    lat.set_xlim(0, 100)
+    lat.set_xlabel("offered load, % of the closed-loop maximum of that shard count")
+    lat.set_ylabel("latency, ms (log)")
+    lat.set_title("open-loop latency (emit - arrival of the later row)", fontsize=10)
+    lat.grid(True, which="both", alpha=0.3)
+    lat.legend(fontsize=7, loc="upper left", ncol=2)
+
+    labels, eps, epc = [], [], []
+    for s in res["shards"]:
+        best = max(res["max"].get(str(s), []), key=lambda r: r["events_per_s"], default=None)
+        if best and best["events_per_s"]:
+            labels.append(f"{s} shard{'s' if s > 1 else ''}")
+            eps.append(best["events_per_s"] / 1e6)
+            epc.append(best["events_per_cpu_s"] / 1e6)
+    x = range(len(labels))
+    tp.bar([i - 0.2 for i in x], eps, 0.4, label="events/s (wall)", color="#1f77b4")
+    tp.bar([i + 0.2 for i in x], epc, 0.4, label="events per CPU-second", color="#ff7f0e")
+    for i, (a, b) in enumerate(zip(eps, epc)):
+        tp.text(i - 0.2, a, f"{a:.2f}M", ha="center", va="bottom", fontsize=8)
+        tp.text(i + 0.2, b, f"{b:.2f}M", ha="center", va="bottom", fontsize=8)
+    tp.axhline(PER_CORE_GOAL / 1e6, color="#444", lw=0.8, ls="--")
+    tp.text(-0.45, PER_CORE_GOAL / 1e6, "goal per core", fontsize=7, va="bottom")
+    tp.set_xticks(list(x), labels)
+    tp.set_ylabel("million events")
+    tp.set_ylim(0, max(eps + epc + [PER_CORE_GOAL / 1e6]) * 1.2)
+    tp.set_title("closed-loop maximum (best run)", fontsize=10)
+    tp.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def goal_flag(r):
+    """Whether an open-loop level meets the latency goals (checked at every level, the
+    goal itself is stated for 80%)."""
+    l = r["latency_us"]
+    if "failed" in r or l["p99"] is None:
+        return "-"
+    miss = []
+    if ms(l["p99"]) > P99_GOAL_MS:
+        miss.append("p99")
+    if ms(l["p999"]) > P999_GOAL_MS:
+        miss.append("p99.9")
+    return "met" if not miss else "MISSED (" + ", ".join(miss) + ")"
 
 
 def main():
@@ -266,8 +266,9 @@ def main():
     res = {"started_utc": started.isoformat(timespec="seconds"), "workload": p, "shards": shards,
            "duration_s": dur, "max_events": max_events, "rates_pct": pcts,
            "machine": machine(a.root), "max": {}, "open_loop": {},
-           "notes": ["latency = weft report (emit - arrival of the later row of a matched pair); "
-                     "no p90 in the report", "the machine may be shared: see load_before/after"]}
+           "command": os.environ.get("BENCH_COMMAND", "scripts/bench_rates.py"),
+           "notes": ["latency = weft report (emit - arrival of the later row of a matched pair)",
+                     "the machine may be shared: see load_before/after"]}
     for s in shards:
         best = None
         for k in range(repeats):
@@ -292,8 +293,8 @@ def main():
                       "kept_up": "failed" not in r and r["wall_s"] <= expected * KEEP_UP_SLACK + START_SLACK_S})
             l = r["latency_us"]
             print(f"rate shards={s} {pct:g}% = {rate:,} ev/s: wall {r['wall_s']} s (expected {expected:.1f}),"
-                  f" kept_up={r['kept_up']}, p50 {l['p50']} us, p99 {l['p99']} us, p99.9 {l['p999']} us,"
-                  f" max {l['max']} us, load {r['load_before'][0]}", file=sys.stderr)
+                  f" kept_up={r['kept_up']}, p50 {ms(l['p50'])} ms, p99 {ms(l['p99'])} ms, p99.9 {ms(l['p999'])} ms,"
+                  f" max {ms(l['max'])} ms, latency goal {goal_flag(r)}, load {r['load_before'][0]}", file=sys.stderr)
             runs.append(r)
         res["open_loop"][str(s)] = runs
     res["finished_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -304,21 +305,33 @@ def main():
     write_svg(a.out_svg, res, f"weft {m['commit'][:10]} | {m['nproc']} CPUs | keys={p['keys']} zipf={p['zipf']} "
                               f"match={p['match_rate']} D={p['disorder_ms']}ms F={p['late_fraction']} | "
                               f"{res['started_utc']}")
-    # Markdown summary on stdout.
+    # Markdown summary on stdout (bench.sh keeps it as the .md).
+    f = lambda us: "-" if us is None else f"{us / 1000:.2f}"
+    print(f"# weft load-generator benchmark, {res['started_utc']}\n")
+    print(f"- commit `{m['commit'][:12]}`{' (working tree dirty)' if m['dirty'] not in ('', '0') else ''}, "
+          f"{m['nproc']} CPUs, kernel {m['kernel']}, {m['os']}; command: `{res['command']}`")
+    print(f"- workload: built-in generator, keys={p['keys']} zipf={p['zipf']} match={p['match_rate']} "
+          f"D={p['disorder_ms']} ms F={p['late_fraction']}, left join 0..1 h, output none; "
+          f"{max_events:,} events per closed-loop run, {dur:g} s per open-loop level")
+    print(f"- kept up: wall time within {int((KEEP_UP_SLACK - 1) * 100)}% (+{START_SLACK_S} s) of events / rate; "
+          f"latency goal: p99 <= {P99_GOAL_MS:g} ms and p99.9 <= {P999_GOAL_MS:g} ms (stated for 80%); "
+          "latencies in ms; load1 = 1-minute load average before the run\n")
     print("| shards | run | offered ev/s | achieved ev/s | ev/CPU-s | wall s | expected s | kept up |"
-          " p50 us | p99 us | p99.9 us | max us | load1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          " p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | latency goal | load1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in shards:
         for r in res["max"][str(s)]:
             l = r["latency_us"]
             print(f"| {s} | max | - | {r['events_per_s']:,} | {r['events_per_cpu_s']:,} | {r['wall_s']} | - | - |"
-                  f" {l['p50']} | {l['p99']} | {l['p999']} | {l['max']} | {r['load_before'][0]} |")
+                  f" {f(l['p50'])} | {f(l.get('p90'))} | {f(l['p99'])} | {f(l['p999'])} | {f(l['max'])} | - |"
+                  f" {r['load_before'][0]} |")
         for r in res["open_loop"][str(s)]:
             l = r["latency_us"]
+            kept = "FAILED: " + r["failed"] if "failed" in r else "yes" if r["kept_up"] else "NO"
             print(f"| {s} | {r['pct_of_max']:g}% | {r['rate']:,} | {r['events_per_s']:,} | {r['events_per_cpu_s']:,} |"
-                  f" {r['wall_s']} | {r['expected_s']} | {'FAILED: ' + r['failed'] if 'failed' in r else 'yes' if r['kept_up'] else 'NO'} |"
-                  f" {l['p50']} | {l['p99']} | {l['p999']} | {l['max']} | {r['load_before'][0]} |")
-
+                  f" {r['wall_s']} | {r['expected_s']} | {kept} |"
+                  f" {f(l['p50'])} | {f(l.get('p90'))} | {f(l['p99'])} | {f(l['p999'])} | {f(l['max'])} |"
+                  f" {goal_flag(r)} | {r['load_before'][0]} |")
 
 if __name__ == "__main__":
     main()
