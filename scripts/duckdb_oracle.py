@@ -28,7 +28,7 @@ Files of several schema versions: CSV columns and JSON keys are matched by name 
 one of the field's `aliases`; a field a CSV file has no column for takes its `default`,
 else NULL, and a file without a key or time column has all its rows malformed, as in
 weft. In JSON lines DuckDB cannot tell a missing key from `null`: both take the default
-(weft gives the default only to a missing key, and makes a line without a key or time
+(weft gives the default only to a missing key, and makes a line without its time
 field a dead letter), and a line with a field under both its name and an alias takes
 the name's value (weft: a dead letter). f64 values may be
 formatted differently; the oracle is meant for integer and string data.

@@ -1,7 +1,7 @@
 //! JSON-lines partitions: one object per line; keys match fields by name or alias;
-//! a field's missing key takes its default, else NULL, as `null` does; a line with
-//! no key for a key or the time field is a dead letter; unknown keys are ignored (as
-//! extra CSV columns are) and counted. A line that is not a JSON
+//! a field's missing key takes its default, else NULL, as `null` does (a key field's
+//! too: a NULL key, SEMANTICS.md); a line with no key for the time field is a dead
+//! letter; unknown keys are ignored (as extra CSV columns are) and counted. A line that is not a JSON
 //! object, an object with a key twice (which value is meant?), or a value of the
 //! wrong type, becomes a dead letter naming the line. A UTF-8 BOM at the start of
 //! the file is ignored; blank lines count as lines but carry no row.
@@ -152,7 +152,7 @@ impl<'de> Deserialize<'de> for Line {
 
 /// Encodes one JSON line into `b`: its event time, and how many of its keys no field
 /// answers to (ignored, counted in the report). Err is the dead-letter reason: also a
-/// line with no key (nor alias) for a key or the time field.
+/// line with no key (nor alias) for the time field.
 pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Result<(i64, u32), String> {
     let obj = match serde_json::from_slice::<Line>(line).map_err(|e| format!("not valid JSON: {e}"))? {
         Line::Object(m) => m,
@@ -163,8 +163,11 @@ pub fn encode_json_line(line: &[u8], schema: &Schema, b: &mut RowBuilder) -> Res
     let mut found = 0usize;
     for (i, f) in schema.fields.iter().enumerate() {
         let Some(v) = json_value(&obj, f)? else {
-            if let Some(role) = super::absent_role(schema, i) {
-                return Err(format!("no key `{}`, the {role} field of input `{}`", f.name, schema.name));
+            // A missing key is NULL for every field (SEMANTICS.md), so a line without its
+            // key field is a NULL-key row; without its time field it cannot be placed in
+            // time: a dead letter, saying why.
+            if schema.time == i {
+                return Err(format!("no key `{}`, the time field of input `{}`", f.name, schema.name));
             }
             if let Some(d) = crate::evolve::field_default(f) {
                 b.set_value(i, &d).map_err(|e| format!("field `{}`: default: {e}", f.name))?;

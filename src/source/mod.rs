@@ -307,11 +307,10 @@ pub(crate) fn map_columns(path: &Path, schema: &Schema, header: &[&[u8]]) -> Res
 }
 
 /// `Some("key")` or `Some("time")` when field `i` is a key or the time field of
-/// `schema`: a row with no value at all for it (no column in its CSV file, no key in
-/// its JSON line, under the name or an alias) is a dead letter, since it cannot be
-/// joined or placed in time. `None` for any other field: it takes its default, or NULL.
-/// (A value that is present but NULL is another matter: a NULL key matches nothing, a
-/// NULL time is malformed; see SEMANTICS.md.)
+/// `schema`: the rows of a CSV file with no column for it (under the name or an alias)
+/// are dead letters, since the file cannot be joined or placed in time. `None` for any
+/// other field: it takes its default, or NULL. (In JSON lines a missing key is NULL,
+/// as SEMANTICS.md says: a NULL key matches nothing, a NULL time is malformed.)
 pub(crate) fn absent_role(schema: &Schema, i: usize) -> Option<&'static str> {
     if schema.time == i {
         Some("time")
