@@ -515,18 +515,36 @@ fn open(ctx: &mut ShardCtx) -> Result<(Rc<RefCell<Core>>, Vec<OpenPartition>), S
     }
     let mut core = Core::new(ctx)?;
     if let Some(ck) = ctx.checkpoint.as_mut() {
-        match ck.restore.take() {
-            None => {}
-            Some(RestoreFrom::Own(snap)) => barrier::restore(&mut core, &mut partitions, &snap, &ck.dir)?,
-            Some(RestoreFrom::Redistribute(from)) => barrier::restore_redistributed(
-                &mut core,
-                &mut partitions,
-                &from,
-                &ck.dir,
-                ctx.id,
-                ctx.job.shards,
-                ctx.job.max_out_of_orderness_ms,
-            )?,
+        let t0 = Instant::now();
+        let how = match ck.restore.take() {
+            None => None,
+            Some(RestoreFrom::Own(snap)) => {
+                barrier::restore(&mut core, &mut partitions, &snap, &ck.dir)?;
+                Some("own")
+            }
+            Some(RestoreFrom::Redistribute(from)) => {
+                barrier::restore_redistributed(
+                    &mut core,
+                    &mut partitions,
+                    &from,
+                    &ck.dir,
+                    ctx.id,
+                    ctx.job.shards,
+                    ctx.job.max_out_of_orderness_ms,
+                )?;
+                Some("redistributed")
+            }
+        };
+        if let Some(how) = how {
+            let (ms, at_ms) = (t0.elapsed().as_secs_f64() * 1e3, ctx.start.elapsed().as_secs_f64() * 1e3);
+            tracing::info!(
+                shard = ctx.id,
+                how,
+                elapsed_ms = ms,
+                at_ms,
+                "shard {} restored ({how}) in {ms:.1} ms",
+                ctx.id
+            );
         }
     }
     Ok((Rc::new(RefCell::new(core)), partitions))
