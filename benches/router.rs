@@ -1,7 +1,9 @@
 //! Routing cost per event: `key_hash` of a 16-byte encoded key (profile_id u64 +
 //! title_id u32, the generator's key) and `shard_of` over 2 and 64 shards.
 //! Throughput is in keys; 4096 distinct keys per iteration so the loop is not one
-//! constant folded away.
+//! constant folded away. `ahash_16B` is the routing hash before issue #13 (ahash with
+//! fixed seeds, `hash_one` of the same bytes), kept here so the cost of the portable
+//! hash (XXH3-64) is measured against it in one run.
 
 use std::hint::black_box;
 
@@ -34,6 +36,21 @@ fn bench(c: &mut Criterion) {
             let mut acc = 0u64;
             for k in black_box(&ks) {
                 acc ^= key_hash(k);
+            }
+            acc
+        })
+    });
+    let old = ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    );
+    g.bench_function("ahash_16B", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for k in black_box(&ks) {
+                acc ^= old.hash_one(k.as_slice());
             }
             acc
         })
