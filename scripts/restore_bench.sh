@@ -7,7 +7,9 @@
 # restart starts from a fresh copy of the same checkpoint and output directories, and the
 # variants are alternated round by round so they see the same machine load. Restore time
 # is read from the "shard N restored (...) in X ms" log line (JSON log, fields
-# elapsed_ms per shard and at_ms since the engine's start).
+# elapsed_ms per shard, cpu_ms of the shard thread's CPU during it, and at_ms since the
+# engine's start). STOP_AFTER_S (default 2) is when v1 is stopped; it must be before
+# the job ends, which the script checks.
 #
 # usage: scripts/restore_bench.sh WEFT_BINARY [ROUNDS] [EVENTS]
 #   ROUNDS defaults to 3, EVENTS (impressions + plays) to 12000000.
@@ -19,7 +21,7 @@ BIN="$(realpath "$1")"
 ROUNDS="${2:-3}"
 EVENTS="${3:-12000000}"
 WORK="${WORK:-/tmp/weft-restore}"
-STOP_AFTER_S="${STOP_AFTER_S:-4}"
+STOP_AFTER_S="${STOP_AFTER_S:-2}"
 rm -rf "$WORK"; mkdir -p "$WORK"
 cd "$WORK"
 
@@ -45,9 +47,19 @@ EOF
 "$BIN" run --config base/job.toml --quiet --log-format json --report base.report.json >base.log 2>&1 &
 pid=$!
 sleep "$STOP_AFTER_S"
-until ls base/ckpt/chk-*.json >/dev/null 2>&1; do sleep 0.2; done
-kill -TERM "$pid"
-wait "$pid"
+until ls base/ckpt/chk-*.json >/dev/null 2>&1; do
+  kill -0 "$pid" 2>/dev/null || { echo "the job ended before its first checkpoint: raise EVENTS" >&2; exit 1; }
+  sleep 0.2
+done
+if ! kill -TERM "$pid" 2>/dev/null; then
+  echo "the job ran to its end before STOP_AFTER_S=$STOP_AFTER_S s: nothing to restore mid-run; lower STOP_AFTER_S or raise EVENTS" >&2
+  exit 1
+fi
+wait "$pid" || { echo "the stopped job failed; see $WORK/base.log" >&2; exit 1; }
+if grep -q '"finished": *true' "$(ls base/ckpt/chk-*.json | tail -1)"; then
+  echo "the job finished before it was stopped: lower STOP_AFTER_S or raise EVENTS" >&2
+  exit 1
+fi
 echo "checkpoint: $(ls base/ckpt/chk-*.json | tail -1 | xargs basename), $(du -sb base/ckpt | cut -f1) bytes in base/ckpt" \
      "($(du -sb base/ckpt/state | cut -f1) in packs)"
 "$BIN" inspect base/ckpt --json >inspect.json 2>/dev/null || true
@@ -71,9 +83,11 @@ d = sys.argv[1]
 rows = [json.loads(l) for l in open(f"{d}.log") if l.startswith("{")]
 rs = [r for r in rows if "restored (" in r.get("message", "")]
 el = [float(r["elapsed_ms"]) for r in rs]
+cpu = [float(r.get("cpu_ms", "nan")) for r in rs]
 at = [float(r["at_ms"]) for r in rs]
 print(f"{d}: shards {len(rs)}  restore ms per shard " + " ".join(f"{x:.1f}" for x in el)
-      + f"  max {max(el):.1f}  sum {sum(el):.1f}  done at {max(at):.1f} ms after start")
+      + f"  max {max(el):.1f}  sum {sum(el):.1f}  thread CPU ms " + " ".join(f"{x:.1f}" for x in cpu)
+      + f" (sum {sum(cpu):.1f})  done at {max(at):.1f} ms after start")
 EOF
   done
 done
@@ -83,13 +97,15 @@ import json, statistics, sys
 work, rounds, variants = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def restore(d):
     rows = [json.loads(l) for l in open(f"{work}/{d}.log") if l.startswith("{")]
-    el = [float(r["elapsed_ms"]) for r in rows if "restored (" in r.get("message", "")]
-    return max(el), sum(el)
+    rs = [r for r in rows if "restored (" in r.get("message", "")]
+    el = [float(r["elapsed_ms"]) for r in rs]
+    cpu = [float(r.get("cpu_ms", "nan")) for r in rs]
+    return max(el), sum(el), sum(cpu)
 res = {v: [restore(f"run-{v}-{r}") for r in range(1, rounds + 1)] for v in variants}
-base_max = statistics.median(m for m, _ in res["same"])
-base_sum = statistics.median(s for _, s in res["same"])
-print("variant   median max-shard ms  ratio  median sum ms  ratio")
+base = [statistics.median(x[i] for x in res["same"]) for i in range(3)]
+print("medians over rounds; ratio = variant / same (no change)")
+print("variant   max-shard wall ms  ratio   sum wall ms  ratio   sum thread-CPU ms  ratio")
 for v in variants:
-    mx = statistics.median(m for m, _ in res[v]); sm = statistics.median(s for _, s in res[v])
-    print(f"{v:9} {mx:20.1f} {mx/base_max:6.2f} {sm:14.1f} {sm/base_sum:6.2f}")
+    m = [statistics.median(x[i] for x in res[v]) for i in range(3)]
+    print(f"{v:9} {m[0]:17.1f} {m[0]/base[0]:6.2f} {m[1]:13.1f} {m[1]/base[1]:6.2f} {m[2]:19.1f} {m[2]/base[2]:6.2f}")
 EOF

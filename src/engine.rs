@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
-use crate::checkpoint::barrier::{Redistribution, RestoreFrom};
+use crate::checkpoint::barrier::RestoreFrom;
+use crate::checkpoint::redistribute::{self, Redistribution};
 use crate::checkpoint::coordinator::{self as recovery, Coordinator, Start};
 use crate::checkpoint::{self, CheckpointError, Manifest, SchemaChange};
 use crate::config::{Job, OutputTarget, PREEMPT_US_DEFAULT};
@@ -359,7 +360,7 @@ fn spawn_shards(
     for (i, s) in source::plan(job).into_iter().enumerate() {
         specs[i % shards].push((i as u32, s));
     }
-    let mut restore: Vec<Option<RestoreFrom>> = vec![None; shards];
+    let mut restore: Vec<Option<RestoreFrom>> = (0..shards).map(|_| None).collect();
     if let Some((m, change)) = resume {
         let why = m
             .needs_redistribution(job.shards)
@@ -389,8 +390,11 @@ fn spawn_shards(
                     })
                     .collect::<Vec<_>>();
                 let [left, right]: [_; 2] = migrations.try_into().expect("two inputs");
-                let from = Arc::new(Redistribution { old: m.shards, migrations: [left, right] });
-                restore.iter_mut().for_each(|r| *r = Some(RestoreFrom::Redistribute(from.clone())));
+                let from = Redistribution::new(m.shards, [left, right], job.shards);
+                tracing::info!("bytes of bucket copies each new shard reads: {:?}", from.read_bytes(job.shards));
+                for (r, each) in restore.iter_mut().zip(redistribute::plan(from, job.shards)) {
+                    *r = Some(RestoreFrom::Redistribute(Box::new(each)));
+                }
             }
         }
     }
@@ -553,8 +557,10 @@ fn collect(handles: Vec<ShardHandle>) -> (Merged, Option<EngineError>) {
 /// Keeps the first error, except that a root cause replaces a "stopped because another
 /// shard failed" echo.
 fn rank_error(first_err: &mut Option<EngineError>, e: ShardError) {
-    let aborted = matches!(e, ShardError::Aborted(_));
-    if first_err.is_none() || (!aborted && matches!(first_err, Some(EngineError::Shard(ShardError::Aborted(_))))) {
+    // Another shard's failure is the cause of these: report the cause.
+    let secondary = |e: &ShardError| matches!(e, ShardError::Aborted(_) | ShardError::PeerRestore(_));
+    let aborted = secondary(&e);
+    if first_err.is_none() || (!aborted && matches!(&first_err, Some(EngineError::Shard(f)) if secondary(f))) {
         *first_err = Some(e.into());
     }
 }

@@ -35,7 +35,7 @@ use hdrhistogram::Histogram;
 use crate::checkpoint::barrier::{
     self, CheckpointCtx, Host, Partition, Parts, RestoreError, RestoreFrom, ShardCheckpoint,
 };
-use crate::checkpoint::{self, SourceState};
+use crate::checkpoint::{self, redistribute, SourceState};
 use crate::config::Job;
 use crate::event::RowView;
 use crate::exchange::{self, connect_guarded, Batch, Outbox, Rings};
@@ -78,6 +78,9 @@ pub enum ShardError {
     State(#[from] StateError),
     #[error("shard {0} stopped because another shard failed")]
     Aborted(u32),
+    /// A re-distributing restore stopped because another shard's restore failed.
+    #[error("{0}")]
+    PeerRestore(String),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
 }
@@ -88,6 +91,7 @@ impl From<RestoreError> for ShardError {
             RestoreError::Checkpoint(e) => e.into(),
             RestoreError::State(e) => e.into(),
             RestoreError::Source(e) => e.into(),
+            RestoreError::Peer(why) => ShardError::PeerRestore(why),
         }
     }
 }
@@ -515,7 +519,7 @@ fn open(ctx: &mut ShardCtx) -> Result<(Rc<RefCell<Core>>, Vec<OpenPartition>), S
     }
     let mut core = Core::new(ctx)?;
     if let Some(ck) = ctx.checkpoint.as_mut() {
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), crate::sys::thread_cpu_s());
         let how = match ck.restore.take() {
             None => None,
             Some(RestoreFrom::Own(snap)) => {
@@ -523,12 +527,11 @@ fn open(ctx: &mut ShardCtx) -> Result<(Rc<RefCell<Core>>, Vec<OpenPartition>), S
                 Some("own")
             }
             Some(RestoreFrom::Redistribute(from)) => {
-                barrier::restore_redistributed(
+                redistribute::restore_redistributed(
                     &mut core,
                     &mut partitions,
-                    &from,
+                    *from,
                     &ck.dir,
-                    ctx.id,
                     ctx.job.shards,
                     ctx.job.max_out_of_orderness_ms,
                 )?;
@@ -537,12 +540,14 @@ fn open(ctx: &mut ShardCtx) -> Result<(Rc<RefCell<Core>>, Vec<OpenPartition>), S
         };
         if let Some(how) = how {
             let (ms, at_ms) = (t0.elapsed().as_secs_f64() * 1e3, ctx.start.elapsed().as_secs_f64() * 1e3);
+            let cpu_ms = (crate::sys::thread_cpu_s() - cpu0) * 1e3;
             tracing::info!(
                 shard = ctx.id,
                 how,
                 elapsed_ms = ms,
+                cpu_ms,
                 at_ms,
-                "shard {} restored ({how}) in {ms:.1} ms",
+                "shard {} restored ({how}) in {ms:.1} ms ({cpu_ms:.1} ms of its thread's CPU)",
                 ctx.id
             );
         }

@@ -29,13 +29,11 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::redistribute::Redistributing;
 use super::{writer, CheckpointError, ClockState, CoordMsg, ShardSnapshot, SourceState};
-use crate::event::{RowBuilder, RowView};
-use crate::evolve::Migration;
 use crate::exchange::Outbox;
 use crate::join::Join;
 use crate::metrics::ShardCounters;
-use crate::schema::FieldType;
 use crate::sink::ShardSinks;
 use crate::source::{Source, SourceError};
 use crate::state::arena::StateError;
@@ -63,24 +61,15 @@ pub struct CheckpointCtx {
 }
 
 /// What a shard restores from.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum RestoreFrom {
     /// Its own snapshot, taken under the same shard count and routing: restored as it
     /// is (bucket copies become its buckets, marks and counters are its own).
     Own(Box<ShardSnapshot>),
     /// Every shard's snapshot of a checkpoint taken under another shard count or
     /// another routing function, or whose rows must be migrated to a new schema: this
-    /// shard keeps the rows whose keys route to it now (see [`restore_redistributed`]).
-    Redistribute(Arc<Redistribution>),
-}
-
-/// A checkpoint's state as each shard of a re-distributing restore reads it.
-#[derive(Debug)]
-pub struct Redistribution {
-    pub old: Vec<ShardSnapshot>,
-    /// Per side (left, right): how stored rows become rows of the job's schema, with
-    /// that schema's field types; `None` when they are kept as stored.
-    pub migrations: [Option<(Migration, Vec<FieldType>)>; 2],
+    /// shard keeps the rows whose keys route to it now (see [`super::redistribute`]).
+    Redistribute(Box<Redistributing>),
 }
 
 /// Barrier bookkeeping of one shard: which checkpoint can be captured when.
@@ -469,6 +458,9 @@ pub enum RestoreError {
     State(#[from] StateError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Another shard of a re-distributing restore stopped before it sent its rows.
+    #[error("restoring by re-distribution: {0}")]
+    Peer(String),
 }
 
 /// Restores join state, watermarks, counters and source positions from a snapshot.
@@ -497,98 +489,6 @@ pub fn restore<C: Host, P: Partition>(
             return Err(CheckpointError::Invalid {
                 path: dir.to_path_buf(),
                 reason: format!("shard {} has no position for partition {}", snap.shard, part.name()),
-            }
-            .into());
-        };
-        part.seek_to(st)?;
-    }
-    Ok(())
-}
-
-/// Restores this shard (`me` of `shards`) from a checkpoint of another layout: every
-/// old shard's bucket copies are read and each row whose key routes here under
-/// [`crate::router`] is re-hashed and inserted with its matched flag; so every row
-/// lands on exactly one new shard, and each new shard reads the whole state once (in
-/// parallel with the others). The partitions this shard now reads get their positions
-/// and clocks from whichever old shard read them; the marks of the new senders are
-/// computed from those clocks, and the watermark is the least of the old shards' (at
-/// an aligned checkpoint they agree unless an idle partition let one run ahead; the
-/// least never drops a row the old layout would still have joined). The job's
-/// counters are carried by shard 0 (the report sums them).
-pub fn restore_redistributed<C: Host, P: Partition>(
-    core: &mut C,
-    partitions: &mut [P],
-    from: &Redistribution,
-    dir: &Path,
-    me: u32,
-    shards: u32,
-    out_of_orderness_ms: i64,
-) -> Result<(), RestoreError> {
-    let old = &from.old[..];
-    let p = core.parts().expect("restore runs only with checkpointing on");
-    let least = |side: usize| old.iter().filter_map(|s| s.base_buckets[side]).min();
-    p.join.restore_bases([least(0), least(1)]);
-    let mut migrated = RowBuilder::new();
-    for snap in old {
-        for b in &snap.buckets {
-            let (bytes, flips) = super::read_bucket(dir, b)?;
-            let pack = dir.join(&b.file);
-            let join = &mut *p.join;
-            let migration = from.migrations[b.side.idx()].as_ref();
-            crate::state::each_copied_record(&bytes, &flips, &pack, |rec, matched| {
-                let key = rec.key.get();
-                let hash = crate::router::key_hash(key);
-                if crate::router::shard_of(hash, shards) != me {
-                    return Ok(());
-                }
-                // The key's fields and types are unchanged by any migration (evolve
-                // refuses otherwise), so its bytes and hash stay valid.
-                let row = match migration {
-                    None => rec.row.get(),
-                    Some((m, types)) => {
-                        m.apply(RowView(rec.row.get()), types, &mut migrated)
-                            .map_err(|e| StateError::Migrate { path: pack.clone(), reason: e.to_string() })?;
-                        migrated.bytes()
-                    }
-                };
-                join.insert_restored(b.side, rec.ts.to_native(), hash, key, row, matched)
-            })?;
-        }
-    }
-    let all_sources: Vec<&SourceState> = old.iter().flat_map(|s| &s.sources).collect();
-    let marks: Vec<Mark> = (0..shards)
-        .map(|sender| {
-            let clocks: Vec<PartitionClock> = all_sources
-                .iter()
-                .filter(|st| st.plan_index % shards == sender)
-                .flat_map(|st| st.clocks.iter().flatten())
-                .map(|c| {
-                    let mut clock = PartitionClock::new(out_of_orderness_ms, 0);
-                    clock.restore(c.max_ts, c.done);
-                    clock
-                })
-                .collect();
-            crate::watermark::sender_mark(clocks.iter())
-        })
-        .collect();
-    let watermark = old.iter().map(|s| s.watermark).min().unwrap_or(i64::MIN);
-    p.wm.restore(&marks, watermark);
-    if me == 0 {
-        let mut k = ShardCounters::default();
-        for s in old {
-            k.merge(&s.counters);
-        }
-        *p.counters = k.clone();
-        p.join.stats.pairs = k.pairs;
-        p.join.stats.unmatched = k.unmatched;
-        p.sinks.output_rows = k.output_rows;
-        p.sinks.unmatched_emitted = k.unmatched_emitted;
-    }
-    for part in partitions.iter_mut() {
-        let Some(st) = all_sources.iter().find(|s| s.plan_index == part.plan_index()) else {
-            return Err(CheckpointError::Invalid {
-                path: dir.to_path_buf(),
-                reason: format!("no shard of the checkpoint has a position for partition {}", part.name()),
             }
             .into());
         };

@@ -32,6 +32,7 @@ pub mod barrier;
 pub mod compat;
 pub mod coordinator;
 pub mod inspect;
+pub mod redistribute;
 pub mod writer;
 
 use std::fs::File;

@@ -398,9 +398,14 @@ impl Join {
             flips,
             file.clone(),
             name_for_errors,
-            |rec, r| match index.entry(rec.hash.to_native()) {
-                Ok(mut e) => e.push(side, r, i32::MIN),
-                Err(e) => failed = failed.take().or(Some(e)),
+            |rec, r, ahead| {
+                if let Some(next) = ahead {
+                    index.prefetch(next.hash.to_native());
+                }
+                match index.entry(rec.hash.to_native()) {
+                    Ok(mut e) => e.push(side, r, i32::MIN),
+                    Err(e) => failed = failed.take().or(Some(e)),
+                }
             },
         )?;
         failed.map_or(Ok(()), Err)
