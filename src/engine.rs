@@ -20,8 +20,8 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 use crate::checkpoint::barrier::RestoreFrom;
-use crate::checkpoint::redistribute::{self, Redistribution};
 use crate::checkpoint::coordinator::{self as recovery, Coordinator, Start};
+use crate::checkpoint::redistribute::{self, Redistribution};
 use crate::checkpoint::{self, CheckpointError, Manifest, SchemaChange};
 use crate::config::{Job, OutputTarget, PREEMPT_US_DEFAULT};
 use crate::event::Side;

@@ -173,12 +173,10 @@ impl Mailbox {
                         std::thread::sleep(WAIT);
                     }
                 }
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err(RestoreError::Peer(format!(
-                        "shard {to} stopped its restore before taking the rows shard {} read for it; its error says why",
-                        self.me
-                    )))
-                }
+                Err(TrySendError::Disconnected(_)) => return Err(RestoreError::Peer(format!(
+                    "shard {to} stopped its restore before taking the rows shard {} read for it; its error says why",
+                    self.me
+                ))),
             }
         }
     }
@@ -251,7 +249,8 @@ fn le<const N: usize>(b: &[u8]) -> [u8; N] {
 /// Inserts every row of a batch made by [`frame`] (in this process, by another shard).
 /// Looks [`crate::state::RESTORE_LOOKAHEAD`] frames ahead to prefetch index slots.
 fn insert_frames(join: &mut Join, buf: &[u8]) -> Result<(), RestoreError> {
-    let broken = || RestoreError::Peer("a batch of moved rows is cut short (a bug: it was framed in this process)".into());
+    let broken =
+        || RestoreError::Peer("a batch of moved rows is cut short (a bug: it was framed in this process)".into());
     let mut starts = Vec::with_capacity(buf.len() / 64);
     let mut at = 0;
     while at < buf.len() {
@@ -408,7 +407,11 @@ mod tests {
             watermark: 0,
             marks: Vec::new(),
             sources: Vec::new(),
-            buckets: sizes.iter().enumerate().map(|(i, &b)| BucketCopy::unwritten(Side::Left, i as i64, "p", b)).collect(),
+            buckets: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| BucketCopy::unwritten(Side::Left, i as i64, "p", b))
+                .collect(),
             base_buckets: [None, None],
             counters: ShardCounters::default(),
         }
@@ -487,7 +490,7 @@ mod tests {
             b.finish(&mut j).map(|_| ())
         });
         let mut j = join();
-        let e = a.finish(&mut j).err().expect("shard 2 never said done");
+        let e = a.finish(&mut j).expect_err("shard 2 never said done");
         assert!(e.to_string().contains("stopped"), "{e}");
         assert!(t.join().unwrap().is_err());
     }
