@@ -467,7 +467,7 @@ pub fn crc32_of(bytes: &[u8]) -> u32 {
 }
 
 /// Reads a bucket copy and its matched-flag list (roots), checking sizes and checksums.
-pub fn read_bucket(dir: &Path, b: &BucketCopy) -> Result<(Vec<u8>, Vec<u32>), CheckpointError> {
+pub fn read_bucket(dir: &Path, b: &BucketCopy) -> Result<(rkyv::util::AlignedVec<16>, Vec<u32>), CheckpointError> {
     let base = read_segment(dir, &b.rows(), b.bucket)?;
     let flips = match &b.flips {
         None => Vec::new(),
@@ -485,7 +485,7 @@ pub fn read_bucket(dir: &Path, b: &BucketCopy) -> Result<(Vec<u8>, Vec<u32>), Ch
     Ok((base, flips))
 }
 
-fn read_segment(dir: &Path, b: &Segment, bucket: i64) -> Result<Vec<u8>, CheckpointError> {
+fn read_segment(dir: &Path, b: &Segment, bucket: i64) -> Result<rkyv::util::AlignedVec<16>, CheckpointError> {
     let path = dir.join(&b.file);
     let mut f = File::open(&path).map_err(io(&path, "open"))?;
     let len = f.metadata().map_err(io(&path, "stat"))?.len();
@@ -500,7 +500,9 @@ fn read_segment(dir: &Path, b: &Segment, bucket: i64) -> Result<Vec<u8>, Checkpo
             ),
         });
     }
-    let mut buf = vec![0u8; b.bytes as usize];
+    // 16-aligned, so a restore can validate and read the rkyv records in place.
+    let mut buf = rkyv::util::AlignedVec::<16>::with_capacity(b.bytes as usize);
+    buf.resize(b.bytes as usize, 0);
     f.seek(std::io::SeekFrom::Start(b.offset)).map_err(io(&path, "seek"))?;
     f.read_exact(&mut buf).map_err(io(&path, "read"))?;
     let crc = crc32_of(&buf);

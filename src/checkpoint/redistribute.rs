@@ -306,7 +306,7 @@ pub fn restore_redistributed<C: Host, P: Partition>(
             let join = &mut *p.join;
             let migration = from.migrations[b.side.idx()].as_ref();
             let mut peer_failed = None;
-            crate::state::each_copied_record(&bytes, &flips, &pack, |rec, matched, ahead| {
+            crate::state::each_copied_record(bytes, &flips, &pack, |rec, matched, ahead| {
                 if peer_failed.is_some() {
                     return Ok(());
                 }

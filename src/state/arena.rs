@@ -410,6 +410,16 @@ impl Buffer {
         Ok((b, roots))
     }
 
+    /// A heap buffer that is `bytes` itself (already 16-aligned, so checked in place,
+    /// without the copy [`Buffer::restore`] makes), with its records' roots.
+    pub fn restore_owned(
+        bytes: rkyv::util::AlignedVec<16>,
+        name_for_errors: &Path,
+    ) -> Result<(Buffer, Vec<Root>), StateError> {
+        let (roots, used) = validate(&bytes, name_for_errors)?;
+        Ok((Buffer::with(Backing::Heap(bytes), used, false), roots))
+    }
+
     /// Copies `dst.len()` bytes from offset `off` (for a checkpoint copy); a cold buffer
     /// is read with `pread`, not through its released mapping. Its flags set while cold
     /// are in the copy only after [`Buffer::apply_cold_flips`].

@@ -446,12 +446,12 @@ pub const RESTORE_LOOKAHEAD: usize = 16;
 /// `each` also gets the record [`RESTORE_LOOKAHEAD`] places further on, if any (to
 /// prefetch its index slot).
 pub fn each_copied_record(
-    bytes: &[u8],
+    bytes: rkyv::util::AlignedVec<16>,
     flips: &[u32],
     name_for_errors: &Path,
     mut each: impl FnMut(&ArchivedRecord<'static>, bool, Option<&ArchivedRecord<'static>>) -> Result<(), StateError>,
 ) -> Result<(), StateError> {
-    let (buf, roots) = Buffer::restore(bytes, None, name_for_errors)?;
+    let (buf, roots) = Buffer::restore_owned(bytes, name_for_errors)?;
     let mut flips = flips.to_vec();
     flips.sort_unstable();
     for &r in &flips {
