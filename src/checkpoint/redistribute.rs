@@ -173,10 +173,12 @@ impl Mailbox {
                         std::thread::sleep(WAIT);
                     }
                 }
-                Err(TrySendError::Disconnected(_)) => return Err(RestoreError::Peer(format!(
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(RestoreError::Peer(format!(
                     "shard {to} stopped its restore before taking the rows shard {} read for it; its error says why",
                     self.me
-                ))),
+                )))
+                }
             }
         }
     }
