@@ -1,44 +1,48 @@
 #!/usr/bin/env bash
-# weft next to the peer engines on the same input files (an external peers harness):
-# generates left.csv/right.csv with gen.py, runs weft (output none and CSV) and the
-# peers under measure.py (wall, CPU, peak RSS of the process tree), checks every CSV
-# output against DuckDB's with check.py, prints one Markdown table and writes it to
-# perf/compare-<UTC date>.md.
+# weft next to DuckDB (and, opt-in, Flink) on the same input files, with weft's own
+# runners: generates left.csv/right.csv with scripts/peer_gen.py, runs weft (output none
+# and CSV) and DuckDB under scripts/peer_measure.py (wall, CPU, peak RSS), checks every
+# CSV output against DuckDB's 1-thread answer with scripts/peer_check.py, prints one
+# Markdown table and writes it to perf/compare-<UTC date>.md. Stands alone: installs
+# numpy and duckdb into a venv; only Flink needs an external peers harness (PEERS_DIR).
+# Takes ~2-4 min for 2M events on 2 cores (DuckDB only).
 #
 # usage: scripts/compare.sh [N]            (N = events, left + right; default 2000000)
 # knobs: PEERS="duckdb" (PEERS="duckdb flink" adds Flink: ~2-3 min per run)
-#        PARS="1 2"  KEYS=100000 SEED=42 D=5000 F=0.001 M=0.3  (gen.py defaults)
-#        PEERS_DIR=<peers harness checkout> (required)  VENV=/tmp/peers-venv  RUN=/tmp/weft-compare-N
+#        PARS="1 2"  KEYS=100000 SEED=42 D=5000 F=0.001 M=0.3  (peer_gen.py defaults)
+#        PEERS_DIR=<peers harness with run_flink.py and setup.sh> (only for flink; then also
+#        VENV=/tmp/peers-venv, the venv its setup.sh makes)
+#        VENV=/tmp/weft-peers-venv  RUN=/tmp/weft-compare-N
 #        WEFT=path (skip the build)  OUT=perf  TIMEOUT=1800
 #        RENDER_ONLY=1: only redo the table from an earlier $RUN
 #
 # Semantics (read before the "agrees" column): weft drops late rows (sends them to
 # its late output): a row is late when ts < max(earlier ts of its file) - D (strict).
-# gen.py/check.py call a row late when ts <= max - D. DuckDB is a batch join and joins
+# peer_gen.py/peer_check.py call a row late when ts <= max - D. DuckDB is a batch join and joins
 # every row. So weft differs from DuckDB exactly on rows that involve late rows:
-# check.py attributes each differing row (left_late / right_late / unexplained);
+# peer_check.py attributes each differing row (left_late / right_late / unexplained);
 # anything "unexplained" is a real disagreement.
 set -euo pipefail
 N="${1:-2000000}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-[ -n "${PEERS_DIR:-}" ] || { echo "compare.sh: set PEERS_DIR to the peer engines harness (its README names the workload)" >&2; exit 2; }
-PEERS_DIR="$(cd "$PEERS_DIR" && pwd)"
 PEERS="${PEERS:-duckdb}" PARS="${PARS:-1 2}"
 KEYS="${KEYS:-100000}" SEED="${SEED:-42}" D="${D:-5000}" F="${F:-0.001}" M="${M:-0.3}"
-VENV="${VENV:-/tmp/peers-venv}" RUN="${RUN:-/tmp/weft-compare-$N}" OUT="${OUT:-$ROOT/perf}"
+VENV="${VENV:-/tmp/weft-peers-venv}" RUN="${RUN:-/tmp/weft-compare-$N}" OUT="${OUT:-$ROOT/perf}"
 TIMEOUT="${TIMEOUT:-1800}"
 PY="$VENV/bin/python"
 cd "$ROOT"
 DATA="$RUN/data" TINY="$RUN/tiny" REF="$RUN/out/duckdb_ref.csv"
 
 if [ "${RENDER_ONLY:-0}" != 1 ]; then
-# 1. Tools. DuckDB alone needs a small venv; Flink needs the harness's full setup (~4 min).
+# 1. Tools: numpy and duckdb in a venv; Flink needs the external harness's setup (~4 min).
 if [[ " $PEERS " == *" flink "* ]]; then
-  "$PY" -c 'import pyflink, duckdb, pyarrow' 2>/dev/null || bash "$PEERS_DIR/setup.sh"
+  [ -n "${PEERS_DIR:-}" ] || { echo "compare.sh: PEERS=flink needs PEERS_DIR (a peers harness with run_flink.py)" >&2; exit 2; }
+  PEERS_DIR="$(cd "$PEERS_DIR" && pwd)"
+  "$PY" -c 'import pyflink, duckdb, numpy' 2>/dev/null || bash "$PEERS_DIR/setup.sh"
 elif [ ! -x "$PY" ]; then
-  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q numpy duckdb pyarrow
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q numpy duckdb
 else
-  "$PY" -c 'import duckdb, numpy, pyarrow' 2>/dev/null || "$VENV/bin/pip" install -q numpy duckdb pyarrow
+  "$PY" -c 'import duckdb, numpy' 2>/dev/null || "$VENV/bin/pip" install -q numpy duckdb
 fi
 if [ -z "${WEFT:-}" ]; then
   cargo build --release --quiet --bin weft
@@ -48,40 +52,33 @@ fi
 # 2. Data (byte-identical for the same arguments and numpy major version).
 mkdir -p "$RUN/logs" "$RUN/out" "$OUT"
 : > "$RUN/results.jsonl"; : > "$RUN/checks.jsonl"
-echo "== gen.py N=$N KEYS=$KEYS SEED=$SEED D=$D F=$F M=$M -> $DATA" >&2
-"$PY" "$PEERS_DIR/gen.py" --events "$N" --keys "$KEYS" --seed "$SEED" --disorder-ms "$D" \
+echo "== peer_gen.py N=$N KEYS=$KEYS SEED=$SEED D=$D F=$F M=$M -> $DATA" >&2
+"$PY" scripts/peer_gen.py --events "$N" --keys "$KEYS" --seed "$SEED" --disorder-ms "$D" \
   --late-fraction "$F" --match-rate "$M" --out "$DATA" 2> "$RUN/logs/gen.log"
 if [[ " $PEERS " == *" flink "* ]]; then
-  "$PY" "$PEERS_DIR/gen.py" --events 2000 --keys 100 --seed "$SEED" --disorder-ms "$D" \
+  "$PY" scripts/peer_gen.py --events 2000 --keys 100 --seed "$SEED" --disorder-ms "$D" \
     --late-fraction 0 --match-rate "$M" --out "$TINY" 2> "$RUN/logs/gen_tiny.log"
 fi
 
 measure() {  # measure NAME CMD...   (one JSON line appended to results.jsonl, tagged NAME)
   local name="$1"; shift
   echo "== $name" >&2
-  "$PY" "$PEERS_DIR/measure.py" --results "$RUN/results.jsonl" --log "$RUN/logs/$name.log" \
+  "$PY" scripts/peer_measure.py --results "$RUN/results.jsonl" --name "$name" --log "$RUN/logs/$name.log" \
     --timeout "$TIMEOUT" -- "$@" > /dev/null || echo "   FAILED: see $RUN/logs/$name.log" >&2
-  "$PY" - "$RUN/results.jsonl" "$name" <<'PYEOF'
-import json, sys
-path, name = sys.argv[1], sys.argv[2]
-lines = open(path).read().splitlines()
-r = json.loads(lines[-1]); r["name"] = name; lines[-1] = json.dumps(r)
-open(path, "w").write("\n".join(lines) + "\n")
-PYEOF
 }
-check() {  # check NAME OUT [--cand-header]
-  local name="$1" out="$2"; shift 2
-  "$PY" "$PEERS_DIR/check.py" --data "$DATA" --ref "$REF" --cand "$out" "$@" --json > "$RUN/logs/check_$name.json" \
-    || echo '{"error": "check.py failed"}' > "$RUN/logs/check_$name.json"
+check() {  # check NAME OUT [--cand-header]   (peer_check.py exits 1 when the outputs differ)
+  local name="$1" out="$2" rc=0; shift 2
+  "$PY" scripts/peer_check.py --data "$DATA" --ref "$REF" --cand "$out" "$@" --json > "$RUN/logs/check_$name.json" || rc=$?
+  [ "$rc" -le 1 ] || echo '{"error": "peer_check.py failed"}' > "$RUN/logs/check_$name.json"
   "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); r["name"]=sys.argv[2]; print(json.dumps(r))' \
     "$RUN/logs/check_$name.json" "$name" >> "$RUN/checks.jsonl"
 }
 
 nullpad() {  # nullpad NAME CAND: are extra NULL-padded rows impressions whose matches were all late plays?
   "$PY" - "$DATA" "$REF" "$2" > "$RUN/logs/nullpad_$1.json" <<'PYEOF' || echo '{"error": "nullpad failed"}' > "$RUN/logs/nullpad_$1.json"
-# check.py tags a differing row by its own impression / play. A NULL-padded row has no
+# peer_check.py tags a differing row by its own impression / play. A NULL-padded row has no
 # play, so when weft drops an impression's only matching plays as late and emits the
-# impression NULL-padded, check.py calls that row unexplained. This looks the
+# impression NULL-padded, peer_check.py calls that row unexplained. This looks the
 # impression's matches up in the reference instead.
 import json, sys, duckdb
 data, ref, cand = sys.argv[1:4]
@@ -109,7 +106,7 @@ PYEOF
 weft_job() {  # weft_job P OUTPUT_PATH -> prints the config path
   local p="$1" out="$2" cfg="$RUN/weft_p$1_$(basename "$2").toml"
   cat > "$cfg" <<TOML
-# written by scripts/compare.sh: the peers' workload (see the harness README)
+# written by scripts/compare.sh: the peers' workload (see scripts/peer_gen.py)
 [left]
 name = "impressions"
 format = "csv"
@@ -142,12 +139,12 @@ TOML
 }
 
 # 3. DuckDB's single-threaded CSV output is the reference answer.
-measure duckdb_csv_p1 "$PY" "$PEERS_DIR/run_duckdb.py" --data "$DATA" --threads 1 --sink csv --out "$REF"
+measure duckdb_csv_p1 "$PY" scripts/peer_duckdb.py --data "$DATA" --threads 1 --sink csv --out "$REF"
 [ -s "$REF" ] || { echo "DuckDB reference failed: $RUN/logs/duckdb_csv_p1.log" >&2; exit 1; }
 
 for p in $PARS; do
   # weft: output none (throughput) and CSV (checked). Its CSV has 9 columns and a header
-  # per part file; check.py wants profile_id,title_id,i_ts,p_ts,duration_ms: columns 1,2,3,8,9.
+  # per part file; peer_check.py wants profile_id,title_id,i_ts,p_ts,duration_ms: columns 1,2,3,8,9.
   measure "weft_none_p$p" "$WEFT" run --config "$(weft_job "$p" none)" --report "$RUN/out/weft_none_p$p.json" --quiet
   rm -rf "$RUN/out/weft_p$p"
   measure "weft_csv_p$p" "$WEFT" run --config "$(weft_job "$p" "$RUN/out/weft_p$p")" --report "$RUN/out/weft_csv_p$p.json" --quiet --force
@@ -158,9 +155,9 @@ for p in $PARS; do
   for peer in $PEERS; do
     case "$peer" in
       duckdb)
-        measure "duckdb_count_p$p" "$PY" "$PEERS_DIR/run_duckdb.py" --data "$DATA" --threads "$p" --sink count
+        measure "duckdb_count_p$p" "$PY" scripts/peer_duckdb.py --data "$DATA" --threads "$p" --sink count
         if [ "$p" != 1 ]; then
-          measure "duckdb_csv_p$p" "$PY" "$PEERS_DIR/run_duckdb.py" --data "$DATA" --threads "$p" --sink csv --out "$RUN/out/duckdb_p$p.csv"
+          measure "duckdb_csv_p$p" "$PY" scripts/peer_duckdb.py --data "$DATA" --threads "$p" --sink csv --out "$RUN/out/duckdb_p$p.csv"
           check "duckdb_csv_p$p" "$RUN/out/duckdb_p$p.csv" --cand-header
         fi ;;
       flink)
@@ -168,7 +165,7 @@ for p in $PARS; do
         rm -rf "$RUN/out/flink_p$p"
         measure "flink_csv_p$p" "$PY" "$PEERS_DIR/run_flink.py" --data "$DATA" --tiny "$TINY" --parallelism "$p" --sink csv --out "$RUN/out/flink_p$p"
         check "flink_csv_p$p" "$RUN/out/flink_p$p" ;;
-      *) echo "unknown peer $peer (this script runs duckdb and flink; see $PEERS_DIR/compare.sh for the rest)" >&2 ;;
+      *) echo "unknown peer $peer (this script runs duckdb and flink; other engines: an external peers harness)" >&2 ;;
     esac
   done
 done
@@ -200,7 +197,7 @@ print("Commit: `%s`  " % commit)
 print("Machine: %s CPUs, %s, kernel %s, %s GiB RAM; DuckDB %s  " % (sh("nproc"), cpu_model, platform.release(), mem_gib, duck))
 print("Load average at the end: %s (column load1: at each run's start). The machine is shared with other "
       "engineers' builds: wall-clock numbers are noisy and pessimistic; CPU s is less sensitive.\n" % " ".join(load_end))
-print("data: events=%d keys=%s seed=%s D=%sms F=%s M=%s | left=%d right=%d late (gen.py rule ts <= max - D): "
+print("data: events=%d keys=%s seed=%s D=%sms F=%s M=%s | left=%d right=%d late (ts <= max - D): "
       "left=%s right=%s\n" % (events, g["keys"], g["seed"], g["disorder_ms"], g["late_fraction"], g["match_rate"],
                                meta["left_rows"], meta["right_rows"], meta["left_late_vs_watermark"],
                                meta["right_late_vs_watermark"]))
@@ -253,12 +250,12 @@ print("""
 Columns: `events/s` = the engine's own timing (weft: its report, from job start to end, process start-up
 excluded; DuckDB: the query's time, Python start-up and import excluded; Flink: t(big job) - t(tiny job)).
 `events/s per core (CPU-s)` = events / `CPU s`, where `CPU s` is the user+sys time of the whole process tree
-from measure.py (so it *includes* start-up: Python + DuckDB import ~0.3-0.5 s, the JVM for Flink).
+from peer_measure.py (so it *includes* start-up: Python + DuckDB import ~0.3-0.5 s, the JVM for Flink).
 `wall s` = whole process. weft's `par` = shards (glommio executors); DuckDB's = threads.
-`agrees with DuckDB`: check.py's multiset comparison; `left_late`/`right_late` count differing rows whose
-impression/play is a late row of its file (gen.py's rule ts <= max - D). weft drops late rows (strict rule
+`agrees with DuckDB`: peer_check.py's multiset comparison; `left_late`/`right_late` count differing rows whose
+impression/play is a late row of its file (the rule ts <= max - D). weft drops late rows (strict rule
 ts < max - D) into its late output instead of joining them, while DuckDB joins every row. An impression whose
-only matching plays were late is therefore NULL-padded by weft: check.py cannot tag such a row (it has no play),
+only matching plays were late is therefore NULL-padded by weft: peer_check.py cannot tag such a row (it has no play),
 so the last clause counts them by looking up the impression's matches in DuckDB's answer.""")
 PYEOF
 cat "$MD"

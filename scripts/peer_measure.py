@@ -6,7 +6,8 @@ the kernel's rusage reports it). Appends one JSON line to --results.
 
 usage: peer_measure.py --results FILE --name NAME [--log FILE] [--timeout S] -- CMD...
 The command's stdout and stderr go to --log (default: inherited). A line of its stdout
-of the form `RESULT {json}` is merged into the record (engine-reported figures).
+of the form `RESULT {json}` is merged into the record (engine-reported figures;
+the measured keys name, cmd, rc, log, wall_s, cpu_s, peak_rss_mb, loadavg1_start win).
 Exit code: the command's (124 on timeout).
 """
 import argparse
@@ -50,18 +51,20 @@ def main():
     rec = {
         "name": a.name,
         "cmd": cmd,
-        "exit": code,
+        "rc": code,
+        "log": a.log,
         "wall_s": round(wall, 4),
         "cpu_s": round(ru.ru_utime + ru.ru_stime, 4),
         "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
-        "load1": load1,
+        "loadavg1_start": load1,
     }
     if out:
         out.close()
         for line in open(a.log, errors="replace"):
             if line.startswith("RESULT "):
                 try:
-                    rec["reported"] = json.loads(line[len("RESULT "):])
+                    for k, v in json.loads(line[len("RESULT "):]).items():
+                        rec.setdefault(k, v)  # the measured figures win over reported ones
                 except json.JSONDecodeError as e:
                     rec["reported_error"] = f"{a.log}: RESULT line is not JSON: {e}"
     with open(a.results, "a") as f:
