@@ -34,6 +34,7 @@ use crate::join::Join;
 use crate::metrics::ShardCounters;
 use crate::schema::FieldType;
 use crate::state::arena::StateError;
+use crate::state::record::{archive_into, Record};
 use crate::watermark::{Mark, PartitionClock};
 
 /// A batch of moved rows is sent once it holds this many bytes.
@@ -227,19 +228,20 @@ impl Mailbox {
     }
 }
 
-/// Bytes of a frame's fixed part: side, matched, ts, hash, key length, row length.
-const HEAD: usize = 1 + 1 + 8 + 8 + 4 + 4;
+/// Bytes of a frame's fixed part: side, matched, ts, hash, payload length.
+const HEAD: usize = 1 + 1 + 8 + 8 + 4;
 
-/// Appends one row to a batch.
-fn frame(buf: &mut Vec<u8>, side: Side, matched: bool, ts: i64, hash: u64, key: &[u8], row: &[u8]) {
+/// What errors about moved rows name in place of a file.
+const MOVED: &str = "<rows moved from another shard>";
+
+/// Appends one row, as its archived record's bytes, to a batch.
+fn frame(buf: &mut Vec<u8>, side: Side, matched: bool, ts: i64, hash: u64, payload: &[u8]) {
     buf.push(side.idx() as u8);
     buf.push(matched as u8);
     buf.extend_from_slice(&ts.to_le_bytes());
     buf.extend_from_slice(&hash.to_le_bytes());
-    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&(row.len() as u32).to_le_bytes());
-    buf.extend_from_slice(key);
-    buf.extend_from_slice(row);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(payload);
 }
 
 fn le<const N: usize>(b: &[u8]) -> [u8; N] {
@@ -258,7 +260,7 @@ fn insert_frames(join: &mut Join, buf: &[u8]) -> Result<(), RestoreError> {
     while at < buf.len() {
         let h = buf.get(at..at + HEAD).ok_or_else(broken)?;
         starts.push(at);
-        at += HEAD + u32::from_le_bytes(le(&h[18..])) as usize + u32::from_le_bytes(le(&h[22..])) as usize;
+        at += HEAD + u32::from_le_bytes(le(&h[18..])) as usize;
     }
     for (i, &at) in starts.iter().enumerate() {
         if let Some(&next) = starts.get(i + crate::state::RESTORE_LOOKAHEAD) {
@@ -269,11 +271,9 @@ fn insert_frames(join: &mut Join, buf: &[u8]) -> Result<(), RestoreError> {
         let matched = h[1] != 0;
         let ts = i64::from_le_bytes(le(&h[2..]));
         let hash = u64::from_le_bytes(le(&h[10..]));
-        let klen = u32::from_le_bytes(le(&h[18..])) as usize;
-        let rlen = u32::from_le_bytes(le(&h[22..])) as usize;
-        let key = buf.get(at + HEAD..at + HEAD + klen).ok_or_else(broken)?;
-        let row = buf.get(at + HEAD + klen..at + HEAD + klen + rlen).ok_or_else(broken)?;
-        join.insert_restored(side, ts, hash, key, row, matched)?;
+        let len = u32::from_le_bytes(le(&h[18..])) as usize;
+        let payload = buf.get(at + HEAD..at + HEAD + len).ok_or_else(broken)?;
+        join.insert_restored_archived(side, ts, hash, payload, matched, Path::new(MOVED))?;
     }
     Ok(())
 }
@@ -300,6 +300,7 @@ pub fn restore_redistributed<C: Host, P: Partition>(
     let least = |side: usize| old.iter().filter_map(|s| s.base_buckets[side]).min();
     p.join.restore_bases([least(0), least(1)]);
     let mut migrated = RowBuilder::new();
+    let mut scratch = rkyv::util::AlignedVec::<16>::new();
     let mut out: Vec<Vec<u8>> = vec![Vec::new(); shards as usize];
     for (snap, readers) in old.iter().zip(&from.reader) {
         for (b, _) in snap.buckets.iter().zip(readers).filter(|(_, &r)| r == me) {
@@ -308,7 +309,7 @@ pub fn restore_redistributed<C: Host, P: Partition>(
             let join = &mut *p.join;
             let migration = from.migrations[b.side.idx()].as_ref();
             let mut peer_failed = None;
-            crate::state::each_copied_record(bytes, &flips, &pack, |rec, matched, ahead| {
+            crate::state::each_copied_record(bytes, &flips, &pack, |rec, payload, matched, ahead| {
                 if peer_failed.is_some() {
                     return Ok(());
                 }
@@ -320,22 +321,29 @@ pub fn restore_redistributed<C: Host, P: Partition>(
                 }
                 let key = rec.key.get();
                 let hash = crate::router::key_hash(key);
+                let ts = rec.ts.to_native();
+                let to = crate::router::shard_of(hash, shards);
                 // The key's fields and types are unchanged by any migration (evolve
-                // refuses otherwise), so its bytes and hash stay valid.
-                let row = match migration {
-                    None => rec.row.get(),
+                // refuses otherwise), so its bytes and hash stay valid. A row kept as
+                // stored is copied as its archived bytes (the hash rewritten when the
+                // routing changed); a migrated one is serialised again.
+                let payload = match migration {
+                    None => payload,
                     Some((m, types)) => {
                         m.apply(RowView(rec.row.get()), types, &mut migrated)
                             .map_err(|e| StateError::Migrate { path: pack.clone(), reason: e.to_string() })?;
-                        migrated.bytes()
+                        if to == me {
+                            return join.insert_restored(b.side, ts, hash, key, migrated.bytes(), matched);
+                        }
+                        let rec = Record { hash, ts, matched, key, row: migrated.bytes() };
+                        archive_into(&rec, &mut scratch)
                     }
                 };
-                let to = crate::router::shard_of(hash, shards);
                 if to == me {
-                    return join.insert_restored(b.side, rec.ts.to_native(), hash, key, row, matched);
+                    return join.insert_restored_archived(b.side, ts, hash, payload, matched, &pack);
                 }
                 let batch = &mut out[to as usize];
-                frame(batch, b.side, matched, rec.ts.to_native(), hash, key, row);
+                frame(batch, b.side, matched, ts, hash, payload);
                 if batch.len() >= BATCH_BYTES {
                     let full = std::mem::take(batch);
                     if let Err(e) = mail.send(to as usize, Moved::Rows(full), join) {
@@ -453,10 +461,13 @@ mod tests {
         let mut j = join();
         let to = 1 - mail.me;
         let mut batch = Vec::new();
+        let mut scratch = rkyv::util::AlignedVec::<16>::new();
         for i in 0..rows {
             let key = ((mail.me as u64) << 40 | i).to_le_bytes();
             let h = crate::router::key_hash(&key);
-            frame(&mut batch, Side::Left, false, 1_000 + (i % 50) as i64, h, &key, &[7u8; 40]);
+            let ts = 1_000 + (i % 50) as i64;
+            let rec = Record { hash: h, ts, matched: false, key: &key, row: &[7u8; 40] };
+            frame(&mut batch, Side::Left, false, ts, h, archive_into(&rec, &mut scratch));
             if batch.len() >= 4096 {
                 mail.send(to, Moved::Rows(std::mem::take(&mut batch)), &mut j)?;
             }
@@ -499,14 +510,23 @@ mod tests {
 
     #[test]
     fn frames_round_trip_through_a_batch() {
+        let mut scratch = rkyv::util::AlignedVec::<16>::new();
         let mut b = Vec::new();
-        frame(&mut b, Side::Right, true, -5, 42, b"key", b"row!");
-        frame(&mut b, Side::Left, false, 7, 1, b"", b"r");
-        assert_eq!(b.len(), 2 * HEAD + 3 + 4 + 1);
+        let rec = Record { hash: 1, ts: -5, matched: false, key: b"key", row: b"row!" };
+        let first = archive_into(&rec, &mut scratch).to_vec();
+        frame(&mut b, Side::Right, true, -5, 42, &first);
+        let rec = Record { hash: 1, ts: 7, matched: false, key: b"", row: b"r" };
+        frame(&mut b, Side::Left, false, 7, 1, archive_into(&rec, &mut scratch));
         assert_eq!(b[0], 1);
         assert_eq!(b[1], 1);
         assert_eq!(i64::from_le_bytes(le(&b[2..])), -5);
         assert_eq!(u64::from_le_bytes(le(&b[10..])), 42);
-        assert_eq!(&b[HEAD..HEAD + 3], b"key");
+        assert_eq!(&b[HEAD..HEAD + first.len()], &first[..]);
+        let mut j = join();
+        insert_frames(&mut j, &b).unwrap();
+        assert_eq!(j.keys(), 2);
+        // A batch cut inside a frame is an error, not a guess.
+        let e = insert_frames(&mut join(), &b[..b.len() - 1]).unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
     }
 }

@@ -381,6 +381,26 @@ impl Join {
         Ok(())
     }
 
+    /// As [`Join::insert_restored`], for a row given as its archived record (copied
+    /// whole: see `SideStore::insert_archived`). Errors name `name_for_errors`.
+    pub fn insert_restored_archived(
+        &mut self,
+        side: Side,
+        ts: i64,
+        hash: u64,
+        payload: &[u8],
+        matched: bool,
+        name_for_errors: &Path,
+    ) -> Result<(), StateError> {
+        if self.sides[side.idx()].is_far(ts) {
+            self.rebase(side, ts)?;
+        }
+        let live_own = self.sides[side.idx()].live_from_rel;
+        let r = self.sides[side.idx()].insert_archived(ts, hash, payload, matched, name_for_errors)?;
+        self.index.entry(hash)?.push(side.idx(), r, live_own);
+        Ok(())
+    }
+
     /// Restores one bucket from a checkpoint copy and indexes its rows.
     pub fn restore_bucket(
         &mut self,

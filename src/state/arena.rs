@@ -33,7 +33,7 @@ use rkyv::ser::{Positional, Writer};
 
 use super::copy::{BucketCopy, CopyJob, Segment, WrittenCopy};
 use super::record::{
-    record_bytes_max, ArchivedRecord, Record, MATCHED_OFFSET, RECORD_HEADER_BYTES, RECORD_TAG, ROOT_BYTES,
+    record_bytes_max, ArchivedRecord, Record, HASH_OFFSET, MATCHED_OFFSET, RECORD_HEADER_BYTES, RECORD_TAG, ROOT_BYTES,
 };
 use crate::event::Side;
 
@@ -492,6 +492,70 @@ impl Buffer {
         Ok(Root((end - ROOT_BYTES) as u32))
     }
 
+    /// Appends a record given as its archived bytes (a payload of another buffer, from
+    /// [`Buffer::payload`], or made by `record::archive_into`), with its hash and
+    /// `matched` set to these; returns its root. This is a copy, not a serialisation:
+    /// what a restore that re-distributes rows does instead of [`Buffer::append`].
+    ///
+    /// The copied bytes are checked once at their new place (as `validate` checks a
+    /// restored arena), so a `Root` of this buffer still names only a checked record
+    /// whatever the caller passed; a payload that is no record is an error naming
+    /// `name_for_errors`.
+    pub fn append_archived(
+        &mut self,
+        payload: &[u8],
+        hash: u64,
+        matched: bool,
+        name_for_errors: &Path,
+    ) -> Result<Root, StateError> {
+        let corrupt = |offset: usize, reason: String| StateError::Corrupt {
+            path: name_for_errors.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        };
+        if payload.len() < ROOT_BYTES || payload.len() > u32::MAX as usize {
+            return Err(corrupt(0, format!("a moved record of {} bytes is no record", payload.len())));
+        }
+        self.reserve(RECORD_HEADER_BYTES + payload.len().next_multiple_of(8))?;
+        let start = self.used;
+        let payload_at = start + RECORD_HEADER_BYTES;
+        let end = payload_at + payload.len();
+        let root = end - ROOT_BYTES;
+        let next = end.next_multiple_of(8);
+        let buf = self.bytes_mut();
+        buf[start..start + 4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&RECORD_TAG.to_le_bytes());
+        buf[payload_at..end].copy_from_slice(payload);
+        buf[root + HASH_OFFSET..root + HASH_OFFSET + 8].copy_from_slice(&hash.to_le_bytes());
+        buf[root + MATCHED_OFFSET] = matched as u8;
+        buf[end..next].fill(0);
+        if let Err(e) = rkyv::access::<ArchivedRecord, rancor::Error>(&buf[payload_at..end]) {
+            buf[start..next].fill(0);
+            return Err(corrupt(0, format!("a moved record fails validation: {e}")));
+        }
+        self.appended += next - start;
+        self.used = next;
+        self.dirty = true;
+        debug_assert!(root <= u32::MAX as usize);
+        Ok(Root(root as u32))
+    }
+
+    /// The archived bytes of the record at `root`, whose predecessor in this buffer is
+    /// the record at `prev` (`None`: it is the first), as [`Buffer::roots`] yields them.
+    pub fn payload(&self, prev: Option<Root>, root: Root) -> &[u8] {
+        let start = match prev {
+            None => ARENA_HEADER_BYTES,
+            Some(p) => (p.0 as usize + ROOT_BYTES).next_multiple_of(8),
+        };
+        let end = root.0 as usize + ROOT_BYTES;
+        debug_assert_eq!(
+            self.record_len_at(start),
+            end - start - RECORD_HEADER_BYTES,
+            "prev is not root's predecessor"
+        );
+        &self.bytes()[start + RECORD_HEADER_BYTES..end]
+    }
+
     /// The record whose root is at `root`.
     #[inline]
     pub fn get(&self, root: Root) -> &ArchivedRecord<'static> {
@@ -705,6 +769,49 @@ mod tests {
 
     fn rec<'a>(i: u64, key: &'a [u8], row: &'a [u8]) -> Record<'a> {
         Record { hash: i, ts: i as i64 * 10, matched: false, key, row }
+    }
+
+    #[test]
+    fn archived_records_copy_whole_to_another_buffer_with_hash_and_flag_rewritten() {
+        let mut a = Buffer::heap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> =
+            (0..50u8).map(|i| (vec![i; (i % 9) as usize], vec![i ^ 0x5a; (i as usize * 7) % 31])).collect();
+        for (i, (k, r)) in rows.iter().enumerate() {
+            a.append(&rec(i as u64, k, r)).unwrap();
+        }
+        let (_d, _p, mut b) = arena("b.arena", Side::Left, 0, 10);
+        b.append(&rec(99, b"odd", b"x")).unwrap(); // the copies land at other offsets than in `a`
+        let roots: Vec<Root> = a.roots().collect();
+        let mut prev = None;
+        let mut copied = Vec::new();
+        for (i, &r) in roots.iter().enumerate() {
+            let root = b.append_archived(a.payload(prev, r), 1000 + i as u64, i % 3 == 0, Path::new("t")).unwrap();
+            copied.push(root);
+            prev = Some(r);
+        }
+        for (i, &r) in copied.iter().enumerate() {
+            let got = b.get(r);
+            assert_eq!(got.hash.to_native(), 1000 + i as u64);
+            assert_eq!(got.ts.to_native(), i as i64 * 10);
+            assert_eq!(got.matched, i % 3 == 0);
+            assert_eq!((got.key.get(), got.row.get()), (&rows[i].0[..], &rows[i].1[..]));
+        }
+        // The copy is an arena like any other: it validates whole.
+        let (found, used) = validate(&b.bytes()[..b.used()], Path::new("t")).unwrap();
+        assert_eq!(found.len(), 51);
+        assert_eq!(used, b.used());
+    }
+
+    #[test]
+    fn bytes_that_are_no_record_are_refused_and_leave_the_buffer_as_it_was() {
+        let mut b = Buffer::heap();
+        b.append(&rec(1, b"k", b"r")).unwrap();
+        let used = b.used();
+        let e = b.append_archived(&[0xff; 40], 1, false, Path::new("moved")).unwrap_err();
+        assert!(e.to_string().contains("moved") && e.to_string().contains("validation"), "{e}");
+        assert!(b.append_archived(&[0; 3], 1, false, Path::new("moved")).is_err());
+        assert_eq!(b.used(), used);
+        assert_eq!(b.roots().count(), 1);
     }
 
     #[test]

@@ -202,6 +202,35 @@ impl SideStore {
     }
 
     pub fn insert(&mut self, ts: i64, hash: u64, key: &[u8], row: &[u8], matched: bool) -> Result<Ref, StateError> {
+        let max = record_bytes_max(key.len(), row.len());
+        let (rel, buf) = self.buffer_for(ts, max)?;
+        let root = buf.append(&Record { hash, ts, matched, key, row })?;
+        self.rows += 1;
+        Ok(Ref { bucket: rel, root: root.pos() })
+    }
+
+    /// Inserts a record given as its archived bytes (see `Buffer::append_archived`): a
+    /// row of a checkpoint moved to this shard, copied rather than serialised again.
+    /// `ts` must be the record's own time (the bucket is chosen by it). Errors name
+    /// `name_for_errors`.
+    pub fn insert_archived(
+        &mut self,
+        ts: i64,
+        hash: u64,
+        payload: &[u8],
+        matched: bool,
+        name_for_errors: &Path,
+    ) -> Result<Ref, StateError> {
+        let bytes = record::RECORD_HEADER_BYTES + payload.len().next_multiple_of(8);
+        let (rel, buf) = self.buffer_for(ts, bytes)?;
+        let root = buf.append_archived(payload, hash, matched, name_for_errors)?;
+        self.rows += 1;
+        Ok(Ref { bucket: rel, root: root.pos() })
+    }
+
+    /// The buffer of the bucket of time `ts` (made if new), with room for `bytes` more,
+    /// and that bucket's number relative to the base.
+    fn buffer_for(&mut self, ts: i64, bytes: usize) -> Result<(i32, &mut Buffer), StateError> {
         let bucket = self.bucket_of(ts);
         if self.base.is_none() {
             self.set_base(bucket);
@@ -215,12 +244,10 @@ impl SideStore {
                 v.insert(nb)
             }
         };
-        if buf.used() + record_bytes_max(key.len(), row.len()) > BUCKET_BYTES_MAX {
+        if buf.used() + bytes > BUCKET_BYTES_MAX {
             return Err(StateError::BucketFull { side: self.side, bucket: b, max: BUCKET_BYTES_MAX });
         }
-        let root = buf.append(&Record { hash, ts, matched, key, row })?;
-        self.rows += 1;
-        Ok(Ref { bucket: rel, root: root.pos() })
+        Ok((rel, buf))
     }
 
     /// The record of a live ref: read in place, or, from a cold bucket (its pages were
@@ -443,13 +470,14 @@ pub const RESTORE_LOOKAHEAD: usize = 16;
 /// the bucket: for a restore that re-distributes rows to other shards. The copy is
 /// validated as [`SideStore::restore_bucket`] validates it; errors name
 /// `name_for_errors` (the pack).
-/// `each` also gets the record [`RESTORE_LOOKAHEAD`] places further on, if any (to
-/// prefetch its index slot).
+/// `each` also gets the record's archived bytes (to copy it whole, see
+/// [`SideStore::insert_archived`]) and the record [`RESTORE_LOOKAHEAD`] places further
+/// on, if any (to prefetch its index slot).
 pub fn each_copied_record(
     bytes: rkyv::util::AlignedVec<16>,
     flips: &[u32],
     name_for_errors: &Path,
-    mut each: impl FnMut(&ArchivedRecord<'static>, bool, Option<&ArchivedRecord<'static>>) -> Result<(), StateError>,
+    mut each: impl FnMut(&ArchivedRecord<'static>, &[u8], bool, Option<&ArchivedRecord<'static>>) -> Result<(), StateError>,
 ) -> Result<(), StateError> {
     let (buf, roots) = Buffer::restore_owned(bytes, name_for_errors)?;
     let mut flips = flips.to_vec();
@@ -463,11 +491,13 @@ pub fn each_copied_record(
             });
         }
     }
+    let mut prev = None;
     for (i, &root) in roots.iter().enumerate() {
         let ahead = roots.get(i + RESTORE_LOOKAHEAD).map(|&r| buf.get(r));
         let rec = buf.get(root);
         let matched = rec.matched || flips.binary_search(&root.pos()).is_ok();
-        each(rec, matched, ahead)?;
+        each(rec, buf.payload(prev, root), matched, ahead)?;
+        prev = Some(root);
     }
     Ok(())
 }

@@ -35,6 +35,21 @@ pub struct Record<'a> {
 pub const ROOT_BYTES: usize = std::mem::size_of::<ArchivedRecord<'static>>();
 /// Where `matched` is, from the root.
 pub const MATCHED_OFFSET: usize = std::mem::offset_of!(ArchivedRecord<'static>, matched);
+/// Where `hash` (a little-endian u64) is, from the root.
+pub const HASH_OFFSET: usize = std::mem::offset_of!(ArchivedRecord<'static>, hash);
+
+/// A record's archived bytes (the payload of its place in a buffer), for moving it
+/// whole to another buffer ([`super::arena::Buffer::append_archived`]). The layout
+/// inside a payload depends only on its start's position modulo 8 (no field is
+/// aligned to more, see the assertion below), and every payload starts 8-aligned, so a
+/// payload stays a valid archive at any 8-aligned place.
+pub fn archive_into<'v>(rec: &Record, scratch: &'v mut rkyv::util::AlignedVec<16>) -> &'v [u8] {
+    scratch.clear();
+    let v = std::mem::take(scratch);
+    *scratch = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(rec, v)
+        .expect("serialising into a growing vector does not fail");
+    &scratch[..]
+}
 
 /// An upper bound of the bytes `append` needs for a record: header, payload with its
 /// internal alignment padding, trailing padding.
@@ -43,6 +58,9 @@ pub fn record_bytes_max(key_len: usize, row_len: usize) -> usize {
 }
 
 const _: () = assert!(std::mem::align_of::<ArchivedRecord<'static>>() <= 8);
+// The archived hash is little endian whatever the host (rkyv's default), which
+// `append_archived` relies on when it rewrites it.
+const _: () = assert!(std::mem::size_of::<rkyv::Archived<u64>>() == 8);
 
 #[cfg(test)]
 mod tests {
