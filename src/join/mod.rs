@@ -16,7 +16,7 @@ use crate::config::JoinKind;
 use crate::event::RowView;
 use crate::event::{Emit, Side};
 use crate::state::copy::{BucketCopy, SnapshotPlan, WrittenCopy};
-use crate::state::{IndexAlloc, KeyIndex, SideStore, StateError};
+use crate::state::{IndexAlloc, KeyIndex, Ref, SideStore, StateError};
 
 #[derive(Clone, Copy, Debug)]
 pub struct JoinParams {
@@ -372,13 +372,7 @@ impl Join {
         row: &[u8],
         matched: bool,
     ) -> Result<(), StateError> {
-        if self.sides[side.idx()].is_far(ts) {
-            self.rebase(side, ts)?;
-        }
-        let live_own = self.sides[side.idx()].live_from_rel;
-        let r = self.sides[side.idx()].insert(ts, hash, key, row, matched)?;
-        self.index.entry(hash)?.push(side.idx(), r, live_own);
-        Ok(())
+        self.index_restored(side, ts, hash, |store| store.insert(ts, hash, key, row, matched))
     }
 
     /// As [`Join::insert_restored`], for a row given as its archived record (copied
@@ -392,11 +386,23 @@ impl Join {
         matched: bool,
         name_for_errors: &Path,
     ) -> Result<(), StateError> {
+        self.index_restored(side, ts, hash, |store| store.insert_archived(ts, hash, payload, matched, name_for_errors))
+    }
+
+    /// Stores a restored row of time `ts` on `side` by `insert` (rebasing the side
+    /// first when `ts` is far from its base) and indexes it under `hash`.
+    fn index_restored(
+        &mut self,
+        side: Side,
+        ts: i64,
+        hash: u64,
+        insert: impl FnOnce(&mut SideStore) -> Result<Ref, StateError>,
+    ) -> Result<(), StateError> {
         if self.sides[side.idx()].is_far(ts) {
             self.rebase(side, ts)?;
         }
         let live_own = self.sides[side.idx()].live_from_rel;
-        let r = self.sides[side.idx()].insert_archived(ts, hash, payload, matched, name_for_errors)?;
+        let r = insert(&mut self.sides[side.idx()])?;
         self.index.entry(hash)?.push(side.idx(), r, live_own);
         Ok(())
     }
