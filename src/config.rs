@@ -25,6 +25,8 @@ pub const SHARDS_MAX: u32 = 256;
 pub const SOURCE_CHUNK_ROWS: usize = 1024;
 /// Memory glommio registers per executor for its io_uring buffers.
 pub const IO_MEMORY_KIB_DEFAULT: u32 = 1024;
+/// `engine.file_split_kib` when not given: files above 4 MiB are split across shards.
+pub const FILE_SPLIT_KIB_DEFAULT: u64 = 4096;
 /// Resident arena memory, all shards together, when `engine.state_memory_mb` is unset.
 pub const STATE_MEMORY_MB_DEFAULT: u64 = 1024;
 /// Events the built-in workload runs when `--events` is not given.
@@ -167,6 +169,10 @@ pub struct EngineConfig {
     pub pin_cores: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_memory_kib: Option<u32>,
+    /// A CSV or JSON-lines file larger than this (KiB) is read by every shard, in chunks
+    /// of this size (source/split.rs). 0: every file is read by one shard. Default 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_split_kib: Option<u64>,
     /// Keep join state in mmap'd arena files under this directory (one subdirectory
     /// per shard). Without it, state lives on the heap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,6 +296,8 @@ pub struct Job {
     pub state_bucket_ms: i64,
     pub pin_cores: bool,
     pub io_memory_kib: u32,
+    /// `engine.file_split_kib` in bytes (0: off).
+    pub file_split_bytes: u64,
     pub state_dir: Option<PathBuf>,
     pub state_memory_mb: u64,
     pub checkpoint: Option<CheckpointSettings>,
@@ -535,6 +543,7 @@ impl JobConfig {
             state_bucket_ms,
             pin_cores: e.pin_cores.unwrap_or(true),
             io_memory_kib: e.io_memory_kib.unwrap_or(IO_MEMORY_KIB_DEFAULT),
+            file_split_bytes: e.file_split_kib.unwrap_or(FILE_SPLIT_KIB_DEFAULT).saturating_mul(1024),
             state_dir: match &e.state_dir {
                 Some(d) if d.is_empty() => return Err(invalid("engine.state_dir", "is empty".into())),
                 Some(d) => Some(base.join(d)),

@@ -346,7 +346,7 @@ fn prepare_output(job: &Job, resuming: bool, force: bool) -> Result<(), EngineEr
 }
 
 /// Wires the rings and starts one executor per shard, each with its partitions (plan
-/// index i goes to shard i % shards) and, when resuming, its snapshot.
+/// index i goes to shard i % shards, a split file to every shard) and, when resuming, its snapshot.
 fn spawn_shards(
     job: &Arc<Job>,
     opts: &RunOptions,
@@ -356,9 +356,28 @@ fn spawn_shards(
     resume: Option<(Box<Manifest>, Box<SchemaChange>)>,
 ) -> Result<Vec<ShardHandle>, EngineError> {
     let shards = job.shards as usize;
+    // What each partition was in the checkpoint (split or not), by plan index.
+    let recorded: Option<Vec<&source::SourcePos>> = resume.as_ref().map(|(m, _)| {
+        let n = m.shards.iter().flat_map(|s| &s.sources).map(|st| st.plan_index as usize + 1).max().unwrap_or(0);
+        let mut v: Vec<&source::SourcePos> = vec![&source::SourcePos::Generator { emitted: 0 }; n];
+        for st in m.shards.iter().flat_map(|s| &s.sources) {
+            v[st.plan_index as usize] = &st.position;
+        }
+        v
+    });
     let mut specs: Vec<Vec<(u32, source::PartitionSpec)>> = vec![Vec::new(); shards];
-    for (i, s) in source::plan(job).into_iter().enumerate() {
-        specs[i % shards].push((i as u32, s));
+    let plan = source::split_large(source::plan(job), job, recorded.as_deref());
+    drop(recorded);
+    for (i, s) in plan.into_iter().enumerate() {
+        match s {
+            // A split file is read by every shard, chunk by chunk (source/split.rs).
+            source::PartitionSpec::Split { .. } => {
+                for each in specs.iter_mut() {
+                    each.push((i as u32, s.clone()));
+                }
+            }
+            _ => specs[i % shards].push((i as u32, s)),
+        }
     }
     let mut restore: Vec<Option<RestoreFrom>> = (0..shards).map(|_| None).collect();
     if let Some((m, change)) = resume {

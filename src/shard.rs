@@ -398,8 +398,8 @@ struct OpenPartition {
 }
 
 impl OpenPartition {
-    fn open(plan_index: u32, spec: &PartitionSpec, job: &Job) -> Result<OpenPartition, SourceError> {
-        let src = source::open(spec, job)?;
+    fn open(plan_index: u32, spec: &PartitionSpec, job: &Job, shard: u32) -> Result<OpenPartition, SourceError> {
+        let src = source::open_on(spec, job, shard, job.shards)?;
         let mut clocks = [None, None];
         for (side, _) in src.partitions() {
             clocks[side.idx()] = Some(PartitionClock::new(job.max_out_of_orderness_ms, job.allowed_lateness_ms));
@@ -433,6 +433,11 @@ impl OpenPartition {
                     cl.idle = now.saturating_sub(cl.last_row_ns) >= idle_timeout_ns;
                 }
             }
+            PollStatus::Waiting { retry_ns } => {
+                // Waiting on another shard in the same file: never idle for it.
+                round.all_done = false;
+                round.retry_ns = round.retry_ns.min(retry_ns);
+            }
             PollStatus::Done => {
                 self.done = true;
                 for cl in self.clocks.iter_mut().flatten() {
@@ -458,6 +463,10 @@ impl Partition for OpenPartition {
 
     fn seek_to(&mut self, st: &SourceState) -> Result<(), SourceError> {
         st.apply(&mut *self.src, &mut self.done, &mut self.clocks)
+    }
+
+    fn seek_merged(&mut self, sts: &[&SourceState]) -> Result<(), SourceError> {
+        SourceState::apply_merged(sts, &mut *self.src, &mut self.done, &mut self.clocks)
     }
 }
 
@@ -515,7 +524,7 @@ pub async fn run(mut ctx: ShardCtx) -> Result<ShardResult, ShardError> {
 fn open(ctx: &mut ShardCtx) -> Result<(Rc<RefCell<Core>>, Vec<OpenPartition>), ShardError> {
     let mut partitions = Vec::with_capacity(ctx.specs.len());
     for (plan_index, spec) in &ctx.specs {
-        partitions.push(OpenPartition::open(*plan_index, spec, &ctx.job)?);
+        partitions.push(OpenPartition::open(*plan_index, spec, &ctx.job, ctx.id)?);
     }
     let mut core = Core::new(ctx)?;
     if let Some(ck) = ctx.checkpoint.as_mut() {
@@ -730,6 +739,11 @@ fn poll_one(
                 return;
             }
             outbox.route(side, ts, intended_ns.unwrap_or(now), row, &rd.schemas[s]);
+        }
+        SourceItem::Resume { side, max_ts } => {
+            if let Some(clock) = clocks[side.idx()].as_mut() {
+                clock.raise(max_ts);
+            }
         }
         SourceItem::Dead { side, line, reason, raw } => {
             c.counters.dead[side.idx()] += 1;

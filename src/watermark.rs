@@ -46,6 +46,12 @@ impl PartitionClock {
         self.max_ts
     }
 
+    /// Raises the max event time to `max_ts` (the rows before these were read
+    /// elsewhere: a chunk of a split file). Never lowers it.
+    pub fn raise(&mut self, max_ts: Option<i64>) {
+        self.max_ts = self.max_ts.max(max_ts);
+    }
+
     /// Back to a checkpointed state.
     pub fn restore(&mut self, max_ts: Option<i64>, done: bool) {
         self.max_ts = max_ts;

@@ -35,7 +35,7 @@ use crate::exchange::Outbox;
 use crate::join::Join;
 use crate::metrics::ShardCounters;
 use crate::sink::ShardSinks;
-use crate::source::{Source, SourceError};
+use crate::source::{Source, SourceError, SourcePos};
 use crate::state::arena::StateError;
 use crate::state::copy::{self, CopyJob, SnapshotPlan};
 use crate::watermark::{Mark, PartitionClock, ShardWatermark};
@@ -220,6 +220,9 @@ pub trait Partition {
     fn record(&self) -> SourceState;
     /// Puts the partition back where `st` says.
     fn seek_to(&mut self, st: &SourceState) -> Result<(), SourceError>;
+    /// Puts a split file's reader back where the records of several shards say (a
+    /// re-distributing restore; `source/split.rs`).
+    fn seek_merged(&mut self, sts: &[&SourceState]) -> Result<(), SourceError>;
 }
 
 impl SourceState {
@@ -241,12 +244,38 @@ impl SourceState {
         done: &mut bool,
         clocks: &mut [Option<PartitionClock>; 2],
     ) -> Result<(), SourceError> {
+        if let SourcePos::Split(_) = self.position {
+            return SourceState::apply_merged(&[self], src, done, clocks);
+        }
         src.seek(&self.position)?;
         *done = self.done;
         for (cl, saved) in clocks.iter_mut().zip(&self.clocks) {
             if let (Some(cl), Some(saved)) = (cl.as_mut(), saved.as_ref()) {
                 cl.restore(saved.max_ts, saved.done);
             }
+        }
+        Ok(())
+    }
+}
+
+impl SourceState {
+    /// A split file from the records of every shard that read it: the reader derives
+    /// its chunks; its clocks start fresh (the reader's `Resume` items raise them: a
+    /// recorded clock is another shard's place in the file, no bound for this one's).
+    pub fn apply_merged(
+        sts: &[&SourceState],
+        src: &mut dyn Source,
+        done: &mut bool,
+        clocks: &mut [Option<PartitionClock>; 2],
+    ) -> Result<(), SourceError> {
+        let positions: Vec<&SourcePos> = sts.iter().map(|s| &s.position).collect();
+        match positions.as_slice() {
+            [one] if !matches!(one, SourcePos::Split(_)) => return sts[0].apply(src, done, clocks),
+            _ => src.seek_merged(&positions)?,
+        }
+        *done = false;
+        for cl in clocks.iter_mut().flatten() {
+            cl.restore(None, false);
         }
         Ok(())
     }

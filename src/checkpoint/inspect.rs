@@ -432,6 +432,15 @@ fn position_text(p: &SourcePos) -> String {
         SourcePos::Csv { byte, line, record } => format!("byte {byte} line {line} record {record}"),
         SourcePos::Jsonl { byte, line } => format!("byte {byte} line {line}"),
         SourcePos::Generator { emitted } => format!("emitted {emitted}"),
+        SourcePos::Split(r) => format!(
+            "split in chunks of {} bytes: shard {} of {} at chunk {} (items handed out {}), read to byte {}",
+            r.chunk_bytes,
+            r.shard,
+            r.shards,
+            r.chunk,
+            r.skip,
+            r.read_to()
+        ),
     }
 }
 

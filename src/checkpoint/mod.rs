@@ -538,6 +538,7 @@ fn fingerprint_inputs(m: &Manifest) -> Result<Vec<InputPrint>, CheckpointError> 
     for st in m.shards.iter().flat_map(|s| &s.sources) {
         let bytes = match st.position {
             SourcePos::Csv { byte, .. } | SourcePos::Jsonl { byte, .. } => byte,
+            SourcePos::Split(ref r) => r.read_to(),
             SourcePos::Generator { .. } => continue,
         };
         let path = m.job.partitions.get(st.plan_index as usize).cloned().unwrap_or_else(|| st.name.clone());

@@ -36,6 +36,7 @@ use crate::schema::FieldType;
 use crate::state::arena::StateError;
 use crate::state::record::{archive_into, Record};
 use crate::watermark::{Mark, PartitionClock};
+use crate::source::SourcePos;
 
 /// A batch of moved rows is sent once it holds this many bytes.
 const BATCH_BYTES: usize = 256 << 10;
@@ -369,7 +370,11 @@ pub fn restore_redistributed<C: Host, P: Partition>(
         .map(|sender| {
             let clocks: Vec<PartitionClock> = all_sources
                 .iter()
-                .filter(|st| st.plan_index % shards == sender)
+                .filter(|st| {
+                    // A split file is read by every shard: each sender counts every
+                    // record of it (the lowest bound is safe for all).
+                    matches!(st.position, SourcePos::Split(_)) || st.plan_index % shards == sender
+                })
                 .flat_map(|st| st.clocks.iter().flatten())
                 .map(|c| {
                     let mut clock = PartitionClock::new(out_of_orderness_ms, 0);
@@ -394,14 +399,18 @@ pub fn restore_redistributed<C: Host, P: Partition>(
         p.sinks.unmatched_emitted = k.unmatched_emitted;
     }
     for part in partitions.iter_mut() {
-        let Some(st) = all_sources.iter().find(|s| s.plan_index == part.plan_index()) else {
-            return Err(CheckpointError::Invalid {
-                path: dir.to_path_buf(),
-                reason: format!("no shard of the checkpoint has a position for partition {}", part.name()),
+        let sts: Vec<&SourceState> = all_sources.iter().copied().filter(|s| s.plan_index == part.plan_index()).collect();
+        match sts.as_slice() {
+            [] => {
+                return Err(CheckpointError::Invalid {
+                    path: dir.to_path_buf(),
+                    reason: format!("no shard of the checkpoint has a position for partition {}", part.name()),
+                }
+                .into())
             }
-            .into());
-        };
-        part.seek_to(st)?;
+            [st] if !matches!(st.position, SourcePos::Split(_)) => part.seek_to(st)?,
+            _ => part.seek_merged(&sts)?,
+        }
     }
     Ok(())
 }

@@ -613,8 +613,12 @@ fn read_partition(
 ) -> Result<(), BatchError> {
     let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
     let (index, sides): (u32, &[Side]) = match spec {
-        PartitionSpec::File { side: Side::Left, index, .. } => (*index, &[Side::Left]),
-        PartitionSpec::File { side: Side::Right, index, .. } => (*index, &[Side::Right]),
+        PartitionSpec::File { side: Side::Left, index, .. } | PartitionSpec::Split { side: Side::Left, index, .. } => {
+            (*index, &[Side::Left])
+        }
+        PartitionSpec::File { side: Side::Right, index, .. } | PartitionSpec::Split { side: Side::Right, index, .. } => {
+            (*index, &[Side::Right])
+        }
         PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
     };
     let mut src = source::open(spec, job)?;
@@ -660,6 +664,10 @@ fn read_partition(
                         failure = Some(e);
                     }
                 }
+                SourceItem::Resume { side, max_ts: m } => {
+                    let s = side.idx();
+                    max_ts[s] = max_ts[s].max(m);
+                }
                 SourceItem::Dead { side, line, reason, raw } => {
                     let s = side.idx();
                     bucketer.out.counts[s].dead_rows += 1;
@@ -678,7 +686,7 @@ fn read_partition(
         match status {
             PollStatus::Rows => {}
             PollStatus::Done => break,
-            PollStatus::Idle { retry_ns } => {
+            PollStatus::Idle { retry_ns } | PollStatus::Waiting { retry_ns } => {
                 std::thread::sleep(std::time::Duration::from_nanos(retry_ns.min(10_000_000)))
             }
         }

@@ -272,6 +272,9 @@ pub struct CsvSource {
     record: u64,
     counts: LineCounts,
     done: bool,
+    /// The source ends at the first record that starts at or past this byte (a chunk
+    /// of a split file, source/split.rs); `u64::MAX` otherwise.
+    stop: u64,
 }
 
 impl CsvSource {
@@ -343,7 +346,13 @@ impl CsvSource {
             record: 1,
             counts,
             done: false,
+            stop: u64::MAX,
         })
+    }
+
+    /// Ends the source at the first record that starts at or past `byte`.
+    pub fn stop_at(&mut self, byte: u64) {
+        self.stop = byte;
     }
 
     /// How the lines read so far were accounted for (tests).
@@ -404,6 +413,10 @@ impl Source for CsvSource {
         let side = self.side;
         let mut n = 0;
         while n < max_rows {
+            if self.lb.offset() >= self.stop {
+                self.done = true;
+                return Ok(PollStatus::Done);
+            }
             let line = self.line;
             match scan(&mut self.lb, &self.limits, &mut self.cells).map_err(io_err(&self.path, "read"))? {
                 Scan::Eof => {

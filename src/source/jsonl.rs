@@ -43,6 +43,9 @@ pub struct JsonlSource {
     raw: Vec<u8>,
     blank_lines: u64,
     done: bool,
+    /// The source ends at the first line that starts at or past this byte (a chunk
+    /// of a split file, source/split.rs); `u64::MAX` otherwise.
+    stop: u64,
 }
 
 impl JsonlSource {
@@ -71,7 +74,13 @@ impl JsonlSource {
             raw: Vec::new(),
             blank_lines: 0,
             done: false,
+            stop: u64::MAX,
         })
+    }
+
+    /// Ends the source at the first line that starts at or past `byte`.
+    pub fn stop_at(&mut self, byte: u64) {
+        self.stop = byte;
     }
 
     /// Blank lines read so far (tests: rows + dead letters + blank lines = lines).
@@ -246,6 +255,10 @@ impl Source for JsonlSource {
         let mut n = 0;
         let mut scanned = 0;
         while n < max_rows {
+            if scanned == 0 && self.lb.offset() >= self.stop {
+                self.done = true;
+                return Ok(PollStatus::Done);
+            }
             let a = self.lb.avail();
             let (line_end, consume) = match memchr::memchr(b'\n', &a[scanned..]) {
                 Some(p) => (scanned + p, scanned + p + 1),

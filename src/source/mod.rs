@@ -16,6 +16,7 @@ pub mod csv;
 pub mod generator;
 pub mod jsonl;
 mod lines;
+pub mod split;
 
 /// A line (or a CSV record, its lines together) longer than this many bytes, line
 /// end excluded, is not held in memory: it is skipped while it is read and becomes a
@@ -104,6 +105,10 @@ pub enum SourceItem<'a> {
     Row { side: Side, ts: i64, row: &'a [u8], intended_ns: Option<u64>, extra: u32 },
     /// A malformed row: it goes to the dead-letter output, never into the join.
     Dead { side: Side, line: u64, reason: String, raw: &'a [u8] },
+    /// The rows that follow come after rows read elsewhere (a chunk of a split file,
+    /// `split.rs`): the partition's max event time before them is `max_ts`. The
+    /// reader raises the partition's clock to it before it judges the next row.
+    Resume { side: Side, max_ts: Option<i64> },
 }
 
 /// What a poll found.
@@ -113,6 +118,10 @@ pub enum PollStatus {
     Rows,
     /// Nothing available now; retry after about this many ns.
     Idle { retry_ns: u64 },
+    /// Nothing available now because another shard is not yet as far in the same
+    /// file (a split file): retry after about this many ns. Unlike `Idle`, the
+    /// partition never counts as idle for it.
+    Waiting { retry_ns: u64 },
     /// Every partition of this source has ended.
     Done,
 }
@@ -139,6 +148,8 @@ pub enum SourcePos {
     Jsonl { byte: u64, line: u64 },
     /// A generator partition: events emitted so far (it is replayed deterministically).
     Generator { emitted: u64 },
+    /// One shard's place in a split file (`split.rs`).
+    Split(split::SplitPos),
 }
 
 pub trait Source {
@@ -157,6 +168,17 @@ pub trait Source {
     fn position(&self) -> SourcePos;
     /// Continues from `pos` (a position this kind of source returned for the same input).
     fn seek(&mut self, pos: &SourcePos) -> Result<(), SourceError>;
+    /// Continues from the positions several shards recorded for the same input (a
+    /// split file under a new shard count); other sources take exactly one.
+    fn seek_merged(&mut self, positions: &[&SourcePos]) -> Result<(), SourceError> {
+        match positions {
+            [one] => self.seek(one),
+            _ => Err(SourceError::Format {
+                path: self.describe().into(),
+                message: format!("the checkpoint has {} positions for this partition, expected 1", positions.len()),
+            }),
+        }
+    }
 }
 
 pub(crate) fn wrong_pos(path: &str, pos: &SourcePos) -> SourceError {
@@ -175,6 +197,16 @@ pub enum PartitionSpec {
         format: Format,
         path: PathBuf,
     },
+    /// A file read by every shard in chunks of `chunk_bytes` (`split.rs`); `table` is
+    /// shared by the shards' readers.
+    Split {
+        side: Side,
+        index: u32,
+        format: Format,
+        path: PathBuf,
+        chunk_bytes: u64,
+        table: std::sync::Arc<split::ChunkTable>,
+    },
     /// Generator partition `index` produces left partition `index` and right partition `index`.
     Generator {
         index: u32,
@@ -186,7 +218,7 @@ impl PartitionSpec {
     /// A stable name: the file path, or `generator/<n>`.
     pub fn describe(&self) -> String {
         match self {
-            PartitionSpec::File { path, .. } => path.display().to_string(),
+            PartitionSpec::File { path, .. } | PartitionSpec::Split { path, .. } => path.display().to_string(),
             PartitionSpec::Generator { index, .. } => format!("generator/{index}"),
         }
     }
@@ -216,7 +248,7 @@ pub fn partition_counts(specs: &[PartitionSpec]) -> [u32; 2] {
     let mut n = [0u32; 2];
     for s in specs {
         match s {
-            PartitionSpec::File { side, .. } => n[side.idx()] += 1,
+            PartitionSpec::File { side, .. } | PartitionSpec::Split { side, .. } => n[side.idx()] += 1,
             PartitionSpec::Generator { .. } => {
                 n[0] += 1;
                 n[1] += 1;
@@ -226,9 +258,64 @@ pub fn partition_counts(specs: &[PartitionSpec]) -> [u32; 2] {
     n
 }
 
-/// Opens a partition.
+/// Marks the file partitions to split across shards (see `split.rs`): when resuming,
+/// exactly those the checkpoint `resumed` read split, with its chunk size (what a
+/// partition is must not change under a checkpoint); otherwise, with more than one
+/// shard, every CSV or JSON-lines file larger than `engine.file_split_kib`. A file
+/// whose size cannot be read is left whole (opening it reports the error).
+pub fn split_large(specs: Vec<PartitionSpec>, job: &Job, resumed: Option<&[&SourcePos]>) -> Vec<PartitionSpec> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let PartitionSpec::File { side, index, format, path } = &spec else {
+                return spec;
+            };
+            let chunk_bytes = match resumed {
+                Some(recorded) => recorded.get(i).and_then(|p| match p {
+                    SourcePos::Split(r) => Some(r.chunk_bytes),
+                    _ => None,
+                }),
+                None if job.shards > 1 && job.file_split_bytes > 0 => std::fs::metadata(path)
+                    .ok()
+                    .filter(|m| m.len() > job.file_split_bytes)
+                    .map(|m| split::chunk_bytes_for(m.len(), job.file_split_bytes)),
+                None => None,
+            };
+            match chunk_bytes {
+                Some(chunk_bytes) => PartitionSpec::Split {
+                    side: *side,
+                    index: *index,
+                    format: *format,
+                    path: path.clone(),
+                    chunk_bytes,
+                    table: Default::default(),
+                },
+                None => spec,
+            }
+        })
+        .collect()
+}
+
+/// Opens a partition for a job of one shard.
 pub fn open(spec: &PartitionSpec, job: &Job) -> Result<Box<dyn Source>, SourceError> {
+    open_on(spec, job, 0, 1)
+}
+
+/// Opens a partition on shard `shard` of `shards` (which chunks of a split file it reads).
+pub fn open_on(spec: &PartitionSpec, job: &Job, shard: u32, shards: u32) -> Result<Box<dyn Source>, SourceError> {
     Ok(match spec {
+        PartitionSpec::Split { side, index, format, path, chunk_bytes, table } => Box::new(split::SplitSource::open(
+            path,
+            *side,
+            *index,
+            *format,
+            job.input(*side).schema.clone(),
+            *chunk_bytes,
+            table.clone(),
+            shard,
+            shards,
+        )?),
         PartitionSpec::File { side, index, format: Format::Csv, path } => {
             Box::new(csv::CsvSource::open(path, *side, *index, job.input(*side).schema.clone())?)
         }
