@@ -37,6 +37,7 @@ fn read_all(path: &Path, side: Side) -> u64 {
                 SourceItem::Dead { reason, .. } => {
                     panic!("dead letter in generated file: {reason}")
                 }
+                SourceItem::Resume { .. } => panic!("a CSV reader never resumes"),
             })
             .expect("read csv");
         if st == PollStatus::Done {

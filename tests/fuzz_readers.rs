@@ -59,6 +59,7 @@ fn drain(src: &mut dyn Source, limits: &ReadLimits) -> (u64, u64) {
                     last_line = line;
                     dead += 1;
                 }
+                SourceItem::Resume { .. } => panic!("a file reader never resumes"),
             })
             .expect("a readable file never fails after its header");
         if st == PollStatus::Done {

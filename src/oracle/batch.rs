@@ -1269,6 +1269,7 @@ mod tests {
                 .poll(64, 0, &mut |it| match it {
                     SourceItem::Row { row, .. } => rows.push(row.to_vec()),
                     SourceItem::Dead { line, reason, raw, .. } => dead.push((line, reason, raw.to_vec())),
+                    SourceItem::Resume { .. } => unreachable!("a CSV reader never resumes"),
                 })
                 .unwrap()
                 != PollStatus::Done
