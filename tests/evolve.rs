@@ -85,6 +85,9 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Files are read whole (`file_split_kib = 0`): the test kills at the second
+    /// checkpoint and needs committed output by then, and a split file's rows go out
+    /// only once its first chunk is parsed (tests/split_files.rs covers split reads).
     fn write(&self, dir: &Path, name: &str, out: &str, checkpoints: bool) -> PathBuf {
         let engine = if checkpoints {
             "checkpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 20\ncheckpoints_retained = 3\n"
@@ -99,7 +102,7 @@ impl<'a> Job<'a> {
              [join]\nkind = \"left\"\nlower_ms = 0\nupper_ms = {}\nmax_out_of_orderness_ms = 5000\n\
              allowed_lateness_ms = 0\nidle_timeout_ms = 10000\n\n\
              [output]\npath = \"{out}\"\nformat = \"csv\"\n\n\
-             [engine]\nshards = 2\npin_cores = false\n{engine}",
+             [engine]\nshards = 2\npin_cores = false\nfile_split_kib = 0\n{engine}",
             self.left_key,
             fields_toml(self.left, self.attrs),
             self.right_key,

@@ -93,7 +93,10 @@ fn write_inputs(dir: &Path, format: &str, n: usize) {
 /// Runs the job and validates its output against the batch join of the same files.
 fn assert_matches_batch(dir: &Path, text: &str, out: &str) {
     let report = common::run(text, dir);
-    assert!(report.left.late > 0 && report.right.late > 0 && report.left.dead_letters > 0, "the data must have late and dead rows");
+    assert!(
+        report.left.late > 0 && report.right.late > 0 && report.left.dead_letters > 0,
+        "the data must have late and dead rows"
+    );
     let job = common::job_from_toml(text, dir).unwrap();
     let v = weft::oracle::diff::validate_job(&job, &dir.join(out), 10).unwrap();
     assert!(v.is_equal(), "split read differs from the batch answer:\n{}\n--- config ---\n{text}", shown(&v));

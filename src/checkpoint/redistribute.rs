@@ -33,10 +33,10 @@ use crate::evolve::Migration;
 use crate::join::Join;
 use crate::metrics::ShardCounters;
 use crate::schema::FieldType;
+use crate::source::SourcePos;
 use crate::state::arena::StateError;
 use crate::state::record::{archive_into, Record};
 use crate::watermark::{Mark, PartitionClock};
-use crate::source::SourcePos;
 
 /// A batch of moved rows is sent once it holds this many bytes.
 const BATCH_BYTES: usize = 256 << 10;
@@ -399,7 +399,8 @@ pub fn restore_redistributed<C: Host, P: Partition>(
         p.sinks.unmatched_emitted = k.unmatched_emitted;
     }
     for part in partitions.iter_mut() {
-        let sts: Vec<&SourceState> = all_sources.iter().copied().filter(|s| s.plan_index == part.plan_index()).collect();
+        let sts: Vec<&SourceState> =
+            all_sources.iter().copied().filter(|s| s.plan_index == part.plan_index()).collect();
         match sts.as_slice() {
             [] => {
                 return Err(CheckpointError::Invalid {

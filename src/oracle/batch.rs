@@ -616,9 +616,8 @@ fn read_partition(
         PartitionSpec::File { side: Side::Left, index, .. } | PartitionSpec::Split { side: Side::Left, index, .. } => {
             (*index, &[Side::Left])
         }
-        PartitionSpec::File { side: Side::Right, index, .. } | PartitionSpec::Split { side: Side::Right, index, .. } => {
-            (*index, &[Side::Right])
-        }
+        PartitionSpec::File { side: Side::Right, index, .. }
+        | PartitionSpec::Split { side: Side::Right, index, .. } => (*index, &[Side::Right]),
         PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
     };
     let mut src = source::open(spec, job)?;

@@ -186,9 +186,19 @@ impl Inner {
 
 /// One parsed item of a chunk; its bytes are in `Parsed::bytes`.
 enum Item {
-    Row { ts: i64, at: usize, len: usize, extra: u32 },
+    Row {
+        ts: i64,
+        at: usize,
+        len: usize,
+        extra: u32,
+    },
     /// `line` is relative to the chunk's start (rebased when handed out).
-    Dead { line: u64, reason: String, at: usize, len: usize },
+    Dead {
+        line: u64,
+        reason: String,
+        at: usize,
+        len: usize,
+    },
 }
 
 #[derive(Default)]
@@ -217,7 +227,10 @@ enum Phase {
     /// Parsed, waiting for the end of the chunk before.
     Decide,
     /// Handing out `items[at..]`; `line_base` rebases dead letters' lines.
-    Emit { at: usize, line_base: u64 },
+    Emit {
+        at: usize,
+        line_base: u64,
+    },
     Done,
 }
 

@@ -44,7 +44,11 @@ pub fn fixture(events: u32) -> Fixture {
 pub fn config(dir: &Path, name: &str, engine: &str, out: &str, format: &str) -> PathBuf {
     let text = std::fs::read_to_string(dir.join("job.toml")).unwrap();
     let text = text.replace("path = \"out\"\nformat = \"csv\"", &format!("path = \"{out}\"\nformat = \"{format}\""));
-    let text = text.replace("[engine]", &format!("[engine]\nshards = 2\npin_cores = false\n{engine}"));
+    // Files read whole (`file_split_kib = 0`): the kills wait for a checkpoint in the
+    // middle of every file, a place one reader per file has (tests/split_files.rs
+    // covers split reads).
+    let text =
+        text.replace("[engine]", &format!("[engine]\nshards = 2\npin_cores = false\nfile_split_kib = 0\n{engine}"));
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
@@ -60,6 +64,15 @@ pub fn weft_ok(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// The byte a file source's checkpoint position has read to: its `byte`, or for a
+/// file split across shards the furthest chunk end it knows.
+fn read_to(pos: &serde_json::Value) -> u64 {
+    match pos["kind"].as_str() {
+        Some("split") => pos["ends"].as_array().unwrap().iter().filter_map(|e| e["byte"].as_u64()).max().unwrap_or(0),
+        _ => pos["byte"].as_u64().unwrap(),
+    }
+}
+
 /// Checkpoint manifests that are running (unfinished) ones, newest first, and whether
 /// each is in the middle of every file: read past its first 8 KiB (an edit at its
 /// start is before the position) and not to its end (rows appended are still read).
@@ -72,7 +85,7 @@ fn running_checkpoints(ckpt: &Path) -> Vec<bool> {
         let Some(shards) = v["shards"].as_array() else { continue };
         let sources: Vec<&serde_json::Value> = shards.iter().flat_map(|s| s["sources"].as_array().unwrap()).collect();
         if v["finished"] == false && !sources.is_empty() {
-            out.push(sources.iter().all(|p| p["position"]["byte"].as_u64().unwrap() >= 8192 && p["done"] == false));
+            out.push(sources.iter().all(|p| read_to(&p["position"]) >= 8192 && p["done"] == false));
         }
     }
     out
