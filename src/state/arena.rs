@@ -348,6 +348,17 @@ impl Buffer {
     pub fn heap() -> Buffer {
         let mut v = rkyv::util::AlignedVec::<16>::with_capacity(HEAP_BYTES_INITIAL);
         v.resize(ARENA_HEADER_BYTES, 0);
+        Buffer::heap_in(v)
+    }
+
+    /// A new, empty heap buffer in the storage of a dropped one ([`Buffer::into_spare`]):
+    /// its bytes past the header are stale and never read (reads stop at `used`, and
+    /// every append writes its record whole, padding included), so it is not zeroed
+    /// again, and its pages are already faulted in.
+    pub fn heap_in(mut v: rkyv::util::AlignedVec<16>) -> Buffer {
+        if v.len() < ARENA_HEADER_BYTES {
+            v.resize(ARENA_HEADER_BYTES, 0);
+        }
         v[..8].copy_from_slice(ARENA_MAGIC);
         v[8..12].copy_from_slice(&ARENA_VERSION.to_le_bytes());
         Buffer::with(Backing::Heap(v), ARENA_HEADER_BYTES, true)
@@ -741,6 +752,15 @@ impl Buffer {
 
     /// Drops the buffer and, for an arena, deletes its file (space goes back to the
     /// file system).
+    /// The storage of a heap buffer being dropped, for [`Buffer::heap_in`]; `None` for
+    /// an arena file.
+    pub fn into_spare(self) -> Option<rkyv::util::AlignedVec<16>> {
+        match self.backing {
+            Backing::Heap(v) => Some(v),
+            Backing::File(_) => None,
+        }
+    }
+
     pub fn delete(self) -> Result<(), StateError> {
         if let Backing::File(f) = self.backing {
             let path = f.path.clone();

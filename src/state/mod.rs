@@ -95,7 +95,14 @@ pub struct SideStore {
     graveyard: Vec<(i64, Buffer)>,
     /// Where records of cold buckets are read to ([`Buffer::read_cold`]).
     scratch: rkyv::util::AlignedVec<16>,
+    /// Storage of dropped heap buckets, reused by new ones (at most [`SPARE_BUFFERS`]):
+    /// buckets expire as fast as new ones start, and a fresh buffer costs a page fault
+    /// and a zeroing per page as it doubles (perf/split-2026-12-07.md).
+    spare: Vec<rkyv::util::AlignedVec<16>>,
 }
+
+/// Dropped heap bucket buffers a side keeps for reuse.
+const SPARE_BUFFERS: usize = 4;
 
 impl SideStore {
     pub fn new(side: Side, bucket_ms: i64, dir: Option<&Path>) -> SideStore {
@@ -115,6 +122,7 @@ impl SideStore {
             hold: false,
             graveyard: Vec::new(),
             scratch: rkyv::util::AlignedVec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -240,7 +248,10 @@ impl SideStore {
         let buf = match self.buckets.entry(b) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
-                let nb = new_buffer(self.dir.as_deref(), self.side, b, self.bucket_ms)?;
+                let nb = match (&self.dir, self.spare.pop()) {
+                    (None, Some(v)) => Buffer::heap_in(v),
+                    _ => new_buffer(self.dir.as_deref(), self.side, b, self.bucket_ms)?,
+                };
                 v.insert(nb)
             }
         };
@@ -307,7 +318,7 @@ impl SideStore {
             buf.release_resident();
             self.graveyard.push((b, buf));
         } else {
-            buf.delete()?;
+            self.recycle(buf)?;
         }
         Ok(n)
     }
@@ -355,8 +366,19 @@ impl SideStore {
     /// The copy is over: delete the buckets dropped meanwhile.
     pub fn end_snapshot(&mut self) -> Result<(), StateError> {
         self.hold = false;
-        for (_, buf) in self.graveyard.drain(..) {
-            buf.delete()?;
+        for (_, buf) in std::mem::take(&mut self.graveyard) {
+            self.recycle(buf)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a dropped bucket's buffer, keeping a heap buffer's storage for reuse.
+    fn recycle(&mut self, buf: Buffer) -> Result<(), StateError> {
+        if buf.is_file() {
+            return buf.delete();
+        }
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.extend(buf.into_spare());
         }
         Ok(())
     }
