@@ -167,3 +167,68 @@ fn a_split_job_killed_and_resumed_under_other_shard_counts_equals_the_batch_answ
     let v = weft::oracle::diff::validate_job(&job, &dir.join("out"), 10).unwrap();
     assert!(v.is_equal(), "after {killed} kills: {}", shown(&v));
 }
+
+/// A checkpointed split job over 200k rows per file, killed at its second checkpoint
+/// (started over when it ended first); returns the config.
+fn killed_split_job(dir: &Path) -> std::path::PathBuf {
+    write_inputs(dir, "csv", 200_000);
+    let ck = "checkpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 10\ncheckpoints_retained = 3";
+    let cfg = job("csv", 2, "out", ck).write(dir, "job.toml");
+    for _ in 0..4 {
+        if run_killed(dir, &cfg, 2) {
+            return cfg;
+        }
+        let _ = std::fs::remove_dir_all(dir.join("ckpt"));
+        let _ = std::fs::remove_dir_all(dir.join("out"));
+    }
+    panic!("the job always ended before its second checkpoint: the input is too small for this host");
+}
+
+fn restart(cfg: &Path) -> (i32, String) {
+    let out = common::weft_out(&["run", "--config", cfg.to_str().unwrap(), "--quiet"]);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn assert_batch_answer(dir: &Path, cfg: &Path) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let job = common::job_from_toml(&text, dir).unwrap();
+    let v = weft::oracle::diff::validate_job(&job, &dir.join("out"), 10).unwrap();
+    assert!(v.is_equal(), "{}", shown(&v));
+}
+
+#[test]
+fn a_split_file_edited_before_its_checkpoint_position_is_refused_and_resumes_when_put_back() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let cfg = killed_split_job(dir);
+    let input = dir.join("l.csv");
+    let original = std::fs::read(&input).unwrap();
+    let mut edited = original.clone();
+    let at = original.iter().position(|&c| c == b'\n').unwrap() + 1; // the first row's key
+    edited[at] = if edited[at] == b'9' { b'1' } else { b'9' };
+    std::fs::write(&input, &edited).unwrap();
+    let (code, err) = restart(&cfg);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("l.csv") && err.contains("differ"), "{err}");
+    std::fs::write(&input, &original).unwrap();
+    let (code, err) = restart(&cfg);
+    assert_eq!(code, 0, "{err}");
+    assert_batch_answer(dir, &cfg);
+}
+
+#[test]
+fn a_split_file_appended_after_the_checkpoint_resumes_with_the_answer_over_the_longer_file() {
+    // The longer file has more chunks than the checkpoint knew: the last known chunk
+    // now stops at its nominal end, and the chunks after it are new.
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let cfg = killed_split_job(dir);
+    let more = input(9, 5_000, false);
+    let rows = more.split_once('\n').unwrap().1; // no second header
+    let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("r.csv")).unwrap();
+    std::io::Write::write_all(&mut f, rows.as_bytes()).unwrap();
+    drop(f);
+    let (code, err) = restart(&cfg);
+    assert_eq!(code, 0, "{err}");
+    assert_batch_answer(dir, &cfg);
+}
