@@ -131,8 +131,8 @@ impl Scrape {
         &'a self,
         f: impl Fn(&crate::metrics::live::PartitionLive) -> Option<M> + 'a,
     ) -> impl Iterator<Item = (Labels, M)> + 'a {
-        self.shards.iter().flat_map(|s| &s.partitions).filter_map(move |p| {
-            let v = f(p)?;
+        merged_partitions(&self.shards).into_iter().filter_map(move |p| {
+            let v = f(&p)?;
             Some((vec![("input", self.inputs[p.side].clone()), ("partition", p.name.clone())], v))
         })
     }
@@ -420,5 +420,58 @@ impl Collector for Scrape {
         self.state(&mut enc)?;
         self.checkpoints(&mut enc)?;
         self.latency(&mut enc)
+    }
+}
+
+/// Every partition once: a file split across shards (source/split.rs) is read by
+/// every shard, each reporting its part; one series per partition sums their counts
+/// and shows the lowest watermark of the parts still reading (the one that holds the
+/// engine watermark), idle or done only when every part is.
+fn merged_partitions(shards: &[ShardLive]) -> Vec<crate::metrics::live::PartitionLive> {
+    let mut out: Vec<crate::metrics::live::PartitionLive> = Vec::new();
+    for p in shards.iter().flat_map(|s| &s.partitions) {
+        let Some(m) = out.iter_mut().find(|m| m.side == p.side && m.name == p.name) else {
+            out.push(p.clone());
+            continue;
+        };
+        m.rows += p.rows;
+        m.late += p.late;
+        m.dead += p.dead;
+        m.watermark_ms = match (m.done, p.done) {
+            (true, false) => p.watermark_ms,
+            (false, true) => m.watermark_ms,
+            (false, false) => match (m.watermark_ms, p.watermark_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            (true, true) => m.watermark_ms.max(p.watermark_ms),
+        };
+        m.idle &= p.idle;
+        m.done &= p.done;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::live::PartitionLive;
+
+    fn part(name: &str, rows: u64, wm: Option<i64>, done: bool) -> PartitionLive {
+        PartitionLive { side: 0, name: name.into(), rows, late: 1, dead: 0, watermark_ms: wm, idle: false, done }
+    }
+
+    #[test]
+    fn a_split_file_is_one_series_with_summed_counts_and_the_lowest_live_watermark() {
+        let shard = |partitions| ShardLive { partitions, ..Default::default() };
+        let a = shard(vec![part("big.csv", 10, Some(500), false), part("small.csv", 3, Some(7), false)]);
+        let b = shard(vec![part("big.csv", 20, Some(300), false)]);
+        let c = shard(vec![part("big.csv", 5, Some(900), true)]);
+        let m = merged_partitions(&[a, b, c]);
+        assert_eq!(m.len(), 2, "one series per partition");
+        assert_eq!((m[0].name.as_str(), m[0].rows, m[0].late), ("big.csv", 35, 3));
+        assert_eq!(m[0].watermark_ms, Some(300), "the lowest of the parts still reading");
+        assert!(!m[0].done, "done only when every part is");
+        assert_eq!((m[1].name.as_str(), m[1].rows), ("small.csv", 3));
     }
 }
