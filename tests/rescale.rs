@@ -42,11 +42,7 @@ fn run(cfg: &Path, kill_at_checkpoint: Option<u32>) -> Attempt {
 /// false when the job ran to its end first (then nothing is known about a mid-run
 /// restore).
 fn run_and_kill(cfg: &Path, n: u32) -> bool {
-    let a = run(cfg, Some(n));
-    if !a.killed {
-        assert!(a.status.success(), "{}", a.stderr);
-    }
-    a.killed
+    common::crash::run_killed_at_checkpoint(cfg, n)
 }
 
 #[test]

@@ -9,15 +9,11 @@
 
 mod common;
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
-use common::crash::{attempt, KillAt};
 use common::job::{InputToml, JobToml};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::fmt::Write as _;
+use std::path::Path;
 
 /// The validate report as JSON, for a failure message.
 fn shown(v: &weft::oracle::diff::ValidateReport) -> String {
@@ -131,18 +127,6 @@ fn a_split_file_of_one_chunk_per_shard_or_less_still_equals_the_batch_answer() {
     assert!(v.is_equal(), "{}\nrows in: {}", shown(&v), report.left.rows_in);
 }
 
-fn run_killed(dir: &Path, cfg: &Path, at_checkpoint: u32) -> bool {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.args(["run", "--quiet", "--log-level", "debug", "--config", cfg.to_str().unwrap()]);
-    cmd.current_dir(dir);
-    let kill = KillAt { line: Some(("complete at".into(), at_checkpoint)), delay: Duration::ZERO };
-    let a = attempt(cmd, Some(&kill), common::timeout());
-    if !a.killed {
-        assert!(a.status.success(), "{}", a.stderr);
-    }
-    a.killed
-}
-
 #[test]
 fn a_split_job_killed_and_resumed_under_other_shard_counts_equals_the_batch_answer() {
     let t = tempfile::tempdir().unwrap();
@@ -152,7 +136,7 @@ fn a_split_job_killed_and_resumed_under_other_shard_counts_equals_the_batch_answ
     let mut killed = 0;
     for (i, shards) in [2u32, 3, 1].into_iter().enumerate() {
         let cfg = job("csv", shards, "out", ck).write(dir, &format!("job-{i}.toml"));
-        if i < 2 && run_killed(dir, &cfg, 2) {
+        if i < 2 && common::crash::run_killed_at_checkpoint(&cfg, 2) {
             killed += 1;
         } else if i == 2 {
             let out = common::weft_run(&cfg, &[]);
@@ -175,7 +159,7 @@ fn killed_split_job(dir: &Path) -> std::path::PathBuf {
     let ck = "checkpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 10\ncheckpoints_retained = 3";
     let cfg = job("csv", 2, "out", ck).write(dir, "job.toml");
     for _ in 0..4 {
-        if run_killed(dir, &cfg, 2) {
+        if common::crash::run_killed_at_checkpoint(&cfg, 2) {
             return cfg;
         }
         let _ = std::fs::remove_dir_all(dir.join("ckpt"));

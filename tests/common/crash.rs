@@ -150,3 +150,17 @@ pub fn attempt(mut cmd: Command, kill: Option<&KillAt>, hang: Duration) -> Attem
     let killed = killed && status.signal() == Some(libc::SIGKILL);
     Attempt { killed, status, elapsed, stderr }
 }
+
+/// `weft run --config cfg` (debug log, so that checkpoints show), killed (-9) once its
+/// `n`-th checkpoint of this attempt completes; false when it ran to its end first (it
+/// must then have succeeded, and nothing is known about a mid-run restore).
+pub fn run_killed_at_checkpoint(cfg: &Path, n: u32) -> bool {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args(["run", "--quiet", "--log-level", "debug", "--config", cfg.to_str().unwrap()]);
+    let kill = KillAt { line: Some(("complete at".into(), n)), delay: Duration::ZERO };
+    let a = attempt(cmd, Some(&kill), super::timeout());
+    if !a.killed {
+        assert!(a.status.success(), "{}", a.stderr);
+    }
+    a.killed
+}
