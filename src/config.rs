@@ -105,6 +105,9 @@ pub struct InputConfig {
     /// Instead of `paths`: the built-in impressions/plays generator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GeneratorConfig>,
+    /// Instead of `paths`: a Kafka topic, each of its partitions one partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +130,25 @@ pub struct JoinConfig {
     pub idle_timeout_ms: i64,
 }
 
+/// `[left].kafka` / `[right].kafka` / `[output].kafka`: a topic on a Kafka cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,...`; may be left out when `engine.kafka_brokers` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<String>,
+    pub topic: String,
+    /// Read up to the end offsets found at start, then end as a file does (inputs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounded: Option<bool>,
+    /// The consumer group the checkpointed offsets are committed to (for lag tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Passed to librdkafka as they are.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
 fn idle_timeout_default() -> i64 {
     10_000
 }
@@ -139,6 +161,9 @@ pub struct OutputConfig {
     pub path: String,
     #[serde(default)]
     pub format: Format,
+    /// Instead of `path`: a Kafka topic (not built yet: refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
 }
 
 fn output_path_default() -> String {
@@ -147,7 +172,7 @@ fn output_path_default() -> String {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { path: output_path_default(), format: Format::Csv }
+        OutputConfig { path: output_path_default(), format: Format::Csv, kafka: None }
     }
 }
 
@@ -194,6 +219,15 @@ pub struct EngineConfig {
     /// off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// This process's number among `instances` (0-based). Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    /// How many weft processes share the Kafka topics. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
+    /// Brokers of every `kafka` table that gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
 }
 
 /// Parameters of the impressions (left) / plays (right) generator. Every field is
@@ -262,12 +296,49 @@ pub struct GenParams {
 pub enum InputSource {
     Files { format: Format, paths: Vec<PathBuf> },
     Generator,
+    Kafka(KafkaInput),
 }
+
+/// A resolved Kafka input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaInput {
+    pub format: Format,
+    pub brokers: String,
+    pub topic: String,
+    pub bounded: bool,
+    pub group: Option<String>,
+    pub options: Vec<(String, String)>,
+    /// The topic's partition count, read from the brokers at start
+    /// (`source::kafka::resolve`); 0 until then.
+    pub partitions: u32,
+}
+
+/// librdkafka properties weft sets itself: an input's `options` may not give them.
+pub const KAFKA_OWN_OPTIONS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use `brokers` (or engine.kafka_brokers)"),
+    ("group.id", "use `group`"),
+    ("enable.auto.commit", "weft commits the offsets of completed checkpoints itself"),
+    ("enable.auto.offset.store", "weft commits the offsets of completed checkpoints itself"),
+    ("auto.offset.reset", "weft starts at the beginning and refuses offsets lost to retention"),
+    ("enable.partition.eof", "weft needs partition ends for bounded reads"),
+];
 
 #[derive(Clone, Debug)]
 pub struct Input {
     pub schema: Schema,
     pub source: InputSource,
+}
+
+impl Input {
+    /// The format the input's rows arrive in, in which its late rows are written (so
+    /// they can be fed again): the files' or the records' format; CSV for the generator.
+    pub fn row_format(&self) -> Format {
+        match &self.source {
+            InputSource::Files { format, .. } => *format,
+            InputSource::Kafka(k) => k.format,
+            InputSource::Generator => Format::Csv,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -305,6 +376,10 @@ pub struct Job {
     /// `engine.metrics_addr`: where the metrics endpoint listens (not part of the job's
     /// shape: a restart may move it).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `engine.instance` of `engine.instances`: this process reads partition `p` of a
+    /// Kafka topic when `p % instances == instance`.
+    pub instance: u32,
+    pub instances: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -520,6 +595,13 @@ impl JobConfig {
         };
         let generator = self.resolve_generator(shards)?;
         let (left, right) = self.resolve_inputs(base)?;
+        let (instance, instances) = self.resolve_instances(&left, &right)?;
+        if self.output.kafka.is_some() {
+            return Err(invalid(
+                "output.kafka",
+                "the Kafka sink is not built yet (issue #14): write the output to a directory (`path`)".into(),
+            ));
+        }
         let output = match self.output.path.as_str() {
             "" => return Err(invalid("output.path", "is empty: use a directory, \"-\" or \"none\"".into())),
             "-" => OutputTarget::Stdout,
@@ -557,7 +639,39 @@ impl JobConfig {
             checkpoint: self.resolve_checkpoint(base)?,
             generator,
             metrics_addr: resolve_metrics_addr(e.metrics_addr.as_deref())?,
+            instance,
+            instances,
         })
+    }
+
+    /// `engine.instance` / `engine.instances`: more than one instance needs both inputs
+    /// on Kafka (a file or the generator would be read by every instance).
+    fn resolve_instances(&self, left: &Input, right: &Input) -> Result<(u32, u32), Invalid> {
+        let instances = self.engine.instances.unwrap_or(1);
+        let instance = self.engine.instance.unwrap_or(0);
+        if instances == 0 {
+            return Err(invalid("engine.instances", "must be >= 1".into()));
+        }
+        if instance >= instances {
+            return Err(invalid(
+                "engine.instance",
+                format!("is {instance}, must be below engine.instances ({instances}): instances are numbered from 0"),
+            ));
+        }
+        if instances > 1 {
+            for (key, input) in [("left.kafka", left), ("right.kafka", right)] {
+                if !matches!(input.source, InputSource::Kafka(_)) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "engine.instances is {instances}: every input must be a Kafka topic, whose partitions \
+                             the instances share (a file or the generator would be read by every instance)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok((instance, instances))
     }
 
     /// The generator: on both inputs or neither, its two tables merged into one.
@@ -578,8 +692,9 @@ impl JobConfig {
 
     /// Both inputs, with distinct names and keys of the same types field by field.
     fn resolve_inputs(&self, base: &Path) -> Result<(Input, Input), Invalid> {
-        let left = resolve_input(&self.left, "left", Side::Left, base)?;
-        let right = resolve_input(&self.right, "right", Side::Right, base)?;
+        let brokers = self.engine.kafka_brokers.as_deref();
+        let left = resolve_input(&self.left, "left", Side::Left, base, brokers)?;
+        let right = resolve_input(&self.right, "right", Side::Right, base, brokers)?;
         if left.schema.name == right.schema.name {
             return Err(invalid(
                 "right.name",
@@ -670,12 +785,61 @@ fn check_join(j: &JoinConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Result<Input, Invalid> {
+/// An input's `kafka` table: brokers from it or from `engine.kafka_brokers`, a topic,
+/// options that leave weft's own properties alone.
+fn resolve_kafka(kc: &KafkaConfig, format: Format, key: &str, brokers: Option<&str>) -> Result<KafkaInput, Invalid> {
+    let brokers = match (kc.brokers.as_deref(), brokers) {
+        (Some(b), _) | (None, Some(b)) if !b.trim().is_empty() => b.trim().to_string(),
+        _ => {
+            return Err((
+                format!("{key}.brokers"),
+                "missing: give `brokers = \"host:port,...\"` here or `kafka_brokers` under [engine]".into(),
+            ))
+        }
+    };
+    if kc.topic.is_empty() {
+        return Err((format!("{key}.topic"), "is empty".into()));
+    }
+    if kc.group.as_deref() == Some("") {
+        return Err((format!("{key}.group"), "is empty: leave it out, or name the consumer group".into()));
+    }
+    for (name, why) in KAFKA_OWN_OPTIONS {
+        if kc.options.contains_key(*name) {
+            return Err((format!("{key}.options"), format!("`{name}` is set by weft: {why}")));
+        }
+    }
+    Ok(KafkaInput {
+        format,
+        brokers,
+        topic: kc.topic.clone(),
+        bounded: kc.bounded.unwrap_or(false),
+        group: kc.group.clone(),
+        options: kc.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        partitions: 0,
+    })
+}
+
+fn resolve_input(
+    c: &InputConfig,
+    side_key: &str,
+    side: Side,
+    base: &Path,
+    brokers: Option<&str>,
+) -> Result<Input, Invalid> {
     let k = |s: &str| format!("{side_key}.{s}");
     if c.name.is_empty() || c.name.contains(['.', '/', ',', '"']) {
         return Err((k("name"), format!("`{}` is not a usable name (non-empty, no . / , \")", c.name)));
     }
-    let (fields, key, time, source) = if c.generator.is_some() {
+    let (fields, key, time, source) = if let Some(kc) = &c.kafka {
+        if !c.paths.is_empty() || c.generator.is_some() {
+            return Err((k("kafka"), "an input has one of `paths`, `generator` or `kafka`".into()));
+        }
+        if c.fields.is_empty() {
+            return Err((k("fields"), "missing: list the input's fields with their types".into()));
+        }
+        let time = c.time.clone().ok_or_else(|| (k("time"), "missing: name the event-time field".into()))?;
+        (c.fields.clone(), c.key.clone(), time, InputSource::Kafka(resolve_kafka(kc, c.format, &k("kafka"), brokers)?))
+    } else if c.generator.is_some() {
         if !c.paths.is_empty() {
             return Err((k("paths"), "an input has either `paths` or `generator`, not both".into()));
         }
@@ -687,7 +851,7 @@ fn resolve_input(c: &InputConfig, side_key: &str, side: Side, base: &Path) -> Re
         (gf, key, c.time.clone().unwrap_or_else(|| GENERATOR_TIME.into()), InputSource::Generator)
     } else {
         if c.paths.is_empty() {
-            return Err((k("paths"), "no input: give `paths` (one file per partition) or `generator`".into()));
+            return Err((k("paths"), "no input: give `paths` (one file per partition), `generator` or `kafka`".into()));
         }
         if c.fields.is_empty() {
             return Err((k("fields"), "missing: list the input's fields with their types".into()));

@@ -103,7 +103,11 @@ type ShardHandle = ExecutorJoinHandle<Result<ShardResult, ShardError>>;
 pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     let start = Instant::now();
     let cpu0 = crate::sys::process_cpu_s();
-    let job = Arc::new(job.clone());
+    let mut job = job.clone();
+    // Kafka inputs: their partition counts, from the brokers (refused when the topics
+    // are not co-partitioned or cannot be read).
+    crate::source::kafka::resolve(&mut job).map_err(ShardError::from)?;
+    let job = Arc::new(job);
     // Before anything in the job's directories is read or changed: no input may lie
     // in them (recovery and --force remove files there), and this run must be the
     // only one using them (held until this function returns).

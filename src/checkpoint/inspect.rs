@@ -432,6 +432,11 @@ fn position_text(p: &SourcePos) -> String {
         SourcePos::Csv { byte, line, record } => format!("byte {byte} line {line} record {record}"),
         SourcePos::Jsonl { byte, line } => format!("byte {byte} line {line}"),
         SourcePos::Generator { emitted } => format!("emitted {emitted}"),
+        SourcePos::Kafka { offset, end } => format!(
+            "offset {}{}",
+            offset.map_or("(the partition's start)".to_string(), |o| o.to_string()),
+            end.map_or(String::new(), |e| format!(", bounded: up to offset {e}"))
+        ),
         SourcePos::Split(r) => format!(
             "split in chunks of {} bytes: shard {} of {} at chunk {} (items handed out {}), read to byte {}",
             r.chunk_bytes,

@@ -539,7 +539,8 @@ fn fingerprint_inputs(m: &Manifest) -> Result<Vec<InputPrint>, CheckpointError> 
         let bytes = match st.position {
             SourcePos::Csv { byte, .. } | SourcePos::Jsonl { byte, .. } => byte,
             SourcePos::Split(ref r) => r.read_to(),
-            SourcePos::Generator { .. } => continue,
+            // A Kafka offset names its record; nothing to fingerprint.
+            SourcePos::Generator { .. } | SourcePos::Kafka { .. } => continue,
         };
         let path = m.job.partitions.get(st.plan_index as usize).cloned().unwrap_or_else(|| st.name.clone());
         let print = crate::source::fingerprint(Path::new(&path), bytes).map_err(|e| CheckpointError::Invalid {

@@ -43,7 +43,7 @@ use serde::Serialize;
 use crate::codec::csv::{cell_reason, parse_cell};
 use crate::codec::format::{InputFormatter, OutputFormatter};
 use crate::codec::json::write_dead_letter;
-use crate::config::{Format, InputSource, Job, JoinKind};
+use crate::config::{Format, Job, JoinKind};
 use crate::event::Side;
 use crate::event::{encode_key, event_time, RowBuilder, RowView};
 use crate::schema::Schema;
@@ -267,6 +267,22 @@ pub fn run_with(
     if threads > THREADS_MAX {
         return Err(BatchError::Threads(threads));
     }
+    for side in [Side::Left, Side::Right] {
+        if let crate::config::InputSource::Kafka(k) = &job.input(side).source {
+            if !k.bounded {
+                return Err(SourceError::Kafka(format!(
+                    "input `{}` reads Kafka topic `{}` unbounded: the batch join needs an end (set `bounded = true` \
+                     in its `kafka` table, or give the same rows as files)",
+                    job.input(side).schema.name,
+                    k.topic
+                ))
+                .into());
+            }
+        }
+    }
+    let mut job = job.clone();
+    source::kafka::resolve(&mut job)?;
+    let job = &job;
     layout::prepare_output_dir(job, out_dir, force, Claim::TextFiles)?;
     let all_specs = source::plan(job);
     let partitions = source::partition_counts(&all_specs);
@@ -575,10 +591,7 @@ fn is_late(max_before: Option<i64>, ts: i64, slack: i128) -> bool {
 /// The format of an input's files: its late rows are written in it, so they can be
 /// fed again (the generator's as CSV), as the streaming sink does.
 fn input_format(job: &Job, side: Side) -> Format {
-    match &job.input(side).source {
-        InputSource::Files { format, .. } => *format,
-        InputSource::Generator => Format::Csv,
-    }
+    job.input(side).row_format()
 }
 
 /// Reads partitions from the shared queue until it is empty.
@@ -613,11 +626,12 @@ fn read_partition(
 ) -> Result<(), BatchError> {
     let slack = job.max_out_of_orderness_ms as i128 + job.allowed_lateness_ms as i128;
     let (index, sides): (u32, &[Side]) = match spec {
-        PartitionSpec::File { side: Side::Left, index, .. } | PartitionSpec::Split { side: Side::Left, index, .. } => {
-            (*index, &[Side::Left])
-        }
+        PartitionSpec::File { side: Side::Left, index, .. }
+        | PartitionSpec::Split { side: Side::Left, index, .. }
+        | PartitionSpec::Kafka { side: Side::Left, index, .. } => (*index, &[Side::Left]),
         PartitionSpec::File { side: Side::Right, index, .. }
-        | PartitionSpec::Split { side: Side::Right, index, .. } => (*index, &[Side::Right]),
+        | PartitionSpec::Split { side: Side::Right, index, .. }
+        | PartitionSpec::Kafka { side: Side::Right, index, .. } => (*index, &[Side::Right]),
         PartitionSpec::Generator { index, .. } => (*index, &[Side::Left, Side::Right]),
     };
     let mut src = source::open(spec, job)?;

@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 
 use crate::codec::format::{InputFormatter, OutputFormatter};
 use crate::codec::json::write_dead_letter;
-use crate::config::{Format, Job, OutputTarget};
+use crate::config::{Job, OutputTarget};
 use crate::event::Emit;
 use crate::event::RowView;
 use crate::event::Side;
@@ -182,10 +182,7 @@ impl ShardSinks {
         let (l, r) = (&job.left.schema, &job.right.schema);
         let fmt = OutputFormatter::new(job.output_format, l, r);
         let ext = job.output_format.ext();
-        let late_format = |side: Side| match &job.input(side).source {
-            crate::config::InputSource::Files { format, .. } => *format,
-            crate::config::InputSource::Generator => Format::Csv,
-        };
+        let late_format = |side: Side| job.input(side).row_format();
         let late_fmt =
             [InputFormatter::new(late_format(Side::Left), l), InputFormatter::new(late_format(Side::Right), r)];
         let (out, late, dead) = match &job.output {

@@ -59,7 +59,7 @@ enum Scan {
 
 /// The cells of the last record: the first `max` of them as ranges into the record
 /// text (unquoted records) or into `dec` (records with a quote), and how many.
-struct Cells {
+pub(crate) struct Cells {
     ranges: Vec<(u32, u32)>,
     count: usize,
     max: usize,
@@ -69,6 +69,11 @@ struct Cells {
 }
 
 impl Cells {
+    /// Cells keeping the ranges of the first `max` cells of a record.
+    pub(crate) fn new(max: usize) -> Cells {
+        Cells { ranges: Vec::new(), count: 0, max, decoded: false, dec: Vec::new() }
+    }
+
     #[inline]
     fn push(&mut self, s: usize, e: usize) {
         if self.ranges.len() < self.max {
@@ -398,6 +403,24 @@ fn encode(
         }
     }
     event_time(RowView(b.bytes()), schema).map_err(|r| format!("column `{}`: {r}", schema.fields[schema.time].name))
+}
+
+/// Encodes one CSV record without a header (a Kafka record's value: its cells are
+/// the schema's fields in order, quoted as RFC 4180 says, line breaks inside quotes
+/// allowed) into `b`; returns its event time. Err is the dead-letter reason.
+pub(crate) fn encode_line(text: &[u8], schema: &Schema, cells: &mut Cells, b: &mut RowBuilder) -> Result<i64, String> {
+    let n = schema.fields.len();
+    if !split_plain(text, cells) {
+        match decode_quoted(text, true, u32::MAX, cells) {
+            Quoted::Complete { consume, .. } if consume >= text.len() => {}
+            Quoted::Complete { .. } => return Err("more than one CSV record in the value".into()),
+            Quoted::NeedMore | Quoted::TooManyLines => return Err("unterminated quote".into()),
+        }
+    }
+    let cols: Vec<Option<usize>> = (0..n).map(Some).collect();
+    let defaults = vec![None; n];
+    encode(schema, &cols, &defaults, n, cells, text, b)
+        .map_err(|e| format!("{e} (the value's columns are the fields of input `{}`, in order)", schema.name))
 }
 
 impl Source for CsvSource {

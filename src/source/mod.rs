@@ -15,6 +15,7 @@ use crate::schema::Schema;
 pub mod csv;
 pub mod generator;
 pub mod jsonl;
+pub mod kafka;
 mod lines;
 pub mod split;
 
@@ -133,6 +134,8 @@ pub enum SourceError {
     Io { path: PathBuf, op: &'static str, source: std::io::Error },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    #[error("{0}")]
+    Kafka(String),
     #[error("{path}:{line}: {reason} (strict mode: first malformed row is fatal)")]
     Strict { path: String, line: u64, reason: String },
 }
@@ -150,6 +153,9 @@ pub enum SourcePos {
     Generator { emitted: u64 },
     /// One shard's place in a split file (`split.rs`).
     Split(split::SplitPos),
+    /// A Kafka partition: the offset of the next record (`None`: the partition's
+    /// start) and, for a bounded read, the end offset found when the job started.
+    Kafka { offset: Option<i64>, end: Option<i64> },
 }
 
 pub trait Source {
@@ -207,6 +213,12 @@ pub enum PartitionSpec {
         chunk_bytes: u64,
         table: std::sync::Arc<split::ChunkTable>,
     },
+    /// Partition `index` of a Kafka topic.
+    Kafka {
+        side: Side,
+        index: u32,
+        input: crate::config::KafkaInput,
+    },
     /// Generator partition `index` produces left partition `index` and right partition `index`.
     Generator {
         index: u32,
@@ -220,6 +232,7 @@ impl PartitionSpec {
         match self {
             PartitionSpec::File { path, .. } | PartitionSpec::Split { path, .. } => path.display().to_string(),
             PartitionSpec::Generator { index, .. } => format!("generator/{index}"),
+            PartitionSpec::Kafka { index, input, .. } => format!("kafka:{}/{index}", input.topic),
         }
     }
 }
@@ -234,10 +247,18 @@ pub fn plan(job: &Job) -> Vec<PartitionSpec> {
         return out;
     }
     for side in [Side::Left, Side::Right] {
-        if let crate::config::InputSource::Files { format, paths } = &job.input(side).source {
-            for (i, p) in paths.iter().enumerate() {
-                out.push(PartitionSpec::File { side, index: i as u32, format: *format, path: p.clone() });
+        match &job.input(side).source {
+            crate::config::InputSource::Files { format, paths } => {
+                for (i, p) in paths.iter().enumerate() {
+                    out.push(PartitionSpec::File { side, index: i as u32, format: *format, path: p.clone() });
+                }
             }
+            crate::config::InputSource::Kafka(k) => {
+                for p in kafka::own_partitions(k, job.instance, job.instances) {
+                    out.push(PartitionSpec::Kafka { side, index: p, input: k.clone() });
+                }
+            }
+            crate::config::InputSource::Generator => {}
         }
     }
     out
@@ -248,7 +269,9 @@ pub fn partition_counts(specs: &[PartitionSpec]) -> [u32; 2] {
     let mut n = [0u32; 2];
     for s in specs {
         match s {
-            PartitionSpec::File { side, .. } | PartitionSpec::Split { side, .. } => n[side.idx()] += 1,
+            PartitionSpec::File { side, .. }
+            | PartitionSpec::Split { side, .. }
+            | PartitionSpec::Kafka { side, .. } => n[side.idx()] += 1,
             PartitionSpec::Generator { .. } => {
                 n[0] += 1;
                 n[1] += 1;
@@ -323,6 +346,9 @@ pub fn open_on(spec: &PartitionSpec, job: &Job, shard: u32, shards: u32) -> Resu
             Box::new(jsonl::JsonlSource::open(path, *side, *index, job.input(*side).schema.clone())?)
         }
         PartitionSpec::Generator { index, params } => Box::new(generator::Generator::new(params.clone(), *index)),
+        PartitionSpec::Kafka { side, index, input } => {
+            Box::new(kafka::KafkaSource::open(input, *side, *index, job.input(*side).schema.clone())?)
+        }
     })
 }
 
