@@ -177,6 +177,22 @@ fn a_bounded_kafka_job_killed_and_resumed_equals_the_batch_answer() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     println!("killed {killed} times");
     assert_equals_batch(dir, "out");
+    // The offsets of completed checkpoints were committed to the group (for lag tools).
+    let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap_servers())
+        .set("group.id", "weft-test")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for topic in ["l", "r"] {
+        for p in 0..PARTITIONS {
+            tpl.add_partition(topic, p);
+        }
+    }
+    let committed = rdkafka::consumer::Consumer::committed_offsets(&c, tpl, Duration::from_secs(10)).unwrap();
+    let offsets: Vec<i64> = committed.elements().iter().filter_map(|e| e.offset().to_raw()).collect();
+    println!("committed offsets: {offsets:?}");
+    assert!(offsets.iter().any(|&o| o > 0) && offsets.iter().all(|&o| o <= 40_000), "{offsets:?}");
 }
 
 #[test]

@@ -123,6 +123,8 @@ pub struct Coordinator {
     finished: usize,
     /// This process's checkpoints, for the metrics endpoint.
     stats: CheckpointLive,
+    /// Commits the Kafka offsets of each completed checkpoint to the inputs' groups.
+    groups: Option<crate::source::kafka::GroupCommitter>,
 }
 
 impl Coordinator {
@@ -157,6 +159,7 @@ impl Coordinator {
             completed: restored,
             finished: 0,
             stats: CheckpointLive { enabled: true, last: restored, ..CheckpointLive::default() },
+            groups: crate::source::kafka::GroupCommitter::new(job),
         }
     }
 
@@ -342,6 +345,9 @@ impl Coordinator {
         self.completed = self.completed.max(n);
         if let OutputTarget::Dir(d) = &self.output {
             layout::commit_output(d, n)?;
+        }
+        if let Some(g) = &self.groups {
+            g.commit(m.shards.iter().flat_map(|s| &s.sources).map(|st| (st.plan_index, &st.position)));
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;
         Ok(())

@@ -356,3 +356,69 @@ impl Source for KafkaSource {
         Ok(())
     }
 }
+
+/// Commits the offsets of a completed checkpoint to each Kafka input's `group`, for
+/// monitoring and lag tools only: weft resumes from its checkpoint, never from the
+/// group. A failed commit is logged, never fatal (the next checkpoint commits again).
+pub struct GroupCommitter {
+    /// Per plan index: the input's consumer (by input) and the partition, for Kafka
+    /// partitions of an input with a group.
+    parts: Vec<Option<(usize, i32)>>,
+    /// (topic, consumer with the input's group.id).
+    consumers: Vec<(String, Client)>,
+}
+
+impl GroupCommitter {
+    /// `None` when no Kafka input names a group.
+    pub fn new(job: &Job) -> Option<GroupCommitter> {
+        let mut consumers = Vec::new();
+        let mut of_side = [None, None];
+        for side in [Side::Left, Side::Right] {
+            if let InputSource::Kafka(k) = &job.input(side).source {
+                if k.group.is_some() {
+                    let what = format!("topic `{}` (offsets to group `{}`)", k.topic, k.group.as_deref().unwrap_or(""));
+                    match consumer(k, what) {
+                        Ok(c) => {
+                            of_side[side.idx()] = Some(consumers.len());
+                            consumers.push((k.topic.clone(), c));
+                        }
+                        Err(e) => tracing::warn!("{e}: checkpointed offsets are not committed to the group"),
+                    }
+                }
+            }
+        }
+        if consumers.is_empty() {
+            return None;
+        }
+        let parts = super::plan(job)
+            .iter()
+            .map(|spec| match spec {
+                super::PartitionSpec::Kafka { side, index, .. } => of_side[side.idx()].map(|c| (c, *index as i32)),
+                _ => None,
+            })
+            .collect();
+        Some(GroupCommitter { parts, consumers })
+    }
+
+    /// Commits `(plan index, position)` of a completed checkpoint (asynchronously).
+    pub fn commit<'a>(&self, positions: impl Iterator<Item = (u32, &'a SourcePos)>) {
+        let mut lists: Vec<TopicPartitionList> = self.consumers.iter().map(|_| TopicPartitionList::new()).collect();
+        for (i, pos) in positions {
+            let (Some(Some((c, p))), SourcePos::Kafka { offset: Some(o), .. }) = (self.parts.get(i as usize), pos)
+            else {
+                continue;
+            };
+            let _ = lists[*c].add_partition_offset(&self.consumers[*c].0, *p, Offset::Offset(*o));
+        }
+        for ((topic, c), tpl) in self.consumers.iter().zip(lists) {
+            if tpl.count() == 0 {
+                continue;
+            }
+            if let Err(e) = c.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+                tracing::warn!("kafka topic `{topic}`: committing the checkpoint's offsets to the group failed: {e}");
+            }
+            // Serves the commit's callback queue (nothing waits on it).
+            let _ = c.poll(Duration::ZERO);
+        }
+    }
+}
