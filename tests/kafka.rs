@@ -39,16 +39,32 @@ fn partition_rows(seed: u64, n: usize) -> Vec<String> {
 /// Topics `l` and `r` with `partitions` partitions each, and the same rows as files
 /// `l<p>.csv` / `r<p>.csv` in `dir`.
 fn produce(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>, dir: &Path, n: usize) {
+    produce_part(cluster, dir, n, 0..n)
+}
+
+/// [`produce`], with only the rows `sent` of each partition sent (the files hold all
+/// `n`); the topics are created with the first part.
+fn produce_part(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    dir: &Path,
+    n: usize,
+    sent: std::ops::Range<usize>,
+) {
     let producer: BaseProducer =
         ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().expect("producer");
     for (topic, salt) in [("l", 0u64), ("r", 100)] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+        if sent.start == 0 {
+            cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+        }
         for p in 0..PARTITIONS {
             let rows = partition_rows(salt + p as u64, n);
             let mut file = String::from("k,ts,v\n");
-            for row in &rows {
+            for (i, row) in rows.iter().enumerate() {
                 file.push_str(row);
                 file.push('\n');
+                if !sent.contains(&i) {
+                    continue;
+                }
                 let rec = BaseRecord::<(), str>::to(topic).partition(p).payload(row.as_str());
                 let mut rec = Some(rec);
                 while let Some(r) = rec.take() {
@@ -81,10 +97,14 @@ fn join_and_engine(out: &str, engine: &str) -> String {
 
 /// The job over topics `l` and `r` (bounded reads).
 fn kafka_job(brokers: &str, out: &str, engine: &str) -> String {
+    kafka_job_with(brokers, true, out, engine)
+}
+
+fn kafka_job_with(brokers: &str, bounded: bool, out: &str, engine: &str) -> String {
     let input = |side: &str, topic: &str| {
         format!(
             "[{side}]\nname = \"{topic}\"\nformat = \"csv\"\nkafka = {{ brokers = \"{brokers}\", topic = \"{topic}\", \
-             bounded = true, group = \"weft-test\" }}\nkey = [\"k\"]\ntime = \"ts\"\n{FIELDS}\n\n"
+             bounded = {bounded}, group = \"weft-test\" }}\nkey = [\"k\"]\ntime = \"ts\"\n{FIELDS}\n\n"
         )
     };
     format!("{}{}{}", input("left", "l"), input("right", "r"), join_and_engine(out, engine))
@@ -227,4 +247,80 @@ fn a_missing_topic_and_unreachable_brokers_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("brokers 127.0.0.1:1") && err.contains("reachable"), "{err}");
+}
+
+#[test]
+fn an_unbounded_job_stops_on_sigterm_with_a_checkpoint_and_resumes_exactly_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = cluster();
+    let n = 6000;
+    produce_part(&c, dir, n, 0..n / 2);
+    let ck = "checkpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 50";
+    let cfg = common::write(dir, "job.toml", kafka_job_with(&c.bootstrap_servers(), false, "out", ck));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["run", "--quiet", "--log-level", "debug", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut completes = 0;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("complete at") {
+                completes += 1;
+                if completes == 4 {
+                    let _ = tx.send(());
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Unbounded: it never ends by itself; after a few checkpoints, stop it.
+    rx.recv_timeout(common::timeout()).expect("checkpoints complete while the job runs");
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut report).unwrap();
+    let status = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(report.contains("stopped at checkpoint"), "{report}\n{log}");
+    // The rest of the rows arrive; the job resumes, now to the topics' ends.
+    produce_part(&c, dir, n, n / 2..n);
+    let cfg = common::write(dir, "job.toml", kafka_job_with(&c.bootstrap_servers(), true, "out", ck));
+    let out = common::weft_run(&cfg, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_equals_batch(dir, "out");
+}
+
+#[test]
+fn a_record_that_does_not_parse_is_a_dead_letter_naming_topic_partition_and_offset() {
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster();
+    produce(&c, t.path(), 10);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", c.bootstrap_servers()).create().unwrap();
+    producer.send(BaseRecord::<(), str>::to("l").partition(2).payload("7,not-a-time,x")).unwrap();
+    producer.send(BaseRecord::<(), str>::to("l").partition(2).payload("7,5,x,extra")).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let report = common::run(&kafka_job(&c.bootstrap_servers(), "out", ""), t.path());
+    assert_eq!(report.left.dead_letters, 2);
+    let dead = std::fs::read_to_string(t.path().join("out/dead/part-0.jsonl"))
+        .or_else(|_| std::fs::read_to_string(t.path().join("out/dead/part-1.jsonl")))
+        .unwrap();
+    let lines: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{dead}");
+    assert_eq!(lines[0]["file"], "kafka:l/2", "{dead}");
+    assert_eq!((lines[0]["line"].as_u64(), lines[1]["line"].as_u64()), (Some(10), Some(11)), "offsets: {dead}");
+    assert!(lines[0]["reason"].as_str().unwrap().contains("ts"), "{dead}");
+    assert!(lines[1]["reason"].as_str().unwrap().contains("expected 3 columns, found 4"), "{dead}");
+    assert_eq!(lines[1]["raw"], "7,5,x,extra");
 }

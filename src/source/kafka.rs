@@ -343,16 +343,11 @@ impl Source for KafkaSource {
         if self.assigned {
             return Err(self.fail("seek after the first poll".into()));
         }
-        if self.input.bounded != end.is_some() {
-            return Err(self.fail(format!(
-                "the checkpoint read this partition {}, the config says bounded = {}: a job's reads cannot change \
-                 between bounded and unbounded under a checkpoint",
-                if end.is_some() { "bounded" } else { "unbounded" },
-                self.input.bounded
-            )));
-        }
         self.next = *offset;
-        self.end = *end;
+        // A bounded read keeps the end its job found first; a job that read unbounded
+        // and now reads bounded ends at the end found now (at the first poll); one that
+        // now reads unbounded has no end.
+        self.end = if self.input.bounded { *end } else { None };
         Ok(())
     }
 }
