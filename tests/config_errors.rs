@@ -90,7 +90,40 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str)> {
         ("batch_events 0", edit("shards = 1", "shards = 1\nbatch_events = 0"), "engine.batch_events"),
         ("same input names", edit("name = \"r\"", "name = \"l\""), "right.name"),
         ("dotted input name", edit("name = \"l\"", "name = \"a.b\""), "left.name"),
+        (
+            "instance not below instances",
+            edit("shards = 1", "shards = 1\ninstance = 2\ninstances = 2"),
+            "engine.instance",
+        ),
+        ("instances 0", edit("shards = 1", "shards = 1\ninstances = 0"), "engine.instances"),
+        ("two instances over files", edit("shards = 1", "shards = 1\ninstances = 2"), "left.kafka"),
+        ("paths and kafka", edit(LEFT_PATHS, &format!("{LEFT_PATHS}{KAFKA}")), "left.kafka"),
+        ("kafka without brokers", edit(LEFT_PATHS, "kafka = { topic = \"t\" }\n"), "left.kafka.brokers"),
+        ("kafka empty topic", edit(LEFT_PATHS, "kafka = { brokers = \"b:9092\", topic = \"\" }\n"), "left.kafka.topic"),
+        (
+            "kafka option weft sets",
+            edit(LEFT_PATHS, "kafka = { brokers = \"b:9092\", topic = \"t\", options = { \"group.id\" = \"g\" } }\n"),
+            "left.kafka.options",
+        ),
+        ("kafka output", edit("path = \"out\"", &format!("path = \"out\"\n{KAFKA}")), "output.kafka"),
     ]
+}
+
+const KAFKA: &str = "kafka = { brokers = \"b:9092\", topic = \"t\" }\n";
+
+#[test]
+fn kafka_brokers_may_come_from_the_engine_table() {
+    let text = edit(LEFT_PATHS, "kafka = { topic = \"t\", group = \"g\" }\n").replacen(
+        "shards = 1",
+        "shards = 1\nkafka_brokers = \"h1:9092,h2:9092\"",
+        1,
+    );
+    let job = common::job_from_toml(&text, Path::new(".")).unwrap();
+    let weft::config::InputSource::Kafka(k) = &job.left.source else { panic!("not kafka") };
+    assert_eq!(
+        (k.brokers.as_str(), k.topic.as_str(), k.bounded, k.group.as_deref()),
+        ("h1:9092,h2:9092", "t", false, Some("g"))
+    );
 }
 
 /// Configs that do not even parse (syntax, unknown key, wrong type); the message
