@@ -451,7 +451,9 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
 fn schema(args: SchemaArgs) -> Result<ExitCode> {
     let SchemaAction::Check { config, checkpoint } = args.action;
     let (cfg, path, base) = load(Some(&config))?;
-    let job = cfg.resolve(&path, &base)?;
+    let mut job = cfg.resolve(&path, &base)?;
+    // Kafka inputs: their partitions are part of the job's shape.
+    weft::source::kafka::resolve(&mut job)?;
     let dir = match (checkpoint, &job.checkpoint) {
         (Some(d), _) => d,
         (None, Some(ck)) => ck.dir.clone(),
