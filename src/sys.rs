@@ -20,6 +20,25 @@ static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// SIGINT/SIGTERM received so far; the second asks for a stop at once ([`stop_now_requested`]).
 static STOP_SIGNALS: AtomicU32 = AtomicU32::new(0);
 
+/// Keeps freed heap memory in the process instead of returning it to the kernel at
+/// every free: librdkafka's broker threads allocate a fetch response's buffers in their
+/// own malloc arenas, and with glibc's defaults each arena shrinks after the free and
+/// grows again at the next fetch, faulting in (zeroed) fresh pages every time: 41% of a
+/// Kafka job's CPU samples were `clear_page` under `sysmalloc`
+/// (perf/kafka-2026-12-07.md). Called before any Kafka client starts; a no-op if glibc
+/// refuses a value. The cost: up to `TOP_PAD` more resident memory per malloc arena.
+pub fn keep_freed_heap() {
+    const TRIM_THRESHOLD: libc::c_int = 256 << 20;
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    const TOP_PAD: libc::c_int = 64 << 20;
+    for (param, value) in
+        [(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD), (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD), (libc::M_TOP_PAD, TOP_PAD)]
+    {
+        // SAFETY: mallopt only sets a malloc tunable; no pointers are passed.
+        unsafe { libc::mallopt(param, value) };
+    }
+}
+
 /// Only atomic stores and one `fetch_add` on lock-free atomics: async-signal-safe.
 /// Everything a stop does is done by the engine's watching thread, which polls these.
 extern "C" fn on_stop_signal(sig: libc::c_int) {

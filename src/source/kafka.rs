@@ -80,6 +80,9 @@ fn consumer(input: &KafkaInput, what: String) -> Result<Client, SourceError> {
 /// same count). Errors name the brokers and topics: unreachable brokers, a missing
 /// topic, an authorization failure.
 pub fn resolve(job: &mut Job) -> Result<(), SourceError> {
+    if [&job.left, &job.right].iter().any(|i| matches!(i.source, InputSource::Kafka(_))) {
+        crate::sys::keep_freed_heap();
+    }
     for side in [Side::Left, Side::Right] {
         let name = job.input(side).schema.name.clone();
         let input = match side {
