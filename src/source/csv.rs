@@ -560,6 +560,30 @@ mod tests {
     }
 
     #[test]
+    fn a_record_value_is_one_csv_record_with_the_fields_in_order() {
+        use crate::schema::{Field, FieldType};
+        let fields =
+            vec![Field::new("k", FieldType::I64), Field::new("ts", FieldType::I64), Field::new("s", FieldType::String)];
+        let schema = Schema::new("l", fields, &["k".into()], "ts").unwrap();
+        let mut c = Cells::new(4);
+        let mut b = RowBuilder::new();
+        assert_eq!(encode_line(b"7,100,x", &schema, &mut c, &mut b), Ok(100));
+        assert_eq!(RowView(b.bytes()).str(2), b"x");
+        assert_eq!(
+            encode_line(b"7,101,\"a,\"\"b\"\"\nc\"", &schema, &mut c, &mut b),
+            Ok(101),
+            "quoted, with a line break"
+        );
+        assert_eq!(RowView(b.bytes()).str(2), b"a,\"b\"\nc");
+        let err = |v: &[u8], c: &mut Cells, b: &mut RowBuilder| encode_line(v, &schema, c, b).unwrap_err();
+        assert!(err(b"7,100", &mut c, &mut b).contains("expected 3 columns, found 2"));
+        assert!(err(b"7,100,x,y", &mut c, &mut b).contains("in order"));
+        assert!(err(b"7,soon,x", &mut c, &mut b).contains("ts"));
+        assert!(err(b"7,100,\"open", &mut c, &mut b).contains("unterminated quote"));
+        assert!(err(b"7,100,\"x\"\n8,1,y", &mut c, &mut b).contains("more than one CSV record"));
+    }
+
+    #[test]
     fn plain_lines_split_at_commas_and_cells_past_the_max_are_only_counted() {
         let mut c = cells();
         c.max = 2;
