@@ -147,6 +147,19 @@ pub struct KafkaConfig {
     /// Passed to librdkafka as they are.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub options: std::collections::BTreeMap<String, String>,
+    /// Output only: the topic of late rows (default `<topic>.late`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_topic: Option<String>,
+    /// Output only: the topic of dead letters (default `<topic>.dead`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_topic: Option<String>,
+    /// Output only: the topic of weft's publish markers (default `<topic>.weft-progress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_topic: Option<String>,
+    /// Output only: the prefix of the producers' transactional ids (default `weft-<topic>`);
+    /// the id of instance i, shard s is `<prefix>-<i>-<s>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
 }
 
 fn idle_timeout_default() -> i64 {
@@ -161,7 +174,7 @@ pub struct OutputConfig {
     pub path: String,
     #[serde(default)]
     pub format: Format,
-    /// Instead of `path`: a Kafka topic (not built yet: refused).
+    /// Instead of `path`: a Kafka topic, written exactly once per checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
 }
@@ -346,7 +359,45 @@ pub enum OutputTarget {
     Dir(PathBuf),
     Stdout,
     None,
+    Kafka(Box<KafkaOutput>),
 }
+
+impl OutputTarget {
+    /// Where the shards' epoch files go: the output directory, or the Kafka sink's
+    /// staging directory (published from there once committed).
+    pub fn files_dir(&self) -> Option<&Path> {
+        match self {
+            OutputTarget::Dir(d) => Some(d),
+            OutputTarget::Kafka(k) => Some(&k.staging),
+            OutputTarget::Stdout | OutputTarget::None => None,
+        }
+    }
+}
+
+/// A resolved Kafka output (`[output].kafka`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaOutput {
+    pub brokers: String,
+    pub topic: String,
+    pub late_topic: String,
+    pub dead_topic: String,
+    pub progress_topic: String,
+    /// Prefix of the transactional ids: `<prefix>-<instance>-<shard>`.
+    pub transactional_id: String,
+    pub options: Vec<(String, String)>,
+    /// `<checkpoint_dir>/kafka-out`: committed epochs wait here until published.
+    pub staging: PathBuf,
+}
+
+/// librdkafka properties the Kafka sink sets itself.
+pub const KAFKA_SINK_OWN_OPTIONS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use `brokers` (or engine.kafka_brokers)"),
+    ("transactional.id", "use `transactional_id` (a prefix; weft adds the instance and shard)"),
+    ("enable.idempotence", "transactions need the idempotent producer"),
+];
+
+/// The subdirectory of `engine.checkpoint_dir` where the Kafka sink stages its epochs.
+pub const KAFKA_STAGING_DIR: &str = "kafka-out";
 
 /// A validated, resolved job: what the engine and the batch join execute.
 #[derive(Clone, Debug)]
@@ -596,13 +647,9 @@ impl JobConfig {
         let generator = self.resolve_generator(shards)?;
         let (left, right) = self.resolve_inputs(base)?;
         let (instance, instances) = self.resolve_instances(&left, &right)?;
-        if self.output.kafka.is_some() {
-            return Err(invalid(
-                "output.kafka",
-                "the Kafka sink is not built yet (issue #14): write the output to a directory (`path`)".into(),
-            ));
-        }
+        let checkpoint = self.resolve_checkpoint(base)?;
         let output = match self.output.path.as_str() {
+            _ if self.output.kafka.is_some() => self.resolve_kafka_output(checkpoint.as_ref())?,
             "" => return Err(invalid("output.path", "is empty: use a directory, \"-\" or \"none\"".into())),
             "-" => OutputTarget::Stdout,
             "none" => OutputTarget::None,
@@ -636,12 +683,80 @@ impl JobConfig {
                 Some(m) => m,
                 None => STATE_MEMORY_MB_DEFAULT,
             },
-            checkpoint: self.resolve_checkpoint(base)?,
+            checkpoint,
             generator,
             metrics_addr: resolve_metrics_addr(e.metrics_addr.as_deref())?,
             instance,
             instances,
         })
+    }
+
+    /// `[output].kafka`: a topic written through transactions tied to checkpoints, so
+    /// checkpointing is required (the epochs are staged under its directory).
+    fn resolve_kafka_output(&self, checkpoint: Option<&CheckpointSettings>) -> Result<OutputTarget, Invalid> {
+        let kc = self.output.kafka.as_ref().expect("called with an output.kafka table");
+        if self.output.path != output_path_default() {
+            return Err(invalid("output.path", "an output has one of `path` or `kafka`".into()));
+        }
+        let Some(ck) = checkpoint else {
+            return Err(invalid(
+                "output.kafka",
+                "needs checkpointing: the output is published to Kafka in one transaction per checkpoint, exactly                  once; set engine.checkpoint_dir"
+                    .into(),
+            ));
+        };
+        if kc.bounded.is_some() {
+            return Err(invalid("output.kafka.bounded", "only an input is bounded".into()));
+        }
+        if kc.group.is_some() {
+            return Err(invalid("output.kafka.group", "only an input has a consumer group".into()));
+        }
+        let brokers = match (kc.brokers.as_deref(), self.engine.kafka_brokers.as_deref()) {
+            (Some(b), _) | (None, Some(b)) if !b.trim().is_empty() => b.trim().to_string(),
+            _ => {
+                return Err(invalid(
+                    "output.kafka.brokers",
+                    "missing: give `brokers = \"host:port,...\"` here or `kafka_brokers` under [engine]".into(),
+                ))
+            }
+        };
+        let topic = kc.topic.clone();
+        let named = |key: &str, v: &Option<String>, default: String| match v.as_deref() {
+            Some("") => Err(invalid(&format!("output.kafka.{key}"), "is empty: leave it out for the default".into())),
+            Some(t) => Ok(t.to_string()),
+            None => Ok(default),
+        };
+        if topic.is_empty() {
+            return Err(invalid("output.kafka.topic", "is empty".into()));
+        }
+        let late_topic = named("late_topic", &kc.late_topic, format!("{topic}.late"))?;
+        let dead_topic = named("dead_topic", &kc.dead_topic, format!("{topic}.dead"))?;
+        let progress_topic = named("progress_topic", &kc.progress_topic, format!("{topic}.weft-progress"))?;
+        let transactional_id = named("transactional_id", &kc.transactional_id, format!("weft-{topic}"))?;
+        let topics = [("topic", &topic), ("late_topic", &late_topic), ("dead_topic", &dead_topic)];
+        for (key, t) in topics {
+            if *t == progress_topic {
+                return Err(invalid(
+                    &format!("output.kafka.{key}"),
+                    format!("`{t}` is also the progress topic: weft's markers must have a topic of their own"),
+                ));
+            }
+        }
+        for (name, why) in KAFKA_SINK_OWN_OPTIONS {
+            if kc.options.contains_key(*name) {
+                return Err(invalid("output.kafka.options", format!("`{name}` is set by weft: {why}")));
+            }
+        }
+        Ok(OutputTarget::Kafka(Box::new(KafkaOutput {
+            brokers,
+            topic,
+            late_topic,
+            dead_topic,
+            progress_topic,
+            transactional_id,
+            options: kc.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            staging: ck.dir.join(KAFKA_STAGING_DIR),
+        })))
     }
 
     /// `engine.instance` / `engine.instances`: more than one instance needs both inputs
@@ -802,6 +917,15 @@ fn resolve_kafka(kc: &KafkaConfig, format: Format, key: &str, brokers: Option<&s
     }
     if kc.group.as_deref() == Some("") {
         return Err((format!("{key}.group"), "is empty: leave it out, or name the consumer group".into()));
+    }
+    let output_only = [
+        ("late_topic", &kc.late_topic),
+        ("dead_topic", &kc.dead_topic),
+        ("progress_topic", &kc.progress_topic),
+        ("transactional_id", &kc.transactional_id),
+    ];
+    if let Some((name, _)) = output_only.iter().find(|(_, v)| v.is_some()) {
+        return Err((format!("{key}.{name}"), "only [output].kafka has it".into()));
     }
     for (name, why) in KAFKA_OWN_OPTIONS {
         if kc.options.contains_key(*name) {

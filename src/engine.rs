@@ -29,7 +29,9 @@ use crate::exchange;
 use crate::metrics::live::Live;
 use crate::metrics::{new_histogram, InputReport, LatencyReport, Progress, Report, ShardCounters};
 use crate::shard::{self, ShardCtx, ShardError, ShardResult};
+use crate::sink::kafka::Publisher;
 use crate::sink::layout::{self, prepare_output_dir, Claim};
+use crate::sink::staging;
 use crate::sink::SinkError;
 use crate::source;
 
@@ -63,6 +65,8 @@ pub enum EngineError {
     Panic { shard: u32, message: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Publish(#[from] crate::sink::kafka::PublishError),
     #[error("the job already ran to the end (checkpoint {checkpoint} in {dir}); its output is committed. Remove the checkpoint directory to run it again")]
     AlreadyFinished { checkpoint: u64, dir: String },
     #[error(transparent)]
@@ -121,8 +125,12 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
     prepare_output(&job, resume.is_some(), opts.force)?;
     let restored = resume.as_ref().map_or(0, |(m, _)| m.checkpoint);
     let versions = resume.as_ref().map_or([1, 1], |(_, c)| c.versions);
-    let mut coord =
-        job.checkpoint.as_ref().map(|ck| Coordinator::new(&job, ck, restored, versions, opts.debug_checkpoints));
+    // The Kafka sink starts by publishing what an earlier run left committed.
+    let mut publisher = start_publisher(&job)?;
+    let mut coord = job
+        .checkpoint
+        .as_ref()
+        .map(|ck| Coordinator::new(&job, ck, restored, versions, opts.debug_checkpoints, publisher.take()));
     let progress = Arc::new(Progress::new(job.shards as usize));
     let handles = spawn_shards(&job, opts, start, &progress, coord.as_ref(), resume)?;
     if let Some(c) = coord.as_mut() {
@@ -246,9 +254,11 @@ fn stop_at_once(job: &Job, coord: Option<&Coordinator>) -> ! {
                     job again from the start (its uncommitted output is removed then)"
             .to_string(),
         None => match job.output {
-            OutputTarget::Dir(_) => "; without checkpointing nothing of this run is kept: its partial output is \
+            OutputTarget::Dir(_) | OutputTarget::Kafka(_) => {
+                "; without checkpointing nothing of this run is kept: its partial output is \
                                      left as .inprogress files, which the next run removes"
-                .to_string(),
+                    .to_string()
+            }
             OutputTarget::Stdout => "; without checkpointing nothing of this run is kept: what it wrote to \
                                      standard output is partial"
                 .to_string(),
@@ -282,15 +292,22 @@ fn plan_start(job: &Job) -> Result<Option<Resume>, EngineError> {
     match recovery::plan(job, &ck.dir, |w| tracing::warn!(dir = %ck.dir.display(), "{w}"))? {
         Start::Fresh => {
             recovery::clear_orphans(&ck.dir)?;
-            if let OutputTarget::Dir(d) = &job.output {
-                layout::remove_uncommitted(d)?;
+            match &job.output {
+                OutputTarget::Dir(d) => layout::remove_uncommitted(d)?,
+                // Staged epochs of an earlier run are not this run's; a new run id.
+                OutputTarget::Kafka(k) => drop(staging::start_fresh(&k.staging)?),
+                OutputTarget::Stdout | OutputTarget::None => {}
             }
             Ok(None)
         }
         Start::Finished(n) => {
             // A kill between the finished manifest and the final commit leaves the last
-            // epochs in progress: the manifest says they are the answer, so commit them.
+            // epochs in progress: the manifest says they are the answer, so commit them
+            // (and publish them, with a Kafka output).
             recovery::reset_output(job, u64::MAX)?;
+            if let Some(p) = start_publisher(job)? {
+                p.finish()?;
+            }
             Err(EngineError::AlreadyFinished { checkpoint: n, dir: ck.dir.display().to_string() })
         }
         Start::Resume(m, change) => {
@@ -326,6 +343,13 @@ fn plan_start(job: &Job) -> Result<Option<Resume>, EngineError> {
     }
 }
 
+/// The Kafka sink's publisher (its topics checked, this run's id read), or None.
+fn start_publisher(job: &Job) -> Result<Option<Publisher>, EngineError> {
+    let OutputTarget::Kafka(k) = &job.output else { return Ok(None) };
+    let run = staging::run_id(&k.staging)?;
+    Ok(Some(Publisher::start(k, job.instance, run)?))
+}
+
 /// A fresh output directory (or the CSV header on stdout); a resumed run keeps its own.
 /// Without checkpointing, in-progress files left by a run that was killed are not
 /// output (this run holds the directory's lock, so no one is writing them): removed.
@@ -344,7 +368,7 @@ fn prepare_output(job: &Job, resuming: bool, force: bool) -> Result<(), EngineEr
             let mut so = std::io::stdout().lock();
             so.write_all(&h).and_then(|_| so.flush()).map_err(crate::sink::stdout_error)?;
         }
-        OutputTarget::None => {}
+        OutputTarget::None | OutputTarget::Kafka(_) => {}
     }
     Ok(())
 }
@@ -494,6 +518,14 @@ fn watch(
         let stop = crate::sys::STOP_REQUESTED.load(Ordering::Relaxed);
         match coord.as_deref_mut() {
             Some(c) => {
+                if let Some(why) = c.publish_failure() {
+                    // As at a second signal: the checkpoints and the staged epochs stay,
+                    // and the same command resumes and publishes them.
+                    tracing::error!(
+                        "{why}; the job stops: its checkpoints and unpublished epochs are kept, and the same                          command resumes and publishes them"
+                    );
+                    std::process::exit(2);
+                }
                 c.tick(stop);
                 if let Some(l) = live {
                     l.set_checkpoints(c.stats());
@@ -678,6 +710,7 @@ fn report(job: &Job, merged: &Merged, outcome: String, start: Instant, cpu0: f64
             OutputTarget::Dir(d) => d.display().to_string(),
             OutputTarget::Stdout => "-".into(),
             OutputTarget::None => "none".into(),
+            OutputTarget::Kafka(k) => format!("kafka:{}", k.topic),
         },
     }
 }

@@ -107,3 +107,33 @@ impl tracing::field::Visit for MessageOnly {
         }
     }
 }
+
+/// librdkafka's log lines and global errors (a client's context), into weft's log.
+/// `what` names the client in every line: its topic, partition or role.
+pub struct KafkaLog {
+    pub what: String,
+}
+
+impl rdkafka::ClientContext for KafkaLog {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!("kafka {}: {fac}: {msg}", self.what),
+            L::Warning => tracing::warn!("kafka {}: {fac}: {msg}", self.what),
+            _ => tracing::debug!("kafka {}: {fac}: {msg}", self.what),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!("kafka {}: {error}: {reason} (retrying)", self.what);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for KafkaLog {}
+
+/// Deliveries are not watched one by one: a failed delivery fails the transaction
+/// that holds it, which the Kafka sink retries.
+impl rdkafka::producer::ProducerContext for KafkaLog {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}

@@ -105,8 +105,52 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str)> {
             edit(LEFT_PATHS, "kafka = { brokers = \"b:9092\", topic = \"t\", options = { \"group.id\" = \"g\" } }\n"),
             "left.kafka.options",
         ),
-        ("kafka output", edit("path = \"out\"", &format!("path = \"out\"\n{KAFKA}")), "output.kafka"),
+        ("kafka output and a path", edit("path = \"out\"", &format!("path = \"out\"\n{KAFKA}")), "output.path"),
+        ("kafka output without checkpointing", edit("path = \"out\"", KAFKA), "output.kafka"),
+        (
+            "kafka output bounded",
+            checkpointed(&edit("path = \"out\"", "kafka = { brokers = \"b:9092\", topic = \"t\", bounded = true }")),
+            "output.kafka.bounded",
+        ),
+        (
+            "kafka output sets the transactional id",
+            checkpointed(&edit(
+                "path = \"out\"",
+                "kafka = { brokers = \"b:9092\", topic = \"t\", options = { \"transactional.id\" = \"x\" } }",
+            )),
+            "output.kafka.options",
+        ),
+        (
+            "kafka output's progress topic is its output topic",
+            checkpointed(&edit(
+                "path = \"out\"",
+                "kafka = { brokers = \"b:9092\", topic = \"t\", progress_topic = \"t\" }",
+            )),
+            "output.kafka.topic",
+        ),
+        (
+            "an input with an output's key",
+            edit(LEFT_PATHS, "kafka = { brokers = \"b:9092\", topic = \"t\", late_topic = \"x\" }\n"),
+            "left.kafka.late_topic",
+        ),
     ]
+}
+
+fn checkpointed(text: &str) -> String {
+    text.replacen("shards = 1", "shards = 1\ncheckpoint_dir = \"ck\"", 1)
+}
+
+#[test]
+fn a_kafka_output_has_its_side_topics_and_staging_by_default() {
+    let text = checkpointed(&edit("path = \"out\"", KAFKA));
+    let job = common::job_from_toml(&text, Path::new("/base")).unwrap();
+    let weft::config::OutputTarget::Kafka(k) = &job.output else { panic!("not kafka: {:?}", job.output) };
+    assert_eq!(
+        (k.topic.as_str(), k.late_topic.as_str(), k.dead_topic.as_str(), k.progress_topic.as_str()),
+        ("t", "t.late", "t.dead", "t.weft-progress")
+    );
+    assert_eq!(k.transactional_id, "weft-t");
+    assert_eq!(k.staging, Path::new("/base/ck/kafka-out"));
 }
 
 const KAFKA: &str = "kafka = { brokers = \"b:9092\", topic = \"t\" }\n";

@@ -28,6 +28,7 @@ use crate::checkpoint::barrier::RestoreFrom;
 use crate::checkpoint::{self, CheckpointError, CoordMsg, JobShape, Manifest, SchemaChange, ShardSnapshot};
 use crate::config::{CheckpointSettings, Job, OutputTarget};
 use crate::metrics::live::CheckpointLive;
+use crate::sink::kafka::Publisher;
 use crate::sink::layout;
 
 pub enum Start {
@@ -79,7 +80,7 @@ pub fn plan(job: &Job, dir: &Path, mut warn: impl FnMut(String)) -> Result<Start
 /// Prepares the output for resuming from checkpoint `n`: later epochs are discarded,
 /// epochs up to `n` committed.
 pub fn reset_output(job: &Job, n: u64) -> Result<(), CheckpointError> {
-    if let OutputTarget::Dir(d) = &job.output {
+    if let Some(d) = job.output.files_dir() {
         layout::reset_output(d, n)?;
     }
     Ok(())
@@ -125,6 +126,8 @@ pub struct Coordinator {
     stats: CheckpointLive,
     /// Commits the Kafka offsets of each completed checkpoint to the inputs' groups.
     groups: Option<crate::source::kafka::GroupCommitter>,
+    /// The Kafka sink: woken after each commit to publish the committed epochs.
+    publisher: Option<Publisher>,
 }
 
 impl Coordinator {
@@ -136,6 +139,7 @@ impl Coordinator {
         restored: u64,
         schema_versions: [u32; 2],
         debug: bool,
+        publisher: Option<Publisher>,
     ) -> Coordinator {
         let (tx, rx) = std::sync::mpsc::channel::<CoordMsg>();
         let mut shape = JobShape::of(job);
@@ -160,6 +164,7 @@ impl Coordinator {
             finished: 0,
             stats: CheckpointLive { enabled: true, last: restored, ..CheckpointLive::default() },
             groups: crate::source::kafka::GroupCommitter::new(job),
+            publisher,
         }
     }
 
@@ -212,7 +217,21 @@ impl Coordinator {
 
     /// Every shard ended without error: how the run ends. Stopped at checkpoint n: n
     /// must be complete. Ran to the end: writes the final manifest, commits all output.
+    /// With a Kafka output, the outcome waits until every committed epoch is published.
     pub fn conclude(&mut self, stopped_at: Option<u64>) -> Result<String, CheckpointError> {
+        let outcome = self.conclude_files(stopped_at)?;
+        if let Some(p) = self.publisher.take() {
+            p.finish()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Why the Kafka sink stopped publishing for good, if it did (the job must stop).
+    pub fn publish_failure(&self) -> Option<String> {
+        self.publisher.as_ref().and_then(Publisher::failure)
+    }
+
+    fn conclude_files(&mut self, stopped_at: Option<u64>) -> Result<String, CheckpointError> {
         match stopped_at {
             Some(n) if self.completed >= n => Ok(format!("stopped at checkpoint {n}; run again to resume")),
             Some(n) => Err(CheckpointError::Invalid {
@@ -314,7 +333,7 @@ impl Coordinator {
 
     /// Every shard's snapshot n is durable: make the manifest durable, then commit.
     fn complete(&mut self, n: u64, shards: Vec<ShardSnapshot>) -> Result<(), CheckpointError> {
-        if let OutputTarget::Dir(d) = &self.output {
+        if let Some(d) = self.output.files_dir() {
             layout::sync_output(d, n)?;
         }
         let m = self.manifest(n, false, shards);
@@ -343,8 +362,11 @@ impl Coordinator {
         self.stats.last_state_bytes = bytes;
         self.stats.last_success_unix_s = unix_ms() as f64 / 1000.0;
         self.completed = self.completed.max(n);
-        if let OutputTarget::Dir(d) = &self.output {
+        if let Some(d) = self.output.files_dir() {
             layout::commit_output(d, n)?;
+        }
+        if let Some(p) = &self.publisher {
+            p.wake();
         }
         if let Some(g) = &self.groups {
             g.commit(m.shards.iter().flat_map(|s| &s.sources).map(|st| (st.plan_index, &st.position)));
@@ -356,7 +378,7 @@ impl Coordinator {
     /// The job ran to the end: commit every epoch and record that it finished.
     fn finish(&mut self) -> Result<(), CheckpointError> {
         let n = self.completed.max(self.failed.keys().copied().max().unwrap_or(0)) + 1;
-        if let OutputTarget::Dir(d) = &self.output {
+        if let Some(d) = self.output.files_dir() {
             layout::sync_output(d, u64::MAX)?;
         }
         let m = self.manifest(n, true, Vec::new());
@@ -365,7 +387,7 @@ impl Coordinator {
         self.stats.completed += 1;
         self.stats.last = n;
         self.stats.last_success_unix_s = unix_ms() as f64 / 1000.0;
-        if let OutputTarget::Dir(d) = &self.output {
+        if let Some(d) = self.output.files_dir() {
             layout::commit_output(d, u64::MAX)?;
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;

@@ -73,6 +73,8 @@ pub enum CheckpointError {
          engine.checkpoint_dir"
     )]
     Schema { path: PathBuf, error: Box<Incompatible> },
+    #[error(transparent)]
+    Publish(#[from] crate::sink::kafka::PublishError),
 }
 
 /// An output-directory error met while committing a checkpoint's output.

@@ -8,7 +8,9 @@
 //! reported by [`ShardSinks::take_error`], which the shard checks after every batch:
 //! the job then fails with the path and the OS error, it never loses rows silently.
 
+pub mod kafka;
 pub mod layout;
+pub mod staging;
 
 use std::fs::File;
 use std::io::Write;
@@ -68,11 +70,36 @@ struct Out {
     target: Target,
     buf: Vec<u8>,
     error: Option<SinkError>,
+    /// Records are framed ([`staging`]): a Kafka sink's staged epoch.
+    framed: bool,
 }
 
 impl Out {
     fn new(target: Target) -> Out {
-        Out { target, buf: Vec::new(), error: None }
+        Out { target, buf: Vec::new(), error: None, framed: false }
+    }
+
+    fn framed(target: Target) -> Out {
+        Out { target, buf: Vec::new(), error: None, framed: true }
+    }
+
+    /// Starts a record: returns where it starts in the buffer.
+    #[inline]
+    fn begin(&mut self) -> usize {
+        let at = self.buf.len();
+        if self.framed {
+            staging::begin_frame(&mut self.buf);
+        }
+        at
+    }
+
+    /// Ends the record begun at `at`.
+    #[inline]
+    fn end(&mut self, at: usize) {
+        if self.framed {
+            staging::end_frame(&mut self.buf, at);
+        }
+        self.maybe_flush();
     }
 
     fn enabled(&self) -> bool {
@@ -208,6 +235,19 @@ impl ShardSinks {
                     Out::new(file_target(layout::dead_base(d, shard), layout::DEAD_FORMAT.ext(), epoch, Vec::new())),
                 )
             }
+            // Staged records: framed, no header (a record is one row), published when committed.
+            OutputTarget::Kafka(k) => {
+                let d = &k.staging;
+                let staged = |base: PathBuf| Out::framed(file_target(base, staging::EXT, epoch, Vec::new()));
+                (
+                    staged(layout::part_base(d, shard)),
+                    [
+                        staged(layout::late_base(d, &job.left.schema.name, shard)),
+                        staged(layout::late_base(d, &job.right.schema.name, shard)),
+                    ],
+                    staged(layout::dead_base(d, shard)),
+                )
+            }
         };
         ShardSinks {
             out,
@@ -226,8 +266,9 @@ impl ShardSinks {
     pub fn late(&mut self, side: Side, row: RowView) {
         let o = &mut self.late[side.idx()];
         if o.enabled() {
+            let at = o.begin();
             self.late_fmt[side.idx()].write(&mut o.buf, row);
-            o.maybe_flush();
+            o.end(at);
         }
     }
 
@@ -237,8 +278,9 @@ impl ShardSinks {
         if !o.enabled() {
             return;
         }
+        let at = o.begin();
         write_dead_letter(&mut o.buf, input, file, line, reason, raw);
-        o.maybe_flush();
+        o.end(at);
     }
 
     /// The first I/O error any sink hit, if any.
@@ -279,8 +321,9 @@ impl Emit for ShardSinks {
         let lat = self.now_ns.saturating_sub(arrival_ns).max(1);
         let _ = self.latency.record(lat.min(crate::metrics::LATENCY_NS_MAX));
         if self.out.enabled() {
+            let at = self.out.begin();
             self.fmt.write(&mut self.out.buf, Some(l), Some(r));
-            self.out.maybe_flush();
+            self.out.end(at);
         }
     }
 
@@ -289,11 +332,12 @@ impl Emit for ShardSinks {
         self.output_rows += 1;
         self.unmatched_emitted[side.idx()] += 1;
         if self.out.enabled() {
+            let at = self.out.begin();
             match side {
                 Side::Left => self.fmt.write(&mut self.out.buf, Some(row), None),
                 Side::Right => self.fmt.write(&mut self.out.buf, None, Some(row)),
             }
-            self.out.maybe_flush();
+            self.out.end(at);
         }
     }
 }

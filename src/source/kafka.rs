@@ -18,10 +18,10 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::{PollStatus, Source, SourceError, SourceItem, SourcePos};
 use crate::config::{Format, InputSource, Job, KafkaInput};
@@ -35,27 +35,7 @@ pub const WARN_EVERY: Duration = Duration::from_secs(5);
 /// How soon an empty partition is polled again.
 const RETRY_NS: u64 = 1_000_000;
 
-/// librdkafka's log lines and global errors, into weft's log.
-pub struct LogContext {
-    pub what: String,
-}
-
-impl ClientContext for LogContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!("kafka {}: {fac}: {msg}", self.what),
-            L::Warning => tracing::warn!("kafka {}: {fac}: {msg}", self.what),
-            _ => tracing::debug!("kafka {}: {fac}: {msg}", self.what),
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!("kafka {}: {error}: {reason} (retrying)", self.what);
-    }
-}
-
-impl ConsumerContext for LogContext {}
+pub use crate::log::KafkaLog as LogContext;
 
 type Client = BaseConsumer<LogContext>;
 
