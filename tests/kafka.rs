@@ -324,3 +324,232 @@ fn a_record_that_does_not_parse_is_a_dead_letter_naming_topic_partition_and_offs
     assert!(lines[1]["reason"].as_str().unwrap().contains("expected 3 columns, found 4"), "{dead}");
     assert_eq!(lines[1]["raw"], "7,5,x,extra");
 }
+
+// ---------------------------------------------------------------------------------
+// The Kafka sink (src/sink/kafka.rs). Output, late and dead-letter topics, and the
+// progress topic of weft's markers. The mock cluster acknowledges transactions
+// without aborting any (no control records), so a kill in the middle of a
+// transaction would leave its records visible here, unlike on a real cluster: the
+// kill tests below kill right after a publish round, when no transaction is open.
+
+const OUT_TOPIC: &str = "joined";
+
+/// The output topics, with `partitions` partitions for the output and late rows.
+fn create_output_topics(c: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>, partitions: i32) {
+    for (t, p) in [("joined", partitions), ("joined.late", partitions), ("joined.dead", 1), ("joined.weft-progress", 1)]
+    {
+        c.create_topic(t, p, 1).unwrap();
+    }
+}
+
+/// A job config over topics `l`/`r` whose output goes to the topic `joined`.
+fn kafka_to_kafka_job(brokers: &str, bounded: bool, engine: &str) -> String {
+    kafka_job_with(brokers, bounded, "KOUT", engine)
+        .replace("path = \"KOUT\"", &format!("kafka = {{ brokers = \"{brokers}\", topic = \"{OUT_TOPIC}\" }}"))
+}
+
+/// Every record of `topic` (read_committed, all partitions, to their ends), with its
+/// `weft.input` header if any.
+fn read_topic(brokers: &str, topic: &str) -> Vec<(Option<String>, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let parts = md.topics()[0].partitions().len();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let (mut ended, mut out) = (std::collections::BTreeSet::new(), Vec::new());
+    let deadline = std::time::Instant::now() + common::timeout();
+    while ended.len() < parts {
+        assert!(std::time::Instant::now() < deadline, "reading {topic} did not end");
+        match c.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("{topic}: {e}"),
+            Some(Ok(m)) => {
+                let input = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == weft::sink::kafka::INPUT_HEADER)
+                        .map(|h| String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap())
+                });
+                out.push((input, String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// The output and late topics as an output directory `dir/<out>` (CSV with headers),
+/// for `weft validate`'s comparison with the batch answer.
+fn topics_to_dir(brokers: &str, dir: &Path, out: &str) -> usize {
+    let job = common::job_from_toml(&file_job("x"), dir).unwrap();
+    let (l, r) = (&job.left.schema, &job.right.schema);
+    let header = weft::codec::format::OutputFormatter::new(job.output_format, l, r).header();
+    std::fs::create_dir_all(dir.join(out).join("late")).unwrap();
+    let mut part = String::from_utf8(header).unwrap();
+    let rows = read_topic(brokers, OUT_TOPIC);
+    for (_, row) in &rows {
+        part.push_str(row);
+        part.push('\n');
+    }
+    common::write(&dir.join(out), "part-0.csv", part);
+    for schema in [l, r] {
+        let h = weft::codec::format::InputFormatter::new(weft::config::Format::Csv, schema).header();
+        common::write(&dir.join(out).join("late"), &format!("{}-0.csv", schema.name), String::from_utf8(h).unwrap());
+    }
+    for (input, row) in read_topic(brokers, &format!("{OUT_TOPIC}.late")) {
+        let input = input.expect("a late row names its input");
+        let p = dir.join(out).join("late").join(format!("{input}-0.csv"));
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str(&row);
+        text.push('\n');
+        std::fs::write(&p, text).unwrap();
+    }
+    rows.len()
+}
+
+/// No staged record is left once a run has published everything.
+fn assert_nothing_staged(dir: &Path) {
+    let staged = weft::sink::staging::committed(&dir.join("ckpt").join(weft::config::KAFKA_STAGING_DIR)).unwrap();
+    assert!(staged.is_empty(), "left unpublished: {staged:?}");
+}
+
+#[test]
+fn a_bounded_job_from_kafka_to_kafka_publishes_the_batch_answer_read_committed() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = cluster();
+    produce(&c, dir, 3000);
+    create_output_topics(&c, 4);
+    let brokers = c.bootstrap_servers();
+    let ck = "checkpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 30";
+    let report = common::run(&kafka_to_kafka_job(&brokers, true, ck), dir);
+    let rows = topics_to_dir(&brokers, dir, "kout");
+    assert_eq!(report.output_rows, rows as u64, "every output row is one record, once");
+    assert!(rows > 0 && !read_topic(&brokers, "joined.late").is_empty(), "output and late rows were published");
+    assert_equals_batch(dir, "kout");
+    assert_nothing_staged(dir);
+    assert!(!read_topic(&brokers, "joined.weft-progress").is_empty(), "markers were written");
+}
+
+#[test]
+fn a_kafka_to_kafka_job_killed_and_resumed_publishes_each_row_once() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = cluster();
+    let n = 8000;
+    produce_part(&c, dir, n, 0..n / 2);
+    create_output_topics(&c, 4);
+    let brokers = c.bootstrap_servers();
+    let ck = "checkpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 150";
+    let cfg = common::write(dir, "job.toml", kafka_to_kafka_job(&brokers, false, ck));
+    // Unbounded over the first half: killed (-9) after the 8th publish round, with
+    // rows of epochs not yet checkpointed staged and some epochs published.
+    let mut cmd = common::weft();
+    cmd.args(["run", "--quiet", "--log-level", "debug", "--config", cfg.to_str().unwrap()]);
+    let kill =
+        common::crash::KillAt { line: Some(("every committed epoch is published".into(), 8)), delay: Duration::ZERO };
+    let a = common::crash::attempt(cmd, Some(&kill), common::timeout());
+    assert!(a.killed, "an unbounded job runs until killed: {}", a.stderr);
+    assert!(a.stderr.contains("kafka output: published"), "some epochs were published: {}", a.stderr);
+    let before = read_topic(&brokers, OUT_TOPIC).len();
+    // The rest arrives; the same job resumes, now bounded, to the topics' ends.
+    produce_part(&c, dir, n, n / 2..n);
+    let cfg = common::write(dir, "job.toml", kafka_to_kafka_job(&brokers, true, ck));
+    let out = common::weft_run(&cfg, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = topics_to_dir(&brokers, dir, "kout");
+    println!("{before} records before the kill, {rows} in all");
+    assert!(before > 0 && rows > before);
+    assert_equals_batch(dir, "kout");
+    assert_nothing_staged(dir);
+}
+
+/// Staged files as the shards write them: one framed record per row.
+fn stage(dir: &Path, name: &str, rows: &[&str]) {
+    let mut buf = Vec::new();
+    for r in rows {
+        let at = buf.len();
+        weft::sink::staging::begin_frame(&mut buf);
+        buf.extend_from_slice(r.as_bytes());
+        buf.push(b'\n');
+        weft::sink::staging::end_frame(&mut buf, at);
+    }
+    std::fs::write(dir.join(name), buf).unwrap();
+}
+
+#[test]
+fn epochs_already_published_are_not_sent_again_and_another_run_starts_anew() {
+    use weft::sink::kafka::Publisher;
+    use weft::sink::staging;
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster();
+    create_output_topics(&c, 2);
+    let brokers = c.bootstrap_servers();
+    // The inputs are not read here: only the output's resolved settings are used.
+    let job =
+        common::job_from_toml(&kafka_to_kafka_job(&brokers, true, "checkpoint_dir = \"ckpt\""), t.path()).unwrap();
+    let weft::config::OutputTarget::Kafka(k) = &job.output else { panic!() };
+    let s = &k.staging;
+    let run = staging::start_fresh(s).unwrap();
+    stage(s, "part-0-1.rec", &["a1", "a2"]);
+    stage(s, "part-1-1.rec", &["b1"]);
+    stage(s, "late/l-0-1.rec", &["1,5,late"]);
+    stage(s, "dead/part-1-2.rec", &["{\"input\":\"l\"}"]);
+    Publisher::start(k, 0, run.clone()).unwrap().finish().unwrap();
+    assert!(staging::committed(s).unwrap().is_empty(), "published files are removed");
+    let rows = |t: &str| {
+        let mut v: Vec<String> = read_topic(&brokers, t).into_iter().map(|(_, r)| r).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(rows("joined"), ["a1", "a2", "b1"]);
+    assert_eq!(read_topic(&brokers, "joined.late"), [(Some("l".to_string()), "1,5,late".to_string())]);
+    assert_eq!(rows("joined.dead"), ["{\"input\":\"l\"}"]);
+    // A crash after the transaction of epoch 1 committed but before its files were
+    // removed: a new process sends epoch 2 only.
+    stage(s, "part-0-1.rec", &["a1", "a2"]);
+    stage(s, "part-0-2.rec", &["a3"]);
+    Publisher::start(k, 0, run.clone()).unwrap().finish().unwrap();
+    assert_eq!(rows("joined"), ["a1", "a2", "a3", "b1"], "epoch 1 of shard 0 was sent once");
+    assert!(staging::committed(s).unwrap().is_empty());
+    // The job started again from the beginning (its checkpoints removed): a new run id,
+    // whose epoch 1 is this run's, not the one published before.
+    let run2 = staging::start_fresh(s).unwrap();
+    assert_ne!(run, run2);
+    stage(s, "part-0-1.rec", &["c1"]);
+    Publisher::start(k, 0, run2).unwrap().finish().unwrap();
+    assert_eq!(rows("joined"), ["a1", "a2", "a3", "b1", "c1"]);
+}
+
+#[test]
+fn a_missing_output_topic_is_refused_before_anything_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = cluster();
+    produce(&c, dir, 10);
+    for topic in ["joined", "joined.late", "joined.dead"] {
+        c.create_topic(topic, 1, 1).unwrap();
+    }
+    let brokers = c.bootstrap_servers();
+    let cfg = common::write(dir, "job.toml", kafka_to_kafka_job(&brokers, true, "checkpoint_dir = \"ckpt\""));
+    let out = common::weft_run(&cfg, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("topic `joined.weft-progress`") && err.contains("does not exist") && err.contains("compact"),
+        "{err}"
+    );
+    assert!(!dir.join("ckpt").join("chk-1.json").exists(), "no checkpoint was taken");
+}

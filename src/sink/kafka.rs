@@ -222,23 +222,36 @@ impl Publisher {
 impl Publishing {
     fn run(mut self, rx: Receiver<()>) -> Result<(), PublishError> {
         loop {
-            self.publish_committed()?;
+            self.round()?;
             match rx.recv() {
                 Ok(()) => while rx.try_recv().is_ok() {},
-                Err(_) => return self.publish_committed(),
+                Err(_) => return self.round(),
             }
         }
+    }
+
+    /// Publishes what is committed, and says so (a test kills the process right after
+    /// this line, when no transaction is open).
+    fn round(&mut self) -> Result<(), PublishError> {
+        let (records, txns) = self.publish_committed()?;
+        if txns > 0 {
+            tracing::info!(records, "kafka output: published {records} records in {txns} transactions");
+        }
+        tracing::debug!("kafka output: every committed epoch is published");
+        Ok(())
     }
 
     fn dir(&self) -> &Path {
         &self.out.staging
     }
 
-    /// Sends every committed staged file, shard by shard, then removes them.
-    fn publish_committed(&mut self) -> Result<(), PublishError> {
+    /// Sends every committed staged file, shard by shard, then removes them. Returns
+    /// the records and transactions.
+    fn publish_committed(&mut self) -> Result<(u64, u64), PublishError> {
         let files = staging::committed(self.dir())?;
+        let (mut total, mut txns) = (0, 0);
         if files.is_empty() {
-            return Ok(());
+            return Ok((total, txns));
         }
         let mut by_shard: BTreeMap<u32, Vec<staging::Staged>> = BTreeMap::new();
         for f in files {
@@ -268,7 +281,9 @@ impl Publishing {
                     match transaction(&self.out, &self.run, p, &todo) {
                         Ok(records) => {
                             let (a, b) = (todo[0].epoch, todo[todo.len() - 1].epoch);
-                            tracing::info!(
+                            total += records;
+                            txns += 1;
+                            tracing::debug!(
                                 shard,
                                 records,
                                 "kafka output: published epochs {a}..={b} of shard {shard} ({records} records, \
@@ -296,7 +311,7 @@ impl Publishing {
             }
             staging::sync_dirs(&self.out.staging)?;
         }
-        Ok(())
+        Ok((total, txns))
     }
 
     /// The shard's producer, created and `init_transactions`ed on first use.
