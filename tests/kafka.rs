@@ -50,12 +50,19 @@ fn produce_part(
     n: usize,
     sent: std::ops::Range<usize>,
 ) {
-    let producer: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().expect("producer");
-    for (topic, salt) in [("l", 0u64), ("r", 100)] {
-        if sent.start == 0 {
+    if sent.start == 0 {
+        for topic in ["l", "r"] {
             cluster.create_topic(topic, PARTITIONS, 1).unwrap();
         }
+    }
+    send_rows(&cluster.bootstrap_servers(), dir, n, sent)
+}
+
+/// Sends the rows `sent` of each partition of `l` and `r` and writes all `n` rows of
+/// each as the files `l<p>.csv` / `r<p>.csv` in `dir`.
+fn send_rows(brokers: &str, dir: &Path, n: usize, sent: std::ops::Range<usize>) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    for (topic, salt) in [("l", 0u64), ("r", 100)] {
         for p in 0..PARTITIONS {
             let rows = partition_rows(salt + p as u64, n);
             let mut file = String::from("k,ts,v\n");
@@ -448,14 +455,24 @@ fn a_kafka_to_kafka_job_killed_and_resumed_publishes_each_row_once() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     let c = cluster();
-    let n = 8000;
-    produce_part(&c, dir, n, 0..n / 2);
+    let (n, slices) = (8000, 16);
+    produce_part(&c, dir, n, 0..n / slices);
     create_output_topics(&c, 4);
     let brokers = c.bootstrap_servers();
     let ck = "checkpoint_dir = \"ckpt\"\ncheckpoint_interval_ms = 150";
     let cfg = common::write(dir, "job.toml", kafka_to_kafka_job(&brokers, false, ck));
-    // Unbounded over the first half: killed (-9) after the 8th publish round, with
-    // rows of epochs not yet checkpointed staged and some epochs published.
+    // The rows arrive in slices while the job runs (unbounded); it is killed (-9)
+    // right after its 6th publish round, with rows of epochs not yet checkpointed
+    // staged (and more arriving), and earlier epochs published.
+    let feeder = {
+        let (brokers, dir) = (brokers.clone(), dir.to_path_buf());
+        std::thread::spawn(move || {
+            for k in 1..slices {
+                std::thread::sleep(Duration::from_millis(100));
+                send_rows(&brokers, &dir, n, k * n / slices..(k + 1) * n / slices);
+            }
+        })
+    };
     let mut cmd = common::weft();
     cmd.args(["run", "--quiet", "--log-level", "debug", "--config", cfg.to_str().unwrap()]);
     let kill =
@@ -465,7 +482,7 @@ fn a_kafka_to_kafka_job_killed_and_resumed_publishes_each_row_once() {
     assert!(a.stderr.contains("kafka output: published"), "some epochs were published: {}", a.stderr);
     let before = read_topic(&brokers, OUT_TOPIC).len();
     // The rest arrives; the same job resumes, now bounded, to the topics' ends.
-    produce_part(&c, dir, n, n / 2..n);
+    feeder.join().unwrap();
     let cfg = common::write(dir, "job.toml", kafka_to_kafka_job(&brokers, true, ck));
     let out = common::weft_run(&cfg, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
