@@ -509,7 +509,7 @@ pub async fn run(mut ctx: ShardCtx) -> Result<ShardResult, ShardError> {
     if let Some(l) = &live {
         l.publish_final(ctx.id as usize, |s| core.fill_live(s, &partitions, blocked_ns));
     }
-    let res = finish(&ctx, core, end, peers_complete);
+    let res = finish(&ctx, core, end, peers_complete, &partitions);
     if let (Some(l), Ok(r)) = (&live, &res) {
         // The report's figures, from the same counters: the endpoint agrees with it.
         l.publish_final(ctx.id as usize, |s| {
@@ -768,7 +768,13 @@ async fn flush(core: &Rc<RefCell<Core>>, outbox: &mut Outbox, mark: Mark, now_ns
 
 /// The shard's end: the first error, a graceful stop at a checkpoint, or the end of
 /// the input (unmatched rows emitted, sinks closed, the coordinator told).
-fn finish(ctx: &ShardCtx, mut c: Core, end: SourceEnd, peers_complete: bool) -> Result<ShardResult, ShardError> {
+fn finish(
+    ctx: &ShardCtx,
+    mut c: Core,
+    end: SourceEnd,
+    peers_complete: bool,
+    partitions: &[OpenPartition],
+) -> Result<ShardResult, ShardError> {
     if let Some(e) = end.fatal.or(c.error.take()) {
         return Err(e);
     }
@@ -786,7 +792,7 @@ fn finish(ctx: &ShardCtx, mut c: Core, end: SourceEnd, peers_complete: bool) -> 
     c.join.finish(&mut c.sinks)?;
     c.sinks.close()?;
     if let Some(ck) = &c.ckpt {
-        ck.finished(ctx.id);
+        ck.finished(ctx.id, partitions.iter().map(|p| (p.plan_index, p.src.position())).collect());
     }
     let counters = c.counters_now();
     Ok(ShardResult { counters, latency: c.sinks.latency, stopped_at: None })

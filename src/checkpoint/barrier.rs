@@ -183,8 +183,8 @@ impl ShardCheckpoint {
     }
 
     /// Tells the coordinator this shard ran to the end of its input.
-    pub fn finished(&self, shard: u32) {
-        let _ = self.to_coordinator.send(CoordMsg::Finished { shard });
+    pub fn finished(&self, shard: u32, positions: Vec<(u32, crate::source::SourcePos)>) {
+        let _ = self.to_coordinator.send(CoordMsg::Finished { shard, positions });
     }
 }
 

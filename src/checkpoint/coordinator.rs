@@ -128,6 +128,8 @@ pub struct Coordinator {
     groups: Option<crate::source::kafka::GroupCommitter>,
     /// The Kafka sink: woken after each commit to publish the committed epochs.
     publisher: Option<Publisher>,
+    /// Where the shards' sources ended (a run to the end), by plan index.
+    final_positions: Vec<(u32, crate::source::SourcePos)>,
 }
 
 impl Coordinator {
@@ -165,6 +167,7 @@ impl Coordinator {
             stats: CheckpointLive { enabled: true, last: restored, ..CheckpointLive::default() },
             groups: crate::source::kafka::GroupCommitter::new(job),
             publisher,
+            final_positions: Vec::new(),
         }
     }
 
@@ -327,7 +330,10 @@ impl Coordinator {
                 self.pending.remove(&n);
                 self.failed.entry(n).or_insert_with(|| format!("shard {shard}: {error}"));
             }
-            CoordMsg::Finished { .. } => self.finished += 1,
+            CoordMsg::Finished { positions, .. } => {
+                self.finished += 1;
+                self.final_positions.extend(positions);
+            }
         }
     }
 
@@ -369,7 +375,8 @@ impl Coordinator {
             p.wake();
         }
         if let Some(g) = &self.groups {
-            g.commit(m.shards.iter().flat_map(|s| &s.sources).map(|st| (st.plan_index, &st.position)));
+            let positions = m.shards.iter().flat_map(|s| &s.sources).map(|st| (st.plan_index, &st.position));
+            g.commit(positions, false);
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;
         Ok(())
@@ -389,6 +396,11 @@ impl Coordinator {
         self.stats.last_success_unix_s = unix_ms() as f64 / 1000.0;
         if let Some(d) = self.output.files_dir() {
             layout::commit_output(d, u64::MAX)?;
+        }
+        // The groups get the end positions of the finished job (waited for: the
+        // process ends right after).
+        if let Some(g) = &self.groups {
+            g.commit(self.final_positions.iter().map(|(i, p)| (*i, p)), true);
         }
         checkpoint::collect_garbage(&self.dir, self.retained)?;
         Ok(())

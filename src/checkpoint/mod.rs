@@ -365,7 +365,8 @@ pub enum CoordMsg {
     /// Snapshot `n` of a shard could not be written: checkpoint n fails.
     Failed { n: u64, shard: u32, error: String },
     /// The shard ran to the end of its input; its last epoch's files are closed.
-    Finished { shard: u32 },
+    /// `positions`: where its sources ended, by plan index.
+    Finished { shard: u32, positions: Vec<(u32, crate::source::SourcePos)> },
 }
 
 pub fn manifest_path(dir: &Path, n: u64) -> PathBuf {

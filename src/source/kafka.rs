@@ -378,8 +378,9 @@ impl GroupCommitter {
         Some(GroupCommitter { parts, consumers })
     }
 
-    /// Commits `(plan index, position)` of a completed checkpoint (asynchronously).
-    pub fn commit<'a>(&self, positions: impl Iterator<Item = (u32, &'a SourcePos)>) {
+    /// Commits `(plan index, position)` of a completed checkpoint (asynchronously,
+    /// unless `wait`).
+    pub fn commit<'a>(&self, positions: impl Iterator<Item = (u32, &'a SourcePos)>, wait: bool) {
         let mut lists: Vec<TopicPartitionList> = self.consumers.iter().map(|_| TopicPartitionList::new()).collect();
         for (i, pos) in positions {
             let (Some(Some((c, p))), SourcePos::Kafka { offset: Some(o), .. }) = (self.parts.get(i as usize), pos)
@@ -392,7 +393,8 @@ impl GroupCommitter {
             if tpl.count() == 0 {
                 continue;
             }
-            if let Err(e) = c.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+            let mode = if wait { rdkafka::consumer::CommitMode::Sync } else { rdkafka::consumer::CommitMode::Async };
+            if let Err(e) = c.commit(&tpl, mode) {
                 tracing::warn!("kafka topic `{topic}`: committing the checkpoint's offsets to the group failed: {e}");
             }
             // Serves the commit's callback queue (nothing waits on it).
