@@ -711,15 +711,7 @@ impl JobConfig {
         if kc.group.is_some() {
             return Err(invalid("output.kafka.group", "only an input has a consumer group".into()));
         }
-        let brokers = match (kc.brokers.as_deref(), self.engine.kafka_brokers.as_deref()) {
-            (Some(b), _) | (None, Some(b)) if !b.trim().is_empty() => b.trim().to_string(),
-            _ => {
-                return Err(invalid(
-                    "output.kafka.brokers",
-                    "missing: give `brokers = \"host:port,...\"` here or `kafka_brokers` under [engine]".into(),
-                ))
-            }
-        };
+        let brokers = resolve_brokers(kc, self.engine.kafka_brokers.as_deref(), "output.kafka")?;
         let topic = kc.topic.clone();
         let named = |key: &str, v: &Option<String>, default: String| match v.as_deref() {
             Some("") => Err(invalid(&format!("output.kafka.{key}"), "is empty: leave it out for the default".into())),
@@ -900,18 +892,21 @@ fn check_join(j: &JoinConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A `kafka` table's brokers: its own, else `engine.kafka_brokers` (`fallback`).
+fn resolve_brokers(kc: &KafkaConfig, fallback: Option<&str>, key: &str) -> Result<String, Invalid> {
+    match (kc.brokers.as_deref(), fallback) {
+        (Some(b), _) | (None, Some(b)) if !b.trim().is_empty() => Ok(b.trim().to_string()),
+        _ => Err((
+            format!("{key}.brokers"),
+            "missing: give `brokers = \"host:port,...\"` here or `kafka_brokers` under [engine]".into(),
+        )),
+    }
+}
+
 /// An input's `kafka` table: brokers from it or from `engine.kafka_brokers`, a topic,
 /// options that leave weft's own properties alone.
 fn resolve_kafka(kc: &KafkaConfig, format: Format, key: &str, brokers: Option<&str>) -> Result<KafkaInput, Invalid> {
-    let brokers = match (kc.brokers.as_deref(), brokers) {
-        (Some(b), _) | (None, Some(b)) if !b.trim().is_empty() => b.trim().to_string(),
-        _ => {
-            return Err((
-                format!("{key}.brokers"),
-                "missing: give `brokers = \"host:port,...\"` here or `kafka_brokers` under [engine]".into(),
-            ))
-        }
-    };
+    let brokers = resolve_brokers(kc, brokers, key)?;
     if kc.topic.is_empty() {
         return Err((format!("{key}.topic"), "is empty".into()));
     }

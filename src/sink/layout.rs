@@ -48,7 +48,7 @@ pub const DEAD_FORMAT: Format = Format::Jsonl;
 /// Prefix of part files (and of streaming dead-letter files).
 const PART_PREFIX: &str = "part-";
 
-fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SinkError {
+pub(crate) fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SinkError {
     let path = path.to_path_buf();
     move |source| SinkError { path, op, source }
 }

@@ -28,7 +28,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::layout::{self, DEAD_DIR, LATE_DIR};
+use super::layout::{self, io, DEAD_DIR, LATE_DIR};
 use super::SinkError;
 
 /// The extension of staged files.
@@ -37,11 +37,6 @@ pub const EXT: &str = "rec";
 pub const RUN_FILE: &str = "RUN";
 /// Bytes of a frame's length.
 const LEN: usize = 4;
-
-fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SinkError {
-    let path = path.to_path_buf();
-    move |source| SinkError { path, op, source }
-}
 
 fn corrupt(path: &Path, reason: String) -> SinkError {
     SinkError { path: path.to_path_buf(), op: "read staged records", source: std::io::Error::other(reason) }
