@@ -4,7 +4,11 @@
 //!
 //! Each source owns one librdkafka consumer `assign`ed to its one partition (never
 //! `subscribe`d: which instance reads which partition is decided by
-//! `engine.instance`, not by the group protocol). The position a checkpoint records
+//! `engine.instance`, not by the group protocol). The partition's records are read
+//! from its own librdkafka queue, split off the consumer's queue before the assign,
+//! a batch per poll through librdkafka's callback API (module `native`, the only
+//! unsafe code here): no allocation and no clock read per record. The consumer's
+//! queue (logs, client errors) is still served once per poll through rust-rdkafka. The position a checkpoint records
 //! is the offset of the next record; a restart assigns at it. With `bounded = true`
 //! the source reads up to the partition's end offset found when the job first
 //! started (kept in the checkpoint, so a restarted backfill ends where it would have)
@@ -15,12 +19,12 @@
 //! retried by librdkafka; weft logs it (at most every [`WARN_EVERY`]) and keeps
 //! polling. Unknown topics and authorization failures end the job with their cause.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{PollStatus, Source, SourceError, SourceItem, SourcePos};
@@ -129,7 +133,9 @@ pub struct KafkaSource {
     partition: i32,
     schema: Schema,
     name: String,
-    consumer: Client,
+    /// The partition's records and errors (split off `consumer`'s queue at open).
+    queue: native::PartitionQueue,
+    consumer: Arc<Client>,
     /// Assigned at `next` (done at the first poll, after any seek).
     assigned: bool,
     /// Offset of the next record to hand out; `None`: the partition's start.
@@ -146,7 +152,12 @@ pub struct KafkaSource {
 impl KafkaSource {
     pub fn open(input: &KafkaInput, side: Side, partition: u32, schema: Schema) -> Result<KafkaSource, SourceError> {
         let name = format!("kafka:{}/{partition}", input.topic);
-        let consumer = consumer(input, name.clone())?;
+        let consumer = Arc::new(consumer(input, name.clone())?);
+        // Before the assign, so that no record of the partition ever reaches the
+        // consumer's queue.
+        let queue = native::PartitionQueue::split(&consumer, &input.topic, partition as i32).ok_or_else(|| {
+            SourceError::Kafka(format!("{name} (brokers {}): cannot open the partition's queue", input.brokers))
+        })?;
         let cells = super::csv::Cells::new(schema.fields.len() + 1);
         Ok(KafkaSource {
             input: input.clone(),
@@ -154,6 +165,7 @@ impl KafkaSource {
             partition: partition as i32,
             schema,
             name,
+            queue,
             consumer,
             assigned: false,
             next: None,
@@ -194,10 +206,28 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Serves the consumer's own queue (librdkafka's logs and client errors, into
+    /// weft's log; fatal errors end the job). Records never arrive there: the
+    /// partition's queue was split off before the assign.
+    fn serve_events(&mut self) -> Result<(), SourceError> {
+        match self.consumer.poll(Duration::ZERO) {
+            None => Ok(()),
+            Some(Err(KafkaError::PartitionEOF(_)) | Ok(_)) => Err(self.fail(
+                "a record or the partition's end arrived on the consumer's queue, not on the partition's own".into(),
+            )),
+            Some(Err(e)) => self.on_error(e, None),
+        }
+    }
+
     /// An error from a poll: fatal ones end the job, others are logged and retried.
-    fn on_error(&mut self, e: KafkaError) -> Result<(), SourceError> {
-        let code = e.rdkafka_error_code();
-        let fatal = match code {
+    /// `detail`: librdkafka's text for it, when it has one.
+    fn on_error(&mut self, err: KafkaError, detail: Option<&str>) -> Result<(), SourceError> {
+        let e = match detail {
+            Some(d) if !d.is_empty() => format!("{err}: {d}"),
+            _ => format!("{err}"),
+        };
+        let fatal = match err.rdkafka_error_code() {
+            _ if matches!(err, KafkaError::MessageConsumptionFatal(_)) => Some(e.clone()),
             Some(RDKafkaErrorCode::OffsetOutOfRange) => Some(format!(
                 "offset {} is not in the partition any more (deleted by retention?): the rows of the checkpoint's \
                  position cannot be read again ({e})",
@@ -214,7 +244,7 @@ impl KafkaSource {
                 | RDKafkaErrorCode::ClusterAuthorizationFailed
                 | RDKafkaErrorCode::SaslAuthenticationFailed,
             ) => Some(format!("not authorized ({e})")),
-            Some(RDKafkaErrorCode::Fatal) => Some(format!("{e}")),
+            Some(RDKafkaErrorCode::Fatal) => Some(e.clone()),
             _ => None,
         };
         if let Some(m) = fatal {
@@ -261,44 +291,50 @@ impl Source for KafkaSource {
                 return Ok(PollStatus::Done);
             }
         }
+        self.serve_events()?;
         let mut handed = 0;
-        while handed < max_rows {
-            let m = match self.consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Err(KafkaError::PartitionEOF(_))) => {
+        let mut error = None;
+        let KafkaSource { queue, next, end, done, side, input, schema, cells, b, .. } = self;
+        let (side, format, end) = (*side, input.format, *end);
+        queue.serve(&mut |r| {
+            if r.err != native::NO_ERROR {
+                if r.err == native::PARTITION_EOF {
                     // The log's end, at or past the end found at start.
-                    if self.end.is_some() {
-                        self.done = true;
-                        break;
+                    if end.is_some() {
+                        *done = true;
+                        return false;
                     }
-                    continue;
+                    return true;
                 }
-                Some(Err(e)) => {
-                    self.on_error(e)?;
-                    break;
-                }
-                Some(Ok(m)) => m,
-            };
-            let offset = m.offset();
-            if self.end.is_some_and(|end| offset >= end) {
-                self.done = true;
-                break;
+                error = Some((
+                    KafkaError::MessageConsumption(r.err.into()),
+                    r.payload.map(String::from_utf8_lossy).map(|s| s.into_owned()),
+                ));
+                return false;
+            }
+            let offset = r.offset;
+            if end.is_some_and(|end| offset >= end) {
+                *done = true;
+                return false;
             }
             handed += 1;
-            self.next = Some(offset + 1);
+            *next = Some(offset + 1);
             let line = offset as u64;
-            let side = self.side;
-            match m.payload() {
+            match r.payload {
                 None => out(SourceItem::Dead { side, line, reason: "the record has no value".into(), raw: b"" }),
-                Some(v) => match encode(self.input.format, v, &self.schema, &mut self.cells, &mut self.b) {
-                    Ok((ts, extra)) => out(SourceItem::Row { side, ts, row: self.b.bytes(), intended_ns: None, extra }),
+                Some(v) => match encode(format, v, schema, cells, b) {
+                    Ok((ts, extra)) => out(SourceItem::Row { side, ts, row: b.bytes(), intended_ns: None, extra }),
                     Err(reason) => out(SourceItem::Dead { side, line, reason, raw: super::truncate_raw(v) }),
                 },
             }
-            if self.end.is_some_and(|end| offset + 1 >= end) {
-                self.done = true;
-                break;
+            if end.is_some_and(|end| offset + 1 >= end) {
+                *done = true;
+                return false;
             }
+            handed < max_rows
+        });
+        if let Some((e, detail)) = error {
+            self.on_error(e, detail.as_deref())?;
         }
         Ok(if handed > 0 {
             PollStatus::Rows
@@ -332,6 +368,138 @@ impl Source for KafkaSource {
         // now reads unbounded has no end.
         self.end = if self.input.bounded { *end } else { None };
         Ok(())
+    }
+}
+
+/// A partition's own librdkafka queue, read in batches through librdkafka's callback
+/// API: the only unsafe code of the Kafka source.
+///
+/// Why `rd_kafka_consume_callback_queue` and not `rd_kafka_consume_batch_queue`:
+/// the batch call serves every op that is not a record or a consumer error with
+/// librdkafka's own callbacks, and rust-rdkafka sets no error callback, so a
+/// partition error (`rd_kafka_toppar_enq_error`: the topic deleted, the partition
+/// gone, not authorized) would only be logged and the job would wait forever. The
+/// callback call hands every record, consumer error and such error to us as a
+/// message with `err` set (`rd_kafka_consume_cb`, `rd_kafka_message_get`), so each
+/// is judged by `KafkaSource::on_error` as before. Logs and client errors go to the
+/// main queue, which rust-rdkafka redirects to the consumer queue
+/// (`rd_kafka_poll_set_consumer`); that queue is still served through
+/// `BaseConsumer::poll`, so nothing rust-rdkafka expects to receive is lost.
+mod native {
+    use std::any::Any;
+    use std::ffi::{c_void, CString};
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+    use std::ptr::NonNull;
+    use std::sync::Arc;
+
+    use rdkafka::bindings as rdsys;
+    use rdkafka::consumer::Consumer;
+
+    use super::Client;
+
+    pub const NO_ERROR: rdsys::rd_kafka_resp_err_t = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    pub const PARTITION_EOF: rdsys::rd_kafka_resp_err_t = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF;
+
+    /// One record, or an error (`err` set; `payload` then holds librdkafka's text for
+    /// it and `offset` the partition's end for `PARTITION_EOF`), borrowed for one
+    /// call of the serve function.
+    pub struct Record<'a> {
+        pub err: rdsys::rd_kafka_resp_err_t,
+        pub offset: i64,
+        pub payload: Option<&'a [u8]>,
+    }
+
+    /// The fetch queue of one partition of `consumer`, forwarded nowhere.
+    pub struct PartitionQueue {
+        queue: NonNull<rdsys::rd_kafka_queue_t>,
+        /// Keeps the client alive while the queue handle exists.
+        consumer: Arc<Client>,
+    }
+
+    // SAFETY: librdkafka's queue handles may be used from any thread (their ops are
+    // under the queue's lock); the handle is used by one thread at a time (`&mut`).
+    unsafe impl Send for PartitionQueue {}
+
+    impl PartitionQueue {
+        /// Splits the partition's records off the consumer's queue. Before the
+        /// assign: the queue is detached with `rd_kafka_queue_forward`, which marks
+        /// it as forwarded by the application, so the fetch start of the assign
+        /// leaves it detached and every record of the partition arrives here.
+        pub fn split(consumer: &Arc<Client>, topic: &str, partition: i32) -> Option<PartitionQueue> {
+            let topic = CString::new(topic).ok()?;
+            let rk = consumer.client().native_ptr();
+            // SAFETY: `rk` is the live client `consumer` owns; `topic` is a C string
+            // that outlives the call. The result is a new handle (or null), ours.
+            let queue = NonNull::new(unsafe { rdsys::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition) })?;
+            // SAFETY: `queue` is the handle just returned; a null destination detaches it.
+            unsafe { rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
+            Some(PartitionQueue { queue, consumer: consumer.clone() })
+        }
+
+        /// Hands the queued records and errors to `f` in order, without waiting, until
+        /// `f` returns false (the rest stay queued) or the queue is empty. Three clock
+        /// reads per call, none per record. A panic in `f` is carried over the C
+        /// frames and resumed here.
+        pub fn serve(&mut self, f: &mut dyn FnMut(Record<'_>) -> bool) {
+            struct Ctx<'a> {
+                f: &'a mut dyn FnMut(Record<'_>) -> bool,
+                rk: *mut rdsys::rd_kafka_t,
+                panic: Option<Box<dyn Any + Send>>,
+            }
+            unsafe extern "C" fn on_message(m: *mut rdsys::rd_kafka_message_t, opaque: *mut c_void) {
+                // SAFETY: `opaque` is the `Ctx` below, alive and not otherwise borrowed
+                // while librdkafka runs this callback on our thread, inside our call.
+                let ctx = unsafe { &mut *opaque.cast::<Ctx<'_>>() };
+                // SAFETY: librdkafka passes a valid message that lives until the
+                // callback returns (then it destroys the op); `payload` is null or
+                // `len` readable bytes.
+                let r = unsafe {
+                    let m = &*m;
+                    let payload = (!m.payload.is_null())
+                        .then(|| std::slice::from_raw_parts(m.payload.cast::<u8>().cast_const(), m.len));
+                    Record { err: m.err, offset: m.offset, payload }
+                };
+                let more = if ctx.panic.is_some() {
+                    false
+                } else {
+                    match catch_unwind(AssertUnwindSafe(|| (ctx.f)(r))) {
+                        Ok(more) => more,
+                        Err(p) => {
+                            ctx.panic = Some(p);
+                            false
+                        }
+                    }
+                };
+                if !more {
+                    // SAFETY: `rk` is the live client; yield only ends this serve call
+                    // (the ops not yet served go back to the queue's head).
+                    unsafe { rdsys::rd_kafka_yield(ctx.rk) };
+                }
+            }
+            let mut ctx = Ctx { f, rk: self.consumer.client().native_ptr(), panic: None };
+            // SAFETY: the queue handle is ours and alive (its client too, by
+            // `self.consumer`); timeout 0 never waits; the callback gets `ctx` only for
+            // the duration of this call, on this thread.
+            unsafe {
+                rdsys::rd_kafka_consume_callback_queue(
+                    self.queue.as_ptr(),
+                    0,
+                    Some(on_message),
+                    (&raw mut ctx).cast::<c_void>(),
+                )
+            };
+            if let Some(p) = ctx.panic {
+                resume_unwind(p);
+            }
+        }
+    }
+
+    impl Drop for PartitionQueue {
+        fn drop(&mut self) {
+            // SAFETY: the handle from `rd_kafka_queue_get_partition`, destroyed once,
+            // before `self.consumer` (the client) is dropped.
+            unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) };
+        }
     }
 }
 
