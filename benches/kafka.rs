@@ -6,7 +6,8 @@
 //!
 //! `WEFT_BIN` (default `target/release/weft`), `KAFKA_BENCH_ROWS` (rows per partition
 //! and topic, default 90,000: the mock keeps only about the last 100,000 records of a
-//! partition), `KAFKA_BENCH_ROUNDS` (default 3, files and Kafka alternated).
+//! partition), `KAFKA_BENCH_ROUNDS` (default 3, files and Kafka alternated),
+//! `KAFKA_BENCH_OPTIONS` (librdkafka options for the Kafka run, default none).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,9 +15,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
 
@@ -76,9 +80,61 @@ fn run(bin: &Path, cfg: &Path, dir: &Path) -> (f64, f64, f64) {
     (events, r["cpu_s"].as_f64().unwrap(), r["wall_s"].as_f64().unwrap_or(f64::NAN))
 }
 
+/// CPU seconds (user + system) this process has used so far.
+fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given; nothing else is touched.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// The floor under any Kafka source: librdkafka alone reading both topics to their
+/// ends, one consumer per partition as weft has it, each record's value summed and
+/// dropped (no parsing, no join). Run in a child process (`--floor BROKERS`) so that
+/// its CPU time excludes the mock broker's; prints "events cpu_s".
+fn floor(brokers: &str) {
+    let mut consumers = Vec::new();
+    for topic in ["l", "r"] {
+        for p in 0..PARTITIONS {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("group.id", "floor")
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "true")
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            c.assign(&tpl).unwrap();
+            consumers.push(Some(c));
+        }
+    }
+    let (mut events, mut sum) = (0u64, 0u64);
+    while consumers.iter().any(Option::is_some) {
+        for slot in &mut consumers {
+            let Some(c) = slot else { continue };
+            match c.poll(Duration::from_millis(1)) {
+                Some(Ok(m)) => {
+                    events += 1;
+                    sum += m.payload().map_or(0, |v| v.iter().map(|&b| b as u64).sum());
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => *slot = None,
+                Some(Err(e)) => panic!("{e}"),
+                None => {}
+            }
+        }
+    }
+    println!("{events} {:.3} {sum}", process_cpu_s());
+}
+
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` / `cargo bench -- --list`: nothing to list
+    }
+    if let Some(i) = args.iter().position(|a| a == "--floor") {
+        return floor(&args[i + 1]);
     }
     let bin = PathBuf::from(std::env::var("WEFT_BIN").unwrap_or_else(|_| "target/release/weft".into()));
     assert!(bin.is_file(), "{} not found: build it (cargo build --release) or set WEFT_BIN", bin.display());
@@ -114,8 +170,11 @@ fn main() {
         let paths: Vec<String> = (0..PARTITIONS).map(|p| format!("\"{t}{p}.csv\"")).collect();
         format!("paths = [{}]", paths.join(", "))
     });
+    // Extra librdkafka options for the Kafka run, as the body of a TOML inline table
+    // (`"queued.min.messages" = "10000"`), to try settings without a rebuild.
+    let options = std::env::var("KAFKA_BENCH_OPTIONS").unwrap_or_default();
     let kafka = config(dir.path(), "kafka", &|t| {
-        format!("kafka = {{ brokers = \"{brokers}\", topic = \"{t}\", bounded = true }}")
+        format!("kafka = {{ brokers = \"{brokers}\", topic = \"{t}\", bounded = true, options = {{ {options} }} }}")
     });
     println!("rows per partition and topic: {n}; partitions: {PARTITIONS}; 1 shard; output counted");
     println!("{:>6} {:>6} {:>10} {:>8} {:>8} {:>14}", "round", "source", "events", "cpu_s", "wall_s", "events/cpu_s");
@@ -127,6 +186,12 @@ fn main() {
             println!("{round:>6} {name:>6} {events:>10} {cpu:>8.3} {wall:>8.3} {:>14.0}", events / cpu);
         }
     }
+    let out = Command::new(std::env::current_exe().unwrap()).args(["--floor", &brokers]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+    let (events, cpu) = (f.next().unwrap(), f.next().unwrap());
+    println!("librdkafka alone (one consumer per partition, values summed): {events} events, {cpu:.3} cpu_s, {:.0} events/cpu_s", events / cpu);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]

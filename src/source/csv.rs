@@ -405,22 +405,36 @@ fn encode(
     event_time(RowView(b.bytes()), schema).map_err(|r| format!("column `{}`: {r}", schema.fields[schema.time].name))
 }
 
-/// Encodes one CSV record without a header (a Kafka record's value: its cells are
-/// the schema's fields in order, quoted as RFC 4180 says, line breaks inside quotes
-/// allowed) into `b`; returns its event time. Err is the dead-letter reason.
-pub(crate) fn encode_line(text: &[u8], schema: &Schema, cells: &mut Cells, b: &mut RowBuilder) -> Result<i64, String> {
-    let n = schema.fields.len();
-    if !split_plain(text, cells) {
-        match decode_quoted(text, true, u32::MAX, cells) {
-            Quoted::Complete { consume, .. } if consume >= text.len() => {}
-            Quoted::Complete { .. } => return Err("more than one CSV record in the value".into()),
-            Quoted::NeedMore | Quoted::TooManyLines => return Err("unterminated quote".into()),
-        }
+/// Encodes CSV records without a header (a Kafka record's value: its cells are the
+/// schema's fields in order, quoted as RFC 4180 says, line breaks inside quotes
+/// allowed). Built once per source: nothing is allocated per record.
+pub(crate) struct LineEncoder {
+    cells: Cells,
+    /// Field i is column i.
+    cols: Vec<Option<usize>>,
+    /// No defaults: every field is a column.
+    defaults: Vec<Option<Value>>,
+}
+
+impl LineEncoder {
+    pub(crate) fn new(schema: &Schema) -> LineEncoder {
+        let n = schema.fields.len();
+        LineEncoder { cells: Cells::new(n + 1), cols: (0..n).map(Some).collect(), defaults: vec![None; n] }
     }
-    let cols: Vec<Option<usize>> = (0..n).map(Some).collect();
-    let defaults = vec![None; n];
-    encode(schema, &cols, &defaults, n, cells, text, b)
-        .map_err(|e| format!("{e} (the value's columns are the fields of input `{}`, in order)", schema.name))
+
+    /// Encodes one record into `b`; returns its event time. Err is the dead-letter reason.
+    pub(crate) fn encode(&mut self, text: &[u8], schema: &Schema, b: &mut RowBuilder) -> Result<i64, String> {
+        let cells = &mut self.cells;
+        if !split_plain(text, cells) {
+            match decode_quoted(text, true, u32::MAX, cells) {
+                Quoted::Complete { consume, .. } if consume >= text.len() => {}
+                Quoted::Complete { .. } => return Err("more than one CSV record in the value".into()),
+                Quoted::NeedMore | Quoted::TooManyLines => return Err("unterminated quote".into()),
+            }
+        }
+        encode(schema, &self.cols, &self.defaults, self.cols.len(), cells, text, b)
+            .map_err(|e| format!("{e} (the value's columns are the fields of input `{}`, in order)", schema.name))
+    }
 }
 
 impl Source for CsvSource {
@@ -565,17 +579,17 @@ mod tests {
         let fields =
             vec![Field::new("k", FieldType::I64), Field::new("ts", FieldType::I64), Field::new("s", FieldType::String)];
         let schema = Schema::new("l", fields, &["k".into()], "ts").unwrap();
-        let mut c = Cells::new(4);
+        let mut c = LineEncoder::new(&schema);
         let mut b = RowBuilder::new();
-        assert_eq!(encode_line(b"7,100,x", &schema, &mut c, &mut b), Ok(100));
+        assert_eq!(c.encode(b"7,100,x", &schema, &mut b), Ok(100));
         assert_eq!(RowView(b.bytes()).str(2), b"x");
         assert_eq!(
-            encode_line(b"7,101,\"a,\"\"b\"\"\nc\"", &schema, &mut c, &mut b),
+            c.encode(b"7,101,\"a,\"\"b\"\"\nc\"", &schema, &mut b),
             Ok(101),
             "quoted, with a line break"
         );
         assert_eq!(RowView(b.bytes()).str(2), b"a,\"b\"\nc");
-        let err = |v: &[u8], c: &mut Cells, b: &mut RowBuilder| encode_line(v, &schema, c, b).unwrap_err();
+        let err = |v: &[u8], c: &mut LineEncoder, b: &mut RowBuilder| c.encode(v, &schema, b).unwrap_err();
         assert!(err(b"7,100", &mut c, &mut b).contains("expected 3 columns, found 2"));
         assert!(err(b"7,100,x,y", &mut c, &mut b).contains("in order"));
         assert!(err(b"7,soon,x", &mut c, &mut b).contains("ts"));

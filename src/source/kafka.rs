@@ -145,7 +145,7 @@ pub struct KafkaSource {
     end: Option<i64>,
     done: bool,
     b: RowBuilder,
-    cells: super::csv::Cells,
+    cells: super::csv::LineEncoder,
     last_warn: Option<Instant>,
 }
 
@@ -158,7 +158,7 @@ impl KafkaSource {
         let queue = native::PartitionQueue::split(&consumer, &input.topic, partition as i32).ok_or_else(|| {
             SourceError::Kafka(format!("{name} (brokers {}): cannot open the partition's queue", input.brokers))
         })?;
-        let cells = super::csv::Cells::new(schema.fields.len() + 1);
+        let cells = super::csv::LineEncoder::new(&schema);
         Ok(KafkaSource {
             input: input.clone(),
             side,
@@ -264,13 +264,13 @@ fn encode(
     format: Format,
     value: &[u8],
     schema: &Schema,
-    cells: &mut super::csv::Cells,
+    cells: &mut super::csv::LineEncoder,
     b: &mut RowBuilder,
 ) -> Result<(i64, u32), String> {
     let value = value.strip_suffix(b"\n").unwrap_or(value);
     let value = value.strip_suffix(b"\r").unwrap_or(value);
     match format {
-        Format::Csv => super::csv::encode_line(value, schema, cells, b).map(|ts| (ts, 0)),
+        Format::Csv => cells.encode(value, schema, b).map(|ts| (ts, 0)),
         Format::Jsonl => super::jsonl::encode_json_line(value, schema, b),
     }
 }
