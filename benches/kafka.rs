@@ -94,16 +94,21 @@ fn process_cpu_s() -> f64 {
 /// dropped (no parsing, no join). Run in a child process (`--floor BROKERS`) so that
 /// its CPU time excludes the mock broker's; prints "events cpu_s".
 fn floor(brokers: &str) {
+    let options = std::env::var("KAFKA_BENCH_OPTIONS").unwrap_or_default();
+    let options: toml::Table = toml::from_str(&format!("o = {{ {options} }}")).expect("KAFKA_BENCH_OPTIONS");
     let mut consumers = Vec::new();
     for topic in ["l", "r"] {
         for p in 0..PARTITIONS {
-            let c: BaseConsumer = ClientConfig::new()
+            let mut config = ClientConfig::new();
+            config
                 .set("bootstrap.servers", brokers)
                 .set("group.id", "floor")
                 .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "true")
-                .create()
-                .unwrap();
+                .set("enable.partition.eof", "true");
+            for (k, v) in options["o"].as_table().unwrap() {
+                config.set(k, v.as_str().expect("option values are strings"));
+            }
+            let c: BaseConsumer = config.create().unwrap();
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
             c.assign(&tpl).unwrap();
@@ -125,6 +130,10 @@ fn floor(brokers: &str) {
             }
         }
     }
+    // SAFETY: as in process_cpu_s.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    eprintln!("floor: max RSS {} KiB, minor faults {}", u.ru_maxrss, u.ru_minflt);
     println!("{events} {:.3} {sum}", process_cpu_s());
 }
 
@@ -188,6 +197,7 @@ fn main() {
     }
     let out = Command::new(std::env::current_exe().unwrap()).args(["--floor", &brokers]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut f = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
     let (events, cpu) = (f.next().unwrap(), f.next().unwrap());

@@ -6,7 +6,7 @@
 //! `subscribe`d: which instance reads which partition is decided by
 //! `engine.instance`, not by the group protocol). The partition's records are read
 //! from its own librdkafka queue, split off the consumer's queue before the assign,
-//! a batch per poll through librdkafka's callback API (module `native`, the only
+//! in batches through `rd_kafka_consume_batch_queue` (module `native`, the only
 //! unsafe code here): no allocation and no clock read per record. The consumer's
 //! queue (logs, client errors) is still served once per poll through rust-rdkafka. The position a checkpoint records
 //! is the offset of the next record; a restart assigns at it. With `bounded = true`
@@ -296,7 +296,7 @@ impl Source for KafkaSource {
         let mut error = None;
         let KafkaSource { queue, next, end, done, side, input, schema, cells, b, .. } = self;
         let (side, format, end) = (*side, input.format, *end);
-        queue.serve(&mut |r| {
+        queue.serve(max_rows, &mut |r| {
             if r.err != native::NO_ERROR {
                 if r.err == native::PARTITION_EOF {
                     // The log's end, at or past the end found at start.
@@ -331,7 +331,7 @@ impl Source for KafkaSource {
                 *done = true;
                 return false;
             }
-            handed < max_rows
+            true
         });
         if let Some((e, detail)) = error {
             self.on_error(e, detail.as_deref())?;
@@ -371,24 +371,24 @@ impl Source for KafkaSource {
     }
 }
 
-/// A partition's own librdkafka queue, read in batches through librdkafka's callback
-/// API: the only unsafe code of the Kafka source.
+/// A partition's own librdkafka queue, read in batches through
+/// `rd_kafka_consume_batch_queue`: the only unsafe code of the Kafka source.
 ///
-/// Why `rd_kafka_consume_callback_queue` and not `rd_kafka_consume_batch_queue`:
-/// the batch call serves every op that is not a record or a consumer error with
-/// librdkafka's own callbacks, and rust-rdkafka sets no error callback, so a
-/// partition error (`rd_kafka_toppar_enq_error`: the topic deleted, the partition
-/// gone, not authorized) would only be logged and the job would wait forever. The
-/// callback call hands every record, consumer error and such error to us as a
-/// message with `err` set (`rd_kafka_consume_cb`, `rd_kafka_message_get`), so each
-/// is judged by `KafkaSource::on_error` as before. Logs and client errors go to the
-/// main queue, which rust-rdkafka redirects to the consumer queue
+/// Why the batch call and not `rd_kafka_consume_callback_queue`: the callback call
+/// moves every queued op off the queue before serving them (`rd_kafka_q_serve0`), so
+/// while weft works through them the fetcher sees an empty queue and fetches more:
+/// `queued.min.messages` stops bounding what is buffered, and a backfill buffered
+/// the whole topic (250 MB resident and a fresh page fault every 13 records in the
+/// benchmark, perf/kafka-2026-12-07.md). The batch call takes ops off one at a time,
+/// so the fetcher's view stays right. Records and consumer errors (the partition's
+/// end, fetch errors: offset out of range, not authorized) come back as messages
+/// with `err` set and are judged by `KafkaSource::on_error`; topic-level errors
+/// (`rd_kafka_toppar_enq_error`: the topic deleted) are logged by librdkafka through
+/// weft's log, as `BaseConsumer::poll` did with them. Logs and client errors go to
+/// the main queue, which rust-rdkafka redirects to the consumer queue
 /// (`rd_kafka_poll_set_consumer`); that queue is still served through
 /// `BaseConsumer::poll`, so nothing rust-rdkafka expects to receive is lost.
 mod native {
-    use std::any::Any;
-    use std::ffi::{c_void, CString};
-    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
     use std::ptr::NonNull;
     use std::sync::Arc;
 
@@ -400,6 +400,9 @@ mod native {
     pub const NO_ERROR: rdsys::rd_kafka_resp_err_t = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
     pub const PARTITION_EOF: rdsys::rd_kafka_resp_err_t = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF;
 
+    /// Records taken off the queue per librdkafka call, at most.
+    const BATCH: usize = 256;
+
     /// One record, or an error (`err` set; `payload` then holds librdkafka's text for
     /// it and `offset` the partition's end for `PARTITION_EOF`), borrowed for one
     /// call of the serve function.
@@ -410,14 +413,22 @@ mod native {
     }
 
     /// The fetch queue of one partition of `consumer`, forwarded nowhere.
+    ///
+    /// Invariant: `batch[at..len]` are messages taken off the queue and not yet
+    /// handed out, owned here (destroyed once, after they are handed or on drop);
+    /// they are handed before anything else, in order.
     pub struct PartitionQueue {
         queue: NonNull<rdsys::rd_kafka_queue_t>,
-        /// Keeps the client alive while the queue handle exists.
-        consumer: Arc<Client>,
+        batch: Box<[*mut rdsys::rd_kafka_message_t; BATCH]>,
+        at: usize,
+        len: usize,
+        /// Keeps the client alive while the queue handle and the messages exist.
+        _client: Arc<Client>,
     }
 
-    // SAFETY: librdkafka's queue handles may be used from any thread (their ops are
-    // under the queue's lock); the handle is used by one thread at a time (`&mut`).
+    // SAFETY: librdkafka's queue handles and messages may be used from any thread
+    // (queue ops are under the queue's lock; a message is owned by whoever holds it);
+    // the whole is used by one thread at a time (`&mut`).
     unsafe impl Send for PartitionQueue {}
 
     impl PartitionQueue {
@@ -426,78 +437,64 @@ mod native {
         /// it as forwarded by the application, so the fetch start of the assign
         /// leaves it detached and every record of the partition arrives here.
         pub fn split(consumer: &Arc<Client>, topic: &str, partition: i32) -> Option<PartitionQueue> {
-            let topic = CString::new(topic).ok()?;
+            let topic = std::ffi::CString::new(topic).ok()?;
             let rk = consumer.client().native_ptr();
             // SAFETY: `rk` is the live client `consumer` owns; `topic` is a C string
             // that outlives the call. The result is a new handle (or null), ours.
             let queue = NonNull::new(unsafe { rdsys::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition) })?;
             // SAFETY: `queue` is the handle just returned; a null destination detaches it.
             unsafe { rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
-            Some(PartitionQueue { queue, consumer: consumer.clone() })
+            let batch = Box::new([std::ptr::null_mut(); BATCH]);
+            Some(PartitionQueue { queue, batch, at: 0, len: 0, _client: consumer.clone() })
         }
 
-        /// Hands the queued records and errors to `f` in order, without waiting, until
-        /// `f` returns false (the rest stay queued) or the queue is empty. Three clock
-        /// reads per call, none per record. A panic in `f` is carried over the C
-        /// frames and resumed here.
-        pub fn serve(&mut self, f: &mut dyn FnMut(Record<'_>) -> bool) {
-            struct Ctx<'a> {
-                f: &'a mut dyn FnMut(Record<'_>) -> bool,
-                rk: *mut rdsys::rd_kafka_t,
-                panic: Option<Box<dyn Any + Send>>,
-            }
-            unsafe extern "C" fn on_message(m: *mut rdsys::rd_kafka_message_t, opaque: *mut c_void) {
-                // SAFETY: `opaque` is the `Ctx` below, alive and not otherwise borrowed
-                // while librdkafka runs this callback on our thread, inside our call.
-                let ctx = unsafe { &mut *opaque.cast::<Ctx<'_>>() };
-                // SAFETY: librdkafka passes a valid message that lives until the
-                // callback returns (then it destroys the op); `payload` is null or
-                // `len` readable bytes.
-                let r = unsafe {
-                    let m = &*m;
-                    let payload = (!m.payload.is_null())
-                        .then(|| std::slice::from_raw_parts(m.payload.cast::<u8>().cast_const(), m.len));
-                    Record { err: m.err, offset: m.offset, payload }
-                };
-                let more = if ctx.panic.is_some() {
-                    false
-                } else {
-                    match catch_unwind(AssertUnwindSafe(|| (ctx.f)(r))) {
-                        Ok(more) => more,
-                        Err(p) => {
-                            ctx.panic = Some(p);
-                            false
-                        }
+        /// Hands at most `limit` queued records and errors to `f` in order, without
+        /// waiting, until `f` returns false (the rest are kept for the next call) or
+        /// the queue is empty. Returns how many were handed.
+        pub fn serve(&mut self, limit: usize, f: &mut dyn FnMut(Record<'_>) -> bool) -> usize {
+            let mut handed = 0;
+            while handed < limit {
+                if self.at == self.len {
+                    let want = (limit - handed).min(BATCH);
+                    // SAFETY: the queue handle is ours and alive (its client too, by
+                    // `self._client`); timeout 0 never waits; librdkafka writes at most
+                    // `want` message pointers into `batch`, which has room for BATCH.
+                    let n = unsafe { rdsys::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, self.batch.as_mut_ptr(), want) };
+                    if n <= 0 {
+                        break; // empty (librdkafka returns -1 only for a bad queue)
                     }
+                    (self.at, self.len) = (0, n as usize);
+                }
+                let m = self.batch[self.at];
+                self.at += 1;
+                handed += 1;
+                // SAFETY: `m` is a message librdkafka handed to us and nobody has
+                // destroyed (the invariant); `payload` is null or `len` readable bytes,
+                // alive until the destroy below.
+                let more = unsafe {
+                    let r = &*m;
+                    let payload =
+                        (!r.payload.is_null()).then(|| std::slice::from_raw_parts(r.payload.cast::<u8>().cast_const(), r.len));
+                    let more = f(Record { err: r.err, offset: r.offset, payload });
+                    rdsys::rd_kafka_message_destroy(m);
+                    more
                 };
                 if !more {
-                    // SAFETY: `rk` is the live client; yield only ends this serve call
-                    // (the ops not yet served go back to the queue's head).
-                    unsafe { rdsys::rd_kafka_yield(ctx.rk) };
+                    break;
                 }
             }
-            let mut ctx = Ctx { f, rk: self.consumer.client().native_ptr(), panic: None };
-            // SAFETY: the queue handle is ours and alive (its client too, by
-            // `self.consumer`); timeout 0 never waits; the callback gets `ctx` only for
-            // the duration of this call, on this thread.
-            unsafe {
-                rdsys::rd_kafka_consume_callback_queue(
-                    self.queue.as_ptr(),
-                    0,
-                    Some(on_message),
-                    (&raw mut ctx).cast::<c_void>(),
-                )
-            };
-            if let Some(p) = ctx.panic {
-                resume_unwind(p);
-            }
+            handed
         }
     }
 
     impl Drop for PartitionQueue {
         fn drop(&mut self) {
+            for &m in &self.batch[self.at..self.len] {
+                // SAFETY: messages not handed out, still ours (the invariant), destroyed once.
+                unsafe { rdsys::rd_kafka_message_destroy(m) };
+            }
             // SAFETY: the handle from `rd_kafka_queue_get_partition`, destroyed once,
-            // before `self.consumer` (the client) is dropped.
+            // after its messages and before `self._client` (the client) is dropped.
             unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) };
         }
     }
