@@ -44,6 +44,16 @@ pub use crate::log::KafkaLog as LogContext;
 type Client = BaseConsumer<LogContext>;
 
 /// A consumer for `input` (not yet assigned), with weft's own properties.
+/// librdkafka settings weft chooses differently from librdkafka's defaults (an input's
+/// `options` may still set them). librdkafka fetches ahead until 100,000 records
+/// per partition are buffered and then looks again only after a second: a backfill
+/// over many partitions buffered whole topics (250 MB resident for 720,000 small
+/// records, each in fresh memory: a page fault every 13 records) while the shard
+/// could not keep up, and a partition whose buffer ran dry waited out the second.
+/// 10,000 records per partition is a few milliseconds of work for a shard; looking
+/// again after 10 ms keeps the buffer from running dry (perf/kafka-2026-12-07.md).
+const FETCH_DEFAULTS: &[(&str, &str)] = &[("queued.min.messages", "10000"), ("fetch.queue.backoff.ms", "10")];
+
 fn consumer(input: &KafkaInput, what: String) -> Result<Client, SourceError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &input.brokers)
@@ -52,6 +62,9 @@ fn consumer(input: &KafkaInput, what: String) -> Result<Client, SourceError> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "true");
+    for (k, v) in FETCH_DEFAULTS {
+        c.set(*k, *v);
+    }
     for (k, v) in &input.options {
         c.set(k, v);
     }
