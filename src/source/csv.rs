@@ -583,11 +583,7 @@ mod tests {
         let mut b = RowBuilder::new();
         assert_eq!(c.encode(b"7,100,x", &schema, &mut b), Ok(100));
         assert_eq!(RowView(b.bytes()).str(2), b"x");
-        assert_eq!(
-            c.encode(b"7,101,\"a,\"\"b\"\"\nc\"", &schema, &mut b),
-            Ok(101),
-            "quoted, with a line break"
-        );
+        assert_eq!(c.encode(b"7,101,\"a,\"\"b\"\"\nc\"", &schema, &mut b), Ok(101), "quoted, with a line break");
         assert_eq!(RowView(b.bytes()).str(2), b"a,\"b\"\nc");
         let err = |v: &[u8], c: &mut LineEncoder, b: &mut RowBuilder| c.encode(v, &schema, b).unwrap_err();
         assert!(err(b"7,100", &mut c, &mut b).contains("expected 3 columns, found 2"));

@@ -472,7 +472,9 @@ mod native {
                     // SAFETY: the queue handle is ours and alive (its client too, by
                     // `self._client`); timeout 0 never waits; librdkafka writes at most
                     // `want` message pointers into `batch`, which has room for BATCH.
-                    let n = unsafe { rdsys::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, self.batch.as_mut_ptr(), want) };
+                    let n = unsafe {
+                        rdsys::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, self.batch.as_mut_ptr(), want)
+                    };
                     if n <= 0 {
                         break; // empty (librdkafka returns -1 only for a bad queue)
                     }
@@ -486,8 +488,8 @@ mod native {
                 // alive until the destroy below.
                 let more = unsafe {
                     let r = &*m;
-                    let payload =
-                        (!r.payload.is_null()).then(|| std::slice::from_raw_parts(r.payload.cast::<u8>().cast_const(), r.len));
+                    let payload = (!r.payload.is_null())
+                        .then(|| std::slice::from_raw_parts(r.payload.cast::<u8>().cast_const(), r.len));
                     let more = f(Record { err: r.err, offset: r.offset, payload });
                     rdsys::rd_kafka_message_destroy(m);
                     more
