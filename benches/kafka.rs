@@ -213,7 +213,7 @@ fn main() {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut f = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
     let (events, cpu) = (f.next().unwrap(), f.next().unwrap());
-    println!("librdkafka alone (one consumer per partition, values summed): {events} events, {cpu:.3} cpu_s, {:.0} events/cpu_s", events / cpu);
+    println!("a bare rust-rdkafka BaseConsumer::poll loop (one consumer per partition, values summed, no parsing or join): {events} events, {cpu:.3} cpu_s, {:.0} events/cpu_s", events / cpu);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
