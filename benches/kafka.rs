@@ -96,13 +96,9 @@ fn process_cpu_s() -> f64 {
 fn floor(brokers: &str) {
     let options = std::env::var("KAFKA_BENCH_OPTIONS").unwrap_or_default();
     let options: toml::Table = toml::from_str(&format!("o = {{ {options} }}")).expect("KAFKA_BENCH_OPTIONS");
-    // One consumer per partition (as weft reads), or with FLOOR_SHARED one per topic.
-    let shared = std::env::var_os("FLOOR_SHARED").is_some();
     let mut consumers = Vec::new();
     for topic in ["l", "r"] {
-        let groups: Vec<Vec<i32>> =
-            if shared { vec![(0..PARTITIONS).collect()] } else { (0..PARTITIONS).map(|p| vec![p]).collect() };
-        for parts in groups {
+        for parts in (0..PARTITIONS).map(|p| vec![p]) {
             let mut config = ClientConfig::new();
             config
                 .set("bootstrap.servers", brokers)

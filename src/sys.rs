@@ -28,9 +28,6 @@ static STOP_SIGNALS: AtomicU32 = AtomicU32::new(0);
 /// (perf/kafka-2026-12-07.md). Called before any Kafka client starts; a no-op if glibc
 /// refuses a value. The cost: up to `TOP_PAD` more resident memory per malloc arena.
 pub fn keep_freed_heap() {
-    if std::env::var_os("WEFT_EXPERIMENT_NO_MALLOPT").is_some() {
-        return;
-    }
     const TRIM_THRESHOLD: libc::c_int = 256 << 20;
     const MMAP_THRESHOLD: libc::c_int = 32 << 20;
     const TOP_PAD: libc::c_int = 64 << 20;

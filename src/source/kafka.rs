@@ -8,8 +8,8 @@
 //! from its own librdkafka queue, split off the consumer's queue before the assign,
 //! in batches through `rd_kafka_consume_batch_queue` (module `native`, the only
 //! unsafe code here): no allocation and no clock read per record. The consumer's
-//! queue (logs, client errors) is still served once per poll through rust-rdkafka. The position a checkpoint records
-//! is the offset of the next record; a restart assigns at it. With `bounded = true`
+//! queue (logs, client errors) is still served once per poll through rust-rdkafka.
+//! The position a checkpoint records is the offset of the next record; a restart assigns at it. With `bounded = true`
 //! the source reads up to the partition's end offset found when the job first
 //! started (kept in the checkpoint, so a restarted backfill ends where it would have)
 //! and then ends as a file does.
@@ -43,7 +43,6 @@ pub use crate::log::KafkaLog as LogContext;
 
 type Client = BaseConsumer<LogContext>;
 
-/// A consumer for `input` (not yet assigned), with weft's own properties.
 /// librdkafka settings weft chooses differently from librdkafka's defaults (an input's
 /// `options` may still set them). librdkafka fetches ahead until 100,000 records
 /// per partition are buffered and then looks again only after a second: a backfill
@@ -54,6 +53,7 @@ type Client = BaseConsumer<LogContext>;
 /// again after 10 ms keeps the buffer from running dry (perf/kafka-2026-12-07.md).
 const FETCH_DEFAULTS: &[(&str, &str)] = &[("queued.min.messages", "10000"), ("fetch.queue.backoff.ms", "10")];
 
+/// A consumer for `input` (not yet assigned), with weft's own properties.
 fn consumer(input: &KafkaInput, what: String) -> Result<Client, SourceError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &input.brokers)
@@ -240,7 +240,6 @@ impl KafkaSource {
             _ => format!("{err}"),
         };
         let fatal = match err.rdkafka_error_code() {
-            _ if matches!(err, KafkaError::MessageConsumptionFatal(_)) => Some(e.clone()),
             Some(RDKafkaErrorCode::OffsetOutOfRange) => Some(format!(
                 "offset {} is not in the partition any more (deleted by retention?): the rows of the checkpoint's \
                  position cannot be read again ({e})",
@@ -463,8 +462,8 @@ mod native {
 
         /// Hands at most `limit` queued records and errors to `f` in order, without
         /// waiting, until `f` returns false (the rest are kept for the next call) or
-        /// the queue is empty. Returns how many were handed.
-        pub fn serve(&mut self, limit: usize, f: &mut dyn FnMut(Record<'_>) -> bool) -> usize {
+        /// the queue is empty.
+        pub fn serve(&mut self, limit: usize, f: &mut dyn FnMut(Record<'_>) -> bool) {
             let mut handed = 0;
             while handed < limit {
                 if self.at == self.len {
@@ -498,7 +497,6 @@ mod native {
                     break;
                 }
             }
-            handed
         }
     }
 
