@@ -21,6 +21,8 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use weft::config::JobConfig;
+use weft::source::{PollStatus, SourceItem};
 
 const PARTITIONS: i32 = 4;
 
@@ -145,6 +147,53 @@ fn floor(brokers: &str) {
     println!("{events} {:.3} {sum}", process_cpu_s());
 }
 
+/// The sources of the job in `cfg` alone, polled round-robin as a shard polls them
+/// until every one has ended, rows counted (no routing, join, state or output): what
+/// reading and parsing costs, from files or from Kafka. Run in a child process
+/// (`--sources CONFIG`); prints "events cpu_s".
+fn sources_only(cfg: &Path) {
+    let job = JobConfig::load(cfg).unwrap().resolve(cfg, cfg.parent().unwrap()).unwrap();
+    let mut job = job.clone();
+    weft::source::kafka::resolve(&mut job).unwrap();
+    let mut open: Vec<_> = weft::source::plan(&job).iter().map(|s| weft::source::open(s, &job).unwrap()).collect();
+    let (mut rows, mut acc) = (0u64, 0u64);
+    while !open.is_empty() {
+        let mut idle = true;
+        open.retain_mut(|src| {
+            let st = src
+                .poll(4096, 0, &mut |it| match it {
+                    SourceItem::Row { ts, row, .. } => {
+                        rows += 1;
+                        acc = acc.wrapping_add(ts as u64 ^ row.len() as u64);
+                    }
+                    SourceItem::Dead { reason, .. } => panic!("dead letter: {reason}"),
+                    SourceItem::Resume { .. } => {}
+                })
+                .unwrap();
+            idle &= !matches!(st, PollStatus::Rows);
+            st != PollStatus::Done
+        });
+        if idle {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    drop(open);
+    weft::source::kafka::wait_closed();
+    std::hint::black_box(acc);
+    println!("{rows} {:.3}", process_cpu_s());
+}
+
+/// Runs this bench's binary with `args` (a child mode); returns the first two numbers
+/// it prints (events, cpu_s).
+fn child(args: &[&str]) -> (f64, f64) {
+    let out = Command::new(std::env::current_exe().unwrap()).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+    (f.next().unwrap(), f.next().unwrap())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list" || a == "--test") {
@@ -152,6 +201,9 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--floor") {
         return floor(&args[i + 1]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--sources") {
+        return sources_only(Path::new(&args[i + 1]));
     }
     let bin = PathBuf::from(std::env::var("WEFT_BIN").unwrap_or_else(|_| "target/release/weft".into()));
     assert!(bin.is_file(), "{} not found: build it (cargo build --release) or set WEFT_BIN", bin.display());
@@ -203,12 +255,22 @@ fn main() {
             println!("{round:>6} {name:>6} {events:>10} {cpu:>8.3} {wall:>8.3} {:>14.0}", events / cpu);
         }
     }
-    let out = Command::new(std::env::current_exe().unwrap()).args(["--floor", &brokers]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
-    let (events, cpu) = (f.next().unwrap(), f.next().unwrap());
+    // Where the difference lies: each job's sources alone (reading and parsing, no
+    // join), alternated like the jobs.
+    let mut alone = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, cfg) in [&files, &kafka].into_iter().enumerate() {
+            alone[i].push(child(&["--sources", cfg.to_str().unwrap()]).1);
+        }
+    }
+    let least = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (sf, sk) = (least(&alone[0]), least(&alone[1]));
+    println!(
+        "sources alone (read and parse, no join), least cpu_s of {rounds}: files {sf:.3}, kafka {sk:.3}; \
+         kafka's extra per event: {:.0} ns",
+        (sk - sf) / (n * 2 * PARTITIONS as u64) as f64 * 1e9
+    );
+    let (events, cpu) = child(&["--floor", &brokers]);
     println!("a bare rust-rdkafka BaseConsumer::poll loop (one consumer per partition, values summed, no parsing or join): {events} events, {cpu:.3} cpu_s, {:.0} events/cpu_s", events / cpu);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

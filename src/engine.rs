@@ -156,6 +156,9 @@ pub fn run(job: &Job, opts: &RunOptions) -> Result<Report, EngineError> {
         }
         None => conclude_unchecked(&job, first_err)?,
     };
+    // The job's Kafka clients (sources, the group committer) close in parallel.
+    drop(coord);
+    crate::source::kafka::wait_closed();
     Ok(report(&job, &merged, outcome, start, cpu0))
 }
 

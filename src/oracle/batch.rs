@@ -298,6 +298,7 @@ pub fn run_with(
     counts[0].unmatched_rows = total.unmatched[0];
     counts[1].unmatched_rows = total.unmatched[1];
     let [left, right] = counts;
+    source::kafka::wait_closed();
     Ok(BatchReport {
         output_dir: out_dir.to_path_buf(),
         kind: job.kind,

@@ -19,7 +19,8 @@
 //! retried by librdkafka; weft logs it (at most every [`WARN_EVERY`]) and keeps
 //! polling. Unknown topics and authorization failures end the job with their cause.
 
-use std::sync::Arc;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -70,6 +71,29 @@ fn consumer(input: &KafkaInput, what: String) -> Result<Client, SourceError> {
     }
     c.create_with_context(LogContext { what: what.clone() })
         .map_err(|e| SourceError::Kafka(format!("kafka {what}: cannot create a consumer: {e}")))
+}
+
+/// Clients being destroyed off the thread that dropped them, until [`wait_closed`].
+static CLOSING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Drops `client` (the last handle of a librdkafka client) on a thread of its own.
+/// librdkafka's destroy takes ~100 ms per client (a broker thread sleeps once while
+/// terminating), so closing a job's consumers one after another on the shard made a
+/// job over 8 partitions end 0.8 s after its last row, and one over 64 take 6.4 s to
+/// stop. If no thread can be started, the client is dropped here.
+fn close_in_background<T: Send + 'static>(client: T) {
+    let spawned = std::thread::Builder::new().name("weft-kafka-close".into()).spawn(move || drop(client));
+    if let Ok(h) = spawned {
+        CLOSING.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    }
+}
+
+/// Waits until every client handed to [`close_in_background`] so far is destroyed.
+pub fn wait_closed() {
+    let handles = std::mem::take(&mut *CLOSING.lock().unwrap_or_else(|e| e.into_inner()));
+    for h in handles {
+        let _ = h.join();
+    }
 }
 
 /// Reads each Kafka input's partition count from its brokers (into
@@ -131,7 +155,9 @@ fn partition_count(k: &KafkaInput, input: &str) -> Result<u32, SourceError> {
     if t.partitions().is_empty() {
         return Err(SourceError::Kafka(format!("kafka {what}: the topic has no partitions")));
     }
-    Ok(t.partitions().len() as u32)
+    let n = t.partitions().len() as u32;
+    close_in_background(c);
+    Ok(n)
 }
 
 /// The partitions of a Kafka input this instance reads: `p % instances == instance`.
@@ -146,9 +172,9 @@ pub struct KafkaSource {
     partition: i32,
     schema: Schema,
     name: String,
-    /// The partition's records and errors (split off `consumer`'s queue at open).
+    /// The partition's records and errors, split off its consumer's queue at open;
+    /// it owns the consumer.
     queue: native::PartitionQueue,
-    consumer: Arc<Client>,
     /// Assigned at `next` (done at the first poll, after any seek).
     assigned: bool,
     /// Offset of the next record to hand out; `None`: the partition's start.
@@ -165,10 +191,10 @@ pub struct KafkaSource {
 impl KafkaSource {
     pub fn open(input: &KafkaInput, side: Side, partition: u32, schema: Schema) -> Result<KafkaSource, SourceError> {
         let name = format!("kafka:{}/{partition}", input.topic);
-        let consumer = Arc::new(consumer(input, name.clone())?);
+        let consumer = consumer(input, name.clone())?;
         // Before the assign, so that no record of the partition ever reaches the
         // consumer's queue.
-        let queue = native::PartitionQueue::split(&consumer, &input.topic, partition as i32).ok_or_else(|| {
+        let queue = native::PartitionQueue::split(consumer, &input.topic, partition as i32).ok_or_else(|| {
             SourceError::Kafka(format!("{name} (brokers {}): cannot open the partition's queue", input.brokers))
         })?;
         let cells = super::csv::LineEncoder::new(&schema);
@@ -179,7 +205,6 @@ impl KafkaSource {
             schema,
             name,
             queue,
-            consumer,
             assigned: false,
             next: None,
             end: None,
@@ -198,7 +223,8 @@ impl KafkaSource {
     fn assign(&mut self) -> Result<(), SourceError> {
         if self.input.bounded && self.end.is_none() {
             let (low, high) = self
-                .consumer
+                .queue
+                .client()
                 .fetch_watermarks(&self.input.topic, self.partition, METADATA_TIMEOUT)
                 .map_err(|e| self.fail(format!("cannot read the partition's end offset: {e}")))?;
             tracing::info!(partition = %self.name, low, high, "bounded read: up to offset {high}");
@@ -214,7 +240,7 @@ impl KafkaSource {
         let at = self.next.map_or(Offset::Beginning, Offset::Offset);
         tpl.add_partition_offset(&self.input.topic, self.partition, at)
             .map_err(|e| self.fail(format!("cannot assign offset {at:?}: {e}")))?;
-        self.consumer.assign(&tpl).map_err(|e| self.fail(format!("cannot assign the partition: {e}")))?;
+        self.queue.client().assign(&tpl).map_err(|e| self.fail(format!("cannot assign the partition: {e}")))?;
         self.assigned = true;
         Ok(())
     }
@@ -223,7 +249,7 @@ impl KafkaSource {
     /// weft's log; fatal errors end the job). Records never arrive there: the
     /// partition's queue was split off before the assign.
     fn serve_events(&mut self) -> Result<(), SourceError> {
-        match self.consumer.poll(Duration::ZERO) {
+        match self.queue.client().poll(Duration::ZERO) {
             None => Ok(()),
             Some(Err(KafkaError::PartitionEOF(_)) | Ok(_)) => Err(self.fail(
                 "a record or the partition's end arrived on the consumer's queue, not on the partition's own".into(),
@@ -402,7 +428,6 @@ impl Source for KafkaSource {
 /// `BaseConsumer::poll`, so nothing rust-rdkafka expects to receive is lost.
 mod native {
     use std::ptr::NonNull;
-    use std::sync::Arc;
 
     use rdkafka::bindings as rdsys;
     use rdkafka::consumer::Consumer;
@@ -434,8 +459,9 @@ mod native {
         batch: Box<[*mut rdsys::rd_kafka_message_t; BATCH]>,
         at: usize,
         len: usize,
-        /// Keeps the client alive while the queue handle and the messages exist.
-        _client: Arc<Client>,
+        /// The consumer the queue belongs to; `None` only in `drop`, after which it
+        /// is closed in the background (`close_in_background`).
+        client: Option<Client>,
     }
 
     // SAFETY: librdkafka's queue handles and messages may be used from any thread
@@ -448,7 +474,7 @@ mod native {
         /// assign: the queue is detached with `rd_kafka_queue_forward`, which marks
         /// it as forwarded by the application, so the fetch start of the assign
         /// leaves it detached and every record of the partition arrives here.
-        pub fn split(consumer: &Arc<Client>, topic: &str, partition: i32) -> Option<PartitionQueue> {
+        pub fn split(consumer: Client, topic: &str, partition: i32) -> Option<PartitionQueue> {
             let topic = std::ffi::CString::new(topic).ok()?;
             let rk = consumer.client().native_ptr();
             // SAFETY: `rk` is the live client `consumer` owns; `topic` is a C string
@@ -457,7 +483,11 @@ mod native {
             // SAFETY: `queue` is the handle just returned; a null destination detaches it.
             unsafe { rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
             let batch = Box::new([std::ptr::null_mut(); BATCH]);
-            Some(PartitionQueue { queue, batch, at: 0, len: 0, _client: consumer.clone() })
+            Some(PartitionQueue { queue, batch, at: 0, len: 0, client: Some(consumer) })
+        }
+
+        pub fn client(&self) -> &Client {
+            self.client.as_ref().expect("the client is taken only in drop")
         }
 
         /// Hands at most `limit` queued records and errors to `f` in order, without
@@ -468,8 +498,8 @@ mod native {
             while handed < limit {
                 if self.at == self.len {
                     let want = (limit - handed).min(BATCH);
-                    // SAFETY: the queue handle is ours and alive (its client too, by
-                    // `self._client`); timeout 0 never waits; librdkafka writes at most
+                    // SAFETY: the queue handle is ours and alive (its client too: `self.client`
+                    // is taken only in drop); timeout 0 never waits; librdkafka writes at most
                     // `want` message pointers into `batch`, which has room for BATCH.
                     let n = unsafe {
                         rdsys::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, self.batch.as_mut_ptr(), want)
@@ -507,8 +537,11 @@ mod native {
                 unsafe { rdsys::rd_kafka_message_destroy(m) };
             }
             // SAFETY: the handle from `rd_kafka_queue_get_partition`, destroyed once,
-            // after its messages and before `self._client` (the client) is dropped.
+            // after its messages and before its client (still in `self.client`).
             unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) };
+            if let Some(client) = self.client.take() {
+                super::close_in_background(client);
+            }
         }
     }
 }
@@ -522,6 +555,14 @@ pub struct GroupCommitter {
     parts: Vec<Option<(usize, i32)>>,
     /// (topic, consumer with the input's group.id).
     consumers: Vec<(String, Client)>,
+}
+
+impl Drop for GroupCommitter {
+    fn drop(&mut self) {
+        for (_, c) in self.consumers.drain(..) {
+            close_in_background(c);
+        }
+    }
 }
 
 impl GroupCommitter {
