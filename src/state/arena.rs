@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapMut, RemapOptions};
 use rkyv::rancor;
-use rkyv::ser::{Positional, Writer};
 
 use super::copy::{BucketCopy, CopyJob, Segment, WrittenCopy};
 use super::record::{
@@ -320,30 +319,6 @@ const COLD_READ_BYTES: usize = 256;
 /// by default): what one read of a released page can bring back.
 const FAULT_AROUND_BYTES: u64 = 64 << 10;
 
-/// rkyv writer into a pre-reserved byte slice; positions are absolute in the buffer.
-struct SliceWriter<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl Positional for SliceWriter<'_> {
-    fn pos(&self) -> usize {
-        self.pos
-    }
-}
-
-impl<E: rancor::Source> Writer<E> for SliceWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        let end = self.pos + bytes.len();
-        if end > self.buf.len() {
-            return Err(E::new(std::io::Error::other("state record larger than its reservation")));
-        }
-        self.buf[self.pos..end].copy_from_slice(bytes);
-        self.pos = end;
-        Ok(())
-    }
-}
-
 impl Buffer {
     pub fn heap() -> Buffer {
         let mut v = rkyv::util::AlignedVec::<16>::with_capacity(HEAP_BYTES_INITIAL);
@@ -487,11 +462,8 @@ impl Buffer {
         let start = self.used;
         let payload = start + RECORD_HEADER_BYTES;
         let buf = self.bytes_mut();
-        let w = SliceWriter { buf, pos: payload };
-        let w =
-            rkyv::api::high::to_bytes_in::<_, rancor::Error>(rec, w).expect("the reservation holds the whole record");
-        let end = w.pos;
-        let buf = self.bytes_mut();
+        // The reservation holds the whole record (`record_bytes_max`).
+        let end = super::record::write_archived(buf, payload, rec);
         buf[start..start + 4].copy_from_slice(&((end - payload) as u32).to_le_bytes());
         buf[start + 4..start + 8].copy_from_slice(&RECORD_TAG.to_le_bytes());
         let next = end.next_multiple_of(8);
