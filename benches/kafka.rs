@@ -2,7 +2,9 @@
 //! librdkafka's mock cluster (in this process, on loopback) against the same job over
 //! the same rows as files (file i = partition i). Run by `scripts/kafka_bench.sh`,
 //! which builds the release binary first; the weft processes are children, so their
-//! CPU time (the report's `cpu_s`) excludes the mock broker's.
+//! CPU time (the report's `cpu_s`) excludes the mock broker's. It then runs each job's
+//! sources alone (read and parse, no join) and a bare rust-rdkafka poll loop, also as
+//! children, to show where the difference lies (perf/kafka-2026-12-08.md).
 //!
 //! `WEFT_BIN` (default `target/release/weft`), `KAFKA_BENCH_ROWS` (rows per partition
 //! and topic, default 90,000: the mock keeps only about the last 100,000 records of a
