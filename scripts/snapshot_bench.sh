@@ -155,7 +155,7 @@ recover() { # bin: restarts full-stop's checkpoint, stops once both shards resto
   sync
   WEFT_DEBUG_CHECKPOINTS=1 "${BIN[$b]}" run --config "$WORK/full-stop.toml" --quiet >"$WORK/log-$b-recover.txt" 2>&1 &
   local pid=$!
-  until [ "$(grep -c ' restored (' "$WORK/log-$b-recover.txt")" -ge 2 ]; do
+  until [ "$(cat "$WORK/log-$b-recover.txt" 2>/dev/null | grep -c ' restored (' || true)" -ge 2 ]; do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done

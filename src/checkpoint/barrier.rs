@@ -432,29 +432,30 @@ fn capture(p: Parts, counters: ShardCounters) -> Capture {
 async fn copy<C: Host>(core: Rc<RefCell<C>>, cap: Capture) {
     let lens: Vec<usize> = cap.jobs.iter().map(|j| j.len()).collect();
     let path = cap.dir.join(&cap.pack);
-    let kept = core.borrow_mut().parts().and_then(|p| p.ckpt.ring.take());
-    let mut ring = match kept {
-        Some(r) => Ok(r),
-        None if cap.jobs.is_empty() => Err(None),
-        None => writer::new_ring().map_err(|e| Some(super::io(&path, "create io_uring ring")(e))),
-    };
-    let r = match &mut ring {
-        _ if cap.jobs.is_empty() => Ok(Vec::new()),
-        Err(e) => Err(e.take().expect("the ring's error, once")),
-        Ok(ring) => {
-            let jobs = &cap.jobs;
-            writer::write_pack(ring, &path, &lens, |i, off, dst| match &jobs[i] {
-                // One chunk's memcpy under the borrow; none is held across an await.
-                CopyJob::Full { side, bucket, .. } => core.borrow().join().copy_out(*side, *bucket, off, dst),
-                CopyJob::Flips { data, .. } => {
-                    dst.copy_from_slice(&data[off..off + dst.len()]);
-                    true
-                }
-            })
-            .await
+    let mut ring = core.borrow_mut().parts().and_then(|p| p.ckpt.ring.take());
+    let r = if cap.jobs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match ring.take().map_or_else(writer::new_ring, Ok) {
+            Err(e) => Err(super::io(&path, "create io_uring ring")(e)),
+            Ok(mut made) => {
+                let jobs = &cap.jobs;
+                let r = writer::write_pack(&mut made, &path, &lens, |i, off, dst| match &jobs[i] {
+                    // One chunk's memcpy under the borrow; none is held across an await.
+                    CopyJob::Full { side, bucket, .. } => core.borrow().join().copy_out(*side, *bucket, off, dst),
+                    CopyJob::Flips { data, .. } => {
+                        dst.copy_from_slice(&data[off..off + dst.len()]);
+                        true
+                    }
+                })
+                .await;
+                // A ring the kernel could not be waited on is dropped (its buffers leak).
+                ring = Some(made).filter(DirectRing::healthy);
+                r
+            }
         }
     };
-    if let (Ok(ring), Some(p)) = (ring, core.borrow_mut().parts()) {
+    if let (Some(ring), Some(p)) = (ring, core.borrow_mut().parts()) {
         p.ckpt.ring = Some(ring);
     }
     if let Some(t0) = cap.t0 {
@@ -520,7 +521,7 @@ pub fn restore<C: Host, P: Partition>(
     p.join.restore_bases(snap.base_buckets);
     for b in &snap.buckets {
         let (bytes, flips) = super::read_bucket(dir, b)?;
-        p.join.restore_bucket(b, &bytes, &flips, &dir.join(&b.file))?;
+        p.join.restore_bucket(b, bytes, &flips, &dir.join(&b.file))?;
     }
     let marks: Vec<Mark> = snap.marks.iter().map(Mark::from).collect();
     p.wm.restore(&marks, snap.watermark);
