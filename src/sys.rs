@@ -365,6 +365,23 @@ pub fn check_io_uring() -> Result<(), String> {
     }
 }
 
+/// Asks the kernel to start reading `[offset, offset + len)` of `file` into the page
+/// cache and return at once (`POSIX_FADV_WILLNEED`). Linux reads at most the device's
+/// optimal I/O size per call, so a caller that wants a whole range in flight calls it
+/// per piece of that size. A hint: its error is the caller's to ignore.
+pub fn advise_willneed(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: posix_fadvise takes a descriptor we own and plain integers; no memory.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
+}
+
 /// Alignment of every buffer, file offset and write length of a [`DirectRing`]: a
 /// multiple of the logical block size O_DIRECT needs on any Linux disk (512 or 4096).
 pub const DIRECT_ALIGN_BYTES: usize = 4096;

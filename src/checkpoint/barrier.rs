@@ -519,6 +519,7 @@ pub fn restore<C: Host, P: Partition>(
 ) -> Result<(), RestoreError> {
     let p = core.parts().expect("restore runs only with checkpointing on");
     p.join.restore_bases(snap.base_buckets);
+    super::prefetch_segments(dir, &snap.buckets);
     for b in &snap.buckets {
         let (bytes, flips) = super::read_bucket(dir, b)?;
         p.join.restore_bucket(b, bytes, &flips, &dir.join(&b.file))?;
