@@ -32,16 +32,18 @@ use std::time::Duration;
 use super::{io, CheckpointError};
 use crate::sys::{DirectFile, DirectRing, DIRECT_ALIGN_BYTES};
 
-/// Bytes per write: large, aligned, and a bounded pause per memcpy (~0.1 ms).
-pub const CHUNK_BYTES: usize = 1 << 20;
-/// Writes kept in flight per shard: enough to keep the disk busy (8 MiB queued; `dd`
-/// with one 1 MiB write at a time reaches only part of this disk's bandwidth).
+/// Bytes per write: large, aligned, and a bounded pause per memcpy (~0.2-0.4 ms here).
+/// 2 MiB wrote a full snapshot under load at 1.37-1.80 GB/s against 1.24-1.32 GB/s for
+/// 1 MiB, at the same checkpoint cost (perf/snapshot-2026-12-08.md).
+pub const CHUNK_BYTES: usize = 2 << 20;
+/// Writes kept in flight per shard: enough to keep the disk busy (16 MiB queued; `dd`
+/// with one 1 MiB write at a time reaches less than two shards' packs do).
 pub const WRITES_IN_FLIGHT: usize = 8;
 /// Times the copy task yields to the join while it waits for the disk before it sleeps
 /// instead: a busy shard runs a batch per yield, an idle one would spin.
 const WAIT_YIELDS_MAX: u32 = 16;
 /// How long the copy task sleeps when yielding found no completion (an idle shard):
-/// well under the [`WRITES_IN_FLIGHT`] MiB queued (~8 ms of writes at 1 GB/s), so the
+/// well under the 16 MiB queued (~16 ms of writes at 1 GB/s), so the
 /// queue never runs dry, and few wake-ups (each idle sleep costs glommio a membarrier,
 /// an interrupt on every other CPU).
 const WAIT_SLEEP_US: u64 = 500;
