@@ -365,9 +365,387 @@ pub fn check_io_uring() -> Result<(), String> {
     }
 }
 
+/// Asks the kernel to start reading `[offset, offset + len)` of `file` into the page
+/// cache and return at once (`POSIX_FADV_WILLNEED`). Linux reads at most the device's
+/// optimal I/O size per call, so a caller that wants a whole range in flight calls it
+/// per piece of that size. A hint: its error is the caller's to ignore.
+pub fn advise_willneed(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: posix_fadvise takes a descriptor we own and plain integers; no memory.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Alignment of every buffer, file offset and write length of a [`DirectRing`]: a
+/// multiple of the logical block size O_DIRECT needs on any Linux disk (512 or 4096).
+pub const DIRECT_ALIGN_BYTES: usize = 4096;
+/// `user_data` of the fdatasync a [`DirectFile`] submits (buffer writes carry their
+/// buffer's index, below this).
+const SYNC_TAG: u64 = u64::MAX;
+
+/// One aligned, zeroed heap block, freed on drop.
+struct AlignedBlock {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl AlignedBlock {
+    fn new(len: usize) -> std::io::Result<AlignedBlock> {
+        let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN_BYTES)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        assert!(len > 0, "an empty block is never asked for");
+        // SAFETY: the layout has a non-zero size (asserted above).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(ptr).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+        Ok(AlignedBlock { ptr, len })
+    }
+
+    fn layout(&self) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(self.len, DIRECT_ALIGN_BYTES).expect("checked in new")
+    }
+}
+
+impl Drop for AlignedBlock {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `alloc_zeroed` with this very layout and is freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout()) };
+    }
+}
+
+/// A shard's checkpoint writer: an io_uring ring of its own (not glommio's, whose
+/// submissions and completions wait for the executor's next I/O poll, every preempt
+/// period of 10 ms while the shard is busy) and a fixed set of aligned buffers
+/// registered with it, made once and reused for every pack: no allocation, no page
+/// fault and no page pinning per write, and a write reaches the kernel the moment it
+/// is queued. Completions are read from the ring's shared memory, without a syscall.
+///
+/// Invariant: a buffer is in `free` or in flight, never both; a buffer in flight is
+/// never handed out, and neither the buffers nor the ring are freed while a write is
+/// in flight (the drops wait; if the kernel cannot be waited for, the buffers leak).
+pub struct DirectRing {
+    ring: io_uring::IoUring,
+    blocks: Vec<AlignedBlock>,
+    /// Indices of the buffers not in flight.
+    free: Vec<u16>,
+    /// Bytes each buffer's write in flight must write.
+    expect: Vec<u32>,
+    /// Writes and syncs submitted and not yet reaped.
+    in_flight: usize,
+    /// The buffers are registered with the ring (`WRITE_FIXED`); false where the kernel
+    /// refused (locked-memory limit): plain writes then.
+    registered: bool,
+    /// A wait for the kernel failed: the buffers may still be written from, never freed.
+    poisoned: bool,
+}
+
+impl DirectRing {
+    /// `buffers` buffers of `buffer_bytes` each (a multiple of [`DIRECT_ALIGN_BYTES`],
+    /// below 4 GiB).
+    pub fn new(buffers: usize, buffer_bytes: usize) -> std::io::Result<DirectRing> {
+        assert!(buffers > 0 && buffers < usize::from(u16::MAX));
+        assert!(buffer_bytes % DIRECT_ALIGN_BYTES == 0 && buffer_bytes <= u32::MAX as usize);
+        let ring = io_uring::IoUring::new((buffers + 1).next_power_of_two() as u32)?;
+        let blocks = (0..buffers).map(|_| AlignedBlock::new(buffer_bytes)).collect::<std::io::Result<Vec<_>>>()?;
+        let iovecs: Vec<libc::iovec> =
+            blocks.iter().map(|b| libc::iovec { iov_base: b.ptr.as_ptr().cast(), iov_len: b.len }).collect();
+        // SAFETY: each iovec names a live block this ring owns; the blocks are freed only
+        // after the ring (field order, and Drop waits for writes in flight).
+        let registered = unsafe { ring.submitter().register_buffers(&iovecs) }.is_ok();
+        Ok(DirectRing {
+            ring,
+            blocks,
+            free: (0..buffers as u16).rev().collect(),
+            expect: vec![0; buffers],
+            in_flight: 0,
+            registered,
+            poisoned: false,
+        })
+    }
+
+    pub fn buffer_bytes(&self) -> usize {
+        self.blocks[0].len
+    }
+
+    /// False once a wait for the kernel failed: the ring must not be used again.
+    pub fn healthy(&self) -> bool {
+        !self.poisoned
+    }
+
+    /// Whether the kernel took the buffers as registered ones.
+    pub fn registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Creates `path` (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0644, O_DIRECT where the file
+    /// system has it) to be written through this ring.
+    pub fn create(&mut self, path: &Path) -> std::io::Result<DirectFile<'_>> {
+        let open = |direct: libc::c_int| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | direct)
+                .mode(0o644)
+                .open(path)
+        };
+        let file = match open(libc::O_DIRECT) {
+            // A file system without O_DIRECT (tmpfs before Linux 6.6): buffered writes;
+            // the fdatasync at the end makes the pack durable all the same. The name
+            // O_EXCL may have created is ours to remove.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = std::fs::remove_file(path);
+                open(0)?
+            }
+            r => r?,
+        };
+        Ok(DirectFile { r: self, file, error: None, synced: false })
+    }
+
+    /// Reaps every completion the kernel posted; the first failure (or short write) is
+    /// kept in `error`.
+    fn reap(&mut self, error: &mut Option<std::io::Error>, synced: &mut bool) {
+        for cqe in self.ring.completion() {
+            self.in_flight -= 1;
+            let res = cqe.result();
+            let e = if cqe.user_data() == SYNC_TAG {
+                *synced = res >= 0;
+                (res < 0).then(|| std::io::Error::from_raw_os_error(-res))
+            } else {
+                let i = cqe.user_data() as usize;
+                self.free.push(i as u16);
+                let want = self.expect[i];
+                match res {
+                    r if r < 0 => Some(std::io::Error::from_raw_os_error(-r)),
+                    r if r as u32 != want => Some(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        format!("short write: {r} of {want} bytes"),
+                    )),
+                    _ => None,
+                }
+            };
+            if error.is_none() {
+                *error = e;
+            }
+        }
+    }
+
+    /// Blocks until every write in flight is done (drop paths only).
+    fn drain(&mut self) {
+        let (mut error, mut synced) = (None, false);
+        while self.in_flight > 0 {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => self.reap(&mut error, &mut synced),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.poisoned = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DirectRing {
+    fn drop(&mut self) {
+        self.drain();
+        if self.poisoned {
+            // The kernel may still write from these buffers: leak them rather than free.
+            std::mem::forget(std::mem::take(&mut self.blocks));
+        }
+    }
+}
+
+/// A file being written through a [`DirectRing`]. Writes are queued with
+/// [`DirectFile::write_with`], reaped with [`DirectFile::poll`]; nothing here blocks
+/// except a drop with writes still in flight, which waits for them.
+pub struct DirectFile<'r> {
+    r: &'r mut DirectRing,
+    file: File,
+    error: Option<std::io::Error>,
+    synced: bool,
+}
+
+impl DirectFile<'_> {
+    /// Whether a buffer is free for [`DirectFile::write_with`].
+    pub fn has_free(&self) -> bool {
+        !self.r.free.is_empty()
+    }
+
+    /// Writes and syncs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.r.in_flight
+    }
+
+    /// Fills a free buffer with `fill` (which returns how many bytes it wrote, or `None`
+    /// to give the buffer back unwritten), pads it with zeros to [`DIRECT_ALIGN_BYTES`]
+    /// and submits its write at `offset` (aligned). Ok(None) when `fill` declined;
+    /// Ok(Some(padded length)) once the write is submitted. Panics without a free
+    /// buffer (check [`DirectFile::has_free`]).
+    pub fn write_with(
+        &mut self,
+        offset: u64,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> std::io::Result<Option<usize>> {
+        assert!(offset % DIRECT_ALIGN_BYTES as u64 == 0, "unaligned offset {offset}");
+        let i = *self.r.free.last().expect("a free buffer (has_free)");
+        let block = &self.r.blocks[i as usize];
+        // SAFETY: block i is not in flight (it is in `free`), so neither the kernel nor
+        // anyone else reads or writes it; the slice lives only for this call.
+        let buf = unsafe { std::slice::from_raw_parts_mut(block.ptr.as_ptr(), block.len) };
+        let Some(len) = fill(buf) else { return Ok(None) };
+        assert!(len <= buf.len());
+        let padded = len.next_multiple_of(DIRECT_ALIGN_BYTES);
+        buf[len..padded].fill(0);
+        let fd = io_uring::types::Fd(self.file.as_raw_fd());
+        let ptr = block.ptr.as_ptr();
+        let entry = if self.r.registered {
+            io_uring::opcode::WriteFixed::new(fd, ptr, padded as u32, i).offset(offset).build()
+        } else {
+            io_uring::opcode::Write::new(fd, ptr, padded as u32).offset(offset).build()
+        };
+        self.r.free.pop();
+        self.r.expect[i as usize] = padded as u32;
+        self.push(entry.user_data(u64::from(i)))?;
+        Ok(Some(padded))
+    }
+
+    /// Submits an fdatasync of the file; [`DirectFile::synced`] tells when it is done.
+    /// Call once every write is reaped (the ring does not order the two).
+    pub fn start_sync(&mut self) -> std::io::Result<()> {
+        assert_eq!(self.r.in_flight, 0, "writes still in flight");
+        let fd = io_uring::types::Fd(self.file.as_raw_fd());
+        let entry = io_uring::opcode::Fsync::new(fd).flags(io_uring::types::FsyncFlags::DATASYNC).build();
+        self.push(entry.user_data(SYNC_TAG))
+    }
+
+    /// Queues `entry` and submits it. On a failed submit the entry stays queued (the
+    /// next submit, or the drop's wait, sends it) and counts as in flight.
+    fn push(&mut self, entry: io_uring::squeue::Entry) -> std::io::Result<()> {
+        // SAFETY: the entry points into a block the ring owns and that stays out of
+        // `free` until its completion is reaped; the fd is `self.file`, which a drop
+        // closes only after waiting for every write in flight.
+        let pushed = unsafe { self.r.ring.submission().push(&entry) };
+        // The ring has an entry for every buffer and the sync, and at most that many
+        // operations are ever queued or in flight at once.
+        pushed.expect("a submission slot per buffer and one for the sync");
+        self.r.in_flight += 1;
+        loop {
+            match self.r.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reaps finished writes without blocking. Err on the first failed or short one.
+    pub fn poll(&mut self) -> std::io::Result<()> {
+        let r = &mut *self.r;
+        r.reap(&mut self.error, &mut self.synced);
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The fdatasync submitted by [`DirectFile::start_sync`] succeeded.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+}
+
+impl Drop for DirectFile<'_> {
+    fn drop(&mut self) {
+        // The file closes after this (fields drop after the body): no write in flight
+        // may still name its descriptor.
+        self.r.drain();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `chunks` through `ring` into a new file, chunk i at i * buffer size,
+    /// polling (spinning: no executor here) until every write and the sync are done.
+    fn write_direct(ring: &mut DirectRing, path: &Path, chunks: &[Vec<u8>]) -> std::io::Result<()> {
+        let step = ring.buffer_bytes() as u64;
+        let mut f = ring.create(path)?;
+        for (i, c) in chunks.iter().enumerate() {
+            while !f.has_free() {
+                f.poll()?;
+            }
+            let padded = f.write_with(i as u64 * step, |buf| {
+                buf[..c.len()].copy_from_slice(c);
+                Some(c.len())
+            })?;
+            assert_eq!(padded, Some(c.len().next_multiple_of(DIRECT_ALIGN_BYTES)));
+        }
+        while f.in_flight() > 0 {
+            f.poll()?;
+        }
+        f.start_sync()?;
+        while !f.synced() {
+            f.poll()?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn direct_writes_land_where_asked_and_buffers_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = DirectRing::new(2, 2 * DIRECT_ALIGN_BYTES).unwrap();
+        // More chunks than buffers: each buffer is written from twice or more.
+        let chunks: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i + 1; 2 * DIRECT_ALIGN_BYTES - 100 * i as usize]).collect();
+        let path = dir.path().join("a.pack");
+        write_direct(&mut ring, &path, &chunks).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), 5 * 2 * DIRECT_ALIGN_BYTES);
+        for (i, c) in chunks.iter().enumerate() {
+            let at = i * 2 * DIRECT_ALIGN_BYTES;
+            assert_eq!(&got[at..at + c.len()], &c[..], "chunk {i}");
+            assert!(got[at + c.len()..at + 2 * DIRECT_ALIGN_BYTES].iter().all(|&b| b == 0), "padding of {i}");
+        }
+        // The same ring writes the next file; a name already there is refused.
+        write_direct(&mut ring, &dir.path().join("b.pack"), &chunks[..1]).unwrap();
+        assert_eq!(ring.create(&path).err().map(|e| e.kind()), Some(std::io::ErrorKind::AlreadyExists));
+        assert!(ring.healthy());
+    }
+
+    #[test]
+    fn a_declined_fill_keeps_its_buffer_and_a_drop_waits_for_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = DirectRing::new(2, DIRECT_ALIGN_BYTES).unwrap();
+        {
+            let mut f = ring.create(&dir.path().join("c.pack")).unwrap();
+            assert_eq!(f.write_with(0, |_| None).unwrap(), None);
+            assert!(f.has_free());
+            f.write_with(0, |b| {
+                b.fill(7);
+                Some(b.len())
+            })
+            .unwrap();
+            f.write_with(DIRECT_ALIGN_BYTES as u64, |b| {
+                b.fill(8);
+                Some(1)
+            })
+            .unwrap();
+            assert!(!f.has_free(), "both buffers in flight");
+            // Dropped with writes in flight: the drop waits for them.
+        }
+        assert_eq!(ring.in_flight, 0);
+        assert_eq!(ring.free.len(), 2);
+        let got = std::fs::read(dir.path().join("c.pack")).unwrap();
+        assert_eq!(got.len(), 2 * DIRECT_ALIGN_BYTES);
+        assert!(got[..DIRECT_ALIGN_BYTES].iter().all(|&b| b == 7));
+        assert_eq!(got[DIRECT_ALIGN_BYTES], 8);
+        assert!(got[DIRECT_ALIGN_BYTES + 1..].iter().all(|&b| b == 0));
+    }
 
     #[test]
     fn status_fields_are_read_in_bytes() {

@@ -38,6 +38,7 @@ use crate::sink::ShardSinks;
 use crate::source::{Source, SourceError, SourcePos};
 use crate::state::arena::StateError;
 use crate::state::copy::{self, CopyJob, SnapshotPlan};
+use crate::sys::DirectRing;
 use crate::watermark::{Mark, PartitionClock, ShardWatermark};
 
 /// How often the source task re-checks that its barrier's snapshot is captured.
@@ -167,6 +168,9 @@ pub struct ShardCheckpoint {
     injected: u64,
     debug: bool,
     pub barriers: Barriers,
+    /// The ring and buffers packs are written through, made at the first checkpoint and
+    /// kept; the copy task holds it while it writes (`None` then, and before).
+    ring: Option<DirectRing>,
 }
 
 impl ShardCheckpoint {
@@ -179,6 +183,7 @@ impl ShardCheckpoint {
             injected: ctx.restored,
             debug: ctx.debug,
             barriers: Barriers::new(senders, ctx.restored),
+            ring: None,
         }
     }
 
@@ -426,20 +431,33 @@ fn capture(p: Parts, counters: ShardCounters) -> Capture {
 /// Writes a captured snapshot's copies into its pack, then reports it.
 async fn copy<C: Host>(core: Rc<RefCell<C>>, cap: Capture) {
     let lens: Vec<usize> = cap.jobs.iter().map(|j| j.len()).collect();
+    let path = cap.dir.join(&cap.pack);
+    let mut ring = core.borrow_mut().parts().and_then(|p| p.ckpt.ring.take());
     let r = if cap.jobs.is_empty() {
         Ok(Vec::new())
     } else {
-        let jobs = &cap.jobs;
-        writer::write_pack(&cap.dir.join(&cap.pack), &lens, |i, off, dst| match &jobs[i] {
-            // One chunk's memcpy under the borrow; none is held across the write's await.
-            CopyJob::Full { side, bucket, .. } => core.borrow().join().copy_out(*side, *bucket, off, dst),
-            CopyJob::Flips { data, .. } => {
-                dst.copy_from_slice(&data[off..off + dst.len()]);
-                true
+        match ring.take().map_or_else(writer::new_ring, Ok) {
+            Err(e) => Err(super::io(&path, "create io_uring ring")(e)),
+            Ok(mut made) => {
+                let jobs = &cap.jobs;
+                let r = writer::write_pack(&mut made, &path, &lens, |i, off, dst| match &jobs[i] {
+                    // One chunk's memcpy under the borrow; none is held across an await.
+                    CopyJob::Full { side, bucket, .. } => core.borrow().join().copy_out(*side, *bucket, off, dst),
+                    CopyJob::Flips { data, .. } => {
+                        dst.copy_from_slice(&data[off..off + dst.len()]);
+                        true
+                    }
+                })
+                .await;
+                // A ring the kernel could not be waited on is dropped (its buffers leak).
+                ring = Some(made).filter(DirectRing::healthy);
+                r
             }
-        })
-        .await
+        }
     };
+    if let (Some(ring), Some(p)) = (ring, core.borrow_mut().parts()) {
+        p.ckpt.ring = Some(ring);
+    }
     if let Some(t0) = cap.t0 {
         tracing::info!(
             shard = cap.snap.shard,
@@ -501,9 +519,10 @@ pub fn restore<C: Host, P: Partition>(
 ) -> Result<(), RestoreError> {
     let p = core.parts().expect("restore runs only with checkpointing on");
     p.join.restore_bases(snap.base_buckets);
+    super::prefetch_segments(dir, &snap.buckets);
     for b in &snap.buckets {
         let (bytes, flips) = super::read_bucket(dir, b)?;
-        p.join.restore_bucket(b, &bytes, &flips, &dir.join(&b.file))?;
+        p.join.restore_bucket(b, bytes, &flips, &dir.join(&b.file))?;
     }
     let marks: Vec<Mark> = snap.marks.iter().map(Mark::from).collect();
     p.wm.restore(&marks, snap.watermark);

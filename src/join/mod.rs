@@ -411,7 +411,7 @@ impl Join {
     pub fn restore_bucket(
         &mut self,
         file: &BucketCopy,
-        bytes: &[u8],
+        bytes: rkyv::util::AlignedVec<16>,
         flips: &[u32],
         name_for_errors: &Path,
     ) -> Result<(), StateError> {
@@ -614,7 +614,9 @@ mod tests {
             let job = jobs.iter().find(|x| x.side_bucket() == (f.side, f.bucket)).expect("new buckets are copied");
             let mut bytes = vec![0u8; job.len()];
             assert!(j.copy_out(f.side, f.bucket, 0, &mut bytes));
-            k.restore_bucket(f, &bytes, &[], Path::new("pack")).unwrap();
+            let mut owned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            owned.extend_from_slice(&bytes);
+            k.restore_bucket(f, owned, &[], Path::new("pack")).unwrap();
         }
         j.end_snapshot("pack", &[], true).unwrap();
         k

@@ -404,7 +404,7 @@ impl SideStore {
     pub fn restore_bucket(
         &mut self,
         b: i64,
-        bytes: &[u8],
+        bytes: rkyv::util::AlignedVec<16>,
         flips: &[u32],
         file: BucketCopy,
         name_for_errors: &Path,
@@ -424,7 +424,13 @@ impl SideStore {
             return Err(bad(format!("bucket {b} of side {} is restored twice", self.side as u8)));
         }
         let rel = rel as i32;
-        let (mut buf, roots) = Buffer::restore(bytes, path.as_deref(), name_for_errors)?;
+        // Heap state keeps the bytes read from the pack as the bucket's buffer: a second
+        // copy would touch as much fresh memory again, and first touches (page faults
+        // and zeroing) were most of a restore's CPU (perf/snapshot-2026-12-08.md).
+        let (mut buf, roots) = match path.as_deref() {
+            None => Buffer::restore_owned(bytes, name_for_errors)?,
+            Some(p) => Buffer::restore(&bytes, Some(p), name_for_errors)?,
+        };
         for &r in flips {
             // A listed position becomes a root only if it is one of a checked record.
             let Ok(i) = roots.binary_search_by_key(&r, |x| x.pos()) else {
@@ -591,6 +597,13 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
 mod tests {
     use super::*;
 
+    /// A copy of `bytes` in the 16-aligned form a checkpoint's read hands over.
+    fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
+        let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        v.extend_from_slice(bytes);
+        v
+    }
+
     #[test]
     fn arena_names_parse_back() {
         for (side, b) in [(Side::Left, 0), (Side::Right, 17), (Side::Left, -3)] {
@@ -626,7 +639,9 @@ mod tests {
         let mut restored = SideStore::new(Side::Left, 1000, None);
         let mut matched = Vec::new();
         restored
-            .restore_bucket(0, &img, &[], files[0].clone(), Path::new("p2"), |rec, _, _| matched.push(rec.matched))
+            .restore_bucket(0, aligned(&img), &[], files[0].clone(), Path::new("p2"), |rec, _, _| {
+                matched.push(rec.matched)
+            })
             .unwrap();
         assert_eq!(matched.len(), 101);
         assert_eq!(matched.iter().filter(|&&m| m).count(), 1);
