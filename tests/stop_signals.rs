@@ -215,6 +215,10 @@ fn restart_equals_uninterrupted(cfg: &Path, out: &Path, what: &str) {
 }
 
 fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
+    // How long after the checkpoint directory appears the signal is sent: longer after
+    // an attempt that stopped too early (nothing committed yet: a loaded machine),
+    // shorter after one that came too late (all input read).
+    let mut delay_ms = 0u64;
     for attempt in 0..STOP_TRIES {
         let (cfg, out, ck) = checkpointed(name, 100);
         let mut c = spawn_run(&cfg);
@@ -223,9 +227,9 @@ fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
         // machine the input is read before the first manifest appears.
         assert!(wait_checkpoint_dir(&mut c, &ck), "{name}: the run ended before it made its checkpoint directory");
         let before = manifests(&ck).last().copied().unwrap_or(0);
-        // Later attempts signal a little later (too early commits nothing, too late
-        // finds all input read; either is detected and tried again).
-        std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+        // Too early commits nothing, too late finds all input read; either is detected
+        // and tried again with the delay moved.
+        std::thread::sleep(Duration::from_millis(delay_ms));
         signal(&c, sig);
         let code = wait_exit(&mut c);
         let err = err.join().unwrap();
@@ -235,6 +239,7 @@ fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
             // All input was read when the final checkpoint was taken: the job rightly ran
             // to its end (a slow first checkpoint on a busy machine). Not mid-run: again.
             eprintln!("{name}: attempt {attempt}: the input was all read before the stop; again");
+            delay_ms /= 2;
             continue;
         }
         assert!(report.contains("stopped at checkpoint"), "{name}: not stopped at a checkpoint: {report}{err}");
@@ -242,6 +247,7 @@ fn one_signal_stops_at_a_final_checkpoint(sig: libc::c_int, name: &str) {
         assert!(after > before, "{name}: no manifest newer than {before} (newest {after}): {err}");
         if committed(&out).is_empty() {
             eprintln!("{name}: attempt {attempt}: stopped before any output was committed; again");
+            delay_ms = delay_ms * 2 + 20;
             continue;
         }
         restart_equals_uninterrupted(&cfg, &out, name);
