@@ -21,6 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 . "$ROOT/scripts/weft_bin.sh"
+. "$ROOT/scripts/bench_job.sh"
 WORK="${WORK:-/tmp/weft-snapshot-bench}"
 ROUNDS="${ROUNDS:-3}"
 EVENTS="${EVENTS:-12000000}"
@@ -36,23 +37,7 @@ echo "# snapshot bench $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD),
 for b in "${BINS[@]}"; do echo "binary $b: ${BIN[$b]}"; done
 
 job() { # file events interval_ms [extra generator keys]
-  cat >"$WORK/$1.toml" <<EOF
-[left]
-name = "impressions"
-generator = { keys = 1000000, events = $2 $4 }
-[right]
-name = "plays"
-generator = {}
-[join]
-kind = "left"
-lower_ms = 0
-upper_ms = 3600000
-max_out_of_orderness_ms = 5000
-[output]
-path = "none"
-[engine]
-shards = 2
-EOF
+  builtin_job "$WORK/$1.toml" "keys = 1000000, events = $2 $4" 2
   if [ "$3" != 0 ]; then
     printf 'checkpoint_dir = "%s/ck"\ncheckpoint_interval_ms = %s\n' "$WORK" "$3" >>"$WORK/$1.toml"
   fi

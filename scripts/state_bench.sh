@@ -13,6 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 . "$ROOT/scripts/weft_bin.sh"
+. "$ROOT/scripts/bench_job.sh"
 WORK="${WORK:-/tmp/weft-state-bench}"
 SHARDS="${SHARDS:-2}"
 BUDGETS="${BUDGETS:-64 256 512 1024 4096}"
@@ -20,23 +21,7 @@ REPEATS="${REPEATS:-2}"
 mkdir -p "$WORK"
 
 job() { # name keys events [extra generator keys]
-  cat >"$WORK/$1.toml" <<EOF
-[left]
-name = "impressions"
-generator = { keys = $2, events = $3 ${4:-, event_time_rate = 1000.0} }
-[right]
-name = "plays"
-generator = {}
-[join]
-kind = "left"
-lower_ms = 0
-upper_ms = 3600000
-max_out_of_orderness_ms = 5000
-[output]
-path = "none"
-[engine]
-shards = $SHARDS
-EOF
+  builtin_job "$WORK/$1.toml" "keys = $2, events = $3 ${4:-, event_time_rate = 1000.0}" "$SHARDS"
 }
 job k1m 1000000 "${SMALL_EVENTS:-6000000}" ""
 job k10m 10000000 "${BIG_EVENTS:-8000000}" ""
