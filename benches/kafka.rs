@@ -154,8 +154,7 @@ fn floor(brokers: &str) {
 /// reading and parsing costs, from files or from Kafka. Run in a child process
 /// (`--sources CONFIG`); prints "events cpu_s".
 fn sources_only(cfg: &Path) {
-    let job = JobConfig::load(cfg).unwrap().resolve(cfg, cfg.parent().unwrap()).unwrap();
-    let mut job = job.clone();
+    let mut job = JobConfig::load(cfg).unwrap().resolve(cfg, cfg.parent().unwrap()).unwrap();
     weft::source::kafka::resolve(&mut job).unwrap();
     let mut open: Vec<_> = weft::source::plan(&job).iter().map(|s| weft::source::open(s, &job).unwrap()).collect();
     let (mut rows, mut acc) = (0u64, 0u64);
